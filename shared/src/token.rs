@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 
+/// Error signing or parsing a key (from the JWT library).
+pub type SignError = jsonwebtoken::errors::Error;
+
 /// Claims of an entry token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryClaims {
@@ -26,7 +29,7 @@ pub struct EntryClaims {
 }
 
 /// Why a token was refused.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
     /// Not a JWT, or a header/claims this format does not allow (including `alg: none`).
     #[error("the token is malformed")]
@@ -70,7 +73,7 @@ impl TokenSigner {
 
     /// Sign the claims. Signing with a loaded Ed25519 key does not fail in practice;
     /// the error is surfaced rather than hidden.
-    pub fn sign(&self, claims: &EntryClaims) -> Result<String, jsonwebtoken::errors::Error> {
+    pub fn sign(&self, claims: &EntryClaims) -> Result<String, SignError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         jsonwebtoken::encode(&header, claims, &self.key)

@@ -1,1 +1,49 @@
-//! placeholder
+//! The edge waiting room: a Pingora proxy that holds visitors in a fair queue,
+//! releases N of them every tick with a signed entry token, and lets only
+//! requests carrying a valid token through to the protected upstream.
+//!
+//! # Layout
+//!
+//! - [`config`]: the TOML + environment configuration and its validation.
+//! - [`store`]: the queue store trait and its two backends (memory, Redis).
+//! - [`admission`]: the background service running one ticker per queue.
+//! - [`estimate`]: wait estimates from the measured release rate.
+//! - [`queues`]: queues at runtime, with live admission settings.
+//! - [`gate`]: entry-token checks with a bounded verification cache.
+//! - [`tokens`]: signing the entry token of an admitted visitor.
+//! - [`identity`]: the signed visitor cookie.
+//! - [`api`]: the queue API under `/wr`.
+//! - [`page`]: the queue page.
+//! - [`proxy`]: the `ProxyHttp` implementation tying it together.
+//! - [`http`]: replies the proxy writes itself.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`app`]: assembling the Pingora server.
+//! - [`state`]: what all services share.
+
+pub mod admission;
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod estimate;
+pub mod gate;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod page;
+pub mod proxy;
+pub mod queues;
+pub mod state;
+pub mod store;
+pub mod tokens;
+
+/// Set up logging as configured. Pingora logs through the `log` crate, which
+/// the subscriber picks up too.
+pub fn init_logging(log: &config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match log.format {
+        config::LogFormat::Json => builder.json().try_init(),
+        config::LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,1 +1,64 @@
-fn main() {}
+//! `waiting-room`: run the edge waiting room, or manage its signing keys.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shared::config::ProcessEnv;
+use waiting_room::config::Config;
+
+/// The edge waiting room (Pingora proxy).
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// Config file (TOML); every key can be overridden by `WR_SECTION__KEY`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the configuration and exit (0 valid, 2 invalid).
+    Check,
+    /// Start signing with a new key; the old public key stays trusted.
+    RotateKey,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match args.command {
+        Some(Command::Check) => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Some(Command::RotateKey) => match shared::keys::rotate(&config.keys.dir) {
+            Ok(kid) => {
+                println!("now signing with key {kid}; restart the proxies to pick it up");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            waiting_room::init_logging(&config.log);
+            match waiting_room::app::build(&config) {
+                Ok(server) => server.run_forever(),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

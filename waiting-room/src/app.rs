@@ -1,0 +1,51 @@
+//! Assembling the Pingora server: the proxy service, the admission service and
+//! the metrics service, sharing one [`State`].
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use pingora::prelude::http_proxy_service;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use shared::keys::KeyDir;
+
+use crate::admission::AdmissionService;
+use crate::config::Config;
+use crate::proxy::WaitingRoom;
+use crate::queues::Queues;
+use crate::state::State;
+
+/// Build the server for a validated config. Fails only on I/O (key directory)
+/// or an upstream that does not resolve.
+pub fn build(config: &Config) -> anyhow::Result<Server> {
+    let keys = KeyDir::open_or_create(&config.keys.dir)
+        .with_context(|| format!("keys.dir: cannot use {}", config.keys.dir.display()))?;
+    let upstream = config.resolve_upstream()?;
+    let state = Arc::new(State::new(Queues::new(&config.queues), keys, config.server.cookie_secure));
+
+    let conf = ServerConf {
+        threads: config.server.threads,
+        // Stop accepting at once on SIGTERM, then give open requests a moment.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = http_proxy_service(&server.configuration, WaitingRoom::new(state.clone(), upstream));
+    proxy.threads = Some(config.server.threads);
+    proxy.add_tcp(&config.server.listen);
+
+    let admission = background_service("admission", AdmissionService::new(state.clone(), config.store.clone()));
+
+    let mut metrics = pingora_prometheus::prometheus_http_service();
+    metrics.threads = Some(1);
+    metrics.add_tcp(&config.server.metrics_listen);
+
+    server.add_service(admission);
+    server.add_service(proxy);
+    server.add_service(metrics);
+    Ok(server)
+}

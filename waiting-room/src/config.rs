@@ -1,0 +1,454 @@
+//! The waiting room's configuration: one TOML file, every key overridable by a
+//! `WR_SECTION__KEY` environment variable, validated as its own step.
+//!
+//! Loading ([`Config::load`]) only checks shapes and types; [`Config::validate`]
+//! checks meaning (addresses parse, queue ids are safe in URLs and Redis keys,
+//! protected path prefixes of different queues never overlap). Both report the
+//! offending key, and `main` turns either into exit code 2.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shared::config::{self, ConfigError, Env, Secret};
+
+/// Environment variable prefix: `WR_STORE__BACKEND=redis`.
+pub const ENV_PREFIX: &str = "WR";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, upstream and process settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Where the queues live.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Where the signing keys live.
+    #[serde(default)]
+    pub keys: KeysConfig,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// The operator API.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// The queues; each protects a set of path prefixes.
+    #[serde(default)]
+    pub queues: Vec<QueueConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Public listener (queue API, queue page, WebSocket, gated proxy).
+    pub listen: String,
+    /// Prometheus `/metrics` listener.
+    pub metrics_listen: String,
+    /// The protected service, `host:port`; resolved once at start.
+    pub upstream: String,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+    /// Mark cookies `Secure` (set when served over HTTPS).
+    pub cookie_secure: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "0.0.0.0:8080".into(),
+            metrics_listen: "127.0.0.1:9091".into(),
+            upstream: "127.0.0.1:8081".into(),
+            threads: 2,
+            cookie_secure: false,
+        }
+    }
+}
+
+/// Which queue store backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// In-process, single instance, no external service (the embedded default).
+    #[default]
+    Memory,
+    /// Redis, shared by any number of proxy instances.
+    Redis,
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `memory` or `redis`.
+    pub backend: Backend,
+    /// Redis URL (used when `backend = "redis"`).
+    pub redis_url: String,
+    /// Prefix of every Redis key (`{<prefix>:<queue>}:line`); lets several
+    /// deployments or tests share one Redis.
+    pub key_prefix: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { backend: Backend::Memory, redis_url: "redis://127.0.0.1:6379".into(), key_prefix: "wr".into() }
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Key directory (see `shared::keys`); created on first start.
+    pub dir: PathBuf,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig { dir: PathBuf::from("data/keys") }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `waiting_room=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Text, level: "info".into() }
+    }
+}
+
+/// `[admin]`: the operator API on its own listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Listener of the admin API; empty disables it.
+    pub listen: String,
+    /// Bearer token the admin API requires; empty disables the API.
+    pub token: Secret,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "127.0.0.1:9092".into(), token: Secret::default() }
+    }
+}
+
+/// `[[queues]]`: one line of visitors protecting a set of path prefixes.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Id used in URLs (`/wr/<id>`), Redis keys and token audiences.
+    pub id: String,
+    /// Name shown on the queue page; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Protected path prefixes, matched on segment boundaries.
+    pub paths: Vec<String>,
+    /// Admit at once while nobody waits and active sessions are below this.
+    #[serde(default)]
+    pub free_entry: u64,
+    /// N: visitors released per tick.
+    pub release_per_tick: u64,
+    /// T: time between releases.
+    #[serde(with = "config::duration")]
+    pub tick: Duration,
+    /// M: lifetime of an entry token (fixed from admission, not sliding).
+    #[serde(with = "config::duration")]
+    pub session: Duration,
+    /// Cap on live sessions; 0 means none.
+    #[serde(default)]
+    pub max_active: u64,
+    /// A waiting visitor unseen (no WebSocket, no poll) this long loses the place; 0 = never.
+    #[serde(with = "config::duration", default = "default_abandon_after")]
+    pub abandon_after: Duration,
+    /// Operator's own queue page template (placeholders `{{queue_name}}`,
+    /// `{{position}}`, `{{eta}}`, …); the built-in page otherwise.
+    #[serde(default)]
+    pub page_template: Option<PathBuf>,
+}
+
+impl QueueConfig {
+    /// Display name.
+    pub fn display_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    /// The knobs an operator may change while the proxy runs.
+    pub fn admission(&self) -> Admission {
+        Admission {
+            free_entry: self.free_entry,
+            release_per_tick: self.release_per_tick,
+            tick: self.tick,
+            session: self.session,
+            max_active: self.max_active,
+            abandon_after: self.abandon_after,
+        }
+    }
+}
+
+/// The admission knobs of a queue: what an operator tunes during a sale.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Admission {
+    /// Admit at once while nobody waits and active sessions are below this.
+    pub free_entry: u64,
+    /// N: visitors released per tick.
+    pub release_per_tick: u64,
+    /// T: time between releases.
+    #[serde(with = "config::duration")]
+    pub tick: Duration,
+    /// M: lifetime of an entry token.
+    #[serde(with = "config::duration")]
+    pub session: Duration,
+    /// Cap on live sessions; 0 means none.
+    pub max_active: u64,
+    /// Unseen this long while waiting = abandoned; 0 = never.
+    #[serde(with = "config::duration")]
+    pub abandon_after: Duration,
+}
+
+fn default_abandon_after() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Config {
+    /// Load from `path` (or defaults when `None`) and `env`, then validate.
+    pub fn load(path: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let config: Config = config::load(path, ENV_PREFIX, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check meaning; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        parse_addr("server.listen", &self.server.listen)?;
+        parse_addr("server.metrics_listen", &self.server.metrics_listen)?;
+        if !self.admin.listen.is_empty() {
+            parse_addr("admin.listen", &self.admin.listen)?;
+        }
+        if self.server.upstream.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(ConfigError::new(
+                "server.upstream",
+                format!("expected host:port, got {:?}", self.server.upstream),
+            ));
+        }
+        if self.server.threads == 0 || self.server.threads > 256 {
+            return Err(ConfigError::new("server.threads", "expected a number of threads between 1 and 256"));
+        }
+        if self.store.backend == Backend::Redis && !self.store.redis_url.starts_with("redis") {
+            return Err(ConfigError::new(
+                "store.redis_url",
+                format!("expected a redis:// or rediss:// URL, got {:?}", self.store.redis_url),
+            ));
+        }
+        if !valid_id(&self.store.key_prefix) {
+            return Err(ConfigError::new("store.key_prefix", "expected 1-64 characters from A-Z a-z 0-9 _ -"));
+        }
+        if self.keys.dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("keys.dir", "must not be empty"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
+
+        let mut seen: Vec<(String, String)> = Vec::new(); // (prefix, key naming it)
+        for (i, q) in self.queues.iter().enumerate() {
+            let key = |k: &str| format!("queues[{i}].{k}");
+            if !valid_id(&q.id) {
+                return Err(ConfigError::new(
+                    key("id"),
+                    format!("expected 1-64 characters from A-Z a-z 0-9 _ -, got {:?}", q.id),
+                ));
+            }
+            if let Some(j) = self.queues[..i].iter().position(|o| o.id == q.id) {
+                return Err(ConfigError::new(key("id"), format!("{:?} is already the id of queues[{j}]", q.id)));
+            }
+            if q.paths.is_empty() {
+                return Err(ConfigError::new(key("paths"), "a queue must protect at least one path prefix"));
+            }
+            for (p, path) in q.paths.iter().enumerate() {
+                let pkey = format!("queues[{i}].paths[{p}]");
+                if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                    return Err(ConfigError::new(
+                        pkey,
+                        format!("expected an absolute path like \"/api\", got {path:?}"),
+                    ));
+                }
+                if prefix_covers("/wr", path) || prefix_covers(path, "/wr") {
+                    return Err(ConfigError::new(pkey, "the /wr prefix is reserved for the waiting room itself"));
+                }
+                for (other, other_key) in &seen {
+                    let same_queue = other_key.starts_with(&format!("queues[{i}]."));
+                    if !same_queue && (prefix_covers(other, path) || prefix_covers(path, other)) {
+                        return Err(ConfigError::new(
+                            pkey,
+                            format!("{path:?} overlaps {other_key} {other:?}; a path may belong to one queue only"),
+                        ));
+                    }
+                }
+                seen.push((path.clone(), format!("queues[{i}].paths[{p}]")));
+            }
+            q.admission().validate(&format!("queues[{i}]"))?;
+            if let Some(t) = &q.page_template
+                && !t.is_file()
+            {
+                return Err(ConfigError::new(key("page_template"), format!("{} is not a readable file", t.display())));
+            }
+        }
+        Ok(())
+    }
+
+    /// The upstream address, resolved once (never per request).
+    pub fn resolve_upstream(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .upstream
+            .to_socket_addrs()
+            .map_err(|e| {
+                ConfigError::new("server.upstream", format!("cannot resolve {:?}: {e}", self.server.upstream))
+            })?
+            .next()
+            .ok_or_else(|| ConfigError::new("server.upstream", "resolves to no address"))
+    }
+}
+
+impl Admission {
+    /// Check the knobs; `at` is the key of the queue (`queues[0]`).
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.release_per_tick == 0 || self.release_per_tick > 1_000_000 {
+            return Err(ConfigError::new(format!("{at}.release_per_tick"), "expected between 1 and 1000000"));
+        }
+        if self.tick < Duration::from_millis(100) || self.tick > Duration::from_secs(3600) {
+            return Err(ConfigError::new(format!("{at}.tick"), "expected between 100ms and 1h"));
+        }
+        if self.session < Duration::from_secs(1) || self.session > Duration::from_secs(7 * 24 * 3600) {
+            return Err(ConfigError::new(format!("{at}.session"), "expected between 1s and 7 days"));
+        }
+        if !self.abandon_after.is_zero() && self.abandon_after < Duration::from_secs(1) {
+            return Err(ConfigError::new(format!("{at}.abandon_after"), "expected 0 (never) or at least 1s"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| ConfigError::new(key, format!("expected ip:port like \"127.0.0.1:8080\", got {value:?}")))
+}
+
+/// Queue ids and key prefixes appear in URLs and Redis keys: keep them plain.
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Does `prefix` cover `path` on a segment boundary? `/api/events/42` covers
+/// `/api/events/42` and `/api/events/42/seats`, not `/api/events/420`.
+pub fn prefix_covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    if prefix.is_empty() {
+        return true; // "/" covers everything
+    }
+    path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [server]
+        listen = "127.0.0.1:8080"
+        [[queues]]
+        id = "concert-42"
+        paths = ["/api/events/42"]
+        free_entry = 1000
+        release_per_tick = 3000
+        tick = "10s"
+        session = "10m"
+        [[queues]]
+        id = "coupons"
+        paths = ["/api/coupons"]
+        release_per_tick = 10
+        tick = "1s"
+        session = "1m"
+    "#;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: std::collections::BTreeMap<String, String> =
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let c: Config = config::load_str(text, ENV_PREFIX, &env)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn the_documented_shape_loads_with_defaults() {
+        let c = load(GOOD, &[]).unwrap();
+        assert_eq!(c.queues[0].tick, Duration::from_secs(10));
+        assert_eq!(c.queues[0].abandon_after, Duration::from_secs(60));
+        assert_eq!(c.queues[1].free_entry, 0);
+        assert_eq!(c.store.backend, Backend::Memory);
+        assert_eq!(c.server.threads, 2);
+    }
+
+    #[test]
+    fn env_switches_the_backend_and_tunes_a_queue() {
+        let c = load(GOOD, &[("WR_STORE__BACKEND", "redis"), ("WR_QUEUES__1__RELEASE_PER_TICK", "50")]).unwrap();
+        assert_eq!(c.store.backend, Backend::Redis);
+        assert_eq!(c.queues[1].release_per_tick, 50);
+    }
+
+    #[test]
+    fn a_bad_tick_names_the_key() {
+        let err = load(&GOOD.replace(r#"tick = "10s""#, r#"tick = "ten""#), &[]).unwrap_err();
+        assert_eq!(err.to_string(), r#"queues[0].tick: expected a duration like "10s", got "ten""#);
+    }
+
+    #[test]
+    fn overlapping_prefixes_across_queues_are_rejected() {
+        let err = load(&GOOD.replace(r#"["/api/coupons"]"#, r#"["/api/events"]"#), &[]).unwrap_err();
+        assert_eq!(err.key, "queues[1].paths[0]");
+        assert!(err.message.contains("overlaps queues[0].paths[0]"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_ids_reserved_paths_and_silly_values_are_rejected() {
+        assert_eq!(load(&GOOD.replace("\"coupons\"", "\"concert-42\""), &[]).unwrap_err().key, "queues[1].id");
+        assert_eq!(load(&GOOD.replace("/api/coupons", "/wr/x"), &[]).unwrap_err().key, "queues[1].paths[0]");
+        assert_eq!(
+            load(GOOD, &[("WR_QUEUES__0__RELEASE_PER_TICK", "0")]).unwrap_err().key,
+            "queues[0].release_per_tick"
+        );
+        assert_eq!(load(GOOD, &[("WR_SERVER__LISTEN", "nowhere")]).unwrap_err().key, "server.listen");
+        assert_eq!(load(GOOD, &[("WR_QUEUES__0__ID", "a b")]).unwrap_err().key, "queues[0].id");
+        assert_eq!(load(GOOD, &[("WR_STORE__BACKEND", "disk")]).unwrap_err().key, "store.backend");
+    }
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_covers("/api/events/42", "/api/events/42"));
+        assert!(prefix_covers("/api/events/42", "/api/events/42/seats"));
+        assert!(prefix_covers("/api/events/42/", "/api/events/42/seats"));
+        assert!(!prefix_covers("/api/events/42", "/api/events/420"));
+        assert!(prefix_covers("/", "/anything"));
+    }
+}

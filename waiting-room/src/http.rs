@@ -1,0 +1,168 @@
+//! Responses the waiting room writes itself (queue API, page, gate refusals)
+//! and the one place they are written to a Pingora session.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::Session;
+use serde::Serialize;
+use shared::problem::{self, Problem};
+
+/// A complete response: status, headers, body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Headers (name, value); `content-length` is added when sending.
+    pub headers: Vec<(&'static str, String)>,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// A JSON body.
+    pub fn json<T: Serialize>(status: u16, value: &T) -> Reply {
+        let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+        Reply { status, headers: vec![("content-type", "application/json".into())], body: body.into() }
+    }
+
+    /// An `application/problem+json` body.
+    pub fn problem(p: Problem) -> Reply {
+        Reply {
+            status: p.status,
+            headers: vec![("content-type", problem::CONTENT_TYPE.into())],
+            body: p.to_json().into(),
+        }
+    }
+
+    /// A problem from status and detail.
+    pub fn error(status: u16, detail: impl Into<String>) -> Reply {
+        Reply::problem(Problem::new(status, detail))
+    }
+
+    /// An HTML page.
+    pub fn html(status: u16, body: impl Into<Bytes>) -> Reply {
+        Reply { status, headers: vec![("content-type", "text/html; charset=utf-8".into())], body: body.into() }
+    }
+
+    /// A 302 redirect.
+    pub fn redirect(location: String) -> Reply {
+        Reply { status: 302, headers: vec![("location", location)], body: Bytes::new() }
+    }
+
+    /// Add a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Never cache (positions and tokens are per visitor and change every tick).
+    pub fn no_store(self) -> Reply {
+        self.header("cache-control", "no-store")
+    }
+}
+
+/// Write `reply` as the whole response.
+pub async fn send(session: &mut Session, reply: Reply) -> pingora::Result<()> {
+    let mut header = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
+    for (name, value) in reply.headers {
+        header.append_header(name, value)?;
+    }
+    header.insert_header("content-length", reply.body.len().to_string())?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(header), head_only || reply.body.is_empty()).await?;
+    if !head_only && !reply.body.is_empty() {
+        session.write_response_body(Some(reply.body), true).await?;
+    }
+    Ok(())
+}
+
+/// A `Set-Cookie` value: `Path=/`, `HttpOnly`, `SameSite=Lax`, `Secure` when asked.
+pub fn set_cookie(name: &str, value: &str, max_age_secs: Option<i64>, secure: bool) -> String {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax");
+    if let Some(age) = max_age_secs {
+        c.push_str(&format!("; Max-Age={}", age.max(0)));
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    c
+}
+
+/// A header of the request as text, if present and valid UTF-8.
+pub fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Percent-encode a path and query for use as a query parameter value.
+pub fn encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decode a percent-encoded query value (`+` is a space). Invalid escapes are kept as is.
+pub fn decode_component(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The value of `name` in a query string.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| decode_component(v))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_round_trip_and_bad_escapes_survive() {
+        let path = "/api/events/42?x=1&y=a b";
+        assert_eq!(decode_component(&encode_component(path)), path);
+        assert_eq!(decode_component("%zz%4"), "%zz%4");
+        assert_eq!(query_param(Some("a=1&return_to=%2Fx%3Fy%3D1"), "return_to").as_deref(), Some("/x?y=1"));
+        assert_eq!(query_param(Some("a=1"), "return_to"), None);
+    }
+
+    #[test]
+    fn cookies_carry_the_flags() {
+        let c = set_cookie("wr_visitor", "v", None, true);
+        assert_eq!(c, "wr_visitor=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+        assert!(set_cookie("wr_entry", "t", Some(60), false).ends_with("Max-Age=60"));
+    }
+}

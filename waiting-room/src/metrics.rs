@@ -1,0 +1,119 @@
+//! Prometheus metrics of the waiting room, served as text at `metrics_listen`
+//! `/metrics` (Pingora's Prometheus service reads the default registry).
+//!
+//! Registered once per process on first use; label values are queue ids from
+//! config and fixed words, never client input, so cardinality stays bounded.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, exponential_buckets, register_histogram_vec,
+    register_int_counter_vec, register_int_gauge_vec,
+};
+
+/// All metrics of the waiting room.
+pub struct Metrics {
+    /// `waiting_room_waiting_visitors{queue}`
+    pub waiting: IntGaugeVec,
+    /// `waiting_room_active_sessions{queue}`
+    pub active: IntGaugeVec,
+    /// `waiting_room_joins_total{queue,outcome}`: outcome = waiting | free_entry | existing | rejoined
+    pub joins: IntCounterVec,
+    /// `waiting_room_admissions_total{queue,via}`: via = tick | free_entry
+    pub admissions: IntCounterVec,
+    /// `waiting_room_abandoned_total{queue}`
+    pub abandoned: IntCounterVec,
+    /// `waiting_room_ticks_total{queue}` (ticks this instance performed)
+    pub ticks: IntCounterVec,
+    /// `waiting_room_tick_duration_seconds{queue}`
+    pub tick_duration: HistogramVec,
+    /// `waiting_room_release_rate{queue}`: measured admissions per second
+    pub release_rate: prometheus::GaugeVec,
+    /// `waiting_room_configured_release_rate{queue}`: N / T
+    pub configured_rate: prometheus::GaugeVec,
+    /// `waiting_room_gate_decisions_total{queue,decision}`: allowed | redirected | rejected
+    pub gate: IntCounterVec,
+    /// `waiting_room_token_cache_total{result}`: hit | miss
+    pub token_cache: IntCounterVec,
+    /// `waiting_room_upstream_latency_seconds{status}` status class 2xx..5xx or error
+    pub upstream_latency: HistogramVec,
+    /// `waiting_room_requests_total{route,status}` requests the proxy answered itself
+    pub requests: IntCounterVec,
+    /// `waiting_room_store_errors_total{op}`
+    pub store_errors: IntCounterVec,
+}
+
+fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register_int_counter_vec!(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register_int_gauge_vec!(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn fgauge(name: &str, help: &str, labels: &[&str]) -> prometheus::GaugeVec {
+    prometheus::register_gauge_vec!(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    register_histogram_vec!(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
+}
+
+fn latency_buckets() -> Vec<f64> {
+    // 0.25 ms .. ~8 s
+    exponential_buckets(0.00025, 2.0, 16).unwrap_or_default()
+}
+
+/// The process-wide metrics. Names are fixed strings, so registration can only
+/// fail on a programming error (a duplicate name), which the tests would catch.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    waiting: gauge("waiting_room_waiting_visitors", "Visitors waiting in line, per queue.", &["queue"]),
+    active: gauge(
+        "waiting_room_active_sessions",
+        "Admitted visitors whose session has not ended, per queue.",
+        &["queue"],
+    ),
+    joins: counter("waiting_room_joins_total", "Join requests by outcome.", &["queue", "outcome"]),
+    admissions: counter(
+        "waiting_room_admissions_total",
+        "Visitors admitted, by tick release or free entry.",
+        &["queue", "via"],
+    ),
+    abandoned: counter(
+        "waiting_room_abandoned_total",
+        "Waiting visitors dropped because they left (no socket, no poll).",
+        &["queue"],
+    ),
+    ticks: counter("waiting_room_ticks_total", "Release ticks performed by this instance.", &["queue"]),
+    tick_duration: histogram(
+        "waiting_room_tick_duration_seconds",
+        "Time to run one release tick against the store.",
+        &["queue"],
+        latency_buckets(),
+    ),
+    release_rate: fgauge(
+        "waiting_room_release_rate",
+        "Measured admissions per second over recent ticks (all instances).",
+        &["queue"],
+    ),
+    configured_rate: fgauge(
+        "waiting_room_configured_release_rate",
+        "Configured admissions per second (release_per_tick / tick).",
+        &["queue"],
+    ),
+    gate: counter("waiting_room_gate_decisions_total", "Gate decisions on protected paths.", &["queue", "decision"]),
+    token_cache: counter("waiting_room_token_cache_total", "Entry-token cache lookups on the gate.", &["result"]),
+    upstream_latency: histogram(
+        "waiting_room_upstream_latency_seconds",
+        "Time from sending a request upstream to the end of the proxied response.",
+        &["status"],
+        latency_buckets(),
+    ),
+    requests: counter(
+        "waiting_room_requests_total",
+        "Requests answered by the waiting room itself.",
+        &["route", "status"],
+    ),
+    store_errors: counter("waiting_room_store_errors_total", "Queue store calls that failed.", &["op"]),
+});

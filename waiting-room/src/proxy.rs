@@ -1,0 +1,200 @@
+//! The proxy: every request passes through [`WaitingRoom`].
+//!
+//! 1. `/wr/...` is the waiting room's own API and page, answered here.
+//! 2. A path under a queue's prefix needs a valid entry token for that queue:
+//!    allowed requests go upstream with `x-visitor-id`; refused browsers are
+//!    sent to the queue page, other clients get a 401 problem naming the queue.
+//! 3. Any other path passes straight through.
+//!
+//! A client-supplied `x-visitor-id` is always removed, so the upstream can
+//! trust the header it receives; a request id is added to every request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use shared::problem::Problem;
+use shared::{REQUEST_ID_HEADER, VISITOR_HEADER};
+
+use crate::api;
+use crate::gate::Refusal;
+use crate::http::{Reply, encode_component, header_str, send};
+use crate::metrics::METRICS;
+use crate::state::State;
+
+/// Per-request state.
+#[derive(Default)]
+pub struct Ctx {
+    request_id: String,
+    /// What happened, for the access log.
+    outcome: &'static str,
+    queue: Option<String>,
+    visitor: Option<String>,
+    upstream_started: Option<Instant>,
+}
+
+/// The `ProxyHttp` implementation.
+pub struct WaitingRoom {
+    state: Arc<State>,
+    /// Built once from the address resolved at start: `HttpPeer::new` would
+    /// resolve again on every call.
+    peer: HttpPeer,
+}
+
+impl WaitingRoom {
+    /// A proxy for `state` in front of `upstream`.
+    pub fn new(state: Arc<State>, upstream: SocketAddr) -> Self {
+        let mut peer = HttpPeer::new(upstream, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(2));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(3));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        WaitingRoom { state, peer }
+    }
+}
+
+fn request_id(session: &Session) -> String {
+    match header_str(session, REQUEST_ID_HEADER) {
+        Some(id) if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
+            id.to_owned()
+        }
+        _ => hex_id(),
+    }
+}
+
+fn hex_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn wants_html(session: &Session) -> bool {
+    header_str(session, "accept").is_some_and(|a| a.contains("text/html"))
+}
+
+fn refusal_reply(session: &Session, queue: &str, refusal: &Refusal) -> (Reply, &'static str) {
+    let path_and_query = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if wants_html(session) {
+        let location = format!("/wr/{queue}?return_to={}", encode_component(path_and_query));
+        return (Reply::redirect(location).no_store(), "redirected");
+    }
+    let join = api::join_url(queue);
+    let problem = Problem::new(
+        401,
+        format!(
+            "{}: this path is protected by the waiting room queue {queue:?}. Join with POST {join}, wait until the \
+             status is READY, then retry with the token (cookie wr_entry or Authorization: Bearer).",
+            refusal.explain()
+        ),
+    )
+    .with("queue", queue)
+    .with("join_url", join);
+    let reply = Reply::problem(problem).header("www-authenticate", format!("Bearer realm=\"{queue}\"")).no_store();
+    (reply, "rejected")
+}
+
+#[async_trait]
+impl ProxyHttp for WaitingRoom {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        ctx.request_id = request_id(session);
+        let path = session.req_header().uri.path().to_owned();
+        if crate::config::prefix_covers("/wr", &path) {
+            let route = api::route(&path);
+            let reply = api::handle(&self.state, session, route).await;
+            ctx.outcome = route.name();
+            METRICS.requests.with_label_values(&[route.name(), &reply.status.to_string()]).inc();
+            send(session, reply.header(REQUEST_ID_HEADER, ctx.request_id.clone())).await?;
+            return Ok(true);
+        }
+        let Some(queue) = self.state.queues.for_path(&path) else {
+            ctx.outcome = "pass";
+            return Ok(false);
+        };
+        let queue_id = queue.id().to_owned();
+        let token = {
+            let h = &session.req_header().headers;
+            let auth = h.get("authorization").and_then(|v| v.to_str().ok());
+            let cookie =
+                h.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).find(|c| c.contains(shared::ENTRY_COOKIE));
+            shared::bearer_or_cookie(auth, cookie).map(str::to_owned)
+        };
+        let now = crate::state::now_ms().div_euclid(1000);
+        match self.state.gate.check(token.as_deref(), &queue_id, now) {
+            Ok(visitor) => {
+                METRICS.gate.with_label_values(&[&queue_id, "allowed"]).inc();
+                ctx.outcome = "allowed";
+                ctx.visitor = Some(visitor);
+                ctx.queue = Some(queue_id);
+                Ok(false)
+            }
+            Err(refusal) => {
+                let (reply, decision) = refusal_reply(session, &queue_id, &refusal);
+                METRICS.gate.with_label_values(&[&queue_id, decision]).inc();
+                ctx.outcome = decision;
+                ctx.queue = Some(queue_id);
+                send(session, reply.header(REQUEST_ID_HEADER, ctx.request_id.clone())).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(self.peer.clone()))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        upstream_request.remove_header(VISITOR_HEADER);
+        if let Some(v) = &ctx.visitor {
+            upstream_request.insert_header(VISITOR_HEADER, v.as_str())?;
+        }
+        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(started) = ctx.upstream_started {
+            let class = match (e, status) {
+                (Some(_), _) | (_, 0) => "error",
+                (_, s) => ["1xx", "2xx", "3xx", "4xx", "5xx"]
+                    .get(usize::from(s / 100).saturating_sub(1))
+                    .copied()
+                    .unwrap_or("error"),
+            };
+            METRICS.upstream_latency.with_label_values(&[class]).observe(started.elapsed().as_secs_f64());
+        }
+        let req = session.req_header();
+        tracing::info!(
+            request_id = %ctx.request_id,
+            method = %req.method,
+            path = %req.uri.path(),
+            status,
+            outcome = ctx.outcome,
+            queue = ctx.queue.as_deref().unwrap_or(""),
+            error = e.map(|e| e.to_string()),
+            "request"
+        );
+    }
+}

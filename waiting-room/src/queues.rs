@@ -1,0 +1,125 @@
+//! The queues at runtime: each queue's fixed identity (id, name, protected
+//! paths) and its live admission settings, which operators change without a
+//! restart.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::RwLock;
+
+use crate::config::{Admission, QueueConfig, prefix_covers};
+use crate::estimate::Estimator;
+use crate::store::Params;
+
+/// One queue.
+pub struct Queue {
+    /// The queue's config as loaded at start (id, name, paths, template).
+    pub config: QueueConfig,
+    /// Live settings. A `parking_lot::RwLock` because reads happen on every
+    /// request, writes only on an operator change, and nothing is awaited
+    /// while it is held.
+    admission: RwLock<Admission>,
+    /// Releases suspended by the operator.
+    paused: AtomicBool,
+    /// Everybody queues (free entry off).
+    queue_all: AtomicBool,
+    /// Measured release rate, for wait estimates.
+    pub estimate: Estimator,
+}
+
+impl Queue {
+    /// A queue from its config.
+    pub fn new(config: QueueConfig) -> Self {
+        let admission = RwLock::new(config.admission());
+        Queue {
+            config,
+            admission,
+            paused: AtomicBool::new(false),
+            queue_all: AtomicBool::new(false),
+            estimate: Estimator::default(),
+        }
+    }
+
+    /// The queue id.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Current admission settings.
+    pub fn admission(&self) -> Admission {
+        *self.admission.read()
+    }
+
+    /// Replace the admission settings (already validated).
+    pub fn set_admission(&self, a: Admission) {
+        *self.admission.write() = a;
+    }
+
+    /// Operator switches.
+    pub fn paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Suspend or resume releases.
+    pub fn set_paused(&self, v: bool) {
+        self.paused.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether free entry is off.
+    pub fn queue_all(&self) -> bool {
+        self.queue_all.load(Ordering::Relaxed)
+    }
+
+    /// Send everybody through the line, or restore free entry.
+    pub fn set_queue_all(&self, v: bool) {
+        self.queue_all.store(v, Ordering::Relaxed);
+    }
+
+    /// Configured admissions per second (N / T).
+    pub fn configured_rate(&self) -> f64 {
+        let a = self.admission();
+        a.release_per_tick as f64 / a.tick.as_secs_f64().max(0.001)
+    }
+
+    /// Seconds until the visitor at `position` gets in.
+    pub fn eta_seconds(&self, position: u64, now_ms: i64) -> u64 {
+        let tick_ms = u64::try_from(self.admission().tick.as_millis()).unwrap_or(u64::MAX);
+        self.estimate.eta_seconds(position, self.configured_rate(), tick_ms, now_ms)
+    }
+
+    /// What the store needs for a call now.
+    pub fn params(&self) -> Params {
+        let mut p = Params::from_admission(&self.admission());
+        p.paused = self.paused();
+        p.queue_all = self.queue_all();
+        p
+    }
+}
+
+/// All queues, looked up by id or by protected path.
+pub struct Queues {
+    list: Vec<Arc<Queue>>,
+}
+
+impl Queues {
+    /// From validated config (ids unique, prefixes disjoint).
+    pub fn new(configs: &[QueueConfig]) -> Self {
+        Queues { list: configs.iter().cloned().map(|c| Arc::new(Queue::new(c))).collect() }
+    }
+
+    /// Every queue.
+    pub fn all(&self) -> &[Arc<Queue>] {
+        &self.list
+    }
+
+    /// The queue with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<Queue>> {
+        self.list.iter().find(|q| q.id() == id)
+    }
+
+    /// The queue protecting `path`, if any. Prefixes of different queues never
+    /// overlap (config validation), so the first match is the only one.
+    pub fn for_path(&self, path: &str) -> Option<&Arc<Queue>> {
+        self.list.iter().find(|q| q.config.paths.iter().any(|p| prefix_covers(p, path)))
+    }
+}

@@ -1,0 +1,69 @@
+//! What every part of the proxy shares: queues, store, keys, gate. One `Arc`
+//! of it is held by the proxy service, the admission service and the push hub.
+
+use std::sync::{Arc, OnceLock};
+
+use shared::keys::KeyDir;
+use shared::visitor::VisitorId;
+
+use crate::gate::Gate;
+use crate::queues::{Queue, Queues};
+use crate::store::{QueueStore, Standing};
+use crate::tokens::{self, Issued};
+
+/// Tokens the gate caches at most.
+const TOKEN_CACHE: usize = 200_000;
+
+/// Shared state of one proxy process.
+pub struct State {
+    /// The queues.
+    pub queues: Queues,
+    /// Set once by the admission service when the store is connected: Redis
+    /// connections must be made inside a runtime that lives as long as the
+    /// server, which only exists once Pingora has started the services.
+    store: OnceLock<Arc<dyn QueueStore>>,
+    /// Signing key, trusted keys, cookie secret.
+    pub keys: KeyDir,
+    /// Token verification with cache.
+    pub gate: Gate,
+    /// Mark cookies `Secure`.
+    pub cookie_secure: bool,
+}
+
+impl State {
+    /// State for these queues and keys.
+    pub fn new(queues: Queues, keys: KeyDir, cookie_secure: bool) -> Self {
+        let gate = Gate::new(keys.verifier.clone(), TOKEN_CACHE);
+        State { queues, store: OnceLock::new(), keys, gate, cookie_secure }
+    }
+
+    /// The store, once connected.
+    pub fn store(&self) -> Option<&Arc<dyn QueueStore>> {
+        self.store.get()
+    }
+
+    /// Install the store (first call wins).
+    pub fn set_store(&self, store: Arc<dyn QueueStore>) {
+        let _ = self.store.set(store);
+    }
+
+    /// Sign the entry token of an admitted visitor.
+    pub fn issue(&self, queue: &Queue, visitor: VisitorId, standing: Standing, now_ms: i64) -> Option<Issued> {
+        let Standing::Ready { admitted_at_ms, expires_at_ms } = standing else { return None };
+        match tokens::issue(&self.keys.signer, queue.id(), visitor, admitted_at_ms, expires_at_ms, now_ms) {
+            Ok(issued) => Some(issued),
+            Err(e) => {
+                tracing::error!(error = %e, "signing an entry token failed");
+                None
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

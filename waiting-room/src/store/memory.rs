@@ -1,0 +1,393 @@
+//! The in-process queue store: the embedded default for a single instance.
+//!
+//! Each queue is a [`QueueState`] behind a `parking_lot::Mutex`: every operation
+//! is a short critical section with nothing awaited inside, so a blocking mutex
+//! is cheaper than an async one. Positions come from a Fenwick tree over the
+//! join sequence numbers, so a lookup costs O(log n), not O(line length).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use shared::visitor::VisitorId;
+
+use super::{JoinKind, Params, QueueStore, Release, Standing, Stats, StoreError};
+
+/// In-process queues.
+#[derive(Default)]
+pub struct MemoryStore {
+    queues: DashMap<String, Arc<Mutex<QueueState>>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn queue(&self, queue: &str) -> Arc<Mutex<QueueState>> {
+        if let Some(q) = self.queues.get(queue) {
+            return q.clone();
+        }
+        self.queues.entry(queue.to_owned()).or_default().clone()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Counts of present sequence numbers, for O(log n) ranks.
+#[derive(Default)]
+struct Fenwick {
+    /// Sequence number stored at index 1.
+    base: u64,
+    /// 1-based tree; `tree[0]` unused.
+    tree: Vec<u32>,
+}
+
+impl Fenwick {
+    fn capacity(&self) -> u64 {
+        self.tree.len().saturating_sub(1) as u64
+    }
+
+    fn covers(&self, seq: u64) -> bool {
+        seq >= self.base && seq - self.base < self.capacity()
+    }
+
+    fn add(&mut self, seq: u64, delta: i32) {
+        let mut i = (seq - self.base + 1) as usize;
+        while i < self.tree.len() {
+            self.tree[i] = self.tree[i].wrapping_add_signed(delta);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// Present sequence numbers `<= seq`.
+    fn prefix(&self, seq: u64) -> u64 {
+        if seq < self.base {
+            return 0;
+        }
+        let mut i = ((seq - self.base + 1) as usize).min(self.tree.len().saturating_sub(1));
+        let mut sum = 0u64;
+        while i > 0 {
+            sum += u64::from(self.tree[i]);
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+}
+
+/// The line: who waits, in join order, with ranks.
+#[derive(Default)]
+struct Line {
+    by_visitor: HashMap<VisitorId, u64>,
+    by_seq: BTreeMap<u64, VisitorId>,
+    counts: Fenwick,
+}
+
+impl Line {
+    fn len(&self) -> u64 {
+        self.by_seq.len() as u64
+    }
+
+    fn push(&mut self, visitor: VisitorId, seq: u64) {
+        self.by_visitor.insert(visitor, seq);
+        self.by_seq.insert(seq, visitor);
+        if !self.counts.covers(seq) {
+            self.rebuild(seq);
+        } else {
+            self.counts.add(seq, 1);
+        }
+    }
+
+    /// Start the tree at the current head with room to grow; O(n log n) but
+    /// only when the tail outgrows the capacity, so amortized O(log n).
+    fn rebuild(&mut self, newest: u64) {
+        let base = self.by_seq.keys().next().copied().unwrap_or(newest);
+        let span = newest - base + 1;
+        let capacity = (span * 2).max(1024) as usize;
+        self.counts = Fenwick { base, tree: vec![0; capacity + 1] };
+        let seqs: Vec<u64> = self.by_seq.keys().copied().collect();
+        for seq in seqs {
+            self.counts.add(seq, 1);
+        }
+    }
+
+    fn remove(&mut self, visitor: &VisitorId) -> bool {
+        let Some(seq) = self.by_visitor.remove(visitor) else { return false };
+        self.by_seq.remove(&seq);
+        if self.counts.covers(seq) {
+            self.counts.add(seq, -1);
+        }
+        true
+    }
+
+    fn position(&self, visitor: &VisitorId) -> Option<u64> {
+        self.by_visitor.get(visitor).map(|&seq| self.counts.prefix(seq))
+    }
+
+    fn pop_front(&mut self) -> Option<VisitorId> {
+        let (&seq, &visitor) = self.by_seq.iter().next()?;
+        self.by_seq.remove(&seq);
+        self.by_visitor.remove(&visitor);
+        if self.counts.covers(seq) {
+            self.counts.add(seq, -1);
+        }
+        Some(visitor)
+    }
+}
+
+/// One queue.
+#[derive(Default)]
+struct QueueState {
+    next_seq: u64,
+    line: Line,
+    /// Last time each waiting visitor was seen, and the same ordered by time so
+    /// the abandoned are found without scanning the line.
+    seen: HashMap<VisitorId, i64>,
+    seen_order: BTreeSet<(i64, VisitorId)>,
+    /// Live sessions (admitted, expires) and the same ordered by expiry.
+    sessions: HashMap<VisitorId, (i64, i64)>,
+    session_order: BTreeSet<(i64, VisitorId)>,
+    last_tick_ms: Option<i64>,
+    ticks: u64,
+    released_total: u64,
+    abandoned_total: u64,
+}
+
+impl QueueState {
+    fn mark_seen(&mut self, visitor: VisitorId, now: i64) {
+        if let Some(old) = self.seen.insert(visitor, now) {
+            self.seen_order.remove(&(old, visitor));
+        }
+        self.seen_order.insert((now, visitor));
+    }
+
+    fn forget_seen(&mut self, visitor: &VisitorId) {
+        if let Some(old) = self.seen.remove(visitor) {
+            self.seen_order.remove(&(old, *visitor));
+        }
+    }
+
+    fn leave_line(&mut self, visitor: &VisitorId) {
+        self.line.remove(visitor);
+        self.forget_seen(visitor);
+    }
+
+    fn expire_sessions(&mut self, now: i64) {
+        while let Some(&(expires, visitor)) = self.session_order.first() {
+            if expires > now {
+                break;
+            }
+            self.session_order.pop_first();
+            self.sessions.remove(&visitor);
+        }
+    }
+
+    fn active(&mut self, now: i64) -> u64 {
+        self.expire_sessions(now);
+        self.sessions.len() as u64
+    }
+
+    fn admit(&mut self, visitor: VisitorId, now: i64, session_ms: u64) -> (i64, i64) {
+        let expires = now.saturating_add(as_i64(session_ms));
+        self.sessions.insert(visitor, (now, expires));
+        self.session_order.insert((expires, visitor));
+        (now, expires)
+    }
+
+    fn stale(&self, visitor: &VisitorId, now: i64, p: &Params) -> bool {
+        p.abandon_after_ms > 0 && self.seen.get(visitor).is_none_or(|&s| s < now - as_i64(p.abandon_after_ms))
+    }
+
+    /// Where `visitor` stands. With `visit` (the visitor's own join or poll) the
+    /// visit keeps the place, or loses it if they were away too long; without,
+    /// a read-only look. The flag returned says the place was just lost.
+    fn standing(&mut self, visitor: VisitorId, now: i64, visit: Option<&Params>) -> (Standing, bool) {
+        self.expire_sessions(now);
+        if let Some(&(admitted_at_ms, expires_at_ms)) = self.sessions.get(&visitor) {
+            return (Standing::Ready { admitted_at_ms, expires_at_ms }, false);
+        }
+        if let Some(position) = self.line.position(&visitor) {
+            let Some(p) = visit else {
+                return (Standing::Waiting { position, waiting: self.line.len() }, false);
+            };
+            if self.stale(&visitor, now, p) {
+                self.leave_line(&visitor);
+                return (Standing::NotInQueue, true);
+            }
+            self.mark_seen(visitor, now);
+            return (Standing::Waiting { position, waiting: self.line.len() }, false);
+        }
+        (Standing::NotInQueue, false)
+    }
+}
+
+#[async_trait]
+impl QueueStore for MemoryStore {
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<(Standing, JoinKind), StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        let (standing, lost_place) = s.standing(visitor, now, Some(p));
+        if standing != Standing::NotInQueue {
+            return Ok((standing, JoinKind::Existing));
+        }
+        if s.line.len() == 0 && !p.queue_all {
+            let active = s.active(now);
+            if active < p.free_entry && (p.max_active == 0 || active < p.max_active) {
+                let (admitted_at_ms, expires_at_ms) = s.admit(visitor, now, p.session_ms);
+                return Ok((Standing::Ready { admitted_at_ms, expires_at_ms }, JoinKind::FreeEntry));
+            }
+        }
+        s.next_seq += 1;
+        let seq = s.next_seq;
+        s.line.push(visitor, seq);
+        s.mark_seen(visitor, now);
+        let waiting = s.line.len();
+        Ok((
+            Standing::Waiting { position: waiting, waiting },
+            if lost_place { JoinKind::Rejoined } else { JoinKind::Joined },
+        ))
+    }
+
+    async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        Ok(s.standing(visitor, now_ms(), Some(p)).0)
+    }
+
+    async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        let tick_ms = as_i64(p.tick_ms);
+        let mut out = Release { now_ms: now, tick: s.ticks, ..Release::default() };
+        let due = match s.last_tick_ms {
+            // The first call starts the first interval: visitors gather for one tick.
+            None => {
+                s.last_tick_ms = Some(now);
+                false
+            }
+            Some(last) => now - last >= tick_ms,
+        };
+        if !due {
+            let last = s.last_tick_ms.unwrap_or(now);
+            out.next_due_in_ms = u64::try_from(tick_ms - (now - last)).unwrap_or(0);
+            out.waiting = s.line.len();
+            out.active = s.active(now);
+            return Ok(out);
+        }
+        s.last_tick_ms = Some(now);
+        s.ticks += 1;
+        out.ticked = true;
+        out.tick = s.ticks;
+        out.next_due_in_ms = p.tick_ms;
+        s.expire_sessions(now);
+
+        if p.abandon_after_ms > 0 {
+            let cutoff = now - as_i64(p.abandon_after_ms);
+            while let Some(&(seen, visitor)) = s.seen_order.first() {
+                if seen >= cutoff {
+                    break;
+                }
+                s.leave_line(&visitor);
+                out.abandoned += 1;
+            }
+            s.abandoned_total += out.abandoned;
+        }
+
+        if !p.paused {
+            let active = s.sessions.len() as u64;
+            let mut n = p.release_per_tick;
+            if p.max_active > 0 {
+                n = n.min(p.max_active.saturating_sub(active));
+            }
+            while (out.released.len() as u64) < n {
+                let Some(visitor) = s.line.pop_front() else { break };
+                s.forget_seen(&visitor);
+                s.admit(visitor, now, p.session_ms);
+                out.released.push(visitor);
+            }
+            s.released_total += out.released.len() as u64;
+        }
+        out.waiting = s.line.len();
+        out.active = s.sessions.len() as u64;
+        Ok(out)
+    }
+
+    async fn standings(&self, queue: &str, visitors: &[VisitorId]) -> Result<Vec<Standing>, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        Ok(visitors.iter().map(|v| s.standing(*v, now, None).0).collect())
+    }
+
+    async fn touch(&self, queue: &str, visitors: &[VisitorId]) -> Result<(), StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        for v in visitors {
+            if s.seen.contains_key(v) {
+                s.mark_seen(*v, now);
+            }
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<Stats, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        Ok(Stats {
+            waiting: s.line.len(),
+            active: s.active(now),
+            ticks: s.ticks,
+            released_total: s.released_total,
+            abandoned_total: s.abandoned_total,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fenwick_ranks_follow_removals_and_growth() {
+        let mut line = Line::default();
+        let ids: Vec<VisitorId> = (0..5000).map(|_| VisitorId::random()).collect();
+        for (i, v) in ids.iter().enumerate() {
+            line.push(*v, i as u64 + 1);
+        }
+        assert_eq!(line.position(&ids[0]), Some(1));
+        assert_eq!(line.position(&ids[4999]), Some(5000));
+        line.remove(&ids[10]);
+        assert_eq!(line.position(&ids[11]), Some(11));
+        for _ in 0..100 {
+            line.pop_front();
+        }
+        assert_eq!(line.position(&ids[200]), Some(200 - 100));
+        // keep appending far beyond the original capacity
+        let more: Vec<VisitorId> = (0..20000).map(|_| VisitorId::random()).collect();
+        for (i, v) in more.iter().enumerate() {
+            line.push(*v, 5001 + i as u64);
+        }
+        assert_eq!(line.position(&more[0]), Some(5000 - 101 + 1));
+        assert_eq!(line.position(&ids[200]), Some(100));
+    }
+}

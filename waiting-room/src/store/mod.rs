@@ -1,0 +1,183 @@
+//! The queue store: one trait, two backends with the same semantics.
+//!
+//! - [`memory::MemoryStore`]: in-process, for a single instance with no external
+//!   service (the embedded default).
+//! - [`redis::RedisStore`]: shared by any number of proxy instances; every step
+//!   that touches more than one key is one Lua script, so it is atomic, and all
+//!   keys of a queue share the hash tag `{<prefix>:<queue>}` (Redis Cluster safe).
+//!
+//! # Semantics both backends implement
+//!
+//! - A queue's line is ordered by a per-queue sequence number handed out at join
+//!   (never a timestamp: equal timestamps would break FIFO). `position` is
+//!   1 + the number of visitors ahead.
+//! - Joining is idempotent: a visitor already waiting keeps their place; one with
+//!   a live session stays READY.
+//! - Free entry: while nobody waits and fewer than `free_entry` sessions are
+//!   active (and below `max_active` when capped), a join is admitted at once.
+//! - [`QueueStore::release`] is called by every instance's ticker as often as it
+//!   likes; it releases only when at least `tick` has passed since the previous
+//!   release of that queue by *any* instance, so any window of length `tick`
+//!   contains at most one release of at most N visitors.
+//! - Sessions are fixed: they end at admission + `session`; expired sessions stop
+//!   counting as active and their visitor is NOT_IN_QUEUE again.
+//! - Abandonment: a waiting visitor not seen (join, status poll, open WebSocket)
+//!   for `abandon_after` is removed at the next release without taking a slot,
+//!   and loses the place if they come back later.
+//!
+//! Times are milliseconds since the Unix epoch from the store's clock (Redis
+//! `TIME` for the Redis backend), so all instances agree on them.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shared::visitor::VisitorId;
+
+use crate::config::Admission;
+
+/// Where a visitor stands in a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// In line.
+    Waiting {
+        /// 1 + visitors ahead.
+        position: u64,
+        /// Visitors in line in total.
+        waiting: u64,
+    },
+    /// Admitted, session running.
+    Ready {
+        /// Admission time (ms).
+        admitted_at_ms: i64,
+        /// End of the session (ms).
+        expires_at_ms: i64,
+    },
+    /// Neither waiting nor admitted.
+    NotInQueue,
+}
+
+/// What a join did, beyond the resulting standing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Appended to the back of the line.
+    Joined,
+    /// Already waiting or admitted; nothing changed.
+    Existing,
+    /// Admitted at once (free entry).
+    FreeEntry,
+    /// Came back after `abandon_after`: placed at the back again.
+    Rejoined,
+}
+
+/// The settings the store needs for one call, taken from [`Admission`] plus
+/// operator switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// N
+    pub release_per_tick: u64,
+    /// T in ms
+    pub tick_ms: u64,
+    /// M in ms
+    pub session_ms: u64,
+    /// Free-entry threshold (0 = nobody enters without queueing).
+    pub free_entry: u64,
+    /// Cap on live sessions, 0 = none.
+    pub max_active: u64,
+    /// Abandonment window in ms, 0 = never.
+    pub abandon_after_ms: u64,
+    /// Releases suspended by the operator.
+    pub paused: bool,
+    /// Everybody queues, even when free entry would let them in.
+    pub queue_all: bool,
+}
+
+impl Params {
+    /// Store parameters from admission settings.
+    pub fn from_admission(a: &Admission) -> Self {
+        Params {
+            release_per_tick: a.release_per_tick,
+            tick_ms: ms(a.tick),
+            session_ms: ms(a.session),
+            free_entry: a.free_entry,
+            max_active: a.max_active,
+            abandon_after_ms: ms(a.abandon_after),
+            paused: false,
+            queue_all: false,
+        }
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Result of a [`QueueStore::release`] call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Release {
+    /// Whether a tick happened in this call (false: not due yet).
+    pub ticked: bool,
+    /// Tick number of the queue (counts every tick by any instance).
+    pub tick: u64,
+    /// Visitors released by this tick, in admission (= join) order.
+    pub released: Vec<VisitorId>,
+    /// Waiting visitors removed as abandoned by this tick.
+    pub abandoned: u64,
+    /// Store time of the call (ms); the admission time of `released`.
+    pub now_ms: i64,
+    /// How long until the next tick is due.
+    pub next_due_in_ms: u64,
+    /// Visitors in line after the call.
+    pub waiting: u64,
+    /// Live sessions after the call.
+    pub active: u64,
+}
+
+/// Counters of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Visitors in line.
+    pub waiting: u64,
+    /// Live sessions.
+    pub active: u64,
+    /// Ticks so far.
+    pub ticks: u64,
+    /// Visitors released by ticks so far.
+    pub released_total: u64,
+    /// Visitors removed as abandoned so far.
+    pub abandoned_total: u64,
+}
+
+/// The store failed (Redis unreachable, script error). Never a client's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("queue store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// The queue store. See the module docs for the semantics.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
+    /// Join `queue` (idempotent).
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<(Standing, JoinKind), StoreError>;
+
+    /// Where `visitor` stands; counts as being seen (keeps the place).
+    async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError>;
+
+    /// Release the next batch if a tick is due.
+    async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError>;
+
+    /// Standings of many visitors at once, without marking them seen (the push
+    /// path calls this for its connected visitors after every tick).
+    async fn standings(&self, queue: &str, visitors: &[VisitorId]) -> Result<Vec<Standing>, StoreError>;
+
+    /// Mark visitors as present (they hold an open WebSocket). Visitors no
+    /// longer waiting are ignored.
+    async fn touch(&self, queue: &str, visitors: &[VisitorId]) -> Result<(), StoreError>;
+
+    /// Counters of a queue.
+    async fn stats(&self, queue: &str) -> Result<Stats, StoreError>;
+
+    /// Is the store answering?
+    async fn ping(&self) -> Result<(), StoreError>;
+}

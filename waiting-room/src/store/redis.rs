@@ -1,0 +1,270 @@
+//! The Redis queue store, shared by any number of proxy instances.
+//!
+//! # Key layout (one queue; `{…}` is the hash tag, so a queue lives on one
+//! Cluster slot and its scripts may touch all of its keys)
+//!
+//! ```text
+//! {<prefix>:<queue>}:seq        counter   join sequence (INCR), the FIFO order
+//! {<prefix>:<queue>}:line       zset      waiting visitor -> sequence number
+//! {<prefix>:<queue>}:seen       zset      waiting visitor -> last seen (ms)
+//! {<prefix>:<queue>}:sessions   zset      admitted visitor -> session end (ms)
+//! {<prefix>:<queue>}:admitted   hash      admitted visitor -> admission time (ms)
+//! {<prefix>:<queue>}:tick       hash      last_ms, tick, released, abandoned
+//! {<prefix>:<queue>}:events     channel   one message per tick (pub/sub)
+//! ```
+//!
+//! # Scripts
+//!
+//! - `standing.lua`: join or status in one step (session check, rank, free
+//!   entry, append with the next sequence number).
+//! - `release.lua`: the tick. Reads Redis `TIME` and the `last_ms` marker and
+//!   releases only when a full tick has passed since the last release by any
+//!   instance; prunes expired sessions, drops abandoned visitors, pops up to N
+//!   from the head, records their sessions and publishes a tick message.
+//! - `standings.lua`: read-only standings of many visitors in one round trip.
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+use shared::visitor::VisitorId;
+
+use super::{JoinKind, Params, QueueStore, Release, Standing, Stats, StoreError};
+
+/// Redis-backed queues.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    scripts: &'static Scripts,
+}
+
+struct Scripts {
+    standing: Script,
+    release: Script,
+    standings: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        standing: Script::new(include_str!("lua/standing.lua")),
+        release: Script::new(include_str!("lua/release.lua")),
+        standings: Script::new(include_str!("lua/standings.lua")),
+    })
+}
+
+/// Visitors per script call when reading or touching many at once, so one call
+/// never blocks Redis for long.
+const BATCH: usize = 2000;
+
+fn err(e: redis::RedisError) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// The keys of one queue.
+pub struct Keys {
+    base: String,
+}
+
+impl Keys {
+    /// Keys of `queue` under `prefix`.
+    pub fn new(prefix: &str, queue: &str) -> Self {
+        Keys { base: format!("{{{prefix}:{queue}}}") }
+    }
+    /// A key of this queue: `line`, `seen`, `sessions`, `admitted`, `seq`, `tick`, `events`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.base)
+    }
+}
+
+impl RedisStore {
+    /// Connect to `url`; all keys start with `{<prefix>:`. Call this inside the
+    /// runtime that will live as long as the store (a Pingora service's runtime).
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
+            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
+            .set_number_of_retries(2);
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(err)?;
+        Ok(RedisStore { conn, prefix: prefix.to_owned(), scripts: scripts() })
+    }
+
+    /// The keys of `queue`.
+    pub fn keys(&self, queue: &str) -> Keys {
+        Keys::new(&self.prefix, queue)
+    }
+
+    /// The pub/sub channel carrying tick messages of `queue`.
+    pub fn channel(&self, queue: &str) -> String {
+        self.keys(queue).key("events")
+    }
+
+    async fn standing_script(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        mode: &str,
+        p: &Params,
+    ) -> Result<(Standing, JoinKind), StoreError> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let (kind, a, b, join_kind): (String, i64, i64, String) = self
+            .scripts
+            .standing
+            .key(k.key("line"))
+            .key(k.key("seen"))
+            .key(k.key("sessions"))
+            .key(k.key("admitted"))
+            .key(k.key("seq"))
+            .arg(visitor.to_string())
+            .arg(mode)
+            .arg(p.free_entry)
+            .arg(p.max_active)
+            .arg(p.session_ms)
+            .arg(p.abandon_after_ms)
+            .arg(if p.queue_all { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let standing = match kind.as_str() {
+            "READY" => Standing::Ready { admitted_at_ms: a, expires_at_ms: b },
+            "WAITING" => Standing::Waiting { position: to_u64(a), waiting: to_u64(b) },
+            _ => Standing::NotInQueue,
+        };
+        let join_kind = match join_kind.as_str() {
+            "joined" => JoinKind::Joined,
+            "free" => JoinKind::FreeEntry,
+            "rejoined" => JoinKind::Rejoined,
+            _ => JoinKind::Existing,
+        };
+        Ok((standing, join_kind))
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn int(v: Option<&Value>) -> i64 {
+    match v {
+        Some(Value::Int(i)) => *i,
+        Some(Value::BulkString(b)) => std::str::from_utf8(b).ok().and_then(|s| s.parse().ok()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn visitor(v: &Value) -> Option<VisitorId> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl QueueStore for RedisStore {
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<(Standing, JoinKind), StoreError> {
+        self.standing_script(queue, visitor, "join", p).await
+    }
+
+    async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
+        Ok(self.standing_script(queue, visitor, "status", p).await?.0)
+    }
+
+    async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let values: Vec<Value> = self
+            .scripts
+            .release
+            .key(k.key("line"))
+            .key(k.key("seen"))
+            .key(k.key("sessions"))
+            .key(k.key("admitted"))
+            .key(k.key("tick"))
+            .arg(p.release_per_tick)
+            .arg(p.tick_ms)
+            .arg(p.session_ms)
+            .arg(p.max_active)
+            .arg(p.abandon_after_ms)
+            .arg(if p.paused { "1" } else { "0" })
+            .arg(k.key("events"))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(Release {
+            ticked: int(values.first()) == 1,
+            tick: to_u64(int(values.get(1))),
+            now_ms: int(values.get(2)),
+            next_due_in_ms: to_u64(int(values.get(3))),
+            abandoned: to_u64(int(values.get(4))),
+            waiting: to_u64(int(values.get(5))),
+            active: to_u64(int(values.get(6))),
+            released: values.iter().skip(7).filter_map(visitor).collect(),
+        })
+    }
+
+    async fn standings(&self, queue: &str, visitors: &[VisitorId]) -> Result<Vec<Standing>, StoreError> {
+        let k = self.keys(queue);
+        let mut out = Vec::with_capacity(visitors.len());
+        for chunk in visitors.chunks(BATCH) {
+            let mut conn = self.conn.clone();
+            let mut call = self.scripts.standings.key(k.key("line"));
+            call.key(k.key("sessions")).key(k.key("admitted"));
+            for v in chunk {
+                call.arg(v.to_string());
+            }
+            let flat: Vec<i64> = call.invoke_async(&mut conn).await.map_err(err)?;
+            out.extend(flat.chunks_exact(3).map(|c| match c[0] {
+                2 => Standing::Ready { admitted_at_ms: c[1], expires_at_ms: c[2] },
+                1 => Standing::Waiting { position: to_u64(c[1]), waiting: to_u64(c[2]) },
+                _ => Standing::NotInQueue,
+            }));
+        }
+        Ok(out)
+    }
+
+    async fn touch(&self, queue: &str, visitors: &[VisitorId]) -> Result<(), StoreError> {
+        let seen = self.keys(queue).key("seen");
+        for chunk in visitors.chunks(BATCH) {
+            let mut conn = self.conn.clone();
+            let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.map_err(err)?;
+            let now = secs * 1000 + micros / 1000;
+            let mut cmd = redis::cmd("ZADD");
+            cmd.arg(&seen).arg("XX");
+            for v in chunk {
+                cmd.arg(now).arg(v.to_string());
+            }
+            cmd.query_async::<i64>(&mut conn).await.map_err(err)?;
+        }
+        Ok(())
+    }
+
+    async fn stats(&self, queue: &str) -> Result<Stats, StoreError> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut conn).await.map_err(err)?;
+        let now = secs * 1000 + micros / 1000;
+        let (waiting, active, tick): (u64, u64, std::collections::HashMap<String, u64>) = redis::pipe()
+            .zcard(k.key("line"))
+            .zcount(k.key("sessions"), format!("({now}"), "+inf")
+            .hgetall(k.key("tick"))
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let get = |f: &str| tick.get(f).copied().unwrap_or(0);
+        Ok(Stats {
+            waiting,
+            active,
+            ticks: get("tick"),
+            released_total: get("released"),
+            abandoned_total: get("abandoned"),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(err)
+    }
+}
