@@ -49,11 +49,13 @@ impl Gate {
         Gate { verifier, cache: DashMap::new(), capacity }
     }
 
-    /// The visitor id if `token` admits to `queue` at `now` (seconds).
-    pub fn check(&self, token: Option<&str>, queue: &str, now: i64) -> Result<String, Refusal> {
+    /// The visitor id if `token` admits to `queue` at `now_ms`. A token is
+    /// valid strictly before its `exp` second begins: `exp` is rounded down
+    /// from the session end, so the gate never outlasts the session.
+    pub fn check(&self, token: Option<&str>, queue: &str, now_ms: i64) -> Result<String, Refusal> {
         let token = token.ok_or(Refusal::Missing)?;
         if let Some(hit) = self.cache.get(token) {
-            if hit.exp >= now {
+            if hit.exp.saturating_mul(1000) > now_ms {
                 METRICS.token_cache.with_label_values(&["hit"]).inc();
                 if &*hit.queue != queue {
                     return Err(Refusal::Invalid(TokenError::WrongQueue));
@@ -66,11 +68,11 @@ impl Gate {
         }
         METRICS.token_cache.with_label_values(&["miss"]).inc();
         let claims = self.verifier.verify_any_queue(token).map_err(Refusal::Invalid)?;
-        if claims.exp < now {
+        if claims.exp.saturating_mul(1000) <= now_ms {
             return Err(Refusal::Invalid(TokenError::Expired));
         }
         if self.cache.len() >= self.capacity {
-            self.cache.retain(|_, v| v.exp >= now);
+            self.cache.retain(|_, v| v.exp.saturating_mul(1000) > now_ms);
             if self.cache.len() >= self.capacity {
                 // Only reachable with more live tokens than the cache holds:
                 // start over rather than grow without bound.
@@ -104,6 +106,10 @@ mod tests {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
     }
 
+    fn now_ms() -> i64 {
+        now() * 1000
+    }
+
     #[test]
     fn cached_tokens_keep_their_queue_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
@@ -112,14 +118,14 @@ mod tests {
         let claims =
             EntryClaims { sub: "ab".repeat(16), aud: "q".into(), iat: now(), exp: now() + 30, jti: "1".into() };
         let t = keys.signer.sign(&claims).unwrap();
-        assert_eq!(gate.check(Some(&t), "q", now()), Ok("ab".repeat(16)));
+        assert_eq!(gate.check(Some(&t), "q", now_ms()), Ok("ab".repeat(16)));
         assert_eq!(gate.cached(), 1);
         // Second time from the cache, still bound to its queue and expiry.
-        assert_eq!(gate.check(Some(&t), "q", now()), Ok("ab".repeat(16)));
-        assert_eq!(gate.check(Some(&t), "other", now()), Err(Refusal::Invalid(TokenError::WrongQueue)));
-        assert_eq!(gate.check(Some(&t), "q", now() + 31), Err(Refusal::Invalid(TokenError::Expired)));
+        assert_eq!(gate.check(Some(&t), "q", now_ms()), Ok("ab".repeat(16)));
+        assert_eq!(gate.check(Some(&t), "other", now_ms()), Err(Refusal::Invalid(TokenError::WrongQueue)));
+        assert_eq!(gate.check(Some(&t), "q", (now() + 30) * 1000), Err(Refusal::Invalid(TokenError::Expired)));
         assert_eq!(gate.cached(), 0);
-        assert_eq!(gate.check(None, "q", now()), Err(Refusal::Missing));
+        assert_eq!(gate.check(None, "q", now_ms()), Err(Refusal::Missing));
     }
 
     #[test]
@@ -136,7 +142,7 @@ mod tests {
                 jti: i.to_string(),
             };
             let t = keys.signer.sign(&c).unwrap();
-            assert!(gate.check(Some(&t), "q", now()).is_ok());
+            assert!(gate.check(Some(&t), "q", now_ms()).is_ok());
             assert!(gate.cached() <= 3);
         }
     }

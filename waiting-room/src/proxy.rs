@@ -124,8 +124,7 @@ impl ProxyHttp for WaitingRoom {
                 h.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).find(|c| c.contains(shared::ENTRY_COOKIE));
             shared::bearer_or_cookie(auth, cookie).map(str::to_owned)
         };
-        let now = crate::state::now_ms().div_euclid(1000);
-        match self.state.gate.check(token.as_deref(), &queue_id, now) {
+        match self.state.gate.check(token.as_deref(), &queue_id, crate::state::now_ms()) {
             Ok(visitor) => {
                 METRICS.gate.with_label_values(&[&queue_id, "allowed"]).inc();
                 ctx.outcome = "allowed";

@@ -1,0 +1,131 @@
+//! The queue API's answers to bad requests, and health.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+async fn memory_proxy(upstream: &Upstream) -> Proxy {
+    Proxy::start(ProxySpec {
+        queues: &queue("q", "/a", 10, "1s", "10m", 0),
+        upstream: upstream.addr,
+        redis_prefix: None,
+        keys_dir: None,
+        redis_url: None,
+    })
+    .await
+}
+
+async fn problem(r: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(r.status(), status);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert!(body["detail"].as_str().is_some_and(|d| d.len() > 10), "{body}");
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_problem_details_and_never_a_5xx() {
+    let upstream = Upstream::start().await;
+    let proxy = memory_proxy(&upstream).await;
+    let c = client();
+    let body = problem(c.post(proxy.url("/wr/nope/join")).send().await.unwrap(), 404).await;
+    assert!(body["detail"].as_str().unwrap().contains("known queues: q"));
+    let r = c.get(proxy.url("/wr/q/join")).send().await.unwrap();
+    assert_eq!(r.headers()["allow"], "POST");
+    problem(r, 405).await;
+    problem(c.post(proxy.url("/wr/q/status")).send().await.unwrap(), 405).await;
+    problem(c.get(proxy.url("/wr/q/join/extra")).send().await.unwrap(), 404).await;
+    problem(c.post(proxy.url("/wr/q/join")).body(vec![b'x'; 100_000]).send().await.unwrap(), 400).await;
+    problem(c.get(proxy.url("/wr/q/ws")).send().await.unwrap(), 400).await;
+
+    // Malformed or forged visitor cookies are ignored: a fresh id is issued.
+    for cookie in ["wr_visitor=garbage", "wr_visitor=00000000000000000000000000000000.AAAA", "wr_visitor", ";;;="] {
+        let r = c.post(proxy.url("/wr/q/join")).header("cookie", cookie).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{cookie}");
+        let set: Vec<_> = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).collect();
+        assert!(
+            set.iter().any(|c| c.starts_with("wr_visitor=") && c.contains("HttpOnly") && c.contains("SameSite=Lax")),
+            "{set:?}"
+        );
+    }
+    // A status call from a stranger says how to join.
+    let s: serde_json::Value = c.get(proxy.url("/wr/q/status")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(s["status"], "NOT_IN_QUEUE");
+    assert_eq!(s["join_url"], "/wr/q/join");
+    // The service kept serving throughout.
+    assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200);
+}
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start(port: u16) -> RedisServer {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reports_503_while_redis_is_down_and_recovers() {
+    let port = free_port();
+    let redis = RedisServer::start(port);
+    let upstream = Upstream::start().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let prefix = unique("health");
+    let proxy = Proxy::start(ProxySpec {
+        queues: &queue("q", "/a", 10, "1s", "10m", 0),
+        upstream: upstream.addr,
+        redis_prefix: Some(&prefix),
+        keys_dir: None,
+        redis_url: Some(&url),
+    })
+    .await;
+    let c = client();
+    assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200);
+    drop(redis);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.get(proxy.url("/wr/healthz")).send().await.unwrap();
+        if r.status() == 503 {
+            problem(r, 503).await;
+            break;
+        }
+        assert!(Instant::now() < deadline, "healthz never reported the outage");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = c.post(proxy.url("/wr/q/join")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "2");
+
+    let _redis = RedisServer::start(port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if c.get(proxy.url("/wr/healthz")).send().await.unwrap().status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "healthz never recovered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(c.post(proxy.url("/wr/q/join")).send().await.unwrap().status(), 200);
+}

@@ -1,0 +1,288 @@
+//! Test harness: a counting upstream, the real `waiting-room` binary started
+//! on free ports with its own config, key directory and Redis key prefix, and
+//! an HTTP client that manages cookies by hand.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::net::TcpListener;
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub path: String,
+    pub visitor: Option<String>,
+    pub authorization: Option<String>,
+    pub cookie: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// An upstream that records every request and answers 200 "ok".
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        log.lock().push(Seen {
+                            path: req.uri().path().to_owned(),
+                            visitor: header("x-visitor-id"),
+                            authorization: header("authorization"),
+                            cookie: header("cookie"),
+                            request_id: header("x-request-id"),
+                        });
+                        async {
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
+                                b"ok",
+                            ))))
+                        }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        Upstream { addr, seen }
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().len()
+    }
+
+    /// Requests that carried `needle` in their Authorization or Cookie header.
+    pub fn carrying(&self, needle: &str) -> usize {
+        self.seen
+            .lock()
+            .iter()
+            .filter(|s| {
+                s.authorization.as_deref().is_some_and(|a| a.contains(needle))
+                    || s.cookie.as_deref().is_some_and(|c| c.contains(needle))
+            })
+            .count()
+    }
+}
+
+/// A running `waiting-room` process.
+pub struct Proxy {
+    pub base: String,
+    pub metrics: String,
+    pub dir: PathBuf,
+    config: PathBuf,
+    child: Option<Child>,
+    env: Vec<(String, String)>,
+}
+
+/// Options for [`Proxy::start`].
+pub struct ProxySpec<'a> {
+    /// `[[queues]]` tables (TOML).
+    pub queues: &'a str,
+    pub upstream: SocketAddr,
+    /// Redis key prefix; memory backend when `None`.
+    pub redis_prefix: Option<&'a str>,
+    /// Redis URL when not `REDIS_URL`.
+    pub redis_url: Option<&'a str>,
+    /// Key directory shared with other proxies (a fresh one when `None`).
+    pub keys_dir: Option<&'a Path>,
+}
+
+impl Proxy {
+    pub async fn start(spec: ProxySpec<'_>) -> Proxy {
+        let dir = tempfile::tempdir().unwrap().keep();
+        let port = free_port();
+        let metrics_port = free_port();
+        let keys = spec.keys_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("keys"));
+        let store = match spec.redis_prefix {
+            Some(prefix) => format!(
+                "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"",
+                spec.redis_url.map(str::to_owned).unwrap_or_else(redis_url)
+            ),
+            None => "backend = \"memory\"".to_owned(),
+        };
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nupstream = \"{}\"\nthreads = 2\n\
+             [store]\n{store}\n[keys]\ndir = \"{}\"\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"\"\n{}",
+            spec.upstream,
+            keys.display(),
+            spec.queues
+        );
+        let config = dir.join("waiting-room.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut proxy = Proxy {
+            base: format!("http://127.0.0.1:{port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            dir,
+            config,
+            child: None,
+            env: Vec::new(),
+        };
+        proxy.spawn().await;
+        proxy
+    }
+
+    async fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir.join("proxy.log")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_waiting-room"));
+        cmd.arg("--config").arg(&self.config).stdout(Stdio::null()).stderr(log);
+        // The process environment must not leak WR_* overrides into the test.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WR_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = client.get(format!("{}/wr/healthz", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("proxy exited with {status}: {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "proxy did not become healthy: {}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stop and start again with the same config and key directory.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A client without redirects or a cookie jar: tests see every 302 and
+/// decide which cookies to send.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// A visitor: the cookies the proxy gave them.
+#[derive(Debug, Default, Clone)]
+pub struct Visitor {
+    pub cookies: Vec<(String, String)>,
+}
+
+impl Visitor {
+    pub fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    fn absorb(&mut self, r: &reqwest::Response) {
+        for h in r.headers().get_all("set-cookie") {
+            let Some((pair, _)) = h.to_str().unwrap().split_once(';') else { continue };
+            let (k, v) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(name, _)| name != k);
+            self.cookies.push((k.to_owned(), v.to_owned()));
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.cookies.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub async fn join(&mut self, c: &reqwest::Client, proxy: &Proxy, queue: &str) -> Value {
+        let r = c
+            .post(proxy.url(&format!("/wr/{queue}/join")))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "join failed");
+        self.absorb(&r);
+        r.json().await.unwrap()
+    }
+
+    pub async fn status(&mut self, c: &reqwest::Client, proxy: &Proxy, queue: &str) -> Value {
+        let r = c
+            .get(proxy.url(&format!("/wr/{queue}/status")))
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "status failed");
+        self.absorb(&r);
+        r.json().await.unwrap()
+    }
+
+    /// Poll status until READY (or panic after `limit`).
+    pub async fn until_ready(&mut self, c: &reqwest::Client, proxy: &Proxy, queue: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.status(c, proxy, queue).await;
+            if s["status"] == "READY" {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "not admitted in time: {s}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A queue table for the config.
+pub fn queue(id: &str, path: &str, n: u64, tick: &str, session: &str, free_entry: u64) -> String {
+    format!(
+        "[[queues]]\nid = \"{id}\"\npaths = [\"{path}\"]\nfree_entry = {free_entry}\nrelease_per_tick = {n}\ntick = \"{tick}\"\nsession = \"{session}\"\n"
+    )
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}

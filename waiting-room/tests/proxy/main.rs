@@ -1,0 +1,9 @@
+//! Integration tests against the real `waiting-room` process.
+#![allow(clippy::unwrap_used)]
+
+mod admission;
+mod api;
+mod fifo;
+mod gate;
+mod helpers;
+mod lifecycle;

@@ -1,0 +1,62 @@
+//! One behaviour suite for every queue store backend: each test below runs
+//! against the in-process store and against real Redis (at `REDIS_URL`, default
+//! 127.0.0.1:6379, each test under its own key prefix).
+#![allow(clippy::unwrap_used)]
+
+mod behaviour;
+
+use std::sync::Arc;
+
+use waiting_room::store::QueueStore;
+use waiting_room::store::memory::MemoryStore;
+use waiting_room::store::redis::RedisStore;
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub async fn memory() -> Arc<dyn QueueStore> {
+    Arc::new(MemoryStore::new())
+}
+
+pub async fn redis() -> Arc<dyn QueueStore> {
+    let prefix = format!("test-{:016x}", rand::random::<u64>());
+    Arc::new(RedisStore::connect(&redis_url(), &prefix).await.expect("Redis must be running at REDIS_URL"))
+}
+
+/// Generate `mod memory { #[tokio::test] fn name() }` and `mod redis { … }` for
+/// each behaviour test, so the backends cannot drift apart.
+macro_rules! for_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::behaviour::$name(crate::memory().await).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crate::behaviour::$name(crate::redis().await).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_backend!(
+    positions_follow_join_order_and_a_rejoin_keeps_the_place,
+    concurrent_joins_get_distinct_consecutive_positions,
+    free_entry_admits_while_nobody_waits_and_below_the_threshold,
+    the_first_call_starts_the_first_interval_and_ticks_are_spaced,
+    a_tick_releases_exactly_min_n_waiting_in_join_order,
+    max_active_caps_a_release,
+    sessions_end_at_admission_plus_m_and_stop_counting,
+    abandoned_visitors_are_skipped_without_taking_a_slot,
+    a_visitor_back_within_the_window_keeps_the_place_and_later_rejoins_at_the_back,
+    paused_queues_release_nobody_and_queue_all_disables_free_entry,
+    standings_read_many_visitors_without_touching_them,
+);
