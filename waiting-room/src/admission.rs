@@ -16,6 +16,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::config::{Backend, StoreConfig};
 use crate::metrics::METRICS;
+use crate::push;
 use crate::queues::Queue;
 use crate::state::State;
 use crate::store::memory::MemoryStore;
@@ -26,12 +27,13 @@ use crate::store::{QueueStore, Release};
 pub struct AdmissionService {
     state: Arc<State>,
     store: StoreConfig,
+    release_ticks: bool,
 }
 
 impl AdmissionService {
     /// The service for `state`, using the store described by `store`.
-    pub fn new(state: Arc<State>, store: StoreConfig) -> Self {
-        AdmissionService { state, store }
+    pub fn new(state: Arc<State>, store: StoreConfig, release_ticks: bool) -> Self {
+        AdmissionService { state, store, release_ticks }
     }
 
     async fn connect(&self, shutdown: &mut ShutdownWatch) -> Option<Arc<dyn QueueStore>> {
@@ -63,10 +65,19 @@ impl BackgroundService for AdmissionService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(store) = self.connect(&mut shutdown).await else { return };
         self.state.set_store(store.clone());
-        let tickers: Vec<_> =
-            self.state.queues.all().iter().map(|q| tokio::spawn(ticker(q.clone(), store.clone()))).collect();
+        let mut tasks = Vec::new();
+        for q in self.state.queues.all() {
+            if self.release_ticks {
+                tasks.push(tokio::spawn(ticker(self.state.clone(), q.clone(), store.clone())));
+            }
+            tasks.push(tokio::spawn(push::keep_alive(self.state.clone(), q.clone())));
+        }
+        if self.store.backend == Backend::Redis {
+            let (url, prefix) = (self.store.redis_url.clone(), self.store.key_prefix.clone());
+            tasks.push(tokio::spawn(listen_for_ticks(self.state.clone(), url, prefix)));
+        }
         let _ = shutdown.changed().await;
-        for t in tickers {
+        for t in tasks {
             t.abort();
         }
     }
@@ -89,7 +100,7 @@ pub fn observe(queue: &Queue, r: &Release) {
     }
 }
 
-async fn ticker(queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
+async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
     loop {
         let params = queue.params();
         let started = Instant::now();
@@ -107,6 +118,11 @@ async fn ticker(queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
                     );
                 }
                 observe(&queue, &r);
+                // Also when another instance ticked and this call only saw the
+                // tick number move: the fan-out happens once per tick anyway.
+                if r.tick > 0 {
+                    push::on_tick(&state, &queue, r.tick, r.now_ms);
+                }
                 Duration::from_millis(r.next_due_in_ms.clamp(1, 1000))
             }
             Err(e) => {
@@ -116,5 +132,46 @@ async fn ticker(queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
             }
         };
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// Hear about ticks performed by other instances (Redis pub/sub), so their
+/// releases reach the sockets held here within the same push budget.
+async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
+    use futures_util::StreamExt;
+    let channels: Vec<String> =
+        state.queues.all().iter().map(|q| crate::store::redis::Keys::new(&prefix, q.id()).key("events")).collect();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let subscribed = async {
+            let client = redis::Client::open(url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channels).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        match subscribed.await {
+            Ok(mut pubsub) => {
+                backoff = Duration::from_millis(100);
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let channel = msg.get_channel_name().to_owned();
+                    let Ok(payload) = msg.get_payload::<String>() else { continue };
+                    let Some(i) = channels.iter().position(|c| *c == channel) else { continue };
+                    let queue = &state.queues.all()[i];
+                    // "<tick> <now_ms> <released> <abandoned> <waiting>"
+                    let f: Vec<i64> = payload.split(' ').filter_map(|x| x.parse().ok()).collect();
+                    if let [tick, now, released, _abandoned, waiting] = f[..] {
+                        let (tick, released, waiting) =
+                            (tick.max(0) as u64, released.max(0) as u64, waiting.max(0) as u64);
+                        queue.estimate.record(tick, now, released, waiting);
+                        push::on_tick(&state, queue, tick, now);
+                    }
+                }
+                tracing::warn!("tick subscription ended; resubscribing");
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to tick messages; retrying"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

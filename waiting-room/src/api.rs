@@ -308,7 +308,8 @@ pub async fn handle(state: &State, session: &mut Session, route: Route<'_>) -> R
             }
             reply
         }
-        Route::Socket(_) => Reply::error(400, "this endpoint needs a WebSocket upgrade (GET with Upgrade: websocket)"),
+        Route::Socket(_) => Reply::error(426, "this endpoint is a WebSocket: send GET with Upgrade: websocket")
+            .header("upgrade", "websocket"),
         Route::Health | Route::Unknown => Reply::error(404, "not found"),
     }
 }

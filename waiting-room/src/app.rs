@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Context;
+use pingora::listeners::ListenerConfig;
 use pingora::prelude::http_proxy_service;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -36,9 +38,14 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
 
     let mut proxy = http_proxy_service(&server.configuration, WaitingRoom::new(state.clone(), upstream));
     proxy.threads = Some(config.server.threads);
-    proxy.add_tcp(&config.server.listen);
+    // A small L4 read buffer: plain HTTP needs little, and every open
+    // WebSocket keeps its stream (and this buffer) for as long as it waits.
+    proxy.add_listener(ListenerConfig::tcp(config.server.listen.clone()).l4_buffer(L4BufferSettings::new(4096, 1460)));
 
-    let admission = background_service("admission", AdmissionService::new(state.clone(), config.store.clone()));
+    let admission = background_service(
+        "admission",
+        AdmissionService::new(state.clone(), config.store.clone(), config.server.release_ticks),
+    );
 
     let mut metrics = pingora_prometheus::prometheus_http_service();
     metrics.threads = Some(1);

@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub threads: usize,
     /// Mark cookies `Secure` (set when served over HTTPS).
     pub cookie_secure: bool,
+    /// Run release ticks from this instance. Turn off on edge-only instances:
+    /// any instance may tick, and the store keeps ticks a full interval apart.
+    pub release_ticks: bool,
 }
 
 impl Default for ServerConfig {
@@ -64,6 +67,7 @@ impl Default for ServerConfig {
             upstream: "127.0.0.1:8081".into(),
             threads: 2,
             cookie_secure: false,
+            release_ticks: true,
         }
     }
 }
@@ -256,6 +260,12 @@ impl Config {
         }
         if self.server.threads == 0 || self.server.threads > 256 {
             return Err(ConfigError::new("server.threads", "expected a number of threads between 1 and 256"));
+        }
+        if self.store.backend == Backend::Memory && !self.server.release_ticks {
+            return Err(ConfigError::new(
+                "server.release_ticks",
+                "must be true with the memory backend: nobody else would ever release the line",
+            ));
         }
         if self.store.backend == Backend::Redis && !self.store.redis_url.starts_with("redis") {
             return Err(ConfigError::new(

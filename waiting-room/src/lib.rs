@@ -14,6 +14,8 @@
 //! - [`identity`]: the signed visitor cookie.
 //! - [`api`]: the queue API under `/wr`.
 //! - [`page`]: the queue page.
+//! - [`ws`]: the WebSocket endpoint and its connection tasks.
+//! - [`push`]: the hub fanning out every tick to this instance's sockets.
 //! - [`proxy`]: the `ProxyHttp` implementation tying it together.
 //! - [`http`]: replies the proxy writes itself.
 //! - [`metrics`]: Prometheus metrics.
@@ -31,10 +33,12 @@ pub mod identity;
 pub mod metrics;
 pub mod page;
 pub mod proxy;
+pub mod push;
 pub mod queues;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod ws;
 
 /// Set up logging as configured. Pingora logs through the `log` crate, which
 /// the subscriber picks up too.

@@ -41,6 +41,12 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `waiting_room_store_errors_total{op}`
     pub store_errors: IntCounterVec,
+    /// `waiting_room_ws_connections`
+    pub ws_connections: prometheus::IntGauge,
+    /// `waiting_room_ws_messages_total`
+    pub ws_messages: prometheus::IntCounter,
+    /// `waiting_room_push_delay_seconds`: from a tick to its update written to a socket
+    pub push_delay: prometheus::Histogram,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -116,4 +122,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["route", "status"],
     ),
     store_errors: counter("waiting_room_store_errors_total", "Queue store calls that failed.", &["op"]),
+    ws_connections: prometheus::register_int_gauge!(
+        "waiting_room_ws_connections",
+        "Open queue WebSockets on this instance."
+    )
+    .unwrap_or_else(|e| panic!("metric waiting_room_ws_connections: {e}")),
+    ws_messages: prometheus::register_int_counter!(
+        "waiting_room_ws_messages_total",
+        "Messages pushed over queue WebSockets."
+    )
+    .unwrap_or_else(|e| panic!("metric waiting_room_ws_messages_total: {e}")),
+    push_delay: prometheus::register_histogram!(
+        HistogramOpts::new(
+            "waiting_room_push_delay_seconds",
+            "Delay from a release tick to its update written to a WebSocket."
+        )
+        .buckets(latency_buckets())
+    )
+    .unwrap_or_else(|e| panic!("metric waiting_room_push_delay_seconds: {e}")),
 });

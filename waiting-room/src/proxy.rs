@@ -34,6 +34,11 @@ pub struct Ctx {
     queue: Option<String>,
     visitor: Option<String>,
     upstream_started: Option<Instant>,
+    /// The request path (the session's request is replaced when a WebSocket
+    /// takes the stream over).
+    path: String,
+    /// Status of a response written outside Pingora (101).
+    status: u16,
 }
 
 /// The `ProxyHttp` implementation.
@@ -104,10 +109,25 @@ impl ProxyHttp for WaitingRoom {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.request_id = request_id(session);
         let path = session.req_header().uri.path().to_owned();
+        ctx.path = path.clone();
         if crate::config::prefix_covers("/wr", &path) {
             let route = api::route(&path);
-            let reply = api::handle(&self.state, session, route).await;
             ctx.outcome = route.name();
+            if let api::Route::Socket(q) = route {
+                match crate::ws::handle(&self.state, session, q).await {
+                    Ok(()) => {
+                        ctx.status = 101;
+                        METRICS.requests.with_label_values(&["ws", "101"]).inc();
+                        return Ok(true);
+                    }
+                    Err(reply) => {
+                        METRICS.requests.with_label_values(&["ws", &reply.status.to_string()]).inc();
+                        send(session, reply.header(REQUEST_ID_HEADER, ctx.request_id.clone())).await?;
+                        return Ok(true);
+                    }
+                }
+            }
+            let reply = api::handle(&self.state, session, route).await;
             METRICS.requests.with_label_values(&[route.name(), &reply.status.to_string()]).inc();
             send(session, reply.header(REQUEST_ID_HEADER, ctx.request_id.clone())).await?;
             return Ok(true);
@@ -173,7 +193,7 @@ impl ProxyHttp for WaitingRoom {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(ctx.status, |r| r.status.as_u16());
         if let Some(started) = ctx.upstream_started {
             let class = match (e, status) {
                 (Some(_), _) | (_, 0) => "error",
@@ -184,11 +204,9 @@ impl ProxyHttp for WaitingRoom {
             };
             METRICS.upstream_latency.with_label_values(&[class]).observe(started.elapsed().as_secs_f64());
         }
-        let req = session.req_header();
         tracing::info!(
             request_id = %ctx.request_id,
-            method = %req.method,
-            path = %req.uri.path(),
+            path = %ctx.path,
             status,
             outcome = ctx.outcome,
             queue = ctx.queue.as_deref().unwrap_or(""),

@@ -7,6 +7,7 @@ use shared::keys::KeyDir;
 use shared::visitor::VisitorId;
 
 use crate::gate::Gate;
+use crate::push::Hub;
 use crate::queues::{Queue, Queues};
 use crate::store::{QueueStore, Standing};
 use crate::tokens::{self, Issued};
@@ -28,13 +29,16 @@ pub struct State {
     pub gate: Gate,
     /// Mark cookies `Secure`.
     pub cookie_secure: bool,
+    /// WebSocket connections of this instance.
+    pub hub: Hub,
 }
 
 impl State {
     /// State for these queues and keys.
     pub fn new(queues: Queues, keys: KeyDir, cookie_secure: bool) -> Self {
         let gate = Gate::new(keys.verifier.clone(), TOKEN_CACHE);
-        State { queues, store: OnceLock::new(), keys, gate, cookie_secure }
+        let hub = Hub::new(queues.all().iter().map(|q| q.id()));
+        State { queues, store: OnceLock::new(), keys, gate, cookie_secure, hub }
     }
 
     /// The store, once connected.

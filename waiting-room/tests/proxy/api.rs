@@ -38,7 +38,7 @@ async fn bad_requests_get_problem_details_and_never_a_5xx() {
     problem(c.post(proxy.url("/wr/q/status")).send().await.unwrap(), 405).await;
     problem(c.get(proxy.url("/wr/q/join/extra")).send().await.unwrap(), 404).await;
     problem(c.post(proxy.url("/wr/q/join")).body(vec![b'x'; 100_000]).send().await.unwrap(), 400).await;
-    problem(c.get(proxy.url("/wr/q/ws")).send().await.unwrap(), 400).await;
+    problem(c.get(proxy.url("/wr/q/ws")).send().await.unwrap(), 426).await;
 
     // Malformed or forged visitor cookies are ignored: a fresh id is issued.
     for cookie in ["wr_visitor=garbage", "wr_visitor=00000000000000000000000000000000.AAAA", "wr_visitor", ";;;="] {

@@ -116,8 +116,31 @@ pub struct ProxySpec<'a> {
     pub keys_dir: Option<&'a Path>,
 }
 
+impl<'a> ProxySpec<'a> {
+    /// Memory backend, fresh keys.
+    pub fn memory(queues: &'a str, upstream: SocketAddr) -> Self {
+        ProxySpec { queues, upstream, redis_prefix: None, keys_dir: None, redis_url: None }
+    }
+
+    /// Redis backend under `prefix`, fresh keys.
+    pub fn redis(queues: &'a str, upstream: SocketAddr, prefix: &'a str) -> Self {
+        ProxySpec { queues, upstream, redis_prefix: Some(prefix), keys_dir: None, redis_url: None }
+    }
+
+    /// Share a key directory with other instances.
+    pub fn keys(mut self, dir: &'a Path) -> Self {
+        self.keys_dir = Some(dir);
+        self
+    }
+}
+
 impl Proxy {
     pub async fn start(spec: ProxySpec<'_>) -> Proxy {
+        Self::start_with(spec, "").await
+    }
+
+    /// Start with extra `[server]` keys (TOML lines).
+    pub async fn start_with(spec: ProxySpec<'_>, server_extra: &str) -> Proxy {
         let dir = tempfile::tempdir().unwrap().keep();
         let port = free_port();
         let metrics_port = free_port();
@@ -130,7 +153,7 @@ impl Proxy {
             None => "backend = \"memory\"".to_owned(),
         };
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nupstream = \"{}\"\nthreads = 2\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nupstream = \"{}\"\nthreads = 2\n{server_extra}\n\
              [store]\n{store}\n[keys]\ndir = \"{}\"\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"\"\n{}",
             spec.upstream,
             keys.display(),
@@ -285,4 +308,65 @@ pub fn queue(id: &str, path: &str, n: u64, tick: &str, session: &str, free_entry
 
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
+}
+
+/// Read one counter or gauge from a Prometheus text page.
+pub async fn metric(c: &reqwest::Client, proxy: &Proxy, series: &str) -> f64 {
+    let text = c.get(&proxy.metrics).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub type WsStream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Open `/wr/{queue}/ws` with the visitor's cookies; the visitor absorbs any
+/// cookie set on the 101.
+pub async fn connect_ws(proxy: &Proxy, queue: &str, visitor: &mut Visitor) -> WsStream {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let url = format!("{}/wr/{queue}/ws", proxy.base.replace("http://", "ws://"));
+    let mut req = url.into_client_request().unwrap();
+    if !visitor.cookies.is_empty() {
+        req.headers_mut().insert("cookie", visitor.cookie_header().parse().unwrap());
+    }
+    let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("websocket handshake");
+    for h in resp.headers().get_all("set-cookie") {
+        let Some((pair, _)) = h.to_str().unwrap().split_once(';') else { continue };
+        let (k, v) = pair.split_once('=').unwrap();
+        visitor.cookies.retain(|(name, _)| name != k);
+        visitor.cookies.push((k.to_owned(), v.to_owned()));
+    }
+    ws
+}
+
+/// The next JSON message (skipping pings), or `None` when the socket closed
+/// or nothing came within `wait`.
+pub async fn next_json(ws: &mut WsStream, wait: Duration) -> Option<Value> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next()).await.ok()??;
+        match frame {
+            Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).unwrap()),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// The close code the server sends next (skipping data frames).
+pub async fn close_code(ws: &mut WsStream, wait: Duration) -> Option<u16> {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await.ok()?? {
+            Ok(Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
 }

@@ -7,3 +7,4 @@ mod fifo;
 mod gate;
 mod helpers;
 mod lifecycle;
+mod ws;

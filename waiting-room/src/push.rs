@@ -1,0 +1,202 @@
+//! The push hub: which visitors hold a WebSocket on this instance, and the
+//! fan-out after every tick.
+//!
+//! ```text
+//! tick (this instance's ticker, or another's via Redis pub/sub, or a tick
+//!   number seen to move on the next release call)
+//!   -> refresh(queue, tick): one `standings` call per 2,000 connected visitors
+//!   -> one message per visitor, into each of their connections' watch slot
+//!   -> each connection task writes the newest message to its socket
+//! ```
+//!
+//! The cost of a tick on an instance is proportional to the connections it
+//! holds, never to the length of the line. Each connection has a `watch`
+//! slot (latest value wins), so a slow client never makes the hub wait or
+//! queue stale positions.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shared::visitor::VisitorId;
+use tokio::sync::watch;
+
+use crate::api;
+use crate::metrics::METRICS;
+use crate::queues::Queue;
+use crate::state::{State, now_ms};
+use crate::store::Standing;
+
+/// A message for one visitor, ready to write.
+#[derive(Debug)]
+pub struct Update {
+    /// The JSON text.
+    pub json: String,
+    /// WAITING position, if waiting.
+    pub position: Option<u64>,
+    /// Admitted: the connection closes after sending this.
+    pub ready: bool,
+    /// Store time (ms) of the tick that caused this update (push-delay metric).
+    pub tick_ms: i64,
+}
+
+/// The slot a connection reads its newest update from.
+pub type Slot = watch::Receiver<Option<Arc<Update>>>;
+
+struct Conn {
+    visitor: VisitorId,
+    tx: watch::Sender<Option<Arc<Update>>>,
+}
+
+/// The connections of one queue on this instance.
+#[derive(Default)]
+struct QueueConns {
+    /// A plain mutex: held only to insert, remove or snapshot, never across
+    /// an await.
+    conns: Mutex<HashMap<u64, Conn>>,
+    /// Highest tick already fanned out.
+    refreshed_tick: AtomicU64,
+    /// Serializes refreshes of this queue, so updates reach a socket in tick
+    /// order. An async mutex: it is held across store calls.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// All WebSocket connections of this instance.
+pub struct Hub {
+    queues: HashMap<String, Arc<QueueConns>>,
+    next_id: AtomicU64,
+}
+
+/// Removes the connection from the hub when dropped.
+pub struct Registration {
+    queue: Arc<QueueConns>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.queue.conns.lock().remove(&self.id);
+        METRICS.ws_connections.dec();
+    }
+}
+
+impl Hub {
+    /// A hub for these queue ids.
+    pub fn new<'a>(queue_ids: impl IntoIterator<Item = &'a str>) -> Self {
+        Hub {
+            queues: queue_ids.into_iter().map(|q| (q.to_owned(), Arc::default())).collect(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Register a connection of `visitor` to `queue`.
+    pub fn register(&self, queue: &str, visitor: VisitorId) -> Option<(Registration, Slot)> {
+        let conns = self.queues.get(queue)?.clone();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = watch::channel(None);
+        conns.conns.lock().insert(id, Conn { visitor, tx });
+        METRICS.ws_connections.inc();
+        Some((Registration { queue: conns, id }, rx))
+    }
+
+    /// Connections open on this instance for `queue`.
+    pub fn connections(&self, queue: &str) -> usize {
+        self.queues.get(queue).map_or(0, |q| q.conns.lock().len())
+    }
+
+    fn visitors(&self, queue: &str) -> Vec<VisitorId> {
+        let Some(q) = self.queues.get(queue) else { return Vec::new() };
+        let mut v: Vec<VisitorId> = q.conns.lock().values().map(|c| c.visitor).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// A tick happened (here or elsewhere): fan out new standings, once per tick.
+pub fn on_tick(state: &Arc<State>, queue: &Arc<Queue>, tick: u64, tick_ms: i64) {
+    let Some(conns) = state.hub.queues.get(queue.id()) else { return };
+    if conns.refreshed_tick.fetch_max(tick, Ordering::AcqRel) >= tick {
+        return;
+    }
+    let (state, queue, conns) = (state.clone(), queue.clone(), conns.clone());
+    tokio::spawn(async move {
+        let _serial = conns.refreshing.lock().await;
+        refresh(&state, &queue, &conns, tick_ms).await;
+    });
+}
+
+/// Push fresh standings to every connection of `queue` (also used after an
+/// operator changes settings, which moves estimates).
+pub async fn refresh_all(state: &Arc<State>, queue: &Arc<Queue>) {
+    if let Some(conns) = state.hub.queues.get(queue.id()) {
+        let _serial = conns.refreshing.lock().await;
+        refresh(state, queue, conns, now_ms()).await;
+    }
+}
+
+async fn refresh(state: &State, queue: &Queue, conns: &QueueConns, tick_ms: i64) {
+    let Some(store) = state.store() else { return };
+    let visitors = state.hub.visitors(queue.id());
+    if visitors.is_empty() {
+        return;
+    }
+    let standings = match store.standings(queue.id(), &visitors).await {
+        Ok(s) => s,
+        Err(e) => {
+            METRICS.store_errors.with_label_values(&["standings"]).inc();
+            tracing::warn!(queue = queue.id(), error = %e, "push refresh failed");
+            return;
+        }
+    };
+    let now = now_ms();
+    let updates: HashMap<VisitorId, Arc<Update>> = visitors
+        .into_iter()
+        .zip(standings)
+        .map(|(visitor, standing)| {
+            let m = api::message(state, queue, visitor, standing, now);
+            let update = Update {
+                json: serde_json::to_string(&m).unwrap_or_default(),
+                position: m.position,
+                ready: matches!(standing, Standing::Ready { .. }) && m.entry.is_some(),
+                tick_ms,
+            };
+            (visitor, Arc::new(update))
+        })
+        .collect();
+    for conn in conns.conns.lock().values() {
+        if let Some(u) = updates.get(&conn.visitor) {
+            conn.tx.send_replace(Some(u.clone()));
+        }
+    }
+}
+
+/// Keep connected waiting visitors from being taken for abandoned: every
+/// instance marks the visitors whose sockets it holds as seen, a third of the
+/// abandonment window apart.
+pub async fn keep_alive(state: Arc<State>, queue: Arc<Queue>) {
+    loop {
+        let window = queue.admission().abandon_after;
+        let every = if window.is_zero() {
+            Duration::from_secs(10)
+        } else {
+            (window / 3).clamp(Duration::from_millis(250), Duration::from_secs(15))
+        };
+        tokio::time::sleep(every).await;
+        if window.is_zero() {
+            continue;
+        }
+        let visitors = state.hub.visitors(queue.id());
+        if visitors.is_empty() {
+            continue;
+        }
+        if let Some(store) = state.store()
+            && let Err(e) = store.touch(queue.id(), &visitors).await
+        {
+            METRICS.store_errors.with_label_values(&["touch"]).inc();
+            tracing::warn!(queue = queue.id(), error = %e, "touch failed");
+        }
+    }
+}

@@ -1,0 +1,227 @@
+//! The WebSocket at `GET /wr/{q}/ws`, on the proxy's own port so the visitor
+//! cookie applies.
+//!
+//! The handshake is answered inside `request_filter`; the downstream HTTP/1.1
+//! stream is then taken out of Pingora's session (a placeholder session is left
+//! behind for Pingora to finish) and handed to a task of its own, so a waiting
+//! visitor costs one small task, not a whole proxy request.
+//!
+//! Protocol: the server sends a JSON [`StatusMessage`](crate::api::StatusMessage)
+//! on connect and after every change; READY carries the token, after which the
+//! socket closes normally. The server pings every [`PING_EVERY`] and closes
+//! peers silent for two intervals. Client text frames up to 4 KiB are accepted
+//! and ignored; larger frames, binary frames and anything unexpected close the
+//! socket with 1008 (policy violation).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::Session;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::api::StatusMessage;
+use crate::http::{Reply, header_str};
+use crate::metrics::METRICS;
+use crate::push::{Registration, Slot};
+use crate::state::now_ms;
+
+/// Interval of server pings (the issue asks for at most 20 s).
+pub const PING_EVERY: Duration = Duration::from_secs(15);
+/// Largest client frame or message accepted.
+pub const MAX_CLIENT_FRAME: usize = 4096;
+
+/// Why an upgrade request was refused.
+pub fn check_upgrade(session: &Session) -> Result<String, Reply> {
+    let req = session.req_header();
+    let needs = || {
+        Reply::error(
+            426,
+            "this endpoint is a WebSocket: send GET with Upgrade: websocket and Sec-WebSocket-Version: 13",
+        )
+        .header("upgrade", "websocket")
+    };
+    if req.method != http::Method::GET {
+        return Err(Reply::error(405, "the WebSocket endpoint accepts GET only").header("allow", "GET"));
+    }
+    if session.is_http2() {
+        return Err(needs());
+    }
+    let has_token = |name: &str, token: &str| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(needs());
+    }
+    if header_str(session, "sec-websocket-version") != Some("13") {
+        return Err(needs().header("sec-websocket-version", "13"));
+    }
+    match header_str(session, "sec-websocket-key") {
+        Some(key) if !key.is_empty() && key.len() <= 64 => Ok(derive_accept_key(key.as_bytes())),
+        _ => Err(Reply::error(400, "missing or invalid Sec-WebSocket-Key header")),
+    }
+}
+
+/// A finished placeholder request Pingora can wind down in place of the
+/// session whose stream was taken.
+async fn placeholder() -> Box<ServerSession> {
+    let raw = b"GET / HTTP/1.1\r\nHost: placeholder\r\nConnection: close\r\n\r\n".to_vec();
+    let mut s = ServerSession::new_http1(Box::new(std::io::Cursor::new(raw)));
+    // Reading from an in-memory request cannot fail; if it did, Pingora would
+    // just log a failed request.
+    let _ = s.read_request().await;
+    Box::new(s)
+}
+
+/// Write the 101 and take the raw stream out of the session.
+pub async fn take_over(session: &mut Session, accept: &str, set_cookie: Option<String>) -> Option<Stream> {
+    if !matches!(&*session.downstream_session, ServerSession::H1(_)) {
+        return None;
+    }
+    let real = std::mem::replace(&mut session.downstream_session, placeholder().await);
+    let ServerSession::H1(h1) = *real else { return None };
+    let mut stream = h1.into_inner();
+    let mut head = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
+    );
+    if let Some(c) = set_cookie {
+        head.push_str(&format!("Set-Cookie: {c}\r\n"));
+    }
+    head.push_str("\r\n");
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(head.as_bytes()).await.ok()?;
+    stream.flush().await.ok()?;
+    Some(stream)
+}
+
+fn config() -> WebSocketConfig {
+    // Small buffers: a waiting visitor should cost a few KiB, not hundreds.
+    WebSocketConfig::default()
+        .read_buffer_size(2048)
+        .write_buffer_size(0)
+        .max_write_buffer_size(64 * 1024)
+        .max_message_size(Some(MAX_CLIENT_FRAME))
+        .max_frame_size(Some(MAX_CLIENT_FRAME))
+}
+
+fn close(code: CloseCode, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}
+
+/// Serve one connection until it closes.
+pub async fn serve(stream: Stream, registration: Registration, mut slot: Slot, initial: StatusMessage) {
+    let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config())).await;
+    let _registration = registration;
+    let initial_json = serde_json::to_string(&initial).unwrap_or_default();
+    if ws.send(Message::text(initial_json)).await.is_err() {
+        return;
+    }
+    METRICS.ws_messages.inc();
+    if initial.entry.is_some() {
+        let _ = ws.send(close(CloseCode::Normal, "admitted")).await;
+        return;
+    }
+    let mut last_position = initial.position.unwrap_or(u64::MAX);
+    let mut heard = Instant::now();
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
+    loop {
+        tokio::select! {
+            changed = slot.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let Some(update) = slot.borrow_and_update().clone() else { continue };
+                // While waiting, a position never goes up: an update computed
+                // before a newer one already sent is dropped.
+                if let Some(p) = update.position {
+                    if p > last_position {
+                        continue;
+                    }
+                    last_position = p;
+                }
+                if ws.send(Message::text(update.json.clone())).await.is_err() {
+                    break;
+                }
+                METRICS.ws_messages.inc();
+                METRICS.push_delay.observe(((now_ms() - update.tick_ms).max(0) as f64) / 1000.0);
+                if update.ready {
+                    let _ = ws.send(close(CloseCode::Normal, "admitted")).await;
+                    break;
+                }
+            }
+            frame = ws.next() => {
+                match frame {
+                    Some(Ok(Message::Text(t))) if t.len() <= MAX_CLIENT_FRAME => heard = Instant::now(),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => heard = Instant::now(),
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = ws.send(close(CloseCode::Policy, "binary frames are not accepted")).await;
+                        break;
+                    }
+                    Some(Ok(_)) | Some(Err(WsError::Capacity(_))) => {
+                        let _ = ws.send(close(CloseCode::Policy, "frames are limited to 4 KiB")).await;
+                        break;
+                    }
+                    Some(Err(_)) => break,
+                }
+            }
+            _ = ping.tick() => {
+                if heard.elapsed() > PING_EVERY * 2 {
+                    let _ = ws.send(close(CloseCode::Away, "no answer to pings")).await;
+                    break;
+                }
+                if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Spawn the connection task.
+pub fn spawn(stream: Stream, registration: Registration, slot: Slot, initial: StatusMessage) {
+    tokio::spawn(serve(stream, registration, slot, initial));
+}
+
+/// Shared entry point from the proxy: validate, register, join, answer 101,
+/// take over. Returns the reply to send instead when the upgrade is refused.
+pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, queue_id: &str) -> Result<(), Reply> {
+    let accept = check_upgrade(session)?;
+    let Some(queue) = state.queues.by_id(queue_id).cloned() else {
+        return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
+    };
+    let Some(store) = state.store() else {
+        return Err(Reply::error(503, "the queue store is not answering; retry in a few seconds"));
+    };
+    let who = crate::identity::identify(session, &state.keys.cookies, state.cookie_secure);
+    // Register before joining: a tick between the two still reaches this socket.
+    let Some((registration, slot)) = state.hub.register(queue.id(), who.visitor) else {
+        return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
+    };
+    let standing = match store.join(queue.id(), who.visitor, &queue.params()).await {
+        Ok((standing, _)) => standing,
+        Err(e) => {
+            tracing::warn!(error = %e, "join from WebSocket failed");
+            METRICS.store_errors.with_label_values(&["join"]).inc();
+            return Err(Reply::error(503, "the queue store is not answering; retry in a few seconds"));
+        }
+    };
+    let initial = crate::api::message(state, &queue, who.visitor, standing, now_ms());
+    match take_over(session, &accept, who.set_cookie).await {
+        Some(stream) => {
+            spawn(stream, registration, slot, initial);
+            Ok(())
+        }
+        None => Err(Reply::error(400, "WebSockets need HTTP/1.1")),
+    }
+}

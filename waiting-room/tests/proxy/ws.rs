@@ -1,0 +1,201 @@
+//! The WebSocket push: cross-instance fan-out, monotonic positions, READY
+//! tokens, abandonment of visitors who left, and hostile frames.
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::*;
+
+fn millis(rfc3339: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_on_instance_a_hears_releases_by_instance_b_within_one_tick() {
+    const TICK_MS: i64 = 1000;
+    let upstream = Upstream::start().await;
+    let prefix = unique("fanout");
+    let keys = tempfile::tempdir().unwrap();
+    let q = queue("q", "/a", 1, "1s", "10m", 0);
+    // A serves sockets but never ticks; B ticks.
+    let a = Proxy::start_with(ProxySpec::redis(&q, upstream.addr, &prefix).keys(keys.path()), "release_ticks = false")
+        .await;
+    let b = Proxy::start(ProxySpec::redis(&q, upstream.addr, &prefix).keys(keys.path())).await;
+    let c = client();
+    let mut ahead = vec![Visitor::default(); 3];
+    for v in &mut ahead {
+        v.join(&c, &b, "q").await;
+    }
+    let mut me = Visitor::default();
+    me.join(&c, &b, "q").await;
+    let mut ws = connect_ws(&a, "q", &mut me).await;
+    let mut received: Vec<(serde_json::Value, i64)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let m = next_json(&mut ws, Duration::from_secs(5)).await.expect("a message at least every tick");
+        received.push((m.clone(), now_ms()));
+        if m["status"] == "READY" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never admitted: {received:?}");
+    }
+    // Positions never go up, and every release by B reached A's socket within a tick.
+    let positions: Vec<u64> = received.iter().filter_map(|(m, _)| m["position"].as_u64()).collect();
+    assert!(positions.windows(2).all(|w| w[1] <= w[0]), "{positions:?}");
+    let mut release_times = Vec::new();
+    for v in &mut ahead {
+        release_times.push(millis(v.status(&c, &b, "q").await["admitted_at"].as_str().unwrap()));
+    }
+    let (ready, ready_at) = received.last().unwrap().clone();
+    release_times.push(millis(ready["admitted_at"].as_str().unwrap()));
+    for (i, released) in release_times.iter().enumerate() {
+        // After the i-th release, the socket must have heard position 3 - i (or READY) within a tick.
+        let expected = 3 - i as u64;
+        let heard = received
+            .iter()
+            .find(|(m, _)| m["status"] == "READY" || m["position"].as_u64().is_some_and(|p| p <= expected))
+            .map(|(_, at)| *at)
+            .unwrap();
+        assert!(heard - released <= TICK_MS, "release {i} at {released} heard at {heard}: {received:?}");
+    }
+    assert!(ready_at - release_times[3] <= TICK_MS);
+    // The READY message carries a token the gate accepts.
+    let token = ready["token"].as_str().unwrap();
+    assert_eq!(c.get(a.url("/a/x")).bearer_auth(token).send().await.unwrap().status(), 200);
+    assert!(metric(&c, &a, "waiting_room_ws_messages_total").await >= 2.0);
+    assert_eq!(metric(&c, &a, "waiting_room_ticks_total{queue=\"q\"}").await, 0.0, "A never ticks");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visitors_who_left_are_skipped_and_a_visitor_back_in_time_keeps_the_place() {
+    let upstream = Upstream::start().await;
+    let prefix = unique("abandon");
+    let q = format!("{}abandon_after = \"3s\"\n", queue("q", "/a", 50, "6s", "10m", 0));
+    let proxy = Proxy::start(ProxySpec::redis(&q, upstream.addr, &prefix)).await;
+    let c = client();
+    let mut visitors = vec![Visitor::default(); 100];
+    let mut sockets = Vec::new();
+    for v in visitors.iter_mut() {
+        let mut ws = connect_ws(&proxy, "q", v).await;
+        let first = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(first["status"], "WAITING");
+        assert_eq!(first["position"].as_u64(), Some(sockets.len() as u64 + 1));
+        sockets.push(Some(ws));
+    }
+    // 30 leave for good (every third of the first 90): no socket, no polling.
+    let gone: Vec<usize> = (0..90).step_by(3).collect();
+    for &i in &gone {
+        sockets[i].take().unwrap().close(None).await.unwrap();
+    }
+    // Visitor 1 drops the socket and is back within the window.
+    sockets[1].take().unwrap().close(None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut back = connect_ws(&proxy, "q", &mut visitors[1]).await;
+    let again = next_json(&mut back, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(again["position"].as_u64(), Some(2), "back within abandon_after: same place");
+    sockets[1] = Some(back);
+
+    // The first release comes one tick (6 s) after start, > 3 s after the 30 left.
+    let present: Vec<usize> = (0..100).filter(|i| !gone.contains(i)).collect();
+    let mut admitted = Vec::new();
+    let mut still_waiting = Vec::new();
+    for &i in &present {
+        let ws = sockets[i].as_mut().unwrap();
+        loop {
+            let m = next_json(ws, Duration::from_secs(12)).await.expect("an update after the release");
+            if m["status"] == "READY" {
+                admitted.push(i);
+                break;
+            }
+            if m["status"] == "WAITING"
+                && m["position"].as_u64().unwrap() <= 20
+                && m["queue_length"].as_u64() == Some(20)
+            {
+                still_waiting.push((i, m["position"].as_u64().unwrap()));
+                break;
+            }
+        }
+    }
+    assert_eq!(admitted, present[..50].to_vec(), "the 50 admitted are the first 50 still present");
+    let expected: Vec<(usize, u64)> = present[50..].iter().enumerate().map(|(k, &i)| (i, k as u64 + 1)).collect();
+    assert_eq!(still_waiting, expected);
+    for &i in &gone {
+        assert_eq!(visitors[i].status(&c, &proxy, "q").await["status"], "NOT_IN_QUEUE", "visitor {i} left");
+    }
+    assert_eq!(metric(&c, &proxy, "waiting_room_abandoned_total{queue=\"q\"}").await, 30.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_binary_and_non_upgrade_requests_are_refused_and_others_are_still_served() {
+    let upstream = Upstream::start().await;
+    let q = queue("q", "/a", 10, "10s", "10m", 0);
+    let proxy = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
+    let c = client();
+
+    let mut v = Visitor::default();
+    let mut ws = connect_ws(&proxy, "q", &mut v).await;
+    next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+    ws.send(Message::text("x".repeat(5000))).await.unwrap();
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, Some(1008), "oversized frame");
+
+    let mut ws = connect_ws(&proxy, "q", &mut v).await;
+    next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, Some(1008), "binary frame");
+
+    // Small text frames are tolerated.
+    let mut ws = connect_ws(&proxy, "q", &mut v).await;
+    let first = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(first["position"].as_u64(), Some(1), "the same visitor keeps the place across sockets");
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_json(&mut ws, Duration::from_millis(500)).await, None, "no reply, no close");
+
+    let r = c.get(proxy.url("/wr/q/ws")).send().await.unwrap();
+    assert_eq!(r.status(), 426);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r = c.post(proxy.url("/wr/q/ws")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = c
+        .get(proxy.url("/wr/nope/ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 426, "still not a valid handshake");
+
+    // Everybody else is still served.
+    let mut other = Visitor::default();
+    let mut ws2 = connect_ws(&proxy, "q", &mut other).await;
+    assert_eq!(next_json(&mut ws2, Duration::from_secs(5)).await.unwrap()["position"].as_u64(), Some(2));
+    assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pollers_are_told_when_to_come_back() {
+    let upstream = Upstream::start().await;
+    let q = queue("q", "/a", 1, "10s", "10m", 0);
+    let proxy = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
+    let c = client();
+    let mut first = Visitor::default();
+    first.join(&c, &proxy, "q").await;
+    for _ in 0..48 {
+        Visitor::default().join(&c, &proxy, "q").await;
+    }
+    let mut last = Visitor::default();
+    last.join(&c, &proxy, "q").await;
+    let near = first.status(&c, &proxy, "q").await;
+    let far = last.status(&c, &proxy, "q").await;
+    let (near_retry, far_retry) =
+        (near["retry_after_seconds"].as_u64().unwrap(), far["retry_after_seconds"].as_u64().unwrap());
+    assert!(near_retry >= 2, "{near}");
+    assert!(far_retry > near_retry, "far back polls less often: {near} vs {far}");
+    assert!(far["eta_seconds"].as_u64().unwrap() > near["eta_seconds"].as_u64().unwrap());
+}
