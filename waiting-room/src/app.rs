@@ -24,7 +24,7 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
     let keys = KeyDir::open_or_create(&config.keys.dir)
         .with_context(|| format!("keys.dir: cannot use {}", config.keys.dir.display()))?;
     let upstream = config.resolve_upstream()?;
-    let state = Arc::new(State::new(Queues::new(&config.queues), keys, config.server.cookie_secure));
+    let state = Arc::new(State::new(Queues::load(&config.queues)?, keys, config.server.cookie_secure));
 
     let conf = ServerConf {
         threads: config.server.threads,

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 
+use shared::config::ConfigError;
+
 use crate::config::{Admission, QueueConfig, prefix_covers};
 use crate::estimate::Estimator;
 use crate::store::Params;
@@ -25,6 +27,8 @@ pub struct Queue {
     queue_all: AtomicBool,
     /// Measured release rate, for wait estimates.
     pub estimate: Estimator,
+    /// The operator's page template (`page_template`), read once at start.
+    pub template: Option<String>,
 }
 
 impl Queue {
@@ -37,6 +41,7 @@ impl Queue {
             paused: AtomicBool::new(false),
             queue_all: AtomicBool::new(false),
             estimate: Estimator::default(),
+            template: None,
         }
     }
 
@@ -102,9 +107,25 @@ pub struct Queues {
 }
 
 impl Queues {
-    /// From validated config (ids unique, prefixes disjoint).
+    /// From validated config (ids unique, prefixes disjoint), without
+    /// reading any page template.
     pub fn new(configs: &[QueueConfig]) -> Self {
         Queues { list: configs.iter().cloned().map(|c| Arc::new(Queue::new(c))).collect() }
+    }
+
+    /// From validated config, reading each queue's page template.
+    pub fn load(configs: &[QueueConfig]) -> Result<Self, ConfigError> {
+        let mut list = Vec::with_capacity(configs.len());
+        for (i, c) in configs.iter().enumerate() {
+            let mut q = Queue::new(c.clone());
+            if let Some(path) = &c.page_template {
+                q.template = Some(std::fs::read_to_string(path).map_err(|e| {
+                    ConfigError::new(format!("queues[{i}].page_template"), format!("cannot read {}: {e}", path.display()))
+                })?);
+            }
+            list.push(Arc::new(q));
+        }
+        Ok(Queues { list })
     }
 
     /// Every queue.
