@@ -167,6 +167,12 @@ fn set_in_value(slot: &mut Value, path: &[String], raw: &str) -> Result<(), Stri
     }
 }
 
+/// Parse a human duration (`"10s"`, `"250ms"`, `"1h 30m"`); the error is the
+/// message config errors use.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|_| format!(r#"expected a duration like "10s", got "{text}""#))
+}
+
 /// `#[serde(with = "shared::config::duration")]` for [`Duration`] fields written
 /// as `"10s"`, `"250ms"`, `"1h 30m"`.
 pub mod duration {
@@ -190,7 +196,7 @@ pub mod duration {
             f.write_str(r#"a duration like "10s""#)
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
-            humantime::parse_duration(v).map_err(|_| E::custom(format!(r#"expected a duration like "10s", got "{v}""#)))
+            parse_duration(v).map_err(E::custom)
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
             Err(E::custom(format!(r#"expected a duration like "10s", got {v} (add a unit)"#)))

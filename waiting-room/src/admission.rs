@@ -7,6 +7,7 @@
 //! tick, so tickers sleep exactly that long (capped at a second, so settings
 //! changed by an operator apply promptly and gauges stay fresh).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::config::{Backend, StoreConfig};
+use crate::control;
 use crate::metrics::METRICS;
 use crate::push;
 use crate::queues::Queue;
@@ -28,12 +30,13 @@ pub struct AdmissionService {
     state: Arc<State>,
     store: StoreConfig,
     release_ticks: bool,
+    config_path: Option<PathBuf>,
 }
 
 impl AdmissionService {
     /// The service for `state`, using the store described by `store`.
-    pub fn new(state: Arc<State>, store: StoreConfig, release_ticks: bool) -> Self {
-        AdmissionService { state, store, release_ticks }
+    pub fn new(state: Arc<State>, store: StoreConfig, release_ticks: bool, config_path: Option<PathBuf>) -> Self {
+        AdmissionService { state, store, release_ticks, config_path }
     }
 
     async fn connect(&self, shutdown: &mut ShutdownWatch) -> Option<Arc<dyn QueueStore>> {
@@ -65,8 +68,13 @@ impl BackgroundService for AdmissionService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let Some(store) = self.connect(&mut shutdown).await else { return };
         self.state.set_store(store.clone());
-        let mut tasks = Vec::new();
+        // Live settings saved by an operator win over this instance's file.
         for q in self.state.queues.all() {
+            control::sync(&self.state, q).await;
+        }
+        let mut tasks = vec![tokio::spawn(control::watch_sighup(self.state.clone(), self.config_path.clone()))];
+        for q in self.state.queues.all() {
+            tasks.push(tokio::spawn(sync_settings(self.state.clone(), q.clone())));
             if self.release_ticks {
                 tasks.push(tokio::spawn(ticker(self.state.clone(), q.clone(), store.clone())));
             }
@@ -89,6 +97,11 @@ pub fn observe(queue: &Queue, r: &Release) {
     METRICS.waiting.with_label_values(&[id]).set(i64::try_from(r.waiting).unwrap_or(i64::MAX));
     METRICS.active.with_label_values(&[id]).set(i64::try_from(r.active).unwrap_or(i64::MAX));
     METRICS.configured_rate.with_label_values(&[id]).set(queue.configured_rate());
+    METRICS.paused.with_label_values(&[id]).set(i64::from(queue.paused()));
+    METRICS
+        .release_per_tick
+        .with_label_values(&[id])
+        .set(i64::try_from(queue.admission().release_per_tick).unwrap_or(i64::MAX));
     if r.ticked {
         queue.estimate.record(r.tick, r.now_ms, r.released.len() as u64, r.waiting);
         METRICS.ticks.with_label_values(&[id]).inc();
@@ -158,6 +171,11 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
                     let Some(i) = channels.iter().position(|c| *c == channel) else { continue };
                     let queue = &state.queues.all()[i];
+                    if payload.starts_with("settings") {
+                        let (state, queue) = (state.clone(), queue.clone());
+                        tokio::spawn(async move { control::sync(&state, &queue).await });
+                        continue;
+                    }
                     // "<tick> <now_ms> <released> <abandoned> <waiting>"
                     let f: Vec<i64> = payload.split(' ').filter_map(|x| x.parse().ok()).collect();
                     if let [tick, now, released, _abandoned, waiting] = f[..] {
@@ -173,5 +191,14 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Settings changes normally arrive by pub/sub; this catches any missed
+/// message (and is how a memory store would learn of none: it has one instance).
+async fn sync_settings(state: Arc<State>, queue: Arc<Queue>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        control::sync(&state, &queue).await;
     }
 }

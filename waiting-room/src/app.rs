@@ -1,6 +1,7 @@
 //! Assembling the Pingora server: the proxy service, the admission service and
 //! the metrics service, sharing one [`State`].
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -10,17 +11,20 @@ use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use shared::keys::KeyDir;
 
+use crate::admin::AdminApp;
 use crate::admission::AdmissionService;
 use crate::config::Config;
 use crate::proxy::WaitingRoom;
 use crate::queues::Queues;
 use crate::state::State;
 
-/// Build the server for a validated config. Fails only on I/O (key directory)
-/// or an upstream that does not resolve.
-pub fn build(config: &Config) -> anyhow::Result<Server> {
+/// Build the server for a validated config read from `config_path` (kept for
+/// reloads). Fails only on I/O (key directory, page templates) or an upstream
+/// that does not resolve.
+pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Server> {
     let keys = KeyDir::open_or_create(&config.keys.dir)
         .with_context(|| format!("keys.dir: cannot use {}", config.keys.dir.display()))?;
     let upstream = config.resolve_upstream()?;
@@ -44,13 +48,29 @@ pub fn build(config: &Config) -> anyhow::Result<Server> {
 
     let admission = background_service(
         "admission",
-        AdmissionService::new(state.clone(), config.store.clone(), config.server.release_ticks),
+        AdmissionService::new(
+            state.clone(),
+            config.store.clone(),
+            config.server.release_ticks,
+            config_path.map(Path::to_path_buf),
+        ),
     );
 
     let mut metrics = pingora_prometheus::prometheus_http_service();
     metrics.threads = Some(1);
     metrics.add_tcp(&config.server.metrics_listen);
 
+    if !config.admin.listen.is_empty() {
+        if config.admin.token.is_empty() {
+            tracing::warn!("admin API disabled: set admin.token (or WR_ADMIN__TOKEN) to enable it");
+        } else {
+            let app = AdminApp::new(state.clone(), config.admin.token.clone(), config_path.map(Path::to_path_buf));
+            let mut admin = Service::new("admin".to_owned(), app);
+            admin.threads = Some(1);
+            admin.add_tcp(&config.admin.listen);
+            server.add_service(admin);
+        }
+    }
     server.add_service(admission);
     server.add_service(proxy);
     server.add_service(metrics);

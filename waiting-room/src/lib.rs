@@ -7,6 +7,8 @@
 //! - [`config`]: the TOML + environment configuration and its validation.
 //! - [`store`]: the queue store trait and its two backends (memory, Redis).
 //! - [`admission`]: the background service running one ticker per queue.
+//! - [`control`]: live settings shared across instances; SIGHUP reload.
+//! - [`admin`]: the operator API on its own listener.
 //! - [`estimate`]: wait estimates from the measured release rate.
 //! - [`queues`]: queues at runtime, with live admission settings.
 //! - [`gate`]: entry-token checks with a bounded verification cache.
@@ -22,10 +24,12 @@
 //! - [`app`]: assembling the Pingora server.
 //! - [`state`]: what all services share.
 
+pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod estimate;
 pub mod gate;
 pub mod http;

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
         },
         None => {
             waiting_room::init_logging(&config.log);
-            match waiting_room::app::build(&config) {
+            match waiting_room::app::build(&config, args.config.as_deref()) {
                 Ok(server) => server.run_forever(),
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -47,6 +47,14 @@ pub struct Metrics {
     pub ws_messages: prometheus::IntCounter,
     /// `waiting_room_push_delay_seconds`: from a tick to its update written to a socket
     pub push_delay: prometheus::Histogram,
+    /// `waiting_room_admin_changes_total{queue,action}`
+    pub admin_changes: IntCounterVec,
+    /// `waiting_room_config_reloads_total{result}`: applied | rejected
+    pub reloads: IntCounterVec,
+    /// `waiting_room_queue_paused{queue}`: 1 while releases are paused
+    pub paused: IntGaugeVec,
+    /// `waiting_room_release_per_tick{queue}`: configured N
+    pub release_per_tick: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -140,4 +148,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         .buckets(latency_buckets())
     )
     .unwrap_or_else(|e| panic!("metric waiting_room_push_delay_seconds: {e}")),
+    admin_changes: counter(
+        "waiting_room_admin_changes_total",
+        "Operator changes to queue settings, by action.",
+        &["queue", "action"],
+    ),
+    reloads: counter("waiting_room_config_reloads_total", "Config reloads on SIGHUP, by result.", &["result"]),
+    paused: gauge("waiting_room_queue_paused", "1 while an operator has paused releases of the queue.", &["queue"]),
+    release_per_tick: gauge(
+        "waiting_room_release_per_tick",
+        "Visitors released per tick (N), as currently set.",
+        &["queue"],
+    ),
 });

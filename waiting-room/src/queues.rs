@@ -3,7 +3,7 @@
 //! restart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
@@ -11,7 +11,7 @@ use shared::config::ConfigError;
 
 use crate::config::{Admission, QueueConfig, prefix_covers};
 use crate::estimate::Estimator;
-use crate::store::Params;
+use crate::store::{Params, SharedSettings};
 
 /// One queue.
 pub struct Queue {
@@ -29,6 +29,8 @@ pub struct Queue {
     pub estimate: Estimator,
     /// The operator's page template (`page_template`), read once at start.
     pub template: Option<String>,
+    /// Version of the shared settings applied last (0: the config file's).
+    settings_version: AtomicU64,
 }
 
 impl Queue {
@@ -42,6 +44,7 @@ impl Queue {
             queue_all: AtomicBool::new(false),
             estimate: Estimator::default(),
             template: None,
+            settings_version: AtomicU64::new(0),
         }
     }
 
@@ -55,29 +58,14 @@ impl Queue {
         *self.admission.read()
     }
 
-    /// Replace the admission settings (already validated).
-    pub fn set_admission(&self, a: Admission) {
-        *self.admission.write() = a;
-    }
-
     /// Operator switches.
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
     }
 
-    /// Suspend or resume releases.
-    pub fn set_paused(&self, v: bool) {
-        self.paused.store(v, Ordering::Relaxed);
-    }
-
     /// Whether free entry is off.
     pub fn queue_all(&self) -> bool {
         self.queue_all.load(Ordering::Relaxed)
-    }
-
-    /// Send everybody through the line, or restore free entry.
-    pub fn set_queue_all(&self, v: bool) {
-        self.queue_all.store(v, Ordering::Relaxed);
     }
 
     /// Configured admissions per second (N / T).
@@ -90,6 +78,30 @@ impl Queue {
     pub fn eta_seconds(&self, position: u64, now_ms: i64) -> u64 {
         let tick_ms = u64::try_from(self.admission().tick.as_millis()).unwrap_or(u64::MAX);
         self.estimate.eta_seconds(position, self.configured_rate(), tick_ms, now_ms)
+    }
+
+    /// The live settings as one value.
+    pub fn settings(&self) -> SharedSettings {
+        SharedSettings {
+            admission: self.admission(),
+            paused: self.paused(),
+            queue_all: self.queue_all(),
+            version: self.settings_version.load(Ordering::Acquire),
+        }
+    }
+
+    /// Apply shared settings unless a newer version is already applied.
+    /// Returns whether anything was applied.
+    pub fn apply(&self, s: &SharedSettings) -> bool {
+        let mut admission = self.admission.write();
+        if s.version <= self.settings_version.load(Ordering::Acquire) {
+            return false;
+        }
+        *admission = s.admission;
+        self.paused.store(s.paused, Ordering::Relaxed);
+        self.queue_all.store(s.queue_all, Ordering::Relaxed);
+        self.settings_version.store(s.version, Ordering::Release);
+        true
     }
 
     /// What the store needs for a call now.
@@ -120,7 +132,10 @@ impl Queues {
             let mut q = Queue::new(c.clone());
             if let Some(path) = &c.page_template {
                 q.template = Some(std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(format!("queues[{i}].page_template"), format!("cannot read {}: {e}", path.display()))
+                    ConfigError::new(
+                        format!("queues[{i}].page_template"),
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?);
             }
             list.push(Arc::new(q));

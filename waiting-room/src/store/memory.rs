@@ -160,6 +160,7 @@ struct QueueState {
     sessions: HashMap<VisitorId, (i64, i64)>,
     session_order: BTreeSet<(i64, VisitorId)>,
     last_tick_ms: Option<i64>,
+    settings: Option<super::SharedSettings>,
     ticks: u64,
     released_total: u64,
     abandoned_total: u64,
@@ -360,6 +361,23 @@ impl QueueStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn load_settings(&self, queue: &str) -> Result<Option<super::SharedSettings>, StoreError> {
+        Ok(self.queue(queue).lock().settings.clone())
+    }
+
+    async fn save_settings(
+        &self,
+        queue: &str,
+        settings: &super::SharedSettings,
+    ) -> Result<super::SharedSettings, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let version = s.settings.as_ref().map_or(0, |old| old.version) + 1;
+        let saved = super::SharedSettings { version, ..settings.clone() };
+        s.settings = Some(saved.clone());
+        Ok(saved)
     }
 }
 

@@ -150,6 +150,22 @@ pub struct Stats {
     pub abandoned_total: u64,
 }
 
+/// Live settings of a queue, shared by every instance on the store: what an
+/// operator set through the admin API or a config reload. They win over each
+/// instance's config file until the next change.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedSettings {
+    /// Admission knobs.
+    pub admission: Admission,
+    /// Releases suspended.
+    pub paused: bool,
+    /// Free entry off: everybody queues.
+    pub queue_all: bool,
+    /// Bumped by the store on every save.
+    #[serde(default)]
+    pub version: u64,
+}
+
 /// The store failed (Redis unreachable, script error). Never a client's fault.
 #[derive(Debug, thiserror::Error)]
 #[error("queue store unavailable: {0}")]
@@ -180,4 +196,11 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Is the store answering?
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The queue's shared live settings, if an operator ever set them.
+    async fn load_settings(&self, queue: &str) -> Result<Option<SharedSettings>, StoreError>;
+
+    /// Save shared live settings; returns them with their new version. Other
+    /// instances are told (Redis: a `settings` message on the queue's channel).
+    async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError>;
 }

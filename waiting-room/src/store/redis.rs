@@ -10,7 +10,9 @@
 //! {<prefix>:<queue>}:sessions   zset      admitted visitor -> session end (ms)
 //! {<prefix>:<queue>}:admitted   hash      admitted visitor -> admission time (ms)
 //! {<prefix>:<queue>}:tick       hash      last_ms, tick, released, abandoned
-//! {<prefix>:<queue>}:events     channel   one message per tick (pub/sub)
+//! {<prefix>:<queue>}:settings   hash      json, version: live settings shared by all instances
+//! {<prefix>:<queue>}:events     channel   "<tick> <now> <released> <abandoned> <waiting>" per tick,
+//!                                         "settings <version>" per settings change
 //! ```
 //!
 //! # Scripts
@@ -28,7 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use shared::visitor::VisitorId;
 
-use super::{JoinKind, Params, QueueStore, Release, Standing, Stats, StoreError};
+use super::{JoinKind, Params, QueueStore, Release, SharedSettings, Standing, Stats, StoreError};
 
 /// Redis-backed queues.
 #[derive(Clone)]
@@ -42,6 +44,7 @@ struct Scripts {
     standing: Script,
     release: Script,
     standings: Script,
+    save_settings: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -50,6 +53,12 @@ fn scripts() -> &'static Scripts {
         standing: Script::new(include_str!("lua/standing.lua")),
         release: Script::new(include_str!("lua/release.lua")),
         standings: Script::new(include_str!("lua/standings.lua")),
+        save_settings: Script::new(
+            "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) \
+             redis.call('HSET', KEYS[1], 'json', ARGV[1]) \
+             redis.call('PUBLISH', ARGV[2], 'settings ' .. v) \
+             return v",
+        ),
     })
 }
 
@@ -266,5 +275,37 @@ impl QueueStore for RedisStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         redis::cmd("PING").query_async::<String>(&mut conn).await.map(|_| ()).map_err(err)
+    }
+
+    async fn load_settings(&self, queue: &str) -> Result<Option<SharedSettings>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (json, version): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(self.keys(queue).key("settings"))
+            .arg("json")
+            .arg("version")
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let Some(json) = json else { return Ok(None) };
+        let mut settings: SharedSettings =
+            serde_json::from_str(&json).map_err(|e| StoreError(format!("stored settings are unreadable: {e}")))?;
+        settings.version = version.unwrap_or(0);
+        Ok(Some(settings))
+    }
+
+    async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
+        let k = self.keys(queue);
+        let json = serde_json::to_string(settings).map_err(|e| StoreError(e.to_string()))?;
+        let mut conn = self.conn.clone();
+        let version: u64 = self
+            .scripts
+            .save_settings
+            .key(k.key("settings"))
+            .arg(json)
+            .arg(k.key("events"))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(SharedSettings { version, ..settings.clone() })
     }
 }

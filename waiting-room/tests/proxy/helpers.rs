@@ -17,6 +17,9 @@ use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::net::TcpListener;
 
+/// Bearer token of every test proxy's admin API.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -97,8 +100,10 @@ impl Upstream {
 pub struct Proxy {
     pub base: String,
     pub metrics: String,
+    /// Admin API base URL (token [`ADMIN_TOKEN`]).
+    pub admin: String,
     pub dir: PathBuf,
-    config: PathBuf,
+    pub config: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
 }
@@ -144,6 +149,7 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap().keep();
         let port = free_port();
         let metrics_port = free_port();
+        let admin_port = free_port();
         let keys = spec.keys_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("keys"));
         let store = match spec.redis_prefix {
             Some(prefix) => format!(
@@ -154,7 +160,8 @@ impl Proxy {
         };
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nupstream = \"{}\"\nthreads = 2\n{server_extra}\n\
-             [store]\n{store}\n[keys]\ndir = \"{}\"\n[log]\nlevel = \"info\"\n[admin]\nlisten = \"\"\n{}",
+             [store]\n{store}\n[keys]\ndir = \"{}\"\n[log]\nlevel = \"info\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{ADMIN_TOKEN}\"\n{}",
             spec.upstream,
             keys.display(),
             spec.queues
@@ -164,6 +171,7 @@ impl Proxy {
         let mut proxy = Proxy {
             base: format!("http://127.0.0.1:{port}"),
             metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            admin: format!("http://127.0.0.1:{admin_port}"),
             dir,
             config,
             child: None,
@@ -218,6 +226,19 @@ impl Proxy {
     pub async fn restart(&mut self) {
         self.stop();
         self.spawn().await;
+    }
+
+    /// Send a signal to the process (e.g. "HUP").
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().map(Child::id).expect("running");
+        let ok = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// Rewrite the config file with `edit` applied to its text.
+    pub fn edit_config(&self, edit: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        std::fs::write(&self.config, edit(text)).unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -3,6 +3,7 @@
 
 mod admission;
 mod api;
+mod control;
 mod fifo;
 mod gate;
 mod helpers;

@@ -1,0 +1,3 @@
+-- wrk script: every request is a new visitor joining (no cookie sent).
+wrk.method = "POST"
+wrk.headers["Accept"] = "application/json"

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Issue 2 benchmarks, each next to its baseline measured in the same run:
+#  1. joins/s through the proxy (Redis backend) vs redis-benchmark running the
+#     same join script (EVALSHA) directly against Redis: the ceiling.
+#  2. admitted requests/s and p99 through the proxy (valid, cached token) vs
+#     nginx as a plain reverse proxy in front of the same upstream, same
+#     worker count, same wrk load.
+# Usage: bench/proxy.sh   (env: RUNS=3 DURATION=10s CONNS=64 THREADS=2)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+RUNS="${RUNS:-3}"; DURATION="${DURATION:-10s}"; CONNS="${CONNS:-64}"; THREADS="${THREADS:-2}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+OUT="$OUT_BASE/proxy-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+cd "$ROOT"
+cargo build --release -q -p waiting-room
+BIN="$ROOT/target/release/waiting-room"
+
+UP_PORT=18181; WR_PORT=18080; WR_METRICS=18091; NGX_PORT=18090
+PREFIX="bench$(date +%s)"
+
+# The upstream both proxies forward to: nginx answering 200 "ok" (1 worker).
+cat > "$OUT/upstream.conf" <<NGX
+worker_processes 1;
+error_log $OUT/upstream-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_PORT; location / { return 200 "ok\n"; } }
+}
+NGX
+start_nginx "$OUT/upstream.conf" "$OUT/upstream"
+
+# nginx as a plain reverse proxy, same worker count as the waiting room's threads.
+cat > "$OUT/nginx-proxy.conf" <<NGX
+worker_processes $THREADS;
+error_log $OUT/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX_PORT;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+start_nginx "$OUT/nginx-proxy.conf" "$OUT/nginx-proxy"
+
+cat > "$OUT/wr.toml" <<TOML
+[server]
+listen = "127.0.0.1:$WR_PORT"
+metrics_listen = "127.0.0.1:$WR_METRICS"
+upstream = "127.0.0.1:$UP_PORT"
+threads = $THREADS
+[store]
+backend = "redis"
+redis_url = "$REDIS_URL"
+key_prefix = "$PREFIX"
+[keys]
+dir = "$OUT/keys"
+[log]
+level = "warn"
+[admin]
+listen = ""
+# Joins: nobody is released during the run (one release an hour).
+[[queues]]
+id = "join"
+paths = ["/join"]
+release_per_tick = 1
+tick = "1h"
+session = "10m"
+# Admitted traffic: free entry hands out a token at once.
+[[queues]]
+id = "open"
+paths = ["/api"]
+free_entry = 1000000
+release_per_tick = 1
+tick = "1h"
+session = "1h"
+TOML
+"$BIN" --config "$OUT/wr.toml" 2> "$OUT/wr.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
+wait_http "http://127.0.0.1:$NGX_PORT/"
+
+TOKEN=$(curl -s -X POST "http://127.0.0.1:$WR_PORT/wr/open/join" | sed -E 's/.*"token":"([^"]+)".*/\1/')
+[ "${#TOKEN}" -gt 100 ] || { echo "no token: $TOKEN"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x")" = 200 ]
+
+SHA=$(redis-cli -u "$REDIS_URL" SCRIPT LOAD "$(cat waiting-room/src/store/lua/standing.lua)")
+K="{${PREFIX}-rb:q}"
+
+for run in $(seq "$RUNS"); do
+  echo "== run $run/$RUNS"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/join.lua "http://127.0.0.1:$WR_PORT/wr/join/join" > "$OUT/joins-$run.txt"
+  redis-benchmark -u "$REDIS_URL" -q -n 300000 -c "$CONNS" -r 100000000 \
+    EVALSHA "$SHA" 5 "$K:line" "$K:seen" "$K:sessions" "$K:admitted" "$K:seq" __rand_int__ join 0 0 600000 60000 0 \
+    > "$OUT/redis-eval-$run.txt" 2>&1
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x" > "$OUT/admitted-$run.txt"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$NGX_PORT/api/x" > "$OUT/nginx-$run.txt"
+done
+
+joins=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/joins-$r.txt"; done | median)
+join_err=$(for r in $(seq "$RUNS"); do wrk_errors "$OUT/joins-$r.txt"; done | paste -sd+ | bc)
+eval_rate=$(for r in $(seq "$RUNS"); do tr '\r' '\n' < "$OUT/redis-eval-$r.txt" | grep -Eo '[0-9.]+ requests per second' | tail -1 | awk '{print $1}'; done | median)
+adm=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/admitted-$r.txt"; done | median)
+adm_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/admitted-$r.txt"; done | median)
+adm_err=$(for r in $(seq "$RUNS"); do wrk_errors "$OUT/admitted-$r.txt"; done | paste -sd+ | bc)
+ngx=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/nginx-$r.txt"; done | median)
+ngx_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/nginx-$r.txt"; done | median)
+waiting=$(redis-cli -u "$REDIS_URL" ZCARD "{$PREFIX:join}:line")
+
+{
+  echo "# proxy benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo "machine: $(machine)"
+  echo "load: wrk -t$THREADS -c$CONNS -d$DURATION, median of $RUNS runs; proxy threads=$THREADS, nginx worker_processes=$THREADS"
+  printf "joins/s through proxy (Redis)        %10.0f   (errors: %s; %s visitors in line after the runs)\n" "$joins" "$join_err" "$waiting"
+  printf "redis-benchmark EVALSHA join script  %10.0f   ratio proxy/EVAL = %.2f\n" "$eval_rate" "$(echo "$joins / $eval_rate" | bc -l)"
+  printf "admitted req/s through proxy         %10.0f   p99 %s ms (errors: %s)\n" "$adm" "$adm_p99" "$adm_err"
+  printf "nginx reverse proxy req/s            %10.0f   p99 %s ms   ratio proxy/nginx = %.2f\n" "$ngx" "$ngx_p99" "$(echo "$adm / $ngx" | bc -l)"
+  echo "raw output: $OUT"
+} | tee "$OUT/summary.txt"
+redis-cli -u "$REDIS_URL" --scan --pattern "{$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" DEL > /dev/null
+redis-cli -u "$REDIS_URL" --scan --pattern "{$PREFIX-rb*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" DEL > /dev/null

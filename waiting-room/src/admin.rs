@@ -1,0 +1,255 @@
+//! The operator API, on its own listener (`admin.listen`, default
+//! 127.0.0.1:9092), behind a bearer token (`admin.token` / `WR_ADMIN__TOKEN`).
+//!
+//! ```text
+//! GET   /admin/queues                 every queue's live state
+//! GET   /admin/queues/{q}             one queue: waiting, active, rates, settings
+//! PATCH /admin/queues/{q}             change settings: {"release_per_tick": 50, "tick": "5s", ...}
+//! POST  /admin/queues/{q}/pause       stop releasing
+//! POST  /admin/queues/{q}/resume      release again
+//! POST  /admin/queues/{q}/queue-all   everybody queues, even when free entry would admit them
+//! POST  /admin/queues/{q}/free-entry  free entry as configured again
+//! POST  /admin/reload                 re-read the config file (same as SIGHUP)
+//! ```
+//!
+//! Changes apply to every instance on the same store (see [`crate::control`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde::{Deserialize, Serialize};
+use shared::config::{Secret, constant_time_eq, parse_duration};
+use shared::problem::Problem;
+
+use crate::control::{self, ChangeError};
+use crate::http::Reply;
+use crate::queues::Queue;
+use crate::state::State;
+use crate::store::SharedSettings;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 16 * 1024;
+
+/// The admin HTTP app.
+pub struct AdminApp {
+    state: Arc<State>,
+    token: Secret,
+    config_path: Option<PathBuf>,
+}
+
+impl AdminApp {
+    /// The app for `state`, requiring `token`.
+    pub fn new(state: Arc<State>, token: Secret, config_path: Option<PathBuf>) -> Self {
+        AdminApp { state, token, config_path }
+    }
+}
+
+/// Live state of a queue.
+#[derive(Debug, Serialize)]
+pub struct QueueState {
+    id: String,
+    name: String,
+    paths: Vec<String>,
+    settings: SharedSettings,
+    waiting: u64,
+    active: u64,
+    ticks: u64,
+    released_total: u64,
+    abandoned_total: u64,
+    /// Admissions per second measured over recent ticks.
+    release_rate_measured: Option<f64>,
+    /// N / T.
+    release_rate_configured: f64,
+    /// WebSockets open on the instance that answered.
+    connections_here: usize,
+}
+
+/// A settings change: every field optional.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Patch {
+    free_entry: Option<u64>,
+    release_per_tick: Option<u64>,
+    tick: Option<String>,
+    session: Option<String>,
+    max_active: Option<u64>,
+    abandon_after: Option<String>,
+    paused: Option<bool>,
+    queue_all: Option<bool>,
+}
+
+impl Patch {
+    fn apply(&self, s: &mut SharedSettings) -> Result<(), Reply> {
+        let duration = |key: &str, v: &Option<String>, into: &mut std::time::Duration| -> Result<(), Reply> {
+            if let Some(text) = v {
+                *into = parse_duration(text).map_err(|m| Reply::error(422, format!("{key}: {m}")))?;
+            }
+            Ok(())
+        };
+        let a = &mut s.admission;
+        if let Some(v) = self.free_entry {
+            a.free_entry = v;
+        }
+        if let Some(v) = self.release_per_tick {
+            a.release_per_tick = v;
+        }
+        if let Some(v) = self.max_active {
+            a.max_active = v;
+        }
+        duration("tick", &self.tick, &mut a.tick)?;
+        duration("session", &self.session, &mut a.session)?;
+        duration("abandon_after", &self.abandon_after, &mut a.abandon_after)?;
+        if let Some(v) = self.paused {
+            s.paused = v;
+        }
+        if let Some(v) = self.queue_all {
+            s.queue_all = v;
+        }
+        Ok(())
+    }
+}
+
+async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> {
+    let store = state.store().ok_or_else(store_down)?;
+    let stats = store.stats(queue.id()).await.map_err(|_| store_down())?;
+    Ok(QueueState {
+        id: queue.id().to_owned(),
+        name: queue.config.display_name().to_owned(),
+        paths: queue.config.paths.clone(),
+        settings: queue.settings(),
+        waiting: stats.waiting,
+        active: stats.active,
+        ticks: stats.ticks,
+        released_total: stats.released_total,
+        abandoned_total: stats.abandoned_total,
+        release_rate_measured: queue.estimate.rate(),
+        release_rate_configured: queue.configured_rate(),
+        connections_here: state.hub.connections(queue.id()),
+    })
+}
+
+fn store_down() -> Reply {
+    Reply::error(503, "the queue store is not answering; retry in a few seconds").header("retry-after", "2")
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_BODY {
+                    return Err(Reply::error(413, format!("request body larger than {MAX_BODY} bytes")));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => return Err(Reply::error(400, "malformed request body")),
+        }
+    }
+}
+
+fn change_reply(r: Result<SharedSettings, ChangeError>) -> Result<(), Reply> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(ChangeError::Invalid(e)) => {
+            let field = e.key.trim_start_matches("settings.").to_owned();
+            Err(Reply::problem(Problem::new(422, format!("{field}: {}", e.message)).with("field", field)))
+        }
+        Err(ChangeError::Store(_)) => Err(store_down()),
+    }
+}
+
+impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let given = session.req_header().headers.get("authorization").and_then(|v| v.to_str().ok());
+        let expected = format!("Bearer {}", self.token.expose());
+        !self.token.is_empty() && given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+    }
+
+    async fn route(&self, session: &mut ServerSession) -> Result<Reply, Reply> {
+        if !self.authorized(session) {
+            return Err(Reply::error(401, "send the admin token as Authorization: Bearer <admin.token>")
+                .header("www-authenticate", "Bearer realm=\"waiting-room-admin\""));
+        }
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().trim_end_matches('/').to_owned();
+        let parts: Vec<&str> = path.split('/').skip(1).collect();
+        let queue = |id: &str| {
+            self.state
+                .queues
+                .by_id(id)
+                .cloned()
+                .ok_or_else(|| Reply::error(404, format!("there is no queue named {id:?}")))
+        };
+        let actor = session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "admin".into());
+        match (method.as_str(), parts.as_slice()) {
+            ("GET", ["admin", "queues"]) => {
+                let mut all = Vec::new();
+                for q in self.state.queues.all() {
+                    all.push(queue_state(&self.state, q).await?);
+                }
+                Ok(Reply::json(200, &all))
+            }
+            ("GET", ["admin", "queues", id]) => {
+                let q = queue(id)?;
+                Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
+            }
+            ("PATCH", ["admin", "queues", id]) => {
+                let q = queue(id)?;
+                let body = read_body(session).await?;
+                let patch: Patch = serde_json::from_slice(&body)
+                    .map_err(|e| Reply::error(422, format!("expected a JSON object of settings: {e}")))?;
+                let mut next = q.settings();
+                patch.apply(&mut next)?;
+                change_reply(control::change(&self.state, &q, &actor, "update", |s| *s = next).await)?;
+                Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
+            }
+            ("POST", ["admin", "queues", id, action]) => {
+                let q = queue(id)?;
+                let (action, edit): (&'static str, fn(&mut SharedSettings)) = match *action {
+                    "pause" => ("pause", |s| s.paused = true),
+                    "resume" => ("resume", |s| s.paused = false),
+                    "queue-all" => ("queue_all", |s| s.queue_all = true),
+                    "free-entry" => ("free_entry", |s| s.queue_all = false),
+                    other => {
+                        return Err(Reply::error(
+                            404,
+                            format!("unknown action {other:?}; use pause, resume, queue-all or free-entry"),
+                        ));
+                    }
+                };
+                change_reply(control::change(&self.state, &q, &actor, action, edit).await)?;
+                Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
+            }
+            ("POST", ["admin", "reload"]) => match control::reload(&self.state, self.config_path.as_deref()).await {
+                Ok(changed) => Ok(Reply::json(200, &serde_json::json!({"changed": changed}))),
+                Err(e) => Err(Reply::problem(
+                    Problem::new(422, format!("config rejected, nothing changed: {e}")).with("key", e.key),
+                )),
+            },
+            (_, ["admin", "queues", ..] | ["admin", "reload"]) => {
+                Err(Reply::error(405, "method not allowed on this admin endpoint"))
+            }
+            _ => Err(Reply::error(404, "no such admin endpoint; see GET /admin/queues")),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let reply = self.route(session).await.unwrap_or_else(|e| e).no_store();
+        let mut builder = http::Response::builder().status(reply.status);
+        for (name, value) in &reply.headers {
+            builder = builder.header(*name, value.as_str());
+        }
+        builder.header("content-length", reply.body.len()).body(reply.body.to_vec()).unwrap_or_else(|_| {
+            let mut r = http::Response::new(b"{}".to_vec());
+            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+    }
+}

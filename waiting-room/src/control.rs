@@ -1,0 +1,132 @@
+//! Operator control: live admission settings shared by every instance on the
+//! store, changed through the admin API or by reloading the config file on
+//! SIGHUP, and applied without dropping connections or tokens.
+//!
+//! A change is saved to the store first (which bumps its version and, on
+//! Redis, tells every instance), then applied locally; instances apply a
+//! version only if it is newer than the one they hold. Stored settings win
+//! over each instance's config file at start, so restarting one instance does
+//! not undo live tuning; the next SIGHUP or admin change replaces them. Two
+//! operators changing the same queue at once: the last save wins, whole.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use shared::config::{ConfigError, ProcessEnv};
+
+use crate::config::Config;
+use crate::metrics::METRICS;
+use crate::push;
+use crate::queues::Queue;
+use crate::state::State;
+use crate::store::{SharedSettings, StoreError};
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The new settings are invalid (the key names the field).
+    #[error("{0}")]
+    Invalid(ConfigError),
+    /// The store did not take the change; nothing was applied.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
+/// Change a queue's settings with `edit`, save them for all instances, apply
+/// them here. `actor` and `action` go to the log and the metric.
+pub async fn change(
+    state: &Arc<State>,
+    queue: &Arc<Queue>,
+    actor: &str,
+    action: &'static str,
+    edit: impl FnOnce(&mut SharedSettings),
+) -> Result<SharedSettings, ChangeError> {
+    let before = queue.settings();
+    let mut next = before.clone();
+    edit(&mut next);
+    next.admission.validate("settings").map_err(ChangeError::Invalid)?;
+    let store = state.store().ok_or_else(|| StoreError("the queue store is not connected yet".into()))?;
+    let saved = store.save_settings(queue.id(), &next).await?;
+    queue.apply(&saved);
+    METRICS.admin_changes.with_label_values(&[queue.id(), action]).inc();
+    tracing::info!(
+        queue = queue.id(),
+        actor,
+        action,
+        version = saved.version,
+        before = %serde_json::to_string(&before).unwrap_or_default(),
+        after = %serde_json::to_string(&saved).unwrap_or_default(),
+        "queue settings changed"
+    );
+    push::refresh_all(state, queue).await;
+    Ok(saved)
+}
+
+/// Pick up settings another instance saved (a pub/sub message, or the
+/// periodic check). Returns whether anything changed here.
+pub async fn sync(state: &Arc<State>, queue: &Arc<Queue>) -> bool {
+    let Some(store) = state.store() else { return false };
+    match store.load_settings(queue.id()).await {
+        Ok(Some(s)) if queue.apply(&s) => {
+            tracing::info!(queue = queue.id(), version = s.version, "applied shared settings");
+            push::refresh_all(state, queue).await;
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(queue = queue.id(), error = %e, "cannot read shared settings");
+            false
+        }
+    }
+}
+
+/// Re-read the config file and apply what may change live. Keys that need a
+/// restart (listeners, paths, store, queue list) are reported, not applied.
+/// An invalid file changes nothing.
+pub async fn reload(state: &Arc<State>, path: Option<&std::path::Path>) -> Result<Vec<String>, ConfigError> {
+    let config = Config::load(path, &ProcessEnv)?;
+    let mut changed = Vec::new();
+    for (i, new) in config.queues.iter().enumerate() {
+        let Some(queue) = state.queues.by_id(&new.id) else {
+            tracing::warn!(queue = %new.id, "a new queue in the config file needs a restart");
+            continue;
+        };
+        if new.paths != queue.config.paths
+            || new.name != queue.config.name
+            || new.page_template != queue.config.page_template
+        {
+            tracing::warn!(queue = %new.id, "changed paths, name or page template of queues[{i}] need a restart");
+        }
+        let admission = new.admission();
+        if admission != queue.admission() {
+            change(state, queue, "sighup", "reload", |s| s.admission = admission)
+                .await
+                .map_err(|e| ConfigError::new(format!("queues[{i}]"), e.to_string()))?;
+            changed.push(new.id.clone());
+        }
+    }
+    Ok(changed)
+}
+
+/// Reload on every SIGHUP until the process ends.
+pub async fn watch_sighup(state: Arc<State>, path: Option<PathBuf>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; config reload disabled");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match reload(&state, path.as_deref()).await {
+            Ok(changed) => {
+                METRICS.reloads.with_label_values(&["applied"]).inc();
+                tracing::info!(?changed, "config reloaded");
+            }
+            Err(e) => {
+                METRICS.reloads.with_label_values(&["rejected"]).inc();
+                tracing::error!(error = %e, "config reload rejected; the previous settings stay");
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! Operator controls: config reload on SIGHUP and the admin API, applied live
+//! and (with Redis) on every instance.
+
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+
+async fn admin(
+    c: &reqwest::Client,
+    proxy: &Proxy,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = c.request(method, format!("{}{path}", proxy.admin)).bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b.to_owned());
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Wait until `check` holds for the queue state read through `proxy`.
+async fn until_state(
+    c: &reqwest::Client,
+    proxy: &Proxy,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, s) = admin(c, proxy, reqwest::Method::GET, "/admin/queues/q", None).await;
+        assert_eq!(status, 200, "{s}");
+        if check(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_new_settings_live_and_rejects_an_invalid_edit() {
+    let upstream = Upstream::start().await;
+    let q = queue("q", "/a", 1, "1s", "10m", 1);
+    let proxy = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
+    let c = client();
+    let mut admitted = Visitor::default();
+    let token = admitted.join(&c, &proxy, "q").await["token"].as_str().unwrap().to_owned();
+    let mut waiting = vec![Visitor::default(); 12];
+    for v in &mut waiting {
+        v.join(&c, &proxy, "q").await;
+    }
+    let mut socket_owner = waiting[11].clone();
+    let mut ws = connect_ws(&proxy, "q", &mut socket_owner).await;
+    next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
+
+    proxy.edit_config(|t| t.replace("release_per_tick = 1", "release_per_tick = 5"));
+    proxy.signal("HUP");
+    let s = until_state(&c, &proxy, "reload", |s| s["settings"]["admission"]["release_per_tick"] == 5).await;
+    assert_eq!(s["settings"]["admission"]["tick"], "1s");
+    // The next ticks release 5 at a time: after the reload, the released total grows by 5 per tick.
+    let before = s["released_total"].as_u64().unwrap();
+    let after = until_state(&c, &proxy, "a tick", |s| s["released_total"].as_u64().unwrap() > before).await;
+    assert_eq!(after["released_total"].as_u64().unwrap() - before, 5);
+    // The socket stayed open and kept receiving; the old token still works.
+    assert!(next_json(&mut ws, Duration::from_secs(5)).await.is_some());
+    assert_eq!(c.get(proxy.url("/a/x")).bearer_auth(&token).send().await.unwrap().status(), 200);
+
+    // An invalid edit is rejected and the old settings stay.
+    proxy.edit_config(|t| t.replace("tick = \"1s\"", "tick = \"ten\""));
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&c, &proxy, "waiting_room_config_reloads_total{result=\"rejected\"}").await < 1.0 {
+        assert!(Instant::now() < deadline, "the bad reload was never reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(proxy.log().contains("queues[0].tick"), "the log names the bad key");
+    let (_, s) = admin(&c, &proxy, reqwest::Method::GET, "/admin/queues/q", None).await;
+    assert_eq!(s["settings"]["admission"]["tick"], "1s");
+    assert_eq!(s["settings"]["admission"]["release_per_tick"], 5);
+    assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200, "still serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_through_one_instance_apply_to_all() {
+    let upstream = Upstream::start().await;
+    let prefix = unique("admin");
+    let keys = tempfile::tempdir().unwrap();
+    let q = queue("q", "/a", 2, "500ms", "10m", 0);
+    let a = Proxy::start(ProxySpec::redis(&q, upstream.addr, &prefix).keys(keys.path())).await;
+    let b = Proxy::start(ProxySpec::redis(&q, upstream.addr, &prefix).keys(keys.path())).await;
+    let c = client();
+
+    // Auth and bad input first.
+    let r = c.get(format!("{}/admin/queues", a.admin)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c.get(format!("{}/admin/queues", a.admin)).bearer_auth("wrong").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let (status, body) = admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"tick":"ten"}"#)).await;
+    assert_eq!(status, 422);
+    assert!(body["detail"].as_str().unwrap().starts_with("tick:"), "{body}");
+    let (status, body) =
+        admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"release_per_tick":0}"#)).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("release_per_tick")), "{body}");
+    let (status, _) = admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"nonsense":1}"#)).await;
+    assert_eq!(status, 422);
+    let (status, _) = admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some("{not json")).await;
+    assert_eq!(status, 422);
+    let (status, _) = admin(&c, &a, reqwest::Method::GET, "/admin/queues/nope", None).await;
+    assert_eq!(status, 404);
+
+    // Pause through A: B sees it, and nobody is released by anyone.
+    let (status, s) = admin(&c, &a, reqwest::Method::POST, "/admin/queues/q/pause", None).await;
+    assert_eq!((status, s["settings"]["paused"].as_bool()), (200, Some(true)), "{s}");
+    until_state(&c, &b, "pause on B", |s| s["settings"]["paused"] == true).await;
+    let mut vs = vec![Visitor::default(); 6];
+    for (i, v) in vs.iter_mut().enumerate() {
+        let s = v.join(&c, if i % 2 == 0 { &a } else { &b }, "q").await;
+        assert_eq!(s["paused"], true, "waiting visitors are told: {s}");
+    }
+    let released = until_state(&c, &b, "read", |_| true).await["released_total"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let s = until_state(&c, &b, "read", |_| true).await;
+    assert_eq!(s["released_total"].as_u64().unwrap(), released, "nothing released while paused");
+    assert_eq!(s["waiting"], 6);
+
+    // Change N through B, resume through A: both instances release 4 per tick.
+    let (status, s) =
+        admin(&c, &b, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"release_per_tick":4,"tick":"700ms"}"#))
+            .await;
+    assert_eq!(status, 200, "{s}");
+    until_state(&c, &a, "N on A", |s| s["settings"]["admission"]["release_per_tick"] == 4).await;
+    admin(&c, &a, reqwest::Method::POST, "/admin/queues/q/resume", None).await;
+    let s =
+        until_state(&c, &b, "first release after resume", |s| s["released_total"].as_u64().unwrap() > released).await;
+    assert_eq!(s["released_total"].as_u64().unwrap() - released, 4, "{s}");
+    for (i, v) in vs.iter_mut().enumerate().take(4) {
+        assert_eq!(v.status(&c, &a, "q").await["status"], "READY", "visitor {i}");
+    }
+
+    // queue-all: even with free entry, newcomers wait; free-entry restores it.
+    admin(&c, &b, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"free_entry":100}"#)).await;
+    until_state(&c, &a, "free entry on A", |s| s["settings"]["admission"]["free_entry"] == 100).await;
+    until_state(&c, &a, "line empty", |s| s["waiting"] == 0).await;
+    admin(&c, &a, reqwest::Method::POST, "/admin/queues/q/queue-all", None).await;
+    until_state(&c, &b, "queue-all on B", |s| s["settings"]["queue_all"] == true).await;
+    assert_eq!(Visitor::default().join(&c, &b, "q").await["status"], "WAITING");
+    admin(&c, &a, reqwest::Method::POST, "/admin/queues/q/free-entry", None).await;
+    until_state(&c, &b, "free entry back on B", |s| s["settings"]["queue_all"] == false).await;
+    until_state(&c, &b, "line empty", |s| s["waiting"] == 0).await;
+    assert_eq!(Visitor::default().join(&c, &b, "q").await["status"], "READY");
+
+    // Every change was counted (pause, update, resume, update, queue_all, free_entry).
+    let total = metric(&c, &a, "waiting_room_admin_changes_total{action=\"pause\",queue=\"q\"}").await
+        + metric(&c, &a, "waiting_room_admin_changes_total{action=\"resume\",queue=\"q\"}").await
+        + metric(&c, &b, "waiting_room_admin_changes_total{action=\"update\",queue=\"q\"}").await;
+    assert_eq!(total, 4.0);
+}
