@@ -32,6 +32,10 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
 
     let conf = ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
+        // Pooled upstream connections are partitioned per worker thread (see
+        // `proxy::worker_index`); the default of 128 in all evicted under load.
+        upstream_keepalive_pool_size: 1024 * config.server.threads,
         // Stop accepting at once on SIGTERM, then give open requests a moment.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),

@@ -60,6 +60,16 @@ impl WaitingRoom {
     }
 }
 
+/// A small stable number for the current worker thread.
+fn worker_index() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static INDEX: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
 fn request_id(session: &Session) -> String {
     match header_str(session, REQUEST_ID_HEADER) {
         Some(id) if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
@@ -164,7 +174,12 @@ impl ProxyHttp for WaitingRoom {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(self.peer.clone()))
+        let mut peer = Box::new(self.peer.clone());
+        // One pool partition per worker thread: a pooled upstream connection
+        // is then put back and taken again on the same thread, so its idle
+        // watcher never has to wake another thread (that was ~15% of CPU).
+        peer.group_key = worker_index();
+        Ok(peer)
     }
 
     async fn upstream_request_filter(
