@@ -1,7 +1,64 @@
-//! The queue page served at `/wr/{q}`.
+//! The queue page served at `/wr/{q}`: HTML, a stylesheet and a small script
+//! compiled into the binary (no external assets, no framework).
+//!
+//! # How the page stays current
+//!
+//! 1. **WebSocket** `/wr/{q}/ws`: the script applies every pushed
+//!    [`StatusMessage`]. On READY it shows a short "you're in" moment, fetches
+//!    `/wr/{q}/status` (whose response sets the HttpOnly `wr_entry` cookie, which
+//!    a WebSocket cannot do) and replaces the location with `return_to`; only if
+//!    that fetch fails does it write the cookie from the pushed token itself.
+//! 2. **Polling**, when the socket cannot open or closes without READY:
+//!    `GET /wr/{q}/status` every `retry_after_seconds`, joining once with
+//!    `POST /wr/{q}/join` if the answer is NOT_IN_QUEUE.
+//! 3. **No JavaScript**: a `<meta http-equiv="refresh">` inside `<noscript>`
+//!    (so it never interrupts the live script) reloads the page every
+//!    `retry_after_seconds`; the READY page refreshes at once to `return_to`,
+//!    and its response already carries the cookie.
+//!
+//! # Operator templates
+//!
+//! A queue's `page_template` file replaces the built-in page. The built-in page
+//! is itself rendered from such a template (`page/default.html`), so every
+//! placeholder below works the same in both. Placeholders are replaced in one
+//! pass (a value that looks like a placeholder is never expanded again); an
+//! unknown `{{name}}` is left as written so a typo shows on the page.
+//!
+//! | placeholder        | value (HTML-escaped)                                        |
+//! |--------------------|-------------------------------------------------------------|
+//! | `{{queue_name}}`   | the queue's display name                                    |
+//! | `{{queue_id}}`     | the queue id                                                |
+//! | `{{position}}`     | place in line, digits grouped (`1,204`); empty unless WAITING |
+//! | `{{eta}}`          | the estimate in words (`about 2 minutes`, `less than a minute`) |
+//! | `{{eta_seconds}}`  | the estimate in seconds; empty unless WAITING               |
+//! | `{{queue_length}}` | visitors in line; empty unless WAITING                      |
+//! | `{{status}}`       | `WAITING`, `READY` or `NOT_IN_QUEUE`                        |
+//! | `{{paused}}`       | `true` while the operator has paused releases, else `false` |
+//! | `{{return_to}}`    | where the visitor goes once admitted (same-origin path)     |
+//! | `{{refresh}}`      | the meta-refresh tag (no-JS updates and the READY redirect) |
+//! | `{{script}}`       | the live-update script and its JSON data block              |
+//! | `{{style}}`        | the built-in stylesheet as a `<style>` element (optional)   |
+//!
+//! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
+//! `"eta_seconds"`, `"queue_length"` (text), `"progress"` (`aria-valuenow`, the
+//! `--wr-progress` CSS variable, and `value` of a `<progress>`), `"announce"`
+//! (a polite live region), `"connection"` (live / polling / reconnecting text)
+//! and `"continue"` (a link to `return_to`). It mirrors the state on `<html>` as
+//! `data-wr-status`, `data-wr-paused` and `data-wr-link` (`live`, `polling`,
+//! `offline`) for stylesheets to show and hide sections.
+//! `configs/page-template.example.html` is a complete, commented example.
 
 use crate::api::StatusMessage;
 use crate::queues::Queue;
+
+/// The built-in page, rendered through the same placeholders as an operator's.
+const DEFAULT_TEMPLATE: &str = include_str!("page/default.html");
+/// The built-in stylesheet (`{{style}}`).
+const STYLE: &str = include_str!("page/queue.css");
+/// The live-update script (part of `{{script}}`).
+const SCRIPT: &str = include_str!("page/queue.js");
+/// No-JS reload interval when the message carries none (NOT_IN_QUEUE).
+const DEFAULT_REFRESH_SECS: u64 = 5;
 
 /// Only same-origin relative paths may be returned to; anything else is `/`.
 pub fn safe_return_to(raw: Option<&str>) -> String {
@@ -15,7 +72,7 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
     }
 }
 
-/// Escape text for HTML.
+/// Escape text for HTML (element content and quoted attribute values).
 pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -31,29 +88,189 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-/// Render the page for a visitor's current standing.
+/// A wait in words, the way a person would say it. `queue.js` has the same
+/// function for live updates; keep the two in step.
+pub fn human_wait(secs: u64) -> String {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 60 * MIN;
+    let plural = |n: u64, unit: &str| if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") };
+    if secs < 45 {
+        "less than a minute".to_owned()
+    } else if secs < 90 {
+        "about a minute".to_owned()
+    } else if secs < HOUR - 30 {
+        format!("about {}", plural((secs + 30) / MIN, "minute"))
+    } else if secs < 24 * HOUR {
+        // Past an hour, minutes are noise: round to the nearest quarter hour.
+        let quarters = (secs + 450) / 900;
+        let (h, m) = (quarters / 4, (quarters % 4) * 15);
+        if m == 0 { format!("about {}", plural(h, "hour")) } else { format!("about {} {m} minutes", plural(h, "hour")) }
+    } else {
+        "more than a day".to_owned()
+    }
+}
+
+/// The `{{eta}}` text for a message: an estimate is meaningless while the
+/// operator holds the line, so a paused line says so instead.
+pub fn eta_text(m: &StatusMessage) -> String {
+    match (m.status, m.eta_seconds) {
+        ("READY", _) => "now".to_owned(),
+        (_, Some(_)) if m.paused => "on hold".to_owned(),
+        (_, Some(s)) => human_wait(s),
+        _ => String::new(),
+    }
+}
+
+/// Digits grouped by thousands (`12,345`), as `queue.js` shows them.
+fn grouped(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The meta-refresh tag: straight to `return_to` when READY (the response sets
+/// the cookie), otherwise a reload every `retry_after_seconds` for browsers
+/// without JavaScript. The reload sits in `<noscript>` because a refresh, once
+/// parsed, cannot be cancelled by the script and would tear down its socket.
+pub fn refresh_tag(m: &StatusMessage, return_to: &str) -> String {
+    if m.status == "READY" {
+        format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", escape(return_to))
+    } else {
+        let secs = m.retry_after_seconds.unwrap_or(DEFAULT_REFRESH_SECS).max(1);
+        format!("<noscript><meta http-equiv=\"refresh\" content=\"{secs}\"></noscript>")
+    }
+}
+
+/// The JSON data block and the script. The data carries no token: a READY
+/// page's cookie comes from its response, and the page needs nothing else.
+/// `<`, `>` and `&` are written as JSON escapes so no value can close the
+/// `<script>` element.
+fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str) -> String {
+    let data = serde_json::json!({
+        "queue": queue.id(),
+        "name": queue.config.display_name(),
+        "status": m.status,
+        "position": m.position,
+        "queue_length": m.queue_length,
+        "eta_seconds": m.eta_seconds,
+        "retry_after_seconds": m.retry_after_seconds,
+        "paused": m.paused,
+        "return_to": return_to,
+    })
+    .to_string()
+    .replace('<', "\\u003c")
+    .replace('>', "\\u003e")
+    .replace('&', "\\u0026");
+    format!("<script type=\"application/json\" id=\"wr-data\">{data}</script>\n<script>\n{SCRIPT}</script>")
+}
+
+/// Replace every `{{name}}` for which `value` has an answer, in one pass.
+fn fill(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len() + 8192);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}").and_then(|end| value(after[..end].trim()).map(|v| (end, v))) {
+            Some((end, v)) => {
+                out.push_str(&v);
+                rest = &after[end + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Render the page for a visitor's current standing: the operator's template
+/// when the queue has one, the built-in page otherwise.
 pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str) -> String {
-    let name = escape(queue.config.display_name());
-    let target = escape(return_to);
-    let (refresh, body) = match m.status {
-        "READY" => (format!("0;url={target}"), format!("<p>You're in. <a href=\"{target}\">Continue</a></p>")),
-        _ => (
-            format!("{}", m.retry_after_seconds.unwrap_or(5)),
-            format!(
-                "<p>Your position: <strong>{}</strong></p><p>Estimated wait: {} s</p>",
-                m.position.unwrap_or(0),
-                m.eta_seconds.unwrap_or(0)
-            ),
-        ),
-    };
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{refresh}\"><title>{name}</title></head><body><h1>{name}</h1>{body}</body></html>"
-    )
+    let template = queue.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    let waiting = m.status == "WAITING";
+    let number = |n: Option<u64>| if waiting { n.map(grouped).unwrap_or_default() } else { String::new() };
+    fill(template, |name| {
+        Some(match name {
+            "queue_name" => escape(queue.config.display_name()),
+            "queue_id" => escape(queue.id()),
+            "position" => number(m.position),
+            "eta" => escape(&eta_text(m)),
+            "eta_seconds" => {
+                if waiting {
+                    m.eta_seconds.map(|s| s.to_string()).unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            }
+            "queue_length" => number(m.queue_length),
+            "status" => escape(m.status),
+            "paused" => m.paused.to_string(),
+            "return_to" => escape(return_to),
+            "refresh" => refresh_tag(m, return_to),
+            "script" => script_tag(queue, m, return_to),
+            "style" => format!("<style>\n{STYLE}</style>"),
+            _ => return None,
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::QueueConfig;
+    use crate::tokens::Issued;
+
+    fn queue(name: &str, template: Option<&str>) -> Queue {
+        let config: QueueConfig = serde_json::from_value(serde_json::json!({
+            "id": "drop", "name": name, "paths": ["/a"], "release_per_tick": 1, "tick": "2s", "session": "10m",
+        }))
+        .unwrap();
+        let mut q = Queue::new(config);
+        q.template = template.map(str::to_owned);
+        q
+    }
+
+    fn waiting(position: u64, eta: u64, retry: u64) -> StatusMessage {
+        StatusMessage {
+            status: "WAITING",
+            queue: "drop".into(),
+            position: Some(position),
+            queue_length: Some(position + 10),
+            eta_seconds: Some(eta),
+            retry_after_seconds: Some(retry),
+            paused: false,
+            entry: None,
+            join_url: None,
+        }
+    }
+
+    fn ready() -> StatusMessage {
+        StatusMessage {
+            status: "READY",
+            queue: "drop".into(),
+            position: None,
+            queue_length: None,
+            eta_seconds: None,
+            retry_after_seconds: None,
+            paused: false,
+            entry: Some(Issued {
+                token: "header.payload.signature".into(),
+                expires_at: "2030-01-01T00:00:00Z".into(),
+                admitted_at: "2030-01-01T00:00:00.000Z".into(),
+                max_age: 600,
+            }),
+            join_url: None,
+        }
+    }
 
     #[test]
     fn only_same_origin_paths_are_returned_to() {
@@ -62,5 +279,110 @@ mod tests {
         assert_eq!(safe_return_to(Some("https://evil.example/")), "/");
         assert_eq!(safe_return_to(Some("/\\evil")), "/");
         assert_eq!(safe_return_to(None), "/");
+    }
+
+    #[test]
+    fn a_hostile_queue_name_is_escaped_everywhere_and_never_expanded() {
+        let hostile = "<script>alert('x')</script> & \"{{script}}\"";
+        let html = render(&queue(hostile, None), &waiting(3, 100, 10), "/a");
+        assert!(!html.contains("<script>alert"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;{{script}}&quot;"));
+        // In the JSON block the name is data, and cannot close the element.
+        assert!(html.contains(r#""name":"\u003cscript\u003ealert('x')\u003c/script\u003e \u0026 \"{{script}}\"""#));
+        assert_eq!(html.matches("id=\"wr-data\"").count(), 1, "the name's {{{{script}}}} was expanded");
+    }
+
+    #[test]
+    fn a_return_path_cannot_break_out_of_the_data_block() {
+        let html = render(&queue("Drop", None), &waiting(3, 100, 10), "/a/</script><script>x()</script>");
+        assert!(!html.contains("</script><script>x()"));
+        assert!(html.contains(r#""return_to":"/a/\u003c/script\u003e\u003cscript\u003ex()\u003c/script\u003e""#));
+    }
+
+    #[test]
+    fn an_operator_template_gets_every_placeholder_filled() {
+        let t = "<title>{{queue_name}}</title>{{refresh}}<b data-wr=\"position\">{{ position }}</b> {{eta}} \
+                 ({{eta_seconds}} s) of {{queue_length}} in {{queue_id}} [{{status}} paused={{paused}}] \
+                 <a href=\"{{return_to}}\">go</a> {{unknown}} {{ unclosed";
+        let html = render(&queue("Big Drop", Some(t)), &waiting(1204, 150, 15), "/a/b?c=1&d=2");
+        let (before_script, script) = html.split_once("<script type=").unwrap_or((&html, ""));
+        assert_eq!(
+            before_script,
+            "<title>Big Drop</title><noscript><meta http-equiv=\"refresh\" content=\"15\"></noscript>\
+             <b data-wr=\"position\">1,204</b> about 3 minutes (150 s) of 1,214 in drop [WAITING paused=false] \
+             <a href=\"/a/b?c=1&amp;d=2\">go</a> {{unknown}} {{ unclosed"
+        );
+        assert!(script.is_empty(), "no {{{{script}}}} placeholder, so no script");
+        let live = render(&queue("Big Drop", Some("<body>{{script}}</body>")), &waiting(2, 5, 2), "/a");
+        assert!(live.contains("<script type=\"application/json\" id=\"wr-data\">{"));
+        assert!(live.contains("\"position\":2") && live.contains("connectSocket"));
+    }
+
+    #[test]
+    fn the_example_operator_template_uses_only_known_placeholders() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/page-template.example.html");
+        let template = std::fs::read_to_string(path).unwrap();
+        let html = render(&queue("Drop", Some(&template)), &waiting(3, 100, 10), "/a");
+        // `{{this}}` is the comment's illustration of the syntax; nothing else may survive.
+        assert_eq!(html.matches("{{").count(), 1, "{html}");
+        assert!(html.contains("data-wr=\"position\">3</span>") && html.contains("id=\"wr-data\""));
+    }
+
+    #[test]
+    fn the_ready_page_refreshes_straight_to_the_return_path_and_holds_no_token() {
+        let html = render(&queue("Drop", None), &ready(), "/a/start?x=1&y=2");
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"0;url=/a/start?x=1&amp;y=2\">"));
+        assert!(!html.contains("<noscript><meta http-equiv=\"refresh\""), "READY must redirect with JS too");
+        assert!(html.contains("data-wr-status=\"READY\""));
+        assert!(html.contains("href=\"/a/start?x=1&amp;y=2\""), "a plain link for when the refresh does not fire");
+        assert!(!html.contains("header.payload.signature"), "the token stays in the HttpOnly cookie");
+    }
+
+    #[test]
+    fn without_javascript_a_waiting_page_reloads_every_retry_interval() {
+        let html = render(&queue("Drop", None), &waiting(40, 400, 7), "/a");
+        assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"7\"></noscript>"));
+        assert_eq!(html.matches("http-equiv=\"refresh\"").count(), 1);
+        let mut lost = waiting(1, 0, 0);
+        lost.status = "NOT_IN_QUEUE";
+        lost.retry_after_seconds = None;
+        assert!(render(&queue("Drop", None), &lost, "/a").contains("content=\"5\""));
+    }
+
+    #[test]
+    fn the_default_page_shows_name_position_estimate_and_a_paused_notice() {
+        let mut m = waiting(3, 100, 10);
+        let html = render(&queue("Summer Tickets", None), &m, "/a");
+        assert!(html.contains("<h1 class=\"wr-name\">Summer Tickets</h1>"), "{html}");
+        assert!(html.contains("data-wr=\"position\">3</"));
+        assert!(html.contains("data-wr=\"eta\">about 2 minutes</"));
+        assert!(html.contains("aria-live=\"polite\""));
+        assert!(html.contains("data-wr-paused=\"false\""));
+        assert!(!html.contains("{{"), "every placeholder of the built-in page is known");
+        m.paused = true;
+        let html = render(&queue("Summer Tickets", None), &m, "/a");
+        assert!(html.contains("data-wr-paused=\"true\"") && html.contains("data-wr=\"eta\">on hold</"));
+    }
+
+    #[test]
+    fn waits_read_the_way_people_say_them() {
+        let cases = [
+            (0, "less than a minute"),
+            (44, "less than a minute"),
+            (45, "about a minute"),
+            (89, "about a minute"),
+            (90, "about 2 minutes"),
+            (125, "about 2 minutes"),
+            (3_500, "about 58 minutes"),
+            (3_570, "about 1 hour"),
+            (4_500, "about 1 hour 15 minutes"),
+            (7_300, "about 2 hours"),
+            (86_400, "more than a day"),
+        ];
+        for (secs, words) in cases {
+            assert_eq!(human_wait(secs), words, "{secs} s");
+        }
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(999), "999");
     }
 }

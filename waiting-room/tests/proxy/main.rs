@@ -3,6 +3,7 @@
 
 mod admission;
 mod api;
+mod browser;
 mod control;
 mod fifo;
 mod gate;

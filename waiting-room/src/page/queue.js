@@ -1,0 +1,269 @@
+// Live updates for the queue page: a WebSocket first, polling when it fails.
+// The page works without this script (meta refresh); this only makes it live.
+(function () {
+  "use strict";
+  var dataEl = document.getElementById("wr-data");
+  if (!dataEl) return;
+  var d;
+  try { d = JSON.parse(dataEl.textContent); } catch (e) { return; }
+
+  var root = document.documentElement;
+  var base = "/wr/" + encodeURIComponent(d.queue);
+  var returnTo = d.return_to; // validated server side: a same-origin path
+  var baseTitle = document.title;
+  var CELEBRATE_MS = 1200; // the "you're in" moment before navigating
+  var ANNOUNCE_EVERY_MS = 15000; // screen readers hear the place at most this often
+  var OPEN_TIMEOUT_MS = 8000; // a socket not open by then is treated as blocked
+  var COOKIE_FETCH_TIMEOUT_MS = 4000;
+  var storeKey = "wr:first-position:" + d.queue;
+
+  var done = false;
+  var polling = false;
+  var joined = false;
+  var pollTimer = 0;
+  var failures = 0;
+  var memoryFirst = 0;
+  var lastPosition = 0;
+  var announced = { at: Date.now(), text: "", pending: "", timer: 0 };
+
+  function each(name, fn) {
+    var els = document.querySelectorAll('[data-wr="' + name + '"]');
+    for (var i = 0; i < els.length; i++) fn(els[i]);
+  }
+  function setText(name, text) {
+    each(name, function (el) { if (el.textContent !== text) el.textContent = text; });
+  }
+  function grouped(n) {
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  }
+  function plural(n, unit) { return n === 1 ? "1 " + unit : n + " " + unit + "s"; }
+  // Same wording as page::human_wait in Rust.
+  function humanWait(s) {
+    if (s < 45) return "less than a minute";
+    if (s < 90) return "about a minute";
+    if (s < 3570) return "about " + plural(Math.floor((s + 30) / 60), "minute");
+    if (s < 86400) {
+      var q = Math.floor((s + 450) / 900), h = Math.floor(q / 4), m = (q % 4) * 15;
+      return "about " + plural(h, "hour") + (m ? " " + m + " minutes" : "");
+    }
+    return "more than a day";
+  }
+  function etaText(m) {
+    if (m.status === "READY") return "now";
+    if (typeof m.eta_seconds !== "number") return "";
+    return m.paused ? "on hold" : humanWait(m.eta_seconds);
+  }
+
+  // Progress is how far the visitor has moved from the first place this tab
+  // saw, so it starts at zero and fills as the line moves. A place further back
+  // than the remembered one means a new turn in line: start over from there.
+  function firstPosition(p) {
+    var first = memoryFirst;
+    try { first = parseInt(sessionStorage.getItem(storeKey), 10) || 0; } catch (e) { /* storage off */ }
+    if (!(first >= p)) first = p;
+    memoryFirst = first;
+    try { sessionStorage.setItem(storeKey, String(first)); } catch (e) { /* storage off */ }
+    return first;
+  }
+  function setProgress(pct) {
+    var v = Math.max(0, Math.min(100, Math.round(pct)));
+    each("progress", function (el) {
+      el.setAttribute("aria-valuenow", String(v));
+      el.style.setProperty("--wr-progress", v + "%");
+      if (el.tagName === "PROGRESS") { el.max = 100; el.value = v; }
+    });
+  }
+
+  function announce(text, now) {
+    announced.pending = text;
+    var wait = announced.at + ANNOUNCE_EVERY_MS - Date.now();
+    if (now || wait <= 0) {
+      clearTimeout(announced.timer);
+      announced.timer = 0;
+      flushAnnouncement();
+    } else if (!announced.timer) {
+      announced.timer = setTimeout(function () { announced.timer = 0; flushAnnouncement(); }, wait);
+    }
+  }
+  function flushAnnouncement() {
+    if (announced.pending === announced.text) return;
+    announced.text = announced.pending;
+    announced.at = Date.now();
+    setText("announce", announced.text);
+  }
+
+  function setLink(state, text) {
+    root.setAttribute("data-wr-link", state);
+    setText("connection", text);
+  }
+
+  // Show a message. Returns nothing; READY and NOT_IN_QUEUE are handled by the caller.
+  function apply(m) {
+    var wasPaused = root.getAttribute("data-wr-paused") === "true";
+    var wasStatus = root.getAttribute("data-wr-status");
+    root.setAttribute("data-wr-status", m.status);
+    root.setAttribute("data-wr-paused", m.paused ? "true" : "false");
+    setText("eta", etaText(m));
+    if (m.status === "READY") {
+      setProgress(100);
+      document.title = "You're in · " + baseTitle;
+      return;
+    }
+    if (m.status !== "WAITING" || typeof m.position !== "number") {
+      document.title = baseTitle;
+      return;
+    }
+    setText("position", grouped(m.position));
+    setText("queue_length", typeof m.queue_length === "number" ? grouped(m.queue_length) : "");
+    setText("eta_seconds", typeof m.eta_seconds === "number" ? String(m.eta_seconds) : "");
+    var first = firstPosition(m.position);
+    setProgress(first > 0 ? (100 * (first - m.position)) / first : 0);
+    document.title = "#" + grouped(m.position) + " in line · " + baseTitle;
+    if (lastPosition && m.position < lastPosition) {
+      each("position", function (el) {
+        el.classList.remove("wr-bump");
+        void el.offsetWidth; // restart the animation
+        el.classList.add("wr-bump");
+      });
+    }
+    lastPosition = m.position;
+    var text = m.paused
+      ? "Entry is paused. You keep your place: number " + grouped(m.position) + " in line."
+      : "You are number " + grouped(m.position) + " in line. Estimated wait: " + etaText(m) + ".";
+    announce(text, !!m.paused !== wasPaused || wasStatus !== "WAITING");
+  }
+
+  function request(method, url, timeoutMs) {
+    var ctrl = typeof AbortController === "function" ? new AbortController() : null;
+    var timer = ctrl && timeoutMs ? setTimeout(function () { ctrl.abort(); }, timeoutMs) : 0;
+    return fetch(url, {
+      method: method,
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { accept: "application/json" },
+      signal: ctrl ? ctrl.signal : undefined
+    }).then(function (r) {
+      clearTimeout(timer);
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      return r.json();
+    }, function (e) {
+      clearTimeout(timer);
+      throw e;
+    });
+  }
+
+  // Only when /status could not set the HttpOnly cookie: the pushed token works
+  // as a plain cookie too, since the gate reads the same name.
+  function writeCookie(m) {
+    if (typeof m.token !== "string" || !/^[A-Za-z0-9._-]+$/.test(m.token)) return;
+    var c = "wr_entry=" + m.token + "; path=/; samesite=lax";
+    var ms = Date.parse(m.expires_at) - Date.now();
+    if (ms > 0) c += "; max-age=" + Math.floor(ms / 1000);
+    if (location.protocol === "https:") c += "; secure";
+    document.cookie = c;
+  }
+
+  // Admitted: celebrate briefly, make sure the cookie is set, then go.
+  function admitted(m, cookieSet) {
+    if (done) return;
+    done = true;
+    clearTimeout(pollTimer);
+    apply(m);
+    setLink("live", "You're in. Opening the site…");
+    announce("You're in! Taking you to the site now.", true);
+    var started = Date.now();
+    var cookie = cookieSet
+      ? Promise.resolve()
+      : request("GET", base + "/status", COOKIE_FETCH_TIMEOUT_MS).then(function (s) {
+        if (!s || s.status !== "READY") throw new Error("status is " + (s && s.status));
+      });
+    cookie.catch(function () { writeCookie(m); }).then(function () {
+      setTimeout(function () { location.replace(returnTo); }, Math.max(0, CELEBRATE_MS - (Date.now() - started)));
+    });
+  }
+
+  function handle(m, fromStatus) {
+    if (done || !m || typeof m.status !== "string") return;
+    if (m.status === "READY") admitted(m, fromStatus);
+    else apply(m);
+  }
+
+  function schedule(ms) {
+    clearTimeout(pollTimer);
+    pollTimer = setTimeout(poll, ms);
+  }
+  function startPolling() {
+    if (polling || done) return;
+    polling = true;
+    schedule(0);
+  }
+  function poll() {
+    if (done) return;
+    request("GET", base + "/status", 10000).then(function (m) {
+      // Not in line (e.g. the place lapsed): join once, then keep polling.
+      if (m.status === "NOT_IN_QUEUE" && !joined) {
+        joined = true;
+        return request("POST", base + "/join", 10000);
+      }
+      return m;
+    }).then(function (m) {
+      failures = 0;
+      handle(m, true);
+      if (done) return;
+      var secs = Math.max(1, Math.min(60, m.retry_after_seconds || 5));
+      setLink("polling", "Checking for updates every " + plural(secs, "second") + ".");
+      schedule(secs * 1000);
+    }, function () {
+      failures += 1;
+      setLink("offline", "Connection lost. Trying again…");
+      schedule(Math.min(30000, 2000 * Math.pow(2, failures - 1)));
+    });
+  }
+
+  function connectSocket() {
+    if (typeof window.WebSocket !== "function") { startPolling(); return; }
+    var ws;
+    try {
+      ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + base + "/ws");
+    } catch (e) {
+      startPolling();
+      return;
+    }
+    var opened = false;
+    var fallen = false;
+    var openTimer = setTimeout(function () { if (!opened) fallBack(); }, OPEN_TIMEOUT_MS);
+    // Any end without READY (blocked, dropped, closed by a proxy) means polling.
+    function fallBack() {
+      if (fallen) return;
+      fallen = true;
+      clearTimeout(openTimer);
+      try { ws.close(); } catch (e) { /* already closed */ }
+      if (!done) startPolling();
+    }
+    ws.onopen = function () {
+      opened = true;
+      clearTimeout(openTimer);
+      setLink("live", "Live: updates as the line moves.");
+    };
+    ws.onmessage = function (ev) {
+      var m;
+      try { m = JSON.parse(ev.data); } catch (e) { return; }
+      handle(m, false);
+    };
+    ws.onerror = fallBack;
+    ws.onclose = fallBack;
+  }
+
+  // Back/forward cache would show a stale page with no socket: load it afresh.
+  window.addEventListener("pageshow", function (e) { if (e.persisted) location.reload(); });
+
+  if (d.status === "READY") return; // the meta refresh is already taking the visitor in
+  apply(d);
+  // What the page says on load is read with it; announce only what changes.
+  clearTimeout(announced.timer);
+  announced.timer = 0;
+  announced.text = announced.pending;
+  setLink("connecting", "Connecting for live updates…");
+  if (d.status === "WAITING") connectSocket();
+  else startPolling();
+})();
