@@ -3,7 +3,7 @@
 # our gate next to the naive SELECT … FOR UPDATE baseline, same workload and
 # concurrency, with an over-issue audit of both; then holds/s on distinct seats.
 #
-#   bench/booking/run.sh                       # defaults: 20k claims, 10k visitors, stock 2k, 64 clients
+#   bench/booking/run.sh                       # defaults: 50k claims, 20k visitors, stock 5k, 128 clients
 #   bench/booking/run.sh --concurrency 128 --claims 50000
 #   DATABASE_URL=postgres://… REDIS_URL=redis://… bench/booking/run.sh
 #

@@ -1,0 +1,245 @@
+//! The operator API under `/admin` (bearer token `admin.token`, compared in
+//! constant time), plus the unauthenticated `/healthz` and `/metrics`.
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::catalogue::EventView;
+use crate::clock::{self, now_ms};
+use crate::http::problem::{ApiError, Failure};
+use crate::http::{Ctx, Reply, body};
+use crate::store::catalogue::NewEvent;
+use crate::store::coupons::NewCampaign;
+use crate::store::{CampaignRow, FOREIGN_KEY, StoreError};
+
+/// Largest seat layout one event may have.
+pub const MAX_SEATS: i64 = 20_000;
+/// Largest campaign stock.
+pub const MAX_STOCK: i64 = 1_000_000;
+
+/// Admin errors.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// → 403: `admin.token` is empty.
+    #[error("the admin API is disabled; set admin.token (BC_ADMIN__TOKEN) to enable it")]
+    Disabled,
+    /// → 401: missing or wrong bearer token.
+    #[error("the admin API needs Authorization: Bearer <admin.token>")]
+    Unauthorized,
+    /// → 422: a value out of range.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The body field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// → 404: the campaign's event does not exist.
+    #[error("there is no event {0} to attach the campaign to")]
+    NoEvent(i64),
+    /// → 500/503.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError for AdminError {
+    fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Disabled => StatusCode::FORBIDDEN,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AdminError::NoEvent(_) => StatusCode::NOT_FOUND,
+            AdminError::Store(e) => e.status(),
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> AdminError {
+    AdminError::Invalid { field, reason: reason.into() }
+}
+
+fn check_admin(cx: &Ctx) -> Result<(), AdminError> {
+    let expected = cx.state.config().admin.token.expose();
+    if expected.is_empty() {
+        return Err(AdminError::Disabled);
+    }
+    let presented = cx
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .ok_or(AdminError::Unauthorized)?;
+    if shared::config::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(AdminError::Unauthorized)
+    }
+}
+
+/// `GET /healthz` → 200 when the database answers, 503 otherwise.
+pub async fn healthz(cx: &Ctx) -> Result<Reply, Failure> {
+    cx.state.store().ping().await?;
+    Ok(Reply::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })))
+}
+
+/// `GET /metrics` → 200 Prometheus text.
+pub fn metrics(cx: &Ctx) -> Reply {
+    cx.state.store().sample_pool();
+    Reply::raw(StatusCode::OK, "text/plain; version=0.0.4", cx.state.metrics().render())
+}
+
+/// Body of `POST /admin/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEventRequest {
+    name: String,
+    venue: String,
+    #[serde(with = "clock::serde_ms")]
+    starts_at: i64,
+    rows: i64,
+    seats_per_row: i64,
+    price_cents: i64,
+}
+
+/// `POST /admin/events` → 201 event with `rows × seats_per_row` seats; 401/403; 422.
+pub async fn create_event(cx: &Ctx) -> Result<Reply, Failure> {
+    check_admin(cx)?;
+    let r: NewEventRequest = body::json(
+        &cx.headers,
+        &cx.body,
+        r#"{"name": "…", "venue": "…", "starts_at": "2026-05-01T19:30:00Z", "rows": 10, "seats_per_row": 20, "price_cents": 4500}"#,
+    )?;
+    check_text("name", &r.name)?;
+    check_text("venue", &r.venue)?;
+    if !(1..=702).contains(&r.rows) {
+        return Err(invalid("rows", "must be 1..=702 (rows are labelled A..ZZ)").into());
+    }
+    if !(1..=1000).contains(&r.seats_per_row) {
+        return Err(invalid("seats_per_row", "must be 1..=1000").into());
+    }
+    if r.rows * r.seats_per_row > MAX_SEATS {
+        return Err(invalid("rows", format!("rows × seats_per_row must be at most {MAX_SEATS}")).into());
+    }
+    if !(0..=100_000_000).contains(&r.price_cents) {
+        return Err(invalid("price_cents", "must be 0..=100000000").into());
+    }
+    let event = NewEvent {
+        name: r.name,
+        venue: r.venue,
+        starts_at: r.starts_at,
+        rows: (0..r.rows).map(row_label).collect(),
+        seats_per_row: r.seats_per_row,
+        price_cents: r.price_cents,
+    };
+    let created = cx.state.store().create_event(&event, now_ms()).await.map_err(AdminError::from)?;
+    Ok(Reply::json(StatusCode::CREATED, &EventView::from(&created)))
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), AdminError> {
+    if text.trim().is_empty() || text.chars().count() > 200 {
+        return Err(invalid(field, "must be 1..=200 characters"));
+    }
+    Ok(())
+}
+
+/// Row labels: A..Z, then AA..ZZ.
+pub fn row_label(index: i64) -> String {
+    let letter = |i: i64| char::from(b'A' + u8::try_from(i.rem_euclid(26)).unwrap_or(0));
+    if index < 26 { letter(index).to_string() } else { format!("{}{}", letter(index / 26 - 1), letter(index % 26)) }
+}
+
+/// Body of `POST /admin/campaigns`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCampaignRequest {
+    event_id: i64,
+    #[serde(default)]
+    name: Option<String>,
+    stock: i64,
+    #[serde(with = "clock::serde_ms")]
+    opens_at: i64,
+    #[serde(with = "clock::serde_ms")]
+    closes_at: i64,
+}
+
+/// A campaign as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    /// Campaign id.
+    pub id: i64,
+    /// Its event.
+    pub event_id: i64,
+    /// Name.
+    pub name: String,
+    /// Codes in total.
+    pub stock: i64,
+    /// Window start.
+    #[serde(with = "clock::serde_ms")]
+    pub opens_at: i64,
+    /// Window end (exclusive).
+    #[serde(with = "clock::serde_ms")]
+    pub closes_at: i64,
+}
+
+impl From<&CampaignRow> for CampaignView {
+    fn from(c: &CampaignRow) -> Self {
+        CampaignView {
+            id: c.id,
+            event_id: c.event_id,
+            name: c.name.clone(),
+            stock: c.stock,
+            opens_at: c.opens_at,
+            closes_at: c.closes_at,
+        }
+    }
+}
+
+/// `POST /admin/campaigns` → 201 campaign with `stock` codes; 401/403; 404 event; 422.
+pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
+    check_admin(cx)?;
+    let r: NewCampaignRequest = body::json(
+        &cx.headers,
+        &cx.body,
+        r#"{"event_id": 1, "stock": 500, "opens_at": "2026-05-01T10:00:00Z", "closes_at": "2026-05-02T10:00:00Z"}"#,
+    )?;
+    if !(1..=MAX_STOCK).contains(&r.stock) {
+        return Err(invalid("stock", format!("must be 1..={MAX_STOCK}")).into());
+    }
+    if r.opens_at >= r.closes_at {
+        return Err(invalid("closes_at", "must be after opens_at").into());
+    }
+    let name = r.name.unwrap_or_else(|| format!("Event {} coupons", r.event_id));
+    check_text("name", &name)?;
+    let campaign =
+        NewCampaign { event_id: r.event_id, name, stock: r.stock, opens_at: r.opens_at, closes_at: r.closes_at };
+    let created = cx.state.store().create_campaign(&campaign, now_ms()).await.map_err(|e| match e {
+        StoreError::Constraint(c) if c == "coupon_campaigns_event_fk" || c == FOREIGN_KEY => {
+            AdminError::NoEvent(r.event_id)
+        }
+        other => AdminError::Store(other),
+    })?;
+    Ok(Reply::json(StatusCode::CREATED, &CampaignView::from(&created)))
+}
+
+/// `GET /admin/stats` → 200 counts of holds, bookings, claims, stock left.
+pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
+    check_admin(cx)?;
+    let stats = cx.state.store().stats(now_ms()).await.map_err(AdminError::from)?;
+    Ok(Reply::json(StatusCode::OK, &stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_labelled_a_to_zz() {
+        assert_eq!(row_label(0), "A");
+        assert_eq!(row_label(25), "Z");
+        assert_eq!(row_label(26), "AA");
+        assert_eq!(row_label(27), "AB");
+        assert_eq!(row_label(701), "ZZ");
+    }
+}

@@ -1,0 +1,333 @@
+//! The one config type: `configs/booking-core.toml`, then `BC_SECTION__KEY`
+//! environment variables (through [`shared::config::load`]), then
+//! [`Config::validate`] as its own step. Every key has an embedded default, so
+//! the service starts with no file at all: SQLite under `data/`, no Redis,
+//! listening on 127.0.0.1:8081.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use shared::config::{ConfigError, Env, Secret, duration};
+
+/// Prefix of the environment variables that override the file
+/// (`BC_DATABASE__URL=postgres://…`).
+pub const ENV_PREFIX: &str = "BC";
+
+/// The booking core's configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener.
+    pub server: ServerConfig,
+    /// PostgreSQL or SQLite.
+    pub database: DatabaseConfig,
+    /// Optional Redis: claim gate, seat-map fan-out, popular events.
+    pub redis: RedisConfig,
+    /// Where the waiting room's public keys are.
+    pub keys: KeysConfig,
+    /// Seat holds.
+    pub holds: HoldsConfig,
+    /// Events and the seat-map cache.
+    pub catalogue: CatalogueConfig,
+    /// The operator API.
+    pub admin: AdminConfig,
+    /// Which events each waiting-room queue admits to.
+    pub queues: Vec<QueueConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            keys: KeysConfig::default(),
+            holds: HoldsConfig::default(),
+            catalogue: CatalogueConfig::default(),
+            admin: AdminConfig::default(),
+            queues: vec![QueueConfig { id: "main".into(), events: vec![], all_events: true }],
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: String,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub body_limit_bytes: usize,
+    /// How long a client may take to send its request headers.
+    #[serde(with = "duration")]
+    pub header_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8081".into(),
+            body_limit_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `postgres://…` or `sqlite://path` (the file and its folder are created).
+    pub url: String,
+    /// Pool size (PostgreSQL) or reader pool size (SQLite, which has one writer).
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection before failing with 503.
+    #[serde(with = "duration")]
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://data/booking-core.db".into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DatabaseConfig {
+    /// True when the URL names PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://host:port/db`; empty runs without Redis (in-process gate, no fan-out).
+    pub url: String,
+    /// Prefix of every key and channel this service uses, so instances of
+    /// different deployments (or tests) can share one Redis.
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig { url: String::new(), prefix: "bc".into() }
+    }
+}
+
+/// `[keys]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Folder of `<kid>.pem` public keys the waiting room signs entry tokens with.
+    pub public_dir: PathBuf,
+    /// Clock skew tolerated past a token's `exp`.
+    #[serde(with = "duration")]
+    pub leeway: Duration,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig { public_dir: PathBuf::from("data/keys/public"), leeway: Duration::from_secs(5) }
+    }
+}
+
+/// `[holds]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HoldsConfig {
+    /// How long a hold lasts before the seat is free again.
+    #[serde(with = "duration")]
+    pub length: Duration,
+    /// How often the sweeper turns expired holds back into available seats.
+    #[serde(with = "duration")]
+    pub sweep_interval: Duration,
+}
+
+impl Default for HoldsConfig {
+    fn default() -> Self {
+        HoldsConfig { length: Duration::from_secs(300), sweep_interval: Duration::from_secs(5) }
+    }
+}
+
+/// `[catalogue]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogueConfig {
+    /// Longest a cached seat map is served; a safety net behind the explicit
+    /// invalidations (a pub/sub message can be lost while Redis reconnects).
+    #[serde(with = "duration")]
+    pub seat_map_ttl: Duration,
+}
+
+impl Default for CatalogueConfig {
+    fn default() -> Self {
+        CatalogueConfig { seat_map_ttl: Duration::from_secs(30) }
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin`; empty disables the admin API.
+    pub token: Secret,
+}
+
+/// `[[queues]]`: a waiting-room queue and the events its tokens may touch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The queue id (the token's `aud`).
+    pub id: String,
+    /// Event ids this queue admits to.
+    #[serde(default)]
+    pub events: Vec<i64>,
+    /// Admit to every event (a site with one queue in front of everything).
+    #[serde(default)]
+    pub all_events: bool,
+}
+
+impl Config {
+    /// Load from `file` (or defaults only, when `None`) with `BC_…` overrides,
+    /// then validate.
+    pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
+        let config: Config = shared::config::load(file, ENV_PREFIX, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Like [`Config::load`], from TOML text.
+    pub fn load_str(text: &str, env: &dyn Env) -> Result<Config, ConfigError> {
+        let config: Config = shared::config::load_str(text, ENV_PREFIX, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Check what types cannot express; every message names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let limit = self.server.body_limit_bytes;
+        if !(1024..=1024 * 1024).contains(&limit) {
+            return Err(ConfigError::new("server.body_limit_bytes", format!("must be 1024..=1048576, got {limit}")));
+        }
+        if !self.database.is_postgres() && !self.database.url.starts_with("sqlite:") {
+            return Err(ConfigError::new(
+                "database.url",
+                format!("expected postgres://… or sqlite://path, got \"{}\"", self.database.url),
+            ));
+        }
+        if !(1..=1000).contains(&self.database.max_connections) {
+            return Err(ConfigError::new("database.max_connections", "must be 1..=1000"));
+        }
+        let redis = &self.redis.url;
+        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+            return Err(ConfigError::new("redis.url", format!("expected redis://host:port or empty, got \"{redis}\"")));
+        }
+        if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::new("redis.prefix", "must be non-empty and without spaces"));
+        }
+        if self.keys.public_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("keys.public_dir", "must name the folder of public keys"));
+        }
+        if self.keys.leeway > Duration::from_secs(300) {
+            return Err(ConfigError::new("keys.leeway", "must be at most 5m"));
+        }
+        if self.holds.length < Duration::from_millis(100) || self.holds.length > Duration::from_secs(3600) {
+            return Err(ConfigError::new("holds.length", "must be between 100ms and 1h"));
+        }
+        if self.holds.sweep_interval < Duration::from_millis(10) {
+            return Err(ConfigError::new("holds.sweep_interval", "must be at least 10ms"));
+        }
+        let token = self.admin.token.expose();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(ConfigError::new("admin.token", "must be at least 16 characters (or empty to disable /admin)"));
+        }
+        let mut seen = HashSet::new();
+        for (i, queue) in self.queues.iter().enumerate() {
+            if queue.id.is_empty() {
+                return Err(ConfigError::new(format!("queues[{i}].id"), "must not be empty"));
+            }
+            if !seen.insert(queue.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("queues[{i}].id"),
+                    format!("duplicate queue id \"{}\"", queue.id),
+                ));
+            }
+            if let Some(bad) = queue.events.iter().find(|e| **e <= 0) {
+                return Err(ConfigError::new(
+                    format!("queues[{i}].events"),
+                    format!("event ids are positive, got {bad}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address, parsed.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "server.listen",
+                format!("expected host:port like 127.0.0.1:8081, got \"{}\"", self.server.listen),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_describe_an_embedded_single_instance() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8081");
+        assert!(c.database.url.starts_with("sqlite://data/"));
+        assert!(c.redis.url.is_empty());
+        assert_eq!(c.holds.length, Duration::from_secs(300));
+        assert_eq!(c.keys.public_dir, PathBuf::from("data/keys/public"));
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let env =
+            [("BC_DATABASE__URL", "postgres://x@h/db"), ("BC_HOLDS__LENGTH", "1s"), ("BC_QUEUES__0__EVENTS", "[3]")];
+        let c = Config::load_str("[[queues]]\nid = \"q\"\nevents = [1]\n", &env).unwrap();
+        assert!(c.database.is_postgres());
+        assert_eq!(c.holds.length, Duration::from_secs(1));
+        assert_eq!(c.queues[0].events, vec![3]);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let err = Config::load_str("", &[("BC_DATABASE__URL", "mysql://x")]).unwrap_err();
+        assert_eq!(err.key, "database.url");
+        let err = Config::load_str("[server]\nlisten = \"nowhere\"", &[]).unwrap_err();
+        assert_eq!(err.key, "server.listen");
+        let err = Config::load_str("[holds]\nlenght = \"1s\"", &[]).unwrap_err();
+        assert_eq!(err.key, "holds.lenght");
+        let err = Config::load_str("[admin]\ntoken = \"short\"", &[]).unwrap_err();
+        assert_eq!(err.key, "admin.token");
+        let err = Config::load_str("[[queues]]\nid = \"a\"\n[[queues]]\nid = \"a\"", &[]).unwrap_err();
+        assert_eq!(err.key, "queues[1].id");
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/booking-core.toml");
+        Config::load(Some(&path), &[]).unwrap();
+    }
+}

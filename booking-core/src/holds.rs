@@ -1,0 +1,341 @@
+//! Seat holds, confirmation into bookings, release, and the expiry sweeper.
+//!
+//! A hold is one conditional statement ([`crate::store::holds`]): it wins only
+//! on a seat that is available or whose hold has expired, so an expired hold
+//! frees its seat for the next taker immediately, whether or not the sweeper
+//! has run. Confirming checks expiry in its own conditional `UPDATE`, so a
+//! hold that expired (or was taken over) cannot become a booking → 410.
+//!
+//! Hold ids are `<event id>-<32 hex>`: the event is readable from the id, so
+//! confirm and release check the token's queue before any database work.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use serde::{Deserialize, Serialize};
+use shared::problem::Problem;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::catalogue::Catalogue;
+use crate::clock::{self, now_ms};
+use crate::http::problem::{ApiError, Failure};
+use crate::http::{Ctx, Reply, body};
+use crate::metrics::Metrics;
+use crate::store::holds::NewHold;
+use crate::store::{BookingRow, HoldRow, Store, StoreError};
+
+/// Hold errors.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    /// → 404: the seat is not a seat of this event.
+    #[error("event {event_id} has no seat {seat_id}; GET /api/events/{event_id}/seats lists them")]
+    NoSeat {
+        /// The event.
+        event_id: i64,
+        /// The seat asked for.
+        seat_id: i64,
+    },
+    /// → 409: someone else holds the seat, or it is booked.
+    #[error("seat {seat_id} is {state}; pick another seat")]
+    SeatTaken {
+        /// The seat.
+        seat_id: i64,
+        /// `held by another visitor` or `already booked`.
+        state: &'static str,
+    },
+    /// → 409: the caller already holds this seat.
+    #[error("you already hold seat {seat_id} (hold {hold_id}); confirm it or release it")]
+    AlreadyYours {
+        /// The seat.
+        seat_id: i64,
+        /// The caller's live hold.
+        hold_id: String,
+    },
+    /// → 404: no such hold, or not the caller's.
+    #[error("you have no hold {0}")]
+    NoHold(String),
+    /// → 410: the hold ran out before it was confirmed.
+    #[error("hold {0} has expired; hold the seat again if it is still available")]
+    Expired(String),
+    /// → 410: the hold was released.
+    #[error("hold {0} was released; hold the seat again if it is still available")]
+    Released(String),
+    /// → 409: a confirmed hold cannot be released.
+    #[error("hold {0} is already confirmed as a booking and cannot be released")]
+    Confirmed(String),
+    /// → 500/503.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError for HoldError {
+    fn status(&self) -> StatusCode {
+        match self {
+            HoldError::NoSeat { .. } | HoldError::NoHold(_) => StatusCode::NOT_FOUND,
+            HoldError::SeatTaken { .. } | HoldError::AlreadyYours { .. } | HoldError::Confirmed(_) => {
+                StatusCode::CONFLICT
+            }
+            HoldError::Expired(_) | HoldError::Released(_) => StatusCode::GONE,
+            // A double booking reaching the database's unique constraint is a
+            // conflict, not a server error.
+            HoldError::Store(StoreError::Constraint(c)) if c == "bookings_seat_key" => StatusCode::CONFLICT,
+            HoldError::Store(e) => e.status(),
+        }
+    }
+
+    fn extend(&self, problem: Problem) -> Problem {
+        match self {
+            HoldError::AlreadyYours { hold_id, .. } => problem.with("hold_id", hold_id.as_str()),
+            _ => problem,
+        }
+    }
+}
+
+/// A granted hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldView {
+    /// Hold id.
+    pub hold_id: String,
+    /// The held seat.
+    pub seat_id: i64,
+    /// Its event.
+    pub event_id: i64,
+    /// When the hold ends (RFC 3339).
+    #[serde(with = "clock::serde_ms")]
+    pub expires_at: i64,
+}
+
+impl From<&HoldRow> for HoldView {
+    fn from(h: &HoldRow) -> Self {
+        HoldView { hold_id: h.id.clone(), seat_id: h.seat_id, event_id: h.event_id, expires_at: h.expires_at }
+    }
+}
+
+/// A booking.
+#[derive(Debug, Clone, Serialize)]
+pub struct BookingView {
+    /// Booking id.
+    pub booking_id: i64,
+    /// The hold it came from.
+    pub hold_id: String,
+    /// The seat.
+    pub seat_id: i64,
+    /// The seat label.
+    pub seat_label: String,
+    /// The event.
+    pub event_id: i64,
+    /// Price in cents.
+    pub price_cents: i64,
+    /// When it was booked (RFC 3339).
+    #[serde(with = "clock::serde_ms")]
+    pub booked_at: i64,
+}
+
+impl From<&BookingRow> for BookingView {
+    fn from(b: &BookingRow) -> Self {
+        BookingView {
+            booking_id: b.id,
+            hold_id: b.hold_id.clone(),
+            seat_id: b.seat_id,
+            seat_label: b.seat_label.clone(),
+            event_id: b.event_id,
+            price_cents: b.price_cents,
+            booked_at: b.created_at,
+        }
+    }
+}
+
+/// The event a hold id belongs to, if it is well-formed.
+pub fn hold_event(hold_id: &str) -> Option<i64> {
+    let (event, rest) = hold_id.split_once('-')?;
+    let event: i64 = event.parse().ok().filter(|e| *e > 0)?;
+    (rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit())).then_some(event)
+}
+
+/// Seat holds; cheap to clone.
+#[derive(Clone)]
+pub struct Holds {
+    store: Store,
+    catalogue: Catalogue,
+    metrics: Metrics,
+    length_ms: i64,
+}
+
+impl Holds {
+    /// Holds lasting `length`.
+    pub fn new(store: Store, catalogue: Catalogue, metrics: Metrics, length: Duration) -> Holds {
+        Holds { store, catalogue, metrics, length_ms: i64::try_from(length.as_millis()).unwrap_or(i64::MAX) }
+    }
+
+    /// Hold `seat_id` of `event_id` for `visitor_id`.
+    pub async fn hold(&self, event_id: i64, seat_id: i64, visitor_id: &str) -> Result<HoldView, HoldError> {
+        let hold_id = format!("{event_id}-{}", uuid::Uuid::new_v4().simple());
+        let now = now_ms();
+        let attempt =
+            NewHold { event_id, seat_id, hold_id: &hold_id, visitor_id, now, expires_at: now + self.length_ms };
+        if let Some(hold) = self.store.try_hold(&attempt).await? {
+            self.metrics.holds.inc();
+            self.catalogue.seats_changed(event_id).await;
+            return Ok(HoldView::from(&hold));
+        }
+        // Lost: say why. This read explains the refusal; it decides nothing.
+        self.metrics.hold_conflicts.inc();
+        let seat = self.store.seat(event_id, seat_id).await?.ok_or(HoldError::NoSeat { event_id, seat_id })?;
+        Err(match (seat.status.as_str(), seat.held_by.as_deref()) {
+            ("BOOKED", _) => HoldError::SeatTaken { seat_id, state: "already booked" },
+            ("HELD", Some(v)) if v == visitor_id => {
+                // Their own live hold; its id is on the seat row.
+                let hold_id = self.store.seat_hold_id(seat_id).await?.unwrap_or_default();
+                HoldError::AlreadyYours { seat_id, hold_id }
+            }
+            _ => HoldError::SeatTaken { seat_id, state: "held by another visitor" },
+        })
+    }
+
+    /// Confirm the visitor's hold into a booking. Confirming again returns the
+    /// same booking.
+    pub async fn confirm(&self, hold_id: &str, visitor_id: &str) -> Result<BookingView, HoldError> {
+        let hold = self.own_hold(hold_id, visitor_id).await?;
+        match hold.state.as_str() {
+            "CONFIRMED" => {
+                let booking = self.store.booking_for_hold(hold_id).await?.ok_or_else(|| no_hold(hold_id))?;
+                return Ok(BookingView::from(&booking));
+            }
+            "RELEASED" => return Err(HoldError::Released(hold_id.to_owned())),
+            _ => {}
+        }
+        let now = now_ms();
+        if hold.expires_at <= now {
+            return Err(HoldError::Expired(hold_id.to_owned()));
+        }
+        match self.store.confirm(&hold, now).await? {
+            Some(booking) => {
+                self.metrics.confirms.inc();
+                self.catalogue.seats_changed(hold.event_id).await;
+                Ok(BookingView::from(&booking))
+            }
+            // Expired (or released) between the read and the update.
+            None => Err(HoldError::Expired(hold_id.to_owned())),
+        }
+    }
+
+    /// Release the visitor's hold. Releasing an expired or released hold is a
+    /// no-op (DELETE is idempotent); a confirmed one is a conflict.
+    pub async fn release(&self, hold_id: &str, visitor_id: &str) -> Result<(), HoldError> {
+        let hold = self.own_hold(hold_id, visitor_id).await?;
+        if hold.state == "CONFIRMED" {
+            return Err(HoldError::Confirmed(hold_id.to_owned()));
+        }
+        if self.store.release(hold_id).await? {
+            self.metrics.releases.inc();
+            self.catalogue.seats_changed(hold.event_id).await;
+        }
+        Ok(())
+    }
+
+    async fn own_hold(&self, hold_id: &str, visitor_id: &str) -> Result<HoldRow, HoldError> {
+        match self.store.hold(hold_id).await? {
+            Some(h) if h.visitor_id == visitor_id => Ok(h),
+            _ => Err(no_hold(hold_id)),
+        }
+    }
+
+    /// Return expired holds' seats to available and refresh their seat maps.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let mut events = self.store.sweep_expired(now_ms()).await?;
+        let freed = events.len();
+        self.metrics.expiries.inc_by(freed as u64);
+        events.sort_unstable();
+        events.dedup();
+        for event_id in events {
+            self.catalogue.seats_changed(event_id).await;
+        }
+        Ok(freed)
+    }
+
+    /// Run [`Holds::sweep`] every `interval` until `shutdown` flips.
+    pub fn spawn_sweeper(self, interval: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        if let Err(e) = self.sweep().await {
+                            tracing::warn!(error = %e, "hold sweep failed; retrying next tick");
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+    }
+}
+
+fn no_hold(hold_id: &str) -> HoldError {
+    HoldError::NoHold(hold_id.chars().take(100).collect())
+}
+
+/// Body of `POST /api/events/{id}/holds`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldRequest {
+    seat_id: i64,
+}
+
+/// `POST /api/events/{id}/holds` → 201 hold; 400/422 body; 401/403; 404 seat; 409 taken.
+pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
+    let visitor = cx.visitor()?;
+    cx.state.auth().authorize(&visitor, event_id)?;
+    let request: HoldRequest = body::json(&cx.headers, &cx.body, r#"{"seat_id": 17}"#)?;
+    crate::idempotency::guarded(cx, &visitor, || async {
+        let hold = cx.state.holds().hold(event_id, request.seat_id, &visitor.id).await?;
+        Ok(Reply::json(StatusCode::CREATED, &hold))
+    })
+    .await
+}
+
+/// `POST /api/holds/{hold_id}/confirm` → 200 booking; 401/403; 404; 410 expired.
+pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
+    let visitor = cx.visitor()?;
+    let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
+    cx.state.auth().authorize(&visitor, event_id)?;
+    let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
+    crate::idempotency::guarded(cx, &visitor, || async {
+        let booking = cx.state.holds().confirm(hold_id, &visitor.id).await?;
+        Ok(Reply::json(StatusCode::OK, &booking))
+    })
+    .await
+}
+
+/// `DELETE /api/holds/{hold_id}` → 204; 401/403; 404; 409 confirmed.
+pub async fn delete_hold(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
+    let visitor = cx.visitor()?;
+    let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
+    cx.state.auth().authorize(&visitor, event_id)?;
+    cx.state.holds().release(hold_id, &visitor.id).await?;
+    Ok(Reply::empty(StatusCode::NO_CONTENT))
+}
+
+/// `GET /api/me/bookings` → 200 the caller's bookings.
+pub async fn my_bookings(cx: &Ctx) -> Result<Reply, Failure> {
+    let visitor = cx.visitor()?;
+    let bookings = cx.state.store().bookings_of(&visitor.id).await.map_err(HoldError::from)?;
+    let views: Vec<BookingView> = bookings.iter().map(BookingView::from).collect();
+    Ok(Reply::json(StatusCode::OK, &views))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_ids_carry_their_event() {
+        assert_eq!(hold_event(&format!("42-{}", "a".repeat(32))), Some(42));
+        assert_eq!(hold_event("42-short"), None);
+        assert_eq!(hold_event(&format!("x-{}", "a".repeat(32))), None);
+        assert_eq!(hold_event(&format!("0-{}", "a".repeat(32))), None);
+        assert_eq!(hold_event("nothing"), None);
+    }
+}

@@ -1,0 +1,120 @@
+//! Path → route matching. Routes are matched on path segments, literal
+//! segments first, so `/api/events/popular` is never read as an event id. The
+//! route template (not the raw path) labels metrics and logs.
+
+use http::Method;
+
+use super::problem::RequestError;
+
+/// A matched route with its parsed path parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /healthz`
+    Healthz,
+    /// `GET /metrics`
+    Metrics,
+    /// `GET /api/events`
+    Events,
+    /// `GET /api/events/popular`
+    Popular,
+    /// `GET /api/events/{id}`
+    Event(i64),
+    /// `GET /api/events/{id}/seats`
+    Seats(i64),
+    /// `POST /api/events/{id}/holds`
+    Hold(i64),
+    /// `POST /api/holds/{hold_id}/confirm`
+    Confirm(String),
+    /// `DELETE /api/holds/{hold_id}`
+    Release(String),
+    /// `POST /api/coupons/{campaign_id}/claims`
+    Claim(i64),
+    /// `GET /api/me/bookings`
+    MyBookings,
+    /// `GET /api/me/coupons`
+    MyCoupons,
+    /// `POST /admin/events`
+    AdminEvents,
+    /// `POST /admin/campaigns`
+    AdminCampaigns,
+    /// `GET /admin/stats`
+    AdminStats,
+}
+
+/// Match `method` and `path`; also returns the route template.
+pub fn route(method: &Method, path: &str) -> Result<(Route, &'static str), RequestError> {
+    let segments: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    let get = method == Method::GET;
+    let post = method == Method::POST;
+    let delete = method == Method::DELETE;
+    let not_allowed = |allow: &'static str| RequestError::MethodNotAllowed { method: method.to_string(), allow };
+    let matched = match segments.as_slice() {
+        ["healthz"] if get => (Route::Healthz, "/healthz"),
+        ["healthz"] => return Err(not_allowed("GET")),
+        ["metrics"] if get => (Route::Metrics, "/metrics"),
+        ["metrics"] => return Err(not_allowed("GET")),
+        ["api", "events"] if get => (Route::Events, "/api/events"),
+        ["api", "events"] => return Err(not_allowed("GET")),
+        ["api", "events", "popular"] if get => (Route::Popular, "/api/events/popular"),
+        ["api", "events", "popular"] => return Err(not_allowed("GET")),
+        ["api", "events", id] if get => (Route::Event(id_param("event id", id)?), "/api/events/{id}"),
+        ["api", "events", _] => return Err(not_allowed("GET")),
+        ["api", "events", id, "seats"] if get => (Route::Seats(id_param("event id", id)?), "/api/events/{id}/seats"),
+        ["api", "events", _, "seats"] => return Err(not_allowed("GET")),
+        ["api", "events", id, "holds"] if post => (Route::Hold(id_param("event id", id)?), "/api/events/{id}/holds"),
+        ["api", "events", _, "holds"] => return Err(not_allowed("POST")),
+        ["api", "holds", hold, "confirm"] if post => {
+            (Route::Confirm((*hold).to_owned()), "/api/holds/{hold_id}/confirm")
+        }
+        ["api", "holds", _, "confirm"] => return Err(not_allowed("POST")),
+        ["api", "holds", hold] if delete => (Route::Release((*hold).to_owned()), "/api/holds/{hold_id}"),
+        ["api", "holds", _] => return Err(not_allowed("DELETE")),
+        ["api", "coupons", id, "claims"] if post => {
+            (Route::Claim(id_param("campaign id", id)?), "/api/coupons/{campaign_id}/claims")
+        }
+        ["api", "coupons", _, "claims"] => return Err(not_allowed("POST")),
+        ["api", "me", "bookings"] if get => (Route::MyBookings, "/api/me/bookings"),
+        ["api", "me", "bookings"] => return Err(not_allowed("GET")),
+        ["api", "me", "coupons"] if get => (Route::MyCoupons, "/api/me/coupons"),
+        ["api", "me", "coupons"] => return Err(not_allowed("GET")),
+        ["admin", "events"] if post => (Route::AdminEvents, "/admin/events"),
+        ["admin", "events"] => return Err(not_allowed("POST")),
+        ["admin", "campaigns"] if post => (Route::AdminCampaigns, "/admin/campaigns"),
+        ["admin", "campaigns"] => return Err(not_allowed("POST")),
+        ["admin", "stats"] if get => (Route::AdminStats, "/admin/stats"),
+        ["admin", "stats"] => return Err(not_allowed("GET")),
+        _ => return Err(RequestError::NoRoute(truncate(path))),
+    };
+    Ok(matched)
+}
+
+fn id_param(what: &'static str, text: &str) -> Result<i64, RequestError> {
+    text.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| RequestError::BadId { what, value: truncate(text) })
+}
+
+/// Echo at most 100 characters of client input in error details.
+fn truncate(text: &str) -> String {
+    text.chars().take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn popular_is_not_an_event_id_and_ids_must_be_positive_integers() {
+        assert_eq!(route(&Method::GET, "/api/events/popular").unwrap().0, Route::Popular);
+        assert_eq!(route(&Method::GET, "/api/events/7/").unwrap().0, Route::Event(7));
+        assert!(matches!(route(&Method::GET, "/api/events/abc"), Err(RequestError::BadId { .. })));
+        assert!(matches!(route(&Method::GET, "/api/events/-1/seats"), Err(RequestError::BadId { .. })));
+        assert!(matches!(route(&Method::GET, "/api/events/99999999999999999999"), Err(RequestError::BadId { .. })));
+    }
+
+    #[test]
+    fn known_paths_with_other_methods_are_405_and_unknown_paths_404() {
+        assert!(matches!(route(&Method::PUT, "/api/events/1/holds"), Err(RequestError::MethodNotAllowed { .. })));
+        assert!(matches!(route(&Method::GET, "/api/holds/x"), Err(RequestError::MethodNotAllowed { .. })));
+        assert!(matches!(route(&Method::GET, "/nope"), Err(RequestError::NoRoute(_))));
+        assert_eq!(route(&Method::DELETE, "/api/holds/1-ab").unwrap().1, "/api/holds/{hold_id}");
+    }
+}

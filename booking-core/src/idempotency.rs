@@ -1,0 +1,123 @@
+//! `Idempotency-Key` for `POST` holds, confirms and claims.
+//!
+//! The first request with a key (per visitor) records a fingerprint of its
+//! method, path and body and runs; its response is stored with the key. A
+//! retry with the same key and the same request gets that response again,
+//! byte for byte (so a replayed hold keeps its original `expires_at`) with
+//! `idempotent-replayed: true`. The same key with a different request is a
+//! client bug → 422. A retry while the first is still running → 409. Server
+//! failures (5xx) are not stored: the key is freed so the retry runs again.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use http::StatusCode;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Visitor;
+use crate::clock::now_ms;
+use crate::http::problem::{ApiError, Failure};
+use crate::http::{Ctx, Reply};
+use crate::store::Started;
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+/// Longest key accepted.
+pub const MAX_KEY_LEN: usize = 200;
+/// A `running` record older than this belongs to a request that died with its
+/// process; a retry may take the key over.
+const STALE_MS: i64 = 60_000;
+
+/// Idempotency errors.
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    /// → 400: the key is empty, too long, or not visible ASCII.
+    #[error("the Idempotency-Key header must be 1 to 200 visible ASCII characters")]
+    BadKey,
+    /// → 409: the first request with this key has not finished.
+    #[error("a request with this Idempotency-Key is still being processed; retry shortly")]
+    InProgress,
+    /// → 422: the key was used for a different request.
+    #[error("this Idempotency-Key was already used for a different request; use a new key for a new request")]
+    Mismatch,
+}
+
+impl ApiError for IdempotencyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            IdempotencyError::BadKey => StatusCode::BAD_REQUEST,
+            IdempotencyError::InProgress => StatusCode::CONFLICT,
+            IdempotencyError::Mismatch => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+}
+
+/// Run `work` under the request's `Idempotency-Key`, if it has one.
+pub async fn guarded<F, Fut>(cx: &Ctx, visitor: &Visitor, work: F) -> Result<Reply, Failure>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Reply, Failure>>,
+{
+    let Some(raw) = cx.headers.get(HEADER) else { return work().await };
+    let key = raw
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or(IdempotencyError::BadKey)?;
+    let fingerprint = fingerprint(&cx.path, &cx.body);
+    let store = cx.state.store();
+    let now = now_ms();
+    match store.idempotency_begin(&visitor.id, key, &fingerprint, now, now - STALE_MS).await? {
+        Started::Existing(record) => {
+            if record.state != "done" {
+                return Err(IdempotencyError::InProgress.into());
+            }
+            if record.fingerprint != fingerprint {
+                return Err(IdempotencyError::Mismatch.into());
+            }
+            let status = record
+                .status
+                .and_then(|s| u16::try_from(s).ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::OK);
+            let content_type =
+                if status.is_client_error() { shared::problem::CONTENT_TYPE } else { "application/json" };
+            let mut reply = Reply::raw(status, content_type, Bytes::from(record.body.unwrap_or_default()));
+            reply.replayed = true;
+            Ok(reply)
+        }
+        Started::New => {
+            let result = work().await;
+            let outcome = match &result {
+                Ok(reply) => Some((reply.status, reply.body.clone())),
+                Err(failure) if !failure.status().is_server_error() => Some(failure.render()),
+                Err(_) => None,
+            };
+            let saved = match outcome {
+                Some((status, body)) => {
+                    let text = String::from_utf8_lossy(&body);
+                    store.idempotency_finish(&visitor.id, key, status.as_u16(), &text).await
+                }
+                None => store.idempotency_abandon(&visitor.id, key).await,
+            };
+            if let Err(e) = saved {
+                // The answer is still right; only a retry's replay is affected,
+                // and the key frees itself once stale.
+                tracing::warn!(error = %e, "could not record the idempotent response");
+            }
+            result
+        }
+    }
+}
+
+/// SHA-256 over the request path and body, hex. A JSON body is hashed in
+/// canonical form (sorted keys, no whitespace), so a client re-serializing the
+/// same request differently is still the same request.
+fn fingerprint(path: &str, body: &[u8]) -> String {
+    let canonical = serde_json::from_slice::<serde_json::Value>(body).ok().map(|v| v.to_string().into_bytes());
+    let mut hash = Sha256::new();
+    hash.update(path.as_bytes());
+    hash.update([0]);
+    hash.update(canonical.as_deref().unwrap_or(body));
+    hex::encode(hash.finalize())
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics, all named `booking_core_…`, in a registry owned by one
+//! application (not the process-global default) so that several instances in
+//! one test process never collide.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the booking core exports. Cloning is cheap: each metric is an
+/// `Arc` inside.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Request latency by route template and method.
+    pub http_duration: HistogramVec,
+    /// Responses by route template, method and status code.
+    pub http_responses: IntCounterVec,
+    /// Seat holds granted.
+    pub holds: IntCounter,
+    /// Hold attempts refused because the seat was taken.
+    pub hold_conflicts: IntCounter,
+    /// Holds confirmed into bookings.
+    pub confirms: IntCounter,
+    /// Holds released by their visitor.
+    pub releases: IntCounter,
+    /// Expired holds the sweeper turned back into available seats.
+    pub expiries: IntCounter,
+    /// Coupon claims committed.
+    pub claims: IntCounter,
+    /// Claims refused because the campaign is sold out.
+    pub sold_out: IntCounter,
+    /// Claims refused because the visitor already has one.
+    pub claim_duplicates: IntCounter,
+    /// Gate rebuilds from the database (Redis lost its keys, or first use).
+    pub gate_rebuilds: IntCounter,
+    /// Gate admissions undone because the database did not commit the claim.
+    pub gate_undos: IntCounter,
+    /// Gate calls that failed (Redis unreachable) and fell back to the database.
+    pub gate_errors: IntCounter,
+    /// Requests refused by the entry-token check, by reason.
+    pub auth_failures: IntCounterVec,
+    /// Seat maps served from the local cache.
+    pub cache_hits: IntCounter,
+    /// Seat maps loaded from the database.
+    pub cache_misses: IntCounter,
+    /// Connections in the database pool (sampled at scrape time).
+    pub pool_size: IntGauge,
+    /// Idle connections in the database pool (sampled at scrape time).
+    pub pool_idle: IntGauge,
+    /// Database statement latency by operation.
+    pub db_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Create and register every metric in a fresh registry.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let c = IntCounter::new(format!("booking_core_{name}"), help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let g = IntGauge::new(format!("booking_core_{name}"), help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("booking_core_http_request_duration_seconds", "HTTP request latency by route template")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            &["route", "method"],
+        )?;
+        registry.register(Box::new(http_duration.clone()))?;
+        let http_responses = IntCounterVec::new(
+            Opts::new("booking_core_http_responses_total", "HTTP responses by route template, method and status"),
+            &["route", "method", "status"],
+        )?;
+        registry.register(Box::new(http_responses.clone()))?;
+        let auth_failures = IntCounterVec::new(
+            Opts::new("booking_core_auth_failures_total", "Requests refused by the entry-token check, by reason"),
+            &["reason"],
+        )?;
+        registry.register(Box::new(auth_failures.clone()))?;
+        let db_duration = HistogramVec::new(
+            HistogramOpts::new("booking_core_db_query_duration_seconds", "Database statement latency by operation")
+                .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
+            &["op"],
+        )?;
+        registry.register(Box::new(db_duration.clone()))?;
+        Ok(Metrics {
+            http_duration,
+            http_responses,
+            holds: counter("holds_total", "Seat holds granted")?,
+            hold_conflicts: counter("hold_conflicts_total", "Hold attempts refused because the seat was taken")?,
+            confirms: counter("confirms_total", "Holds confirmed into bookings")?,
+            releases: counter("releases_total", "Holds released by their visitor")?,
+            expiries: counter("hold_expiries_total", "Expired holds returned to available by the sweeper")?,
+            claims: counter("claims_total", "Coupon claims committed to the database")?,
+            sold_out: counter("claims_sold_out_total", "Coupon claims refused because the campaign is sold out")?,
+            claim_duplicates: counter("claim_duplicates_total", "Coupon claims refused because the visitor has one")?,
+            gate_rebuilds: counter("gate_rebuilds_total", "Claim gate rebuilds from the database")?,
+            gate_undos: counter("gate_undos_total", "Claim gate admissions undone after a failed commit")?,
+            gate_errors: counter("gate_errors_total", "Claim gate calls that failed and fell back to the database")?,
+            auth_failures,
+            cache_hits: counter("seat_map_cache_hits_total", "Seat maps served from the local cache")?,
+            cache_misses: counter("seat_map_cache_misses_total", "Seat maps loaded from the database")?,
+            pool_size: gauge("db_pool_connections", "Connections open in the database pool")?,
+            pool_idle: gauge("db_pool_idle_connections", "Idle connections in the database pool")?,
+            db_duration,
+            registry,
+        })
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding into a Vec only fails on a malformed metric family, which
+        // the registry refuses at registration; an empty page is the fallback.
+        if TextEncoder::new().encode(&self.registry.gather(), &mut out).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,193 @@
+//! [`Application`]: everything the binary (and each test) starts.
+//!
+//! ```no_run
+//! # async fn demo(config: booking_core::Config) -> Result<(), Box<dyn std::error::Error>> {
+//! let app = booking_core::Application::build(config).await?; // config.server.listen = "127.0.0.1:0"
+//! let running = app.spawn();
+//! println!("listening on http://{}", running.addr);
+//! running.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Shutdown is explicit: [`ShutdownHandle::shutdown`] flips a watch channel
+//! that the accept loop, the sweeper and the pub/sub listener all select on;
+//! the server then drains its connections and the pools are closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Auth;
+use crate::catalogue::Catalogue;
+use crate::catalogue::popular::Popular;
+use crate::config::Config;
+use crate::coupons::Coupons;
+use crate::coupons::gate::Gate;
+use crate::fanout::{self, Fanout};
+use crate::holds::Holds;
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::store::{self, Store};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The public keys could not be read.
+    #[error("keys.public_dir: {0}")]
+    Keys(#[from] shared::keys::KeyError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Store(#[from] store::StartError),
+    /// Redis could not be reached.
+    #[error("redis.url: cannot connect: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The listen address could not be bound.
+    #[error("server.listen: cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A metric could not be registered (a bug).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
+}
+
+/// Stops a running application.
+#[derive(Clone)]
+pub struct ShutdownHandle(Arc<watch::Sender<bool>>);
+
+impl ShutdownHandle {
+    /// Ask everything to stop.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// A built application, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    shutdown: ShutdownHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Connect, migrate, bind and start the background tasks.
+    pub async fn build(config: Config) -> Result<Application, StartError> {
+        let addr = config.listen_addr()?;
+        let metrics = Metrics::new()?;
+        let auth = Auth::new(&config, metrics.clone())?;
+        let store = Store::connect(&config.database, metrics.clone()).await?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let prefix = config.redis.prefix.clone();
+        let ttl_ms = i64::try_from(config.catalogue.seat_map_ttl.as_millis()).unwrap_or(i64::MAX);
+
+        let redis = if config.redis.url.is_empty() {
+            None
+        } else {
+            let client = redis::Client::open(config.redis.url.as_str())?;
+            let conn = client.get_connection_manager().await?;
+            Some((client, conn))
+        };
+        let (fanout, popular, gate) = match &redis {
+            None => (Fanout::disabled(), Popular::Local(Default::default()), Gate::local(store.clone())),
+            Some((_, conn)) => (
+                Fanout::redis(conn.clone(), format!("{prefix}:seatmap"), origin.clone()),
+                Popular::Redis { conn: conn.clone(), key: format!("{prefix}:views") },
+                Gate::redis(conn.clone(), &prefix, store.clone(), metrics.clone()),
+            ),
+        };
+        let catalogue = Catalogue::new(store.clone(), fanout, popular, ttl_ms, metrics.clone());
+        let holds = Holds::new(store.clone(), catalogue.clone(), metrics.clone(), config.holds.length);
+        let coupons = Coupons::new(store.clone(), gate, metrics.clone());
+
+        let mut tasks = vec![holds.clone().spawn_sweeper(config.holds.sweep_interval, shutdown_rx.clone())];
+        if let Some((client, _)) = redis {
+            let channel = format!("{prefix}:seatmap");
+            tasks.push(fanout::listen(client, channel, origin, catalogue.clone(), shutdown_rx).await?);
+        }
+
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr: config.server.listen.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
+        let state = AppState::new(config, store, auth, catalogue, holds, coupons, metrics);
+        tracing::info!(%addr, "booking core listening");
+        Ok(Application { listener, addr, state, shutdown: ShutdownHandle(Arc::new(shutdown_tx)), tasks })
+    }
+
+    /// The bound address (the real port when the config said 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The services, for in-process use (tests, the benchmark).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A handle that stops the application.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.shutdown.clone()
+    }
+
+    /// Serve until shut down, then drain connections, stop the background
+    /// tasks and close the database.
+    pub async fn run_until_stopped(self) {
+        let Application { listener, state, shutdown, tasks, .. } = self;
+        crate::http::serve(listener, state.clone(), shutdown.0.subscribe()).await;
+        shutdown.shutdown();
+        for task in tasks {
+            let _ = task.await;
+        }
+        state.store().close().await;
+        tracing::info!("booking core stopped");
+    }
+
+    /// Serve on a background task.
+    pub fn spawn(self) -> RunningApp {
+        let addr = self.addr;
+        let state = self.state.clone();
+        let handle = self.shutdown.clone();
+        let join = tokio::spawn(self.run_until_stopped());
+        RunningApp { addr, state, handle, join }
+    }
+}
+
+/// An application serving on a background task.
+pub struct RunningApp {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its services.
+    pub state: AppState,
+    handle: ShutdownHandle,
+    join: JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// `http://<addr><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A handle that stops it.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// Stop and wait until everything has shut down.
+    pub async fn stop(self) -> Result<(), tokio::task::JoinError> {
+        self.handle.shutdown();
+        self.join.await
+    }
+}

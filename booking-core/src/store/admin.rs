@@ -1,0 +1,63 @@
+//! Operator statistics.
+
+use super::{Store, StoreError, on_reader};
+
+/// Counts across the whole database.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Events.
+    pub events: i64,
+    /// Seats across all events.
+    pub seats: i64,
+    /// Holds live right now (held and not yet expired).
+    pub active_holds: i64,
+    /// Confirmed bookings.
+    pub bookings: i64,
+    /// Coupon codes claimed.
+    pub claims: i64,
+    /// Per campaign.
+    pub campaigns: Vec<CampaignStats>,
+}
+
+/// One campaign's stock.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct CampaignStats {
+    /// Campaign id.
+    pub id: i64,
+    /// Its event.
+    pub event_id: i64,
+    /// Codes in total.
+    pub stock: i64,
+    /// Codes claimed.
+    pub claimed: i64,
+    /// Codes left.
+    pub stock_left: i64,
+}
+
+impl Store {
+    /// Counts for `/admin/stats`.
+    pub async fn stats(&self, now: i64) -> Result<Stats, StoreError> {
+        on_reader!(self, "stats", |pool| {
+            let (events, seats, active_holds, bookings, claims): (i64, i64, i64, i64, i64) = sqlx::query_as(
+                "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM seats), \
+                        (SELECT count(*) FROM seats WHERE status = 'HELD' AND hold_expires_at > $1), \
+                        (SELECT count(*) FROM bookings), \
+                        (SELECT count(*) FROM coupon_codes WHERE visitor_id IS NOT NULL)",
+            )
+            .bind(now)
+            .fetch_one(pool)
+            .await?;
+            let campaigns = sqlx::query_as(
+                "SELECT c.id, c.event_id, c.stock, \
+                        (SELECT count(*) FROM coupon_codes k WHERE k.campaign_id = c.id AND k.visitor_id IS NOT NULL) \
+                          AS claimed, \
+                        (SELECT count(*) FROM coupon_codes k WHERE k.campaign_id = c.id AND k.visitor_id IS NULL) \
+                          AS stock_left \
+                 FROM coupon_campaigns c ORDER BY c.id",
+            )
+            .fetch_all(pool)
+            .await?;
+            Ok(Stats { events, seats, active_holds, bookings, claims, campaigns })
+        })
+    }
+}

@@ -1,0 +1,248 @@
+//! Seat holds and bookings.
+//!
+//! The hold is decided by one conditional `UPDATE` on the seat row: it matches
+//! only a seat that is `AVAILABLE`, or `HELD` with a hold that has already
+//! expired. Concurrent attempts queue on the row lock and re-check the
+//! condition against the winner's version of the row, so exactly one wins and
+//! no application lock or read-then-write is involved. On PostgreSQL the hold
+//! record is inserted by the same statement (a data-modifying CTE); SQLite,
+//! which has no such CTE, runs the `UPDATE … RETURNING` and the insert in one
+//! transaction on its single writer.
+
+use super::{Backend, Store, StoreError, on_reader, on_writer};
+
+/// A hold record.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HoldRow {
+    /// `<event id>-<32 hex>`.
+    pub id: String,
+    /// The held seat.
+    pub seat_id: i64,
+    /// The seat's event.
+    pub event_id: i64,
+    /// Who holds it.
+    pub visitor_id: String,
+    /// When the hold ends, epoch ms.
+    pub expires_at: i64,
+    /// `ACTIVE`, `CONFIRMED`, `RELEASED` or `EXPIRED` (an `ACTIVE` hold past
+    /// `expires_at` is expired too; the sweeper catches up on the label).
+    pub state: String,
+}
+
+/// A confirmed booking.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BookingRow {
+    /// Booking id.
+    pub id: i64,
+    /// The hold it was confirmed from.
+    pub hold_id: String,
+    /// The seat.
+    pub seat_id: i64,
+    /// The seat's label.
+    pub seat_label: String,
+    /// The event.
+    pub event_id: i64,
+    /// Price paid, in cents.
+    pub price_cents: i64,
+    /// When it was confirmed, epoch ms.
+    pub created_at: i64,
+}
+
+/// A hold to try.
+#[derive(Debug, Clone)]
+pub struct NewHold<'a> {
+    /// The event in the request path.
+    pub event_id: i64,
+    /// The seat to hold.
+    pub seat_id: i64,
+    /// Id for the new hold.
+    pub hold_id: &'a str,
+    /// Who asks.
+    pub visitor_id: &'a str,
+    /// Now, epoch ms: holds ending at or before this are expired.
+    pub now: i64,
+    /// When the new hold ends.
+    pub expires_at: i64,
+}
+
+const PG_HOLD: &str = "WITH taken AS (\
+        UPDATE seats SET status = 'HELD', hold_id = $3, held_by = $4, hold_expires_at = $6 \
+        WHERE id = $2 AND event_id = $1 \
+          AND (status = 'AVAILABLE' OR (status = 'HELD' AND hold_expires_at <= $5)) \
+        RETURNING id, event_id) \
+     INSERT INTO holds (id, seat_id, event_id, visitor_id, created_at, expires_at) \
+     SELECT $3, id, event_id, $4, $5, $6 FROM taken \
+     RETURNING id, seat_id, event_id, visitor_id, expires_at, state";
+
+const SQLITE_HOLD_SEAT: &str = "UPDATE seats SET status = 'HELD', hold_id = $3, held_by = $4, hold_expires_at = $6 \
+     WHERE id = $2 AND event_id = $1 \
+       AND (status = 'AVAILABLE' OR (status = 'HELD' AND hold_expires_at <= $5)) \
+     RETURNING id";
+
+const SQLITE_HOLD_RECORD: &str = "INSERT INTO holds (id, seat_id, event_id, visitor_id, created_at, expires_at) \
+     VALUES ($3, $2, $1, $4, $5, $6) \
+     RETURNING id, seat_id, event_id, visitor_id, expires_at, state";
+
+const BOOKING_SELECT: &str = "SELECT b.id, b.hold_id, b.seat_id, s.label AS seat_label, b.event_id, b.price_cents, \
+     b.created_at FROM bookings b JOIN seats s ON s.id = b.seat_id";
+
+const FREE_SEAT: &str = "status = 'AVAILABLE', hold_id = NULL, held_by = NULL, hold_expires_at = NULL";
+
+impl Store {
+    /// Try to hold a seat. `None`: the seat is taken, or is not a seat of this event.
+    pub async fn try_hold(&self, h: &NewHold<'_>) -> Result<Option<HoldRow>, StoreError> {
+        self.timed("hold", async {
+            match &self.backend {
+                Backend::Postgres(pool) => {
+                    sqlx::query_as(PG_HOLD)
+                        .bind(h.event_id)
+                        .bind(h.seat_id)
+                        .bind(h.hold_id)
+                        .bind(h.visitor_id)
+                        .bind(h.now)
+                        .bind(h.expires_at)
+                        .fetch_optional(pool)
+                        .await
+                }
+                Backend::Sqlite { writer, .. } => {
+                    let mut tx = writer.begin().await?;
+                    let taken: Option<i64> = sqlx::query_scalar(SQLITE_HOLD_SEAT)
+                        .bind(h.event_id)
+                        .bind(h.seat_id)
+                        .bind(h.hold_id)
+                        .bind(h.visitor_id)
+                        .bind(h.now)
+                        .bind(h.expires_at)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if taken.is_none() {
+                        return Ok(None);
+                    }
+                    let row = sqlx::query_as(SQLITE_HOLD_RECORD)
+                        .bind(h.event_id)
+                        .bind(h.seat_id)
+                        .bind(h.hold_id)
+                        .bind(h.visitor_id)
+                        .bind(h.now)
+                        .bind(h.expires_at)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(Some(row))
+                }
+            }
+        })
+        .await
+    }
+
+    /// One seat of an event, to explain why a hold failed.
+    pub async fn seat(&self, event_id: i64, seat_id: i64) -> Result<Option<super::SeatRow>, StoreError> {
+        on_reader!(self, "get_seat", |pool| {
+            sqlx::query_as(
+                "SELECT id, label, row_label, number, price_cents, status, held_by, hold_expires_at \
+                 FROM seats WHERE id = $2 AND event_id = $1",
+            )
+            .bind(event_id)
+            .bind(seat_id)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
+    /// The id of the hold on a seat (held or booked), if any.
+    pub async fn seat_hold_id(&self, seat_id: i64) -> Result<Option<String>, StoreError> {
+        let id: Option<Option<String>> = on_reader!(self, "get_seat", |pool| {
+            sqlx::query_scalar("SELECT hold_id FROM seats WHERE id = $1").bind(seat_id).fetch_optional(pool).await
+        })?;
+        Ok(id.flatten())
+    }
+
+    /// A hold by id.
+    pub async fn hold(&self, hold_id: &str) -> Result<Option<HoldRow>, StoreError> {
+        on_writer!(self, "get_hold", |pool| {
+            sqlx::query_as("SELECT id, seat_id, event_id, visitor_id, expires_at, state FROM holds WHERE id = $1")
+                .bind(hold_id)
+                .fetch_optional(pool)
+                .await
+        })
+    }
+
+    /// Turn a live hold into a booking. `None`: the hold is no longer live
+    /// (expired, released or taken over), checked by the conditional `UPDATE`.
+    pub async fn confirm(&self, hold: &HoldRow, now: i64) -> Result<Option<BookingRow>, StoreError> {
+        let select = format!("{BOOKING_SELECT} WHERE b.hold_id = $1");
+        on_writer!(self, "confirm", |pool| {
+            let mut tx = pool.begin().await?;
+            let booked = sqlx::query(
+                "UPDATE seats SET status = 'BOOKED', hold_expires_at = NULL \
+                 WHERE id = $1 AND hold_id = $2 AND status = 'HELD' AND hold_expires_at > $3",
+            )
+            .bind(hold.seat_id)
+            .bind(&hold.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if booked.rows_affected() == 0 {
+                return Ok(None);
+            }
+            sqlx::query(
+                "INSERT INTO bookings (hold_id, seat_id, event_id, visitor_id, price_cents, created_at) \
+                 SELECT $1, id, event_id, held_by, price_cents, $3 FROM seats WHERE id = $2",
+            )
+            .bind(&hold.id)
+            .bind(hold.seat_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE holds SET state = 'CONFIRMED' WHERE id = $1").bind(&hold.id).execute(&mut *tx).await?;
+            let booking = sqlx::query_as(&select).bind(&hold.id).fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(booking))
+        })
+    }
+
+    /// The booking made from a hold, if any.
+    pub async fn booking_for_hold(&self, hold_id: &str) -> Result<Option<BookingRow>, StoreError> {
+        let select = format!("{BOOKING_SELECT} WHERE b.hold_id = $1");
+        on_writer!(self, "get_booking", |pool| sqlx::query_as(&select).bind(hold_id).fetch_optional(pool).await)
+    }
+
+    /// Release a hold: the seat becomes available if this hold still owns it.
+    /// Returns whether the seat changed.
+    pub async fn release(&self, hold_id: &str) -> Result<bool, StoreError> {
+        let free = format!("UPDATE seats SET {FREE_SEAT} WHERE hold_id = $1 AND status = 'HELD'");
+        on_writer!(self, "release", |pool| {
+            let mut tx = pool.begin().await?;
+            let freed = sqlx::query(&free).bind(hold_id).execute(&mut *tx).await?.rows_affected();
+            sqlx::query("UPDATE holds SET state = 'RELEASED' WHERE id = $1 AND state = 'ACTIVE'")
+                .bind(hold_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(freed > 0)
+        })
+    }
+
+    /// Turn every expired hold back into an available seat; returns the events
+    /// whose seat maps changed (one entry per freed seat).
+    pub async fn sweep_expired(&self, now: i64) -> Result<Vec<i64>, StoreError> {
+        let free =
+            format!("UPDATE seats SET {FREE_SEAT} WHERE status = 'HELD' AND hold_expires_at <= $1 RETURNING event_id");
+        let events: Vec<i64> =
+            on_writer!(self, "sweep", |pool| sqlx::query_scalar(&free).bind(now).fetch_all(pool).await)?;
+        on_writer!(self, "sweep", |pool| {
+            sqlx::query("UPDATE holds SET state = 'EXPIRED' WHERE state = 'ACTIVE' AND expires_at <= $1")
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })?;
+        Ok(events)
+    }
+
+    /// A visitor's bookings, oldest first.
+    pub async fn bookings_of(&self, visitor_id: &str) -> Result<Vec<BookingRow>, StoreError> {
+        let select = format!("{BOOKING_SELECT} WHERE b.visitor_id = $1 ORDER BY b.id");
+        on_reader!(self, "my_bookings", |pool| sqlx::query_as(&select).bind(visitor_id).fetch_all(pool).await)
+    }
+}

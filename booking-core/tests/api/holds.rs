@@ -1,0 +1,173 @@
+//! Seat holds: one winner per seat, expiry, confirm, release.
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, TestApp, metric_sum};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_thousand_concurrent_holds_on_one_seat_grant_exactly_one,
+    an_expired_hold_is_taken_by_the_next_visitor_at_once_and_cannot_be_confirmed,
+    the_sweeper_returns_expired_holds_to_available,
+    a_confirmed_hold_books_the_seat_for_good,
+    a_released_seat_can_be_held_again_and_its_hold_is_gone,
+    another_visitors_hold_can_be_neither_confirmed_nor_released,
+    a_seat_outside_the_event_is_404_and_a_second_hold_by_its_holder_is_409,
+);
+
+async fn a_thousand_concurrent_holds_on_one_seat_grant_exactly_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (event, seats) = app.create_event(2, 5).await;
+    let seat = seats[3];
+    let visitors: Vec<(String, String)> = (0..1000).map(|_| app.visitor()).collect();
+
+    let responses = join_all(visitors.iter().map(|(_, token)| app.hold(event, seat, token))).await;
+
+    let winners: Vec<usize> = (0..responses.len()).filter(|i| responses[*i].status == StatusCode::CREATED).collect();
+    assert_eq!(winners.len(), 1, "exactly one hold must be granted");
+    for r in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
+        r.assert_problem(StatusCode::CONFLICT);
+    }
+    let winner = &visitors[winners[0]];
+    let hold = &responses[winners[0]].json;
+    assert_eq!(hold["seat_id"].as_i64(), Some(seat));
+
+    let seen_by_winner = app.seat_map(event, &winner.1).await;
+    let s = seen_by_winner["seats"].as_array().unwrap().iter().find(|s| s["id"] == seat).unwrap().clone();
+    assert_eq!(s["status"], "HELD");
+    assert_eq!(s["mine"], true);
+    let seen_by_other = app.seat_map(event, &visitors[(winners[0] + 1) % 1000].1).await;
+    let s = seen_by_other["seats"].as_array().unwrap().iter().find(|s| s["id"] == seat).unwrap().clone();
+    assert_eq!(s["status"], "HELD");
+    assert_eq!(s["mine"], false);
+    let holders = app.query_pairs(&format!("SELECT held_by, id FROM seats WHERE id = {seat}")).await;
+    assert_eq!(holders[0].0, winner.0, "the database agrees on the holder");
+}
+
+async fn an_expired_hold_is_taken_by_the_next_visitor_at_once_and_cannot_be_confirmed(backend: Backend) {
+    // The sweeper is off (1 h): the hold statement alone must free the seat.
+    let app = TestApp::spawn_with(backend, |c| c.holds.length = Duration::from_secs(1)).await;
+    let (event, seats) = app.create_event(1, 2).await;
+    let (_, alice) = app.visitor();
+    let (_, bob) = app.visitor();
+
+    let first = app.hold(event, seats[0], &alice).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.text);
+    app.hold(event, seats[0], &bob).await.assert_problem(StatusCode::CONFLICT);
+
+    // Wait out the hold (a precondition, not an assertion on timing).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    let second = app.hold(event, seats[0], &bob).await;
+    assert_eq!(second.status, StatusCode::CREATED, "the expired hold must not block: {}", second.text);
+    let hold_id = first.json["hold_id"].as_str().unwrap();
+    app.confirm(hold_id, &alice).await.assert_problem(StatusCode::GONE);
+    let booked = app.confirm(second.json["hold_id"].as_str().unwrap(), &bob).await;
+    assert_eq!(booked.status, StatusCode::OK, "{}", booked.text);
+}
+
+async fn the_sweeper_returns_expired_holds_to_available(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.holds.length = Duration::from_millis(200);
+        c.holds.sweep_interval = Duration::from_millis(50);
+    })
+    .await;
+    let (event, seats) = app.create_event(1, 3).await;
+    let (_, token) = app.visitor();
+    for seat in &seats[..2] {
+        assert_eq!(app.hold(event, *seat, &token).await.status, StatusCode::CREATED);
+    }
+    // Poll (bounded) until the sweeper reports both expiries.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let expired = metric_sum(&app.metrics().await, "booking_core_hold_expiries_total", &[]);
+        if expired >= 2.0 {
+            assert_eq!(expired, 2.0);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "sweeper did not run ({expired} expiries)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let held = app.query_pairs("SELECT status, count(*) FROM seats WHERE status = 'HELD' GROUP BY status").await;
+    assert!(held.is_empty(), "the seats are AVAILABLE again in the database: {held:?}");
+    let holds = app.query_pairs("SELECT state, count(*) FROM holds GROUP BY state").await;
+    assert_eq!(holds, vec![("EXPIRED".to_owned(), 2)]);
+    let map = app.seat_map(event, &token).await;
+    assert_eq!(map["available"], 3);
+}
+
+async fn a_confirmed_hold_books_the_seat_for_good(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (event, seats) = app.create_event(1, 2).await;
+    let (_, alice) = app.visitor();
+    let (_, bob) = app.visitor();
+    let hold = app.hold(event, seats[1], &alice).await;
+    let hold_id = hold.json["hold_id"].as_str().unwrap().to_owned();
+
+    let booking = app.confirm(&hold_id, &alice).await;
+    assert_eq!(booking.status, StatusCode::OK, "{}", booking.text);
+    assert_eq!(booking.json["seat_id"].as_i64(), Some(seats[1]));
+    assert_eq!(booking.json["seat_label"], "A2");
+    let again = app.confirm(&hold_id, &alice).await;
+    assert_eq!(again.json["booking_id"], booking.json["booking_id"], "confirming twice is the same booking");
+
+    let taken = app.hold(event, seats[1], &bob).await;
+    taken.assert_problem(StatusCode::CONFLICT);
+    assert!(taken.json["detail"].as_str().unwrap().contains("booked"));
+    app.release(&hold_id, &alice).await.assert_problem(StatusCode::CONFLICT);
+
+    let map = app.seat_map(event, &alice).await;
+    assert_eq!(map["seats"][1]["status"], "BOOKED");
+    assert_eq!(map["seats"][1]["mine"], true);
+    let mine = app.get("/api/me/bookings", &alice).await;
+    assert_eq!(mine.json.as_array().unwrap().len(), 1);
+    assert_eq!(app.get("/api/me/bookings", &bob).await.json.as_array().unwrap().len(), 0);
+}
+
+async fn a_released_seat_can_be_held_again_and_its_hold_is_gone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (event, seats) = app.create_event(1, 1).await;
+    let (_, alice) = app.visitor();
+    let (_, bob) = app.visitor();
+    let hold = app.hold(event, seats[0], &alice).await;
+    let hold_id = hold.json["hold_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.seat_map(event, &bob).await["available"], 0);
+
+    let released = app.release(&hold_id, &alice).await;
+    assert_eq!(released.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.release(&hold_id, &alice).await.status, StatusCode::NO_CONTENT, "DELETE is idempotent");
+    assert_eq!(app.seat_map(event, &bob).await["available"], 1, "the cached map was invalidated");
+    assert_eq!(app.hold(event, seats[0], &bob).await.status, StatusCode::CREATED);
+    app.confirm(&hold_id, &alice).await.assert_problem(StatusCode::GONE);
+}
+
+async fn another_visitors_hold_can_be_neither_confirmed_nor_released(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (event, seats) = app.create_event(1, 1).await;
+    let (_, alice) = app.visitor();
+    let (_, mallory) = app.visitor();
+    let hold = app.hold(event, seats[0], &alice).await;
+    let hold_id = hold.json["hold_id"].as_str().unwrap();
+    app.confirm(hold_id, &mallory).await.assert_problem(StatusCode::NOT_FOUND);
+    app.release(hold_id, &mallory).await.assert_problem(StatusCode::NOT_FOUND);
+    let fake = format!("{event}-{}", "0".repeat(32));
+    app.confirm(&fake, &alice).await.assert_problem(StatusCode::NOT_FOUND);
+    assert_eq!(app.confirm(hold_id, &alice).await.status, StatusCode::OK);
+}
+
+async fn a_seat_outside_the_event_is_404_and_a_second_hold_by_its_holder_is_409(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (first, seats) = app.create_event(1, 2).await;
+    let (second, _) = app.create_event(1, 2).await;
+    let (_, token) = app.visitor();
+    app.hold(second, seats[0], &token).await.assert_problem(StatusCode::NOT_FOUND);
+    app.hold(first, 9_999_999, &token).await.assert_problem(StatusCode::NOT_FOUND);
+    app.hold(9_999_999, seats[0], &token).await.assert_problem(StatusCode::NOT_FOUND);
+    let hold = app.hold(first, seats[0], &token).await;
+    let again = app.hold(first, seats[0], &token).await;
+    again.assert_problem(StatusCode::CONFLICT);
+    assert_eq!(again.json["hold_id"], hold.json["hold_id"], "the 409 names the caller's own hold");
+}

@@ -1,0 +1,59 @@
+//! The process around the API: health, metrics, config errors, shutdown.
+
+use reqwest::StatusCode;
+
+use crate::helpers::{Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(health_and_metrics_are_served_without_a_token, shutdown_stops_serving);
+
+async fn health_and_metrics_are_served_without_a_token(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (event, seats) = app.create_event(1, 1).await;
+    let (_, token) = app.visitor();
+    app.hold(event, seats[0], &token).await;
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let page = app.metrics().await;
+    for name in [
+        "booking_core_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/events/{id}/holds\"",
+        "# HELP booking_core_holds_total",
+        "booking_core_holds_total 1",
+        "booking_core_db_pool_connections",
+        "booking_core_db_pool_idle_connections",
+        "booking_core_seat_map_cache_misses_total",
+        "booking_core_db_query_duration_seconds_count{op=\"hold\"} 1",
+        "booking_core_claims_sold_out_total",
+        "booking_core_hold_expiries_total",
+    ] {
+        assert!(page.contains(name), "missing {name}:\n{page}");
+    }
+    assert!(!page.contains(&format!("/api/events/{event}/holds")), "raw paths must not be labels");
+}
+
+async fn shutdown_stops_serving(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = app.url("/healthz");
+    assert_eq!(app.client.get(&url).send().await.unwrap().status(), StatusCode::OK);
+    let TestApp { app: running, client, .. } = app;
+    running.stop().await.unwrap();
+    assert!(client.get(&url).send().await.is_err(), "nothing listens after shutdown");
+}
+
+#[test]
+fn an_invalid_config_exits_with_code_2_naming_the_key() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_booking-core"))
+        .env("BC_DATABASE__URL", "mysql://nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("database.url"), "{stderr}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_booking-core"))
+        .args(["--config", "/nonexistent/booking-core.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/booking-core.toml"));
+}
