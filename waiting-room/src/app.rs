@@ -28,7 +28,10 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     let keys = KeyDir::open_or_create(&config.keys.dir)
         .with_context(|| format!("keys.dir: cannot use {}", config.keys.dir.display()))?;
     let upstream = config.resolve_upstream()?;
-    let state = Arc::new(State::new(Queues::load(&config.queues)?, keys, config.server.cookie_secure));
+    let state = Arc::new(
+        State::new(Queues::load(&config.queues)?, keys, config.server.cookie_secure)
+            .with_ws_ping_interval(config.server.ws_ping_interval),
+    );
 
     let conf = ServerConf {
         threads: config.server.threads,

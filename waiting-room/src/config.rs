@@ -59,6 +59,10 @@ pub struct ServerConfig {
     /// then spawns pooled-connection watchers on random threads, which measured
     /// 1.7 cross-thread wakeups per proxied request against 0.65 with stealing.
     pub work_stealing: bool,
+    /// How often the server pings each queue WebSocket; a peer silent for two
+    /// intervals is closed.
+    #[serde(with = "config::duration")]
+    pub ws_ping_interval: Duration,
     /// Run release ticks from this instance. Turn off on edge-only instances:
     /// any instance may tick, and the store keeps ticks a full interval apart.
     pub release_ticks: bool,
@@ -73,6 +77,7 @@ impl Default for ServerConfig {
             threads: 2,
             cookie_secure: false,
             work_stealing: true,
+            ws_ping_interval: Duration::from_secs(15),
             release_ticks: true,
         }
     }
@@ -266,6 +271,11 @@ impl Config {
         }
         if self.server.threads == 0 || self.server.threads > 256 {
             return Err(ConfigError::new("server.threads", "expected a number of threads between 1 and 256"));
+        }
+        if self.server.ws_ping_interval < Duration::from_secs(1)
+            || self.server.ws_ping_interval > Duration::from_secs(20)
+        {
+            return Err(ConfigError::new("server.ws_ping_interval", "expected between 1s and 20s"));
         }
         if self.store.backend == Backend::Memory && !self.server.release_ticks {
             return Err(ConfigError::new(

@@ -31,6 +31,8 @@ pub struct State {
     pub cookie_secure: bool,
     /// WebSocket connections of this instance.
     pub hub: Hub,
+    /// Server ping interval of queue WebSockets.
+    pub ws_ping_interval: std::time::Duration,
 }
 
 impl State {
@@ -38,7 +40,14 @@ impl State {
     pub fn new(queues: Queues, keys: KeyDir, cookie_secure: bool) -> Self {
         let gate = Gate::new(keys.verifier.clone(), TOKEN_CACHE);
         let hub = Hub::new(queues.all().iter().map(|q| q.id()));
-        State { queues, store: OnceLock::new(), keys, gate, cookie_secure, hub }
+        let ws_ping_interval = std::time::Duration::from_secs(15);
+        State { queues, store: OnceLock::new(), keys, gate, cookie_secure, hub, ws_ping_interval }
+    }
+
+    /// Use this WebSocket ping interval.
+    pub fn with_ws_ping_interval(mut self, every: std::time::Duration) -> Self {
+        self.ws_ping_interval = every;
+        self
     }
 
     /// The store, once connected.

@@ -199,3 +199,62 @@ async fn pollers_are_told_when_to_come_back() {
     assert!(far_retry > near_retry, "far back polls less often: {near} vs {far}");
     assert!(far["eta_seconds"].as_u64().unwrap() > near["eta_seconds"].as_u64().unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_that_stop_answering_pings_are_closed_and_live_ones_stay() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = Upstream::start().await;
+    let q = queue("q", "/a", 10, "1h", "10m", 0);
+    let proxy = Proxy::start_with(ProxySpec::memory(&q, upstream.addr), "ws_ping_interval = \"1s\"").await;
+
+    // A live client: tungstenite answers pings as long as the socket is read,
+    // so a task keeps reading it and reports whether it was ever closed.
+    let mut live_visitor = Visitor::default();
+    let mut live = connect_ws(&proxy, "q", &mut live_visitor).await;
+    next_json(&mut live, Duration::from_secs(5)).await.unwrap();
+    let live_task = tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+        loop {
+            match tokio::time::timeout_at(deadline, live.next()).await {
+                Err(_) => return (live, false),
+                Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => return (live, true),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    });
+
+    // A dead peer: completes the handshake, then never reads or answers again.
+    let addr = proxy.base.trim_start_matches("http://").to_owned();
+    let mut dead = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let handshake = format!(
+        "GET /wr/q/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    dead.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 1024];
+    let n = dead.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head[..n]));
+
+    // Two silent intervals later the server gives up on the dead peer: after
+    // its pings and a close frame, the connection reaches EOF.
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(Duration::from_secs(8), dead.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(_)) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the silent peer was never closed");
+    assert!(started.elapsed() >= Duration::from_secs(1), "closed too early: {:?}", started.elapsed());
+
+    // The live client, which answered every ping, is still connected.
+    assert_eq!(metric(&client(), &proxy, "waiting_room_ws_connections").await, 1.0, "only the live socket remains");
+    let (mut live, was_closed) = live_task.await.unwrap();
+    assert!(!was_closed, "a client answering pings must not be closed");
+    use futures_util::SinkExt;
+    live.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_json(&mut live, Duration::from_millis(500)).await, None, "no message, but no close either");
+}
