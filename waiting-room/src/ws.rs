@@ -11,7 +11,8 @@
 //! socket closes normally. The server pings every `server.ws_ping_interval`
 //! (15 s by default, at most 20 s) and closes peers silent for two intervals. Client text frames up to 4 KiB are accepted
 //! and ignored; larger frames, binary frames and anything unexpected close the
-//! socket with 1008 (policy violation).
+//! socket with 1008 (policy violation); bytes that are not a valid client
+//! frame (garbage, unmasked frames) close it with 1002 (protocol error).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -174,6 +175,10 @@ pub async fn serve(
                     }
                     Some(Ok(_)) | Some(Err(WsError::Capacity(_))) => {
                         let _ = ws.send(close(CloseCode::Policy, "frames are limited to 4 KiB")).await;
+                        break;
+                    }
+                    Some(Err(WsError::Protocol(_))) => {
+                        let _ = ws.send(close(CloseCode::Protocol, "not a valid WebSocket frame")).await;
                         break;
                     }
                     Some(Err(_)) => break,

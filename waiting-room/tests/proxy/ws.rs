@@ -150,6 +150,31 @@ async fn oversized_binary_and_non_upgrade_requests_are_refused_and_others_are_st
     ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
     assert_eq!(close_code(&mut ws, Duration::from_secs(5)).await, Some(1008), "binary frame");
 
+    // Garbage bytes that are not a frame at all: closed with 1002.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = proxy.base.trim_start_matches("http://").to_owned();
+        let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let handshake = format!(
+            "GET /wr/q/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        raw.write_all(handshake.as_bytes()).await.unwrap();
+        // An unmasked frame with reserved bits and opcode 0xF: invalid from a client.
+        raw.write_all(&[0xFF, 0x7E, 0xFF, 0xFF, 0xDE, 0xAD, 0xBE, 0xEF]).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        // The last frame the server sent is a close frame (0x88) with code 1002.
+        let close_at = got.windows(2).rposition(|w| w[0] == 0x88).expect("a close frame");
+        assert_eq!(u16::from_be_bytes([got[close_at + 2], got[close_at + 3]]), 1002, "{got:?}");
+    }
+
     // Small text frames are tolerated.
     let mut ws = connect_ws(&proxy, "q", &mut v).await;
     let first = next_json(&mut ws, Duration::from_secs(5)).await.unwrap();
@@ -174,7 +199,8 @@ async fn oversized_binary_and_non_upgrade_requests_are_refused_and_others_are_st
     // Everybody else is still served.
     let mut other = Visitor::default();
     let mut ws2 = connect_ws(&proxy, "q", &mut other).await;
-    assert_eq!(next_json(&mut ws2, Duration::from_secs(5)).await.unwrap()["position"].as_u64(), Some(2));
+    // Third: behind the first visitor and the raw client, which joined too.
+    assert_eq!(next_json(&mut ws2, Duration::from_secs(5)).await.unwrap()["position"].as_u64(), Some(3));
     assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200);
 }
 
