@@ -82,7 +82,9 @@ async fn placeholder() -> Box<ServerSession> {
     Box::new(s)
 }
 
-/// Write the 101 and take the raw stream out of the session.
+/// Write the 101 and take the raw stream out of the session. Bytes a client
+/// sent before reading the 101 stay in Pingora's request buffer and are
+/// dropped; RFC 6455 §4.1 requires clients to wait for the response first.
 pub async fn take_over(session: &mut Session, accept: &str, set_cookie: Option<String>) -> Option<Stream> {
     if !matches!(&*session.downstream_session, ServerSession::H1(_)) {
         return None;

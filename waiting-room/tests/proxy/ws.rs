@@ -160,10 +160,13 @@ async fn oversized_binary_and_non_upgrade_requests_are_refused_and_others_are_st
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         raw.write_all(handshake.as_bytes()).await.unwrap();
-        // An unmasked frame with reserved bits and opcode 0xF: invalid from a client.
-        raw.write_all(&[0xFF, 0x7E, 0xFF, 0xFF, 0xDE, 0xAD, 0xBE, 0xEF]).await.unwrap();
-        let mut got = Vec::new();
+        // Like any client, wait for the 101 before sending frames (RFC 6455 §4.1).
         let mut buf = [0u8; 4096];
+        let n = raw.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+        // A complete, masked, empty frame with the reserved opcode 0xF.
+        raw.write_all(&[0x8F, 0x80, 0xDE, 0xAD, 0xBE, 0xEF]).await.unwrap();
+        let mut got = buf[..n].to_vec();
         while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await {
             if n == 0 {
                 break;
