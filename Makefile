@@ -11,6 +11,9 @@ run:
 ## Run the whole test suite against real Redis and PostgreSQL (installed/started if missing).
 test:
 	@scripts/ensure-deps.sh test
+	@# The end-to-end tests run the two binaries from a target dir of their own
+	@# (see e2e::bins_target_dir); build them first so no test waits on it.
+	$(CARGO) build -q -p waiting-room -p booking-core --bins --target-dir $${CARGO_TARGET_DIR:-target}/e2e-bins
 	$(CARGO) nextest run --workspace --no-fail-fast
 
 ## fmt + clippy, as CI checks them.

@@ -8,6 +8,7 @@ use crate::catalogue::EventView;
 use crate::clock::{self, now_ms};
 use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply, body};
+use crate::openapi::{AdminAuth, AdminCampaign, AdminEvent, BodyRead, Errors, JsonBody, Server};
 use crate::store::catalogue::NewEvent;
 use crate::store::coupons::NewCampaign;
 use crate::store::{CampaignRow, FOREIGN_KEY, StoreError};
@@ -78,32 +79,72 @@ fn check_admin(cx: &Ctx) -> Result<(), AdminError> {
     }
 }
 
-/// `GET /healthz` → 200 when the database answers, 503 otherwise.
+/// 200 when the database answers, 503 otherwise.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses(
+        (status = 200, description = "The database answers", body = Health),
+        Errors<(BodyRead, Server)>,
+    )
+)]
 pub async fn healthz(cx: &Ctx) -> Result<Reply, Failure> {
     cx.state.store().ping().await?;
-    Ok(Reply::json(StatusCode::OK, &serde_json::json!({ "status": "ok" })))
+    Ok(Reply::json(StatusCode::OK, &Health { status: "ok" }))
 }
 
-/// `GET /metrics` → 200 Prometheus text.
-pub fn metrics(cx: &Ctx) -> Reply {
+/// Body of `GET /healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
+}
+
+/// Prometheus metrics (`booking_core_*`).
+#[utoipa::path(get, path = "/metrics", tag = "service",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        Errors<BodyRead>,
+    )
+)]
+pub async fn metrics(cx: &Ctx) -> Reply {
     cx.state.store().sample_pool();
+    cx.state.metrics().refresh_stock_left(cx.state.store()).await;
     Reply::raw(StatusCode::OK, "text/plain; version=0.0.4", cx.state.metrics().render())
 }
 
 /// Body of `POST /admin/events`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEventRequest {
+    /// 1 to 200 characters.
     name: String,
+    /// 1 to 200 characters.
     venue: String,
+    /// Start (RFC 3339).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     starts_at: i64,
+    /// Rows, labelled A..ZZ (1 to 702).
+    #[schema(minimum = 1, maximum = 702)]
     rows: i64,
+    /// Seats per row (1 to 1000; at most 20,000 seats in all).
+    #[schema(minimum = 1, maximum = 1000)]
     seats_per_row: i64,
+    /// Price of every seat, in cents.
+    #[schema(minimum = 0, maximum = 100_000_000)]
     price_cents: i64,
 }
 
-/// `POST /admin/events` → 201 event with `rows × seats_per_row` seats; 401/403; 422.
+/// Create an event with `rows × seats_per_row` seats, all available.
+#[utoipa::path(post, path = "/admin/events", tag = "admin",
+    request_body = NewEventRequest,
+    responses(
+        (status = 201, description = "The event", body = EventView),
+        Errors<(BodyRead, AdminAuth, JsonBody, AdminEvent, Server)>,
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn create_event(cx: &Ctx) -> Result<Reply, Failure> {
     check_admin(cx)?;
     let r: NewEventRequest = body::json(
@@ -151,21 +192,29 @@ pub fn row_label(index: i64) -> String {
 }
 
 /// Body of `POST /admin/campaigns`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCampaignRequest {
+    /// The event the coupons belong to.
     event_id: i64,
+    /// Defaults to `Event <id> coupons`.
     #[serde(default)]
     name: Option<String>,
+    /// Codes created (1 to 1,000,000).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     stock: i64,
+    /// Claims open (RFC 3339).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     opens_at: i64,
+    /// Claims close (RFC 3339, exclusive; after `opens_at`).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     closes_at: i64,
 }
 
 /// A campaign as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CampaignView {
     /// Campaign id.
     pub id: i64,
@@ -177,9 +226,11 @@ pub struct CampaignView {
     pub stock: i64,
     /// Window start.
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub opens_at: i64,
     /// Window end (exclusive).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub closes_at: i64,
 }
 
@@ -196,7 +247,15 @@ impl From<&CampaignRow> for CampaignView {
     }
 }
 
-/// `POST /admin/campaigns` → 201 campaign with `stock` codes; 401/403; 404 event; 422.
+/// Create a coupon campaign with `stock` codes.
+#[utoipa::path(post, path = "/admin/campaigns", tag = "admin",
+    request_body = NewCampaignRequest,
+    responses(
+        (status = 201, description = "The campaign", body = CampaignView),
+        Errors<(BodyRead, AdminAuth, JsonBody, AdminCampaign, Server)>,
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
     check_admin(cx)?;
     let r: NewCampaignRequest = body::json(
@@ -223,7 +282,14 @@ pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::json(StatusCode::CREATED, &CampaignView::from(&created)))
 }
 
-/// `GET /admin/stats` → 200 counts of holds, bookings, claims, stock left.
+/// Counts of events, seats, live holds, bookings, claims and stock left per campaign.
+#[utoipa::path(get, path = "/admin/stats", tag = "admin",
+    responses(
+        (status = 200, description = "The counts", body = crate::store::Stats),
+        Errors<(BodyRead, AdminAuth, Server)>,
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
     check_admin(cx)?;
     let stats = cx.state.store().stats(now_ms()).await.map_err(AdminError::from)?;

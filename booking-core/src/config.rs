@@ -34,8 +34,12 @@ pub struct Config {
     pub catalogue: CatalogueConfig,
     /// The operator API.
     pub admin: AdminConfig,
+    /// The demo event `make run` seeds (off unless `seed = true`).
+    pub demo: crate::demo::DemoConfig,
     /// Which events each waiting-room queue admits to.
     pub queues: Vec<QueueConfig>,
+    /// Log format and filter.
+    pub log: LogConfig,
 }
 
 impl Default for Config {
@@ -48,7 +52,9 @@ impl Default for Config {
             holds: HoldsConfig::default(),
             catalogue: CatalogueConfig::default(),
             admin: AdminConfig::default(),
+            demo: crate::demo::DemoConfig::default(),
             queues: vec![QueueConfig { id: "main".into(), events: vec![], all_events: true }],
+            log: LogConfig::default(),
         }
     }
 }
@@ -200,6 +206,34 @@ pub struct QueueConfig {
     pub all_events: bool,
 }
 
+/// `[log]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` (one object per line) for log collectors.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `booking_core=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        // sqlx logs every statement at info; that drowns the request lines.
+        LogConfig { format: LogFormat::Text, level: "info,sqlx=warn".into() }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the request span's fields (`request_id`).
+    Json,
+}
+
 impl Config {
     /// Load from `file` (or defaults only, when `None`) with `BC_…` overrides,
     /// then validate.
@@ -255,6 +289,9 @@ impl Config {
         if !token.is_empty() && token.len() < 16 {
             return Err(ConfigError::new("admin.token", "must be at least 16 characters (or empty to disable /admin)"));
         }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
+        self.demo.validate()?;
         let mut seen = HashSet::new();
         for (i, queue) in self.queues.iter().enumerate() {
             if queue.id.is_empty() {
@@ -323,6 +360,18 @@ mod tests {
         assert_eq!(err.key, "admin.token");
         let err = Config::load_str("[[queues]]\nid = \"a\"\n[[queues]]\nid = \"a\"", &[]).unwrap_err();
         assert_eq!(err.key, "queues[1].id");
+        let err = Config::load_str("", &[("BC_LOG__LEVEL", "info,booking_core=loud")]).unwrap_err();
+        assert_eq!(err.key, "log.level");
+        let err = Config::load_str("[log]\nformat = \"xml\"", &[]).unwrap_err();
+        assert_eq!(err.key, "log.format");
+    }
+
+    #[test]
+    fn log_format_and_level_come_from_the_environment() {
+        let c = Config::load_str("", &[("BC_LOG__FORMAT", "json"), ("BC_LOG__LEVEL", "debug")]).unwrap();
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, "debug");
+        assert_eq!(Config::load(None, &[]).unwrap().log.format, LogFormat::Text);
     }
 
     #[test]

@@ -22,6 +22,9 @@ use crate::clock::{self, now_ms};
 use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply, body};
 use crate::metrics::Metrics;
+use crate::openapi::{
+    BodyRead, ConfirmHold, Errors, Idempotency, JsonBody, PathId, ReleaseHold, Scope, Server, TakeHold, Token,
+};
 use crate::store::holds::NewHold;
 use crate::store::{BookingRow, HoldRow, Store, StoreError};
 
@@ -93,7 +96,7 @@ impl ApiError for HoldError {
 }
 
 /// A granted hold.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HoldView {
     /// Hold id.
     pub hold_id: String,
@@ -103,6 +106,7 @@ pub struct HoldView {
     pub event_id: i64,
     /// When the hold ends (RFC 3339).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
 }
 
@@ -113,7 +117,7 @@ impl From<&HoldRow> for HoldView {
 }
 
 /// A booking.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BookingView {
     /// Booking id.
     pub booking_id: i64,
@@ -129,6 +133,7 @@ pub struct BookingView {
     pub price_cents: i64,
     /// When it was booked (RFC 3339).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub booked_at: i64,
 }
 
@@ -278,13 +283,28 @@ fn no_hold(hold_id: &str) -> HoldError {
 }
 
 /// Body of `POST /api/events/{id}/holds`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct HoldRequest {
-    seat_id: i64,
+pub struct HoldRequest {
+    /// The seat to hold (an `id` from the seat map).
+    pub seat_id: i64,
 }
 
-/// `POST /api/events/{id}/holds` → 201 hold; 400/422 body; 401/403; 404 seat; 409 taken.
+/// Hold a seat for a few minutes (until `expires_at`); confirm it to book it.
+#[utoipa::path(post, path = "/api/events/{id}/holds", tag = "holds",
+    params(
+        ("id" = i64, Path, description = "Event id", minimum = 1),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Retry safely: the same key and request replay the first answer"),
+    ),
+    request_body = HoldRequest,
+    responses(
+        (status = 201, description = "The seat is yours until `expires_at`", body = HoldView,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer"))),
+        Errors<(BodyRead, PathId, Token, Scope, JsonBody, TakeHold, Idempotency, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, event_id)?;
@@ -296,7 +316,21 @@ pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
     .await
 }
 
-/// `POST /api/holds/{hold_id}/confirm` → 200 booking; 401/403; 404; 410 expired.
+/// Turn a live hold into a booking; confirming again answers the same booking.
+/// The body is empty or `{}`.
+#[utoipa::path(post, path = "/api/holds/{hold_id}/confirm", tag = "holds",
+    params(
+        ("hold_id" = String, Path, description = "Hold id (`<event id>-<32 hex>`)"),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Retry safely: the same key and request replay the first answer"),
+    ),
+    responses(
+        (status = 200, description = "The booking", body = BookingView,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer"))),
+        Errors<(BodyRead, Token, ConfirmHold, Scope, JsonBody, Idempotency, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
@@ -309,7 +343,15 @@ pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     .await
 }
 
-/// `DELETE /api/holds/{hold_id}` → 204; 401/403; 404; 409 confirmed.
+/// Release a hold; releasing an expired or released hold again is a no-op.
+#[utoipa::path(delete, path = "/api/holds/{hold_id}", tag = "holds",
+    params(("hold_id" = String, Path, description = "Hold id (`<event id>-<32 hex>`)")),
+    responses(
+        (status = 204, description = "Released (the seat is available again)"),
+        Errors<(BodyRead, Token, ReleaseHold, Scope, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn delete_hold(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
@@ -318,7 +360,14 @@ pub async fn delete_hold(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     Ok(Reply::empty(StatusCode::NO_CONTENT))
 }
 
-/// `GET /api/me/bookings` → 200 the caller's bookings.
+/// The caller's bookings.
+#[utoipa::path(get, path = "/api/me/bookings", tag = "me",
+    responses(
+        (status = 200, description = "Oldest first", body = [BookingView]),
+        Errors<(BodyRead, Token, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn my_bookings(cx: &Ctx) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     let bookings = cx.state.store().bookings_of(&visitor.id).await.map_err(HoldError::from)?;

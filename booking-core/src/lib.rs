@@ -23,6 +23,10 @@
 //! - [`store`]: the [`store::Store`] over PostgreSQL or SQLite, one module per
 //!   concept, with migrations for both backends.
 //! - [`clock`]: epoch-millisecond time, the only unit stored in the database.
+//! - [`openapi`]: the OpenAPI 3.1 document of the API, generated from the
+//!   handlers, their types and their errors (`GET /api/openapi.json`).
+//! - [`web`]: the event page visitors land on once admitted (`GET /events/{id}`).
+//! - [`demo`]: the demo event and coupon campaign `make run` seeds (`[demo]`).
 //!
 //! # Invariants
 //!
@@ -40,14 +44,17 @@ pub mod catalogue;
 pub mod clock;
 pub mod config;
 pub mod coupons;
+pub mod demo;
 pub mod fanout;
 pub mod holds;
 pub mod http;
 pub mod idempotency;
 pub mod metrics;
+pub mod openapi;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod web;
 
 pub use config::Config;
 pub use startup::{Application, RunningApp, ShutdownHandle};

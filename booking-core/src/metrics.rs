@@ -1,10 +1,26 @@
 //! Prometheus metrics, all named `booking_core_…`, in a registry owned by one
 //! application (not the process-global default) so that several instances in
 //! one test process never collide.
+//!
+//! Most metrics are counted where things happen. Coupon stock left is read
+//! from the database when `/metrics` is scraped instead: the database is the
+//! only place that knows what every instance has issued, so each instance
+//! reports the same truth (dashboards take the `max` across instances).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::store::Store;
+
+/// Least time between two stock reads: `/metrics` is reachable by anyone, so
+/// scrapes must not turn into a way to load the database.
+const STOCK_REFRESH_EVERY: Duration = Duration::from_secs(1);
+/// Longest a scrape waits for the stock read before serving the last values.
+const STOCK_REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Every metric the booking core exports. Cloning is cheap: each metric is an
 /// `Arc` inside.
@@ -49,6 +65,15 @@ pub struct Metrics {
     pub pool_idle: IntGauge,
     /// Database statement latency by operation.
     pub db_duration: HistogramVec,
+    /// Coupon codes not yet claimed, per campaign still open or upcoming
+    /// (read from the database at scrape time, see [`Metrics::refresh_stock_left`]).
+    pub stock_left: IntGaugeVec,
+    /// Coupon codes in total, per campaign still open or upcoming (with
+    /// `stock_left`, the share issued).
+    pub stock: IntGaugeVec,
+    /// When the stock was last read. A tokio mutex, held across the read, so
+    /// concurrent scrapes skip the read instead of queuing more of them.
+    stock_read_at: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 impl Metrics {
@@ -87,6 +112,22 @@ impl Metrics {
             &["op"],
         )?;
         registry.register(Box::new(db_duration.clone()))?;
+        let stock_left = IntGaugeVec::new(
+            Opts::new(
+                "booking_core_coupon_stock_left",
+                "Coupon codes not yet claimed, per campaign that has not closed (read from the database)",
+            ),
+            &["campaign"],
+        )?;
+        registry.register(Box::new(stock_left.clone()))?;
+        let stock = IntGaugeVec::new(
+            Opts::new(
+                "booking_core_coupon_stock",
+                "Coupon codes in total, per campaign that has not closed (read from the database)",
+            ),
+            &["campaign"],
+        )?;
+        registry.register(Box::new(stock.clone()))?;
         Ok(Metrics {
             http_duration,
             http_responses,
@@ -107,8 +148,37 @@ impl Metrics {
             pool_size: gauge("db_pool_connections", "Connections open in the database pool")?,
             pool_idle: gauge("db_pool_idle_connections", "Idle connections in the database pool")?,
             db_duration,
+            stock_left,
+            stock,
+            stock_read_at: Arc::new(tokio::sync::Mutex::new(None)),
             registry,
         })
+    }
+
+    /// Read the stock (total and left) of every campaign that has not closed
+    /// into `booking_core_coupon_stock` and `booking_core_coupon_stock_left`,
+    /// at most once per second; a failed or slow read keeps the previous
+    /// values (a scrape never fails for it).
+    pub async fn refresh_stock_left(&self, store: &Store) {
+        let Ok(mut read_at) = self.stock_read_at.try_lock() else { return };
+        if read_at.is_some_and(|at| at.elapsed() < STOCK_REFRESH_EVERY) {
+            return;
+        }
+        *read_at = Some(Instant::now());
+        match tokio::time::timeout(STOCK_REFRESH_TIMEOUT, store.stock_left(crate::clock::now_ms())).await {
+            Ok(Ok(campaigns)) => {
+                // Reset first so closed campaigns leave the page.
+                self.stock.reset();
+                self.stock_left.reset();
+                for (campaign, stock, left) in campaigns {
+                    let label = campaign.to_string();
+                    self.stock.with_label_values(&[&label]).set(stock);
+                    self.stock_left.with_label_values(&[&label]).set(left);
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read coupon stock for /metrics"),
+            Err(_) => tracing::warn!("reading coupon stock for /metrics timed out"),
+        }
     }
 
     /// The registry in the Prometheus text format.

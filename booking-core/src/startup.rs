@@ -87,6 +87,7 @@ impl Application {
         let metrics = Metrics::new()?;
         let auth = Auth::new(&config, metrics.clone())?;
         let store = Store::connect(&config.database, metrics.clone()).await?;
+        crate::demo::seed_if_enabled(&config, &store).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let prefix = config.redis.prefix.clone();

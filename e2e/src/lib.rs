@@ -37,22 +37,33 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
-/// Paths of the two binaries (debug profile), built on first call.
+/// Where the stack's binaries are built: a target dir of their own (under
+/// the workspace's), because a `cargo build -p …` with a different package
+/// selection unifies features differently and would relink
+/// `target/debug/<bin>` while other tests are running it.
+pub fn bins_target_dir() -> PathBuf {
+    let root = workspace_root();
+    std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target")).join("e2e-bins")
+}
+
+/// Paths of the two binaries, built on first call (a no-op when fresh;
+/// `make test` builds them before the tests start).
 pub fn binaries() -> Result<(PathBuf, PathBuf)> {
     static BUILT: OnceLock<std::result::Result<(PathBuf, PathBuf), String>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let root = workspace_root();
+            let target = bins_target_dir();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
-                .args(["build", "-q", "-p", "waiting-room", "-p", "booking-core", "--bins"])
+                .args(["build", "-q", "-p", "waiting-room", "-p", "booking-core", "--bins", "--target-dir"])
+                .arg(&target)
                 .current_dir(&root)
                 .status()
                 .map_err(|e| format!("cannot run cargo: {e}"))?;
             if !status.success() {
                 return Err(format!("cargo build failed: {status}"));
             }
-            let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
             Ok((target.join("debug/waiting-room"), target.join("debug/booking-core")))
         })
         .clone()

@@ -111,6 +111,9 @@ pub fn observe(queue: &Queue, r: &Release) {
     if let Some(rate) = queue.estimate.rate() {
         METRICS.release_rate.with_label_values(&[id]).set(rate);
     }
+    // The same estimate a visitor joining now would be shown.
+    let eta = if r.waiting == 0 { 0 } else { queue.eta_seconds(r.waiting, r.now_ms) };
+    METRICS.eta.with_label_values(&[id]).set(i64::try_from(eta).unwrap_or(i64::MAX));
 }
 
 async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>) {

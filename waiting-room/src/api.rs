@@ -6,10 +6,16 @@
 //! POST /wr/{q}/join         join (idempotent) -> WAITING or READY
 //! GET  /wr/{q}/status       where the visitor stands (polling fallback)
 //! GET  /wr/{q}/ws           WebSocket pushing the same messages
+//! GET  /wr/openapi.json     the OpenAPI document of these routes
 //! ```
 //!
 //! Every error is `application/problem+json` with a `detail` a person can act
 //! on; a malformed visitor cookie is ignored, never an error.
+//!
+//! Each route is one function carrying its `#[utoipa::path]` documentation, so
+//! the document ([`crate::openapi`]) is generated from the code [`handle`] runs.
+
+use std::sync::Arc;
 
 use pingora::prelude::Session;
 use serde::Serialize;
@@ -22,7 +28,7 @@ use crate::metrics::METRICS;
 use crate::page;
 use crate::queues::Queue;
 use crate::state::{State, now_ms};
-use crate::store::{JoinKind, Standing};
+use crate::store::{JoinKind, QueueStore, Standing};
 use crate::tokens::Issued;
 
 /// Largest request body the queue API accepts (it expects none).
@@ -33,6 +39,8 @@ pub const MAX_BODY: usize = 4096;
 pub enum Route<'a> {
     /// `/wr/healthz`
     Health,
+    /// `/wr/openapi.json`
+    OpenApi,
     /// `/wr/{q}`
     Page(&'a str),
     /// `/wr/{q}/join`
@@ -50,6 +58,7 @@ impl Route<'_> {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Health => "healthz",
+            Route::OpenApi => "openapi",
             Route::Page(_) => "page",
             Route::Join(_) => "join",
             Route::Status(_) => "status",
@@ -65,6 +74,8 @@ pub fn route(path: &str) -> Route<'_> {
     let mut parts = rest.strip_prefix('/').unwrap_or(rest).split('/');
     match (parts.next(), parts.next(), parts.next()) {
         (Some("healthz"), None, None) => Route::Health,
+        // Not a queue id: ids are letters, digits, `-` and `_`.
+        (Some("openapi.json"), None, None) => Route::OpenApi,
         (Some(q), None, None) if !q.is_empty() => Route::Page(q),
         (Some(q), Some("join"), None) => Route::Join(q),
         (Some(q), Some("status"), None) => Route::Status(q),
@@ -74,9 +85,13 @@ pub fn route(path: &str) -> Route<'_> {
 }
 
 /// What the queue API and the WebSocket tell a visitor about their standing.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// WAITING carries `position`, `queue_length`, `eta_seconds`,
+/// `retry_after_seconds` (and `paused` while releases are paused); READY the
+/// entry token with `expires_at` and `admitted_at`; NOT_IN_QUEUE the `join_url`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StatusMessage {
     /// `WAITING`, `READY` or `NOT_IN_QUEUE`.
+    #[schema(value_type = crate::openapi::QueueStatus)]
     pub status: &'static str,
     /// Queue id.
     pub queue: String,
@@ -97,10 +112,19 @@ pub struct StatusMessage {
     pub paused: bool,
     /// The entry token and its times (READY).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::openapi::entry_fields)]
     pub entry: Option<Issued>,
     /// Where to join (NOT_IN_QUEUE).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_url: Option<String>,
+}
+
+/// Body of `GET /wr/healthz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    #[schema(value_type = String, example = "ok")]
+    pub status: &'static str,
 }
 
 /// Polling interval for a visitor `eta` seconds from the front: every 2 s near
@@ -149,12 +173,40 @@ pub fn join_url(queue: &str) -> String {
     format!("/wr/{queue}/join")
 }
 
-fn method_not_allowed(allow: &'static str) -> Reply {
+/// 405 with `Allow`.
+pub(crate) fn method_not_allowed(allow: &'static str) -> Reply {
     Reply::error(405, format!("this endpoint accepts {allow} only")).header("allow", allow)
 }
 
-fn store_down() -> Reply {
+/// 503 with `Retry-After`.
+pub(crate) fn store_down() -> Reply {
     Reply::error(503, "the queue store is not answering; retry in a few seconds").header("retry-after", "2")
+}
+
+/// 404 for a queue id that is not configured, naming the known ones.
+pub(crate) fn unknown_queue(q: &str, known: &[&str]) -> Reply {
+    Reply::problem(
+        Problem::new(404, format!("there is no queue named {q:?}; known queues: {}", known.join(", ")))
+            .with("queue", q),
+    )
+}
+
+/// 404 for a path under `/wr` that is no endpoint.
+pub(crate) fn unknown_endpoint() -> Reply {
+    Reply::error(
+        404,
+        "no such waiting-room endpoint; use /wr/{queue}, /wr/{queue}/join, /wr/{queue}/status or /wr/{queue}/ws",
+    )
+}
+
+/// 400 for a body over [`MAX_BODY`] (the queue API takes none).
+pub(crate) fn body_too_large() -> Reply {
+    Reply::error(400, format!("request body too large: this endpoint takes no body (limit {MAX_BODY} bytes)"))
+}
+
+/// 400 for a body that could not be read.
+pub(crate) fn malformed_body() -> Reply {
+    Reply::error(400, "malformed request body")
 }
 
 /// Reply to a standing: the message as JSON, plus the entry cookie when READY.
@@ -171,11 +223,9 @@ fn standing_reply(state: &State, queue: &Queue, visitor: VisitorId, standing: St
 
 /// Read (and discard) a request body, refusing more than [`MAX_BODY`] bytes.
 async fn drain_body(session: &mut Session) -> Result<(), Reply> {
-    let too_big =
-        || Reply::error(400, format!("request body too large: this endpoint takes no body (limit {MAX_BODY} bytes)"));
     if header_str(session, "content-length").and_then(|v| v.trim().parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY)
     {
-        return Err(too_big());
+        return Err(body_too_large());
     }
     let mut read = 0usize;
     loop {
@@ -183,135 +233,242 @@ async fn drain_body(session: &mut Session) -> Result<(), Reply> {
             Ok(Some(chunk)) => {
                 read += chunk.len();
                 if read > MAX_BODY {
-                    return Err(too_big());
+                    return Err(body_too_large());
                 }
             }
             Ok(None) => return Ok(()),
-            Err(_) => return Err(Reply::error(400, "malformed request body")),
+            Err(_) => return Err(malformed_body()),
         }
     }
 }
 
-/// Answer a request under `/wr` (all routes but the WebSocket).
+/// Answer a request under `/wr` (all routes but the WebSocket, see [`socket`]).
 pub async fn handle(state: &State, session: &mut Session, route: Route<'_>) -> Reply {
-    let method = session.req_header().method.clone();
-    let is_get = method == http::Method::GET || method == http::Method::HEAD;
-    let queue = match route {
-        Route::Health => {
-            if !is_get {
-                return method_not_allowed("GET, HEAD");
-            }
-            return match state.store() {
-                Some(s) if s.ping().await.is_ok() => Reply::json(200, &serde_json::json!({"status": "ok"})).no_store(),
-                _ => Reply::problem(Problem::new(503, "the queue store is not answering")).no_store(),
-            };
-        }
-        Route::Unknown => {
-            return Reply::error(
-                404,
-                "no such waiting-room endpoint; use /wr/{queue}, /wr/{queue}/join, /wr/{queue}/status or /wr/{queue}/ws",
-            );
-        }
-        Route::Page(q) | Route::Join(q) | Route::Status(q) | Route::Socket(q) => match state.queues.by_id(q) {
-            Some(queue) => queue.clone(),
-            None => {
-                let known: Vec<&str> = state.queues.all().iter().map(|q| q.id()).collect();
-                return Reply::problem(
-                    Problem::new(404, format!("there is no queue named {q:?}; known queues: {}", known.join(", ")))
-                        .with("queue", q),
-                );
-            }
-        },
+    match route {
+        Route::Health => healthz(state, session).await,
+        Route::OpenApi => openapi(session),
+        Route::Page(q) => page(state, session, q).await,
+        Route::Join(q) => join(state, session, q).await,
+        Route::Status(q) => status(state, session, q).await,
+        // The proxy hands WebSocket requests to `socket`; anything else is not an upgrade.
+        Route::Socket(_) => Reply::error(426, "this endpoint is a WebSocket: send GET with Upgrade: websocket")
+            .header("upgrade", "websocket"),
+        Route::Unknown => unknown_endpoint(),
+    }
+}
+
+fn is_get(session: &Session) -> bool {
+    let method = &session.req_header().method;
+    method == http::Method::GET || method == http::Method::HEAD
+}
+
+/// The queue named `q` and the store, after draining the (unwanted) body.
+async fn prepare(state: &State, session: &mut Session, q: &str) -> Result<(Arc<Queue>, Arc<dyn QueueStore>), Reply> {
+    let Some(queue) = state.queues.by_id(q).cloned() else {
+        let known: Vec<&str> = state.queues.all().iter().map(|q| q.id()).collect();
+        return Err(unknown_queue(q, &known));
     };
     if let Err(reply) = drain_body(session).await {
         session.set_keepalive(None);
-        return reply;
+        return Err(reply);
     }
-    let Some(store) = state.store() else { return store_down() };
-    let params = queue.params();
-    match route {
-        Route::Join(_) => {
-            if method != http::Method::POST {
-                return method_not_allowed("POST");
-            }
-            let who = identity::identify(session, &state.keys.cookies, state.cookie_secure);
-            match store.join(queue.id(), who.visitor, &params).await {
-                Ok((standing, kind)) => {
-                    let outcome = match kind {
-                        JoinKind::Joined => "waiting",
-                        JoinKind::FreeEntry => "free_entry",
-                        JoinKind::Existing => "existing",
-                        JoinKind::Rejoined => "rejoined",
-                    };
-                    METRICS.joins.with_label_values(&[queue.id(), outcome]).inc();
-                    if kind == JoinKind::FreeEntry {
-                        METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
-                    }
-                    let reply = standing_reply(state, &queue, who.visitor, standing);
-                    match who.set_cookie {
-                        Some(c) => reply.header("set-cookie", c),
-                        None => reply,
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, queue = queue.id(), "join failed");
-                    METRICS.store_errors.with_label_values(&["join"]).inc();
-                    store_down()
-                }
-            }
-        }
-        Route::Status(_) => {
-            if !is_get {
-                return method_not_allowed("GET, HEAD");
-            }
-            let Some(visitor) = identity::existing(session, &state.keys.cookies) else {
-                return standing_reply(state, &queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue);
-            };
-            match store.status(queue.id(), visitor, &params).await {
-                Ok(standing) => standing_reply(state, &queue, visitor, standing),
-                Err(e) => {
-                    tracing::warn!(error = %e, queue = queue.id(), "status failed");
-                    METRICS.store_errors.with_label_values(&["status"]).inc();
-                    store_down()
-                }
-            }
-        }
-        Route::Page(_) => {
-            if !is_get {
-                return method_not_allowed("GET, HEAD");
-            }
-            let return_to = page::safe_return_to(query_param(session.req_header().uri.query(), "return_to").as_deref());
-            let who = identity::identify(session, &state.keys.cookies, state.cookie_secure);
-            // The page joins the visitor: arriving at the queue page is asking for a place.
-            let standing = match store.join(queue.id(), who.visitor, &params).await {
-                Ok((standing, kind)) => {
-                    if kind == JoinKind::FreeEntry {
-                        METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
-                    }
-                    standing
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, queue = queue.id(), "join from page failed");
-                    return store_down();
-                }
-            };
-            let m = message(state, &queue, who.visitor, standing, now_ms());
-            let mut reply = Reply::html(200, page::render(&queue, &m, &return_to)).no_store();
-            if let Some(e) = &m.entry {
-                reply = reply.header(
-                    "set-cookie",
-                    set_cookie(shared::ENTRY_COOKIE, &e.token, Some(e.max_age), state.cookie_secure),
-                );
-            }
-            if let Some(c) = who.set_cookie {
-                reply = reply.header("set-cookie", c);
-            }
-            reply
-        }
-        Route::Socket(_) => Reply::error(426, "this endpoint is a WebSocket: send GET with Upgrade: websocket")
-            .header("upgrade", "websocket"),
-        Route::Health | Route::Unknown => Reply::error(404, "not found"),
+    let Some(store) = state.store() else { return Err(store_down()) };
+    Ok((queue, store.clone()))
+}
+
+/// Whether the queue store answers.
+#[utoipa::path(get, path = "/wr/healthz", tag = "queue",
+    responses(
+        (status = 200, description = "The queue store answers", body = Health),
+        (status = 503, response = crate::openapi::StoreDown),
+    )
+)]
+pub async fn healthz(state: &State, session: &Session) -> Reply {
+    if !is_get(session) {
+        return method_not_allowed("GET, HEAD");
     }
+    match state.store() {
+        Some(s) if s.ping().await.is_ok() => Reply::json(200, &Health { status: "ok" }).no_store(),
+        _ => store_down().no_store(),
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/wr/openapi.json", tag = "queue",
+    responses((status = 200, description = "The OpenAPI 3.1 document of the queue API", body = Object))
+)]
+pub fn openapi(session: &Session) -> Reply {
+    if !is_get(session) {
+        return method_not_allowed("GET, HEAD");
+    }
+    Reply { status: 200, headers: vec![("content-type", "application/json".into())], body: crate::openapi::json() }
+}
+
+/// The queue page: joins the visitor (arriving is asking for a place) and shows
+/// their place live (WebSocket, polling fallback, meta refresh without JavaScript).
+/// Once READY it sets `wr_entry` and sends the visitor on to `return_to`.
+#[utoipa::path(get, path = "/wr/{queue}", tag = "queue",
+    params(
+        ("queue" = String, Path, description = "Queue id"),
+        ("return_to" = Option<String>, Query, description = "Same-site path to return to once admitted (default `/`)"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued when missing or invalid"),
+    ),
+    responses(
+        (status = 200, description = "The queue page", body = String, content_type = "text/html; charset=utf-8",
+            headers(("set-cookie" = String,
+                description = "`wr_visitor` on first contact; `wr_entry` (the token) when READY"))),
+        (status = 400, response = crate::openapi::BadBody),
+        (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 503, response = crate::openapi::StoreDown),
+    )
+)]
+pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
+    let (queue, store) = match prepare(state, session, q).await {
+        Ok(ready) => ready,
+        Err(reply) => return reply,
+    };
+    if !is_get(session) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let return_to = page::safe_return_to(query_param(session.req_header().uri.query(), "return_to").as_deref());
+    let who = identity::identify(session, &state.keys.cookies, state.cookie_secure);
+    let standing = match store.join(queue.id(), who.visitor, &queue.params()).await {
+        Ok((standing, kind)) => {
+            if kind == JoinKind::FreeEntry {
+                METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
+            }
+            standing
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, queue = queue.id(), "join from page failed");
+            return store_down();
+        }
+    };
+    let m = message(state, &queue, who.visitor, standing, now_ms());
+    let mut reply = Reply::html(200, page::render(&queue, &m, &return_to)).no_store();
+    if let Some(e) = &m.entry {
+        reply = reply
+            .header("set-cookie", set_cookie(shared::ENTRY_COOKIE, &e.token, Some(e.max_age), state.cookie_secure));
+    }
+    if let Some(c) = who.set_cookie {
+        reply = reply.header("set-cookie", c);
+    }
+    reply
+}
+
+/// Join the queue (idempotent: joining again answers the current standing).
+/// WAITING carries the place and a wait estimate; READY (admitted at once, or
+/// released since) carries the entry token, also set as cookie `wr_entry`.
+#[utoipa::path(post, path = "/wr/{queue}/join", tag = "queue",
+    params(
+        ("queue" = String, Path, description = "Queue id"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued when missing or invalid"),
+    ),
+    responses(
+        (status = 200, description = "WAITING or READY", body = StatusMessage,
+            headers(("set-cookie" = String,
+                description = "`wr_visitor` on first contact; `wr_entry` (the token) when READY"))),
+        (status = 400, response = crate::openapi::BadBody),
+        (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 503, response = crate::openapi::StoreDown),
+    )
+)]
+pub async fn join(state: &State, session: &mut Session, q: &str) -> Reply {
+    let (queue, store) = match prepare(state, session, q).await {
+        Ok(ready) => ready,
+        Err(reply) => return reply,
+    };
+    if session.req_header().method != http::Method::POST {
+        return method_not_allowed("POST");
+    }
+    let who = identity::identify(session, &state.keys.cookies, state.cookie_secure);
+    match store.join(queue.id(), who.visitor, &queue.params()).await {
+        Ok((standing, kind)) => {
+            let outcome = match kind {
+                JoinKind::Joined => "waiting",
+                JoinKind::FreeEntry => "free_entry",
+                JoinKind::Existing => "existing",
+                JoinKind::Rejoined => "rejoined",
+            };
+            METRICS.joins.with_label_values(&[queue.id(), outcome]).inc();
+            if kind == JoinKind::FreeEntry {
+                METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
+            }
+            let reply = standing_reply(state, &queue, who.visitor, standing);
+            match who.set_cookie {
+                Some(c) => reply.header("set-cookie", c),
+                None => reply,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, queue = queue.id(), "join failed");
+            METRICS.store_errors.with_label_values(&["join"]).inc();
+            store_down()
+        }
+    }
+}
+
+/// Where the visitor stands (the polling fallback of the WebSocket): poll again
+/// after `retry_after_seconds`. Without a valid `wr_visitor` cookie, or after
+/// losing the place, NOT_IN_QUEUE with the `join_url`.
+#[utoipa::path(get, path = "/wr/{queue}/status", tag = "queue",
+    params(
+        ("queue" = String, Path, description = "Queue id"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id from joining"),
+    ),
+    responses(
+        (status = 200, description = "WAITING, READY or NOT_IN_QUEUE", body = StatusMessage,
+            headers(("set-cookie" = String, description = "`wr_entry` (the token) when READY"))),
+        (status = 400, response = crate::openapi::BadBody),
+        (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 503, response = crate::openapi::StoreDown),
+    )
+)]
+pub async fn status(state: &State, session: &mut Session, q: &str) -> Reply {
+    let (queue, store) = match prepare(state, session, q).await {
+        Ok(ready) => ready,
+        Err(reply) => return reply,
+    };
+    if !is_get(session) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let Some(visitor) = identity::existing(session, &state.keys.cookies) else {
+        return standing_reply(state, &queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue);
+    };
+    match store.status(queue.id(), visitor, &queue.params()).await {
+        Ok(standing) => standing_reply(state, &queue, visitor, standing),
+        Err(e) => {
+            tracing::warn!(error = %e, queue = queue.id(), "status failed");
+            METRICS.store_errors.with_label_values(&["status"]).inc();
+            store_down()
+        }
+    }
+}
+
+/// The live standing over a WebSocket: one JSON [`StatusMessage`] on connect
+/// and after every change; READY carries the token and is followed by a normal
+/// close (1000). The server pings every `ws_ping_interval`; client text frames
+/// up to 4 KiB are ignored, anything else closes with 1008.
+#[utoipa::path(get, path = "/wr/{queue}/ws", tag = "queue",
+    params(
+        ("queue" = String, Path, description = "Queue id"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued when missing or invalid"),
+        ("upgrade" = String, Header, description = "`websocket`"),
+        ("connection" = String, Header, description = "`Upgrade`"),
+        ("sec-websocket-version" = String, Header, description = "`13`"),
+        ("sec-websocket-key" = String, Header, description = "The handshake key (RFC 6455)"),
+    ),
+    responses(
+        (status = 101, description = "Switching to the WebSocket; every text message is a `StatusMessage`",
+            headers(("set-cookie" = String, description = "`wr_visitor` on first contact"))),
+        (status = 400, response = crate::openapi::BadHandshake),
+        (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 426, response = crate::openapi::NotAnUpgrade),
+        (status = 503, response = crate::openapi::StoreDown),
+    )
+)]
+pub async fn socket(state: &Arc<State>, session: &mut Session, q: &str) -> Result<(), Reply> {
+    crate::ws::handle(state, session, q).await
 }
 
 #[cfg(test)]
@@ -321,6 +478,7 @@ mod tests {
     #[test]
     fn routes_parse_and_unknown_paths_are_unknown() {
         assert_eq!(route("/wr/healthz"), Route::Health);
+        assert_eq!(route("/wr/openapi.json"), Route::OpenApi);
         assert_eq!(route("/wr/q1"), Route::Page("q1"));
         assert_eq!(route("/wr/q1/"), Route::Page("q1"));
         assert_eq!(route("/wr/q1/join"), Route::Join("q1"));

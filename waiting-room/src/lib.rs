@@ -15,6 +15,7 @@
 //! - [`tokens`]: signing the entry token of an admitted visitor.
 //! - [`identity`]: the signed visitor cookie.
 //! - [`api`]: the queue API under `/wr`.
+//! - [`openapi`]: its OpenAPI 3.1 document, generated from the route functions.
 //! - [`page`]: the queue page.
 //! - [`ws`]: the WebSocket endpoint and its connection tasks.
 //! - [`push`]: the hub fanning out every tick to this instance's sockets.
@@ -35,6 +36,7 @@ pub mod gate;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod openapi;
 pub mod page;
 pub mod proxy;
 pub mod push;

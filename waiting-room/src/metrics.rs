@@ -55,6 +55,8 @@ pub struct Metrics {
     pub paused: IntGaugeVec,
     /// `waiting_room_release_per_tick{queue}`: configured N
     pub release_per_tick: IntGaugeVec,
+    /// `waiting_room_eta_seconds{queue}`: wait estimate for the back of the line
+    pub eta: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -77,6 +79,18 @@ fn histogram(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> Hist
 fn latency_buckets() -> Vec<f64> {
     // 0.25 ms .. ~8 s
     exponential_buckets(0.00025, 2.0, 16).unwrap_or_default()
+}
+
+/// A counter whose label values are all known up front, each series created
+/// (at zero) at once: a counter first scraped at 1 hides that increment from
+/// `rate()`, and a dashboard panel over a series that does not exist yet shows
+/// "no data" instead of zero.
+fn known_counter(name: &str, help: &str, label: &str, values: &[&str]) -> IntCounterVec {
+    let c = counter(name, help, &[label]);
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    c
 }
 
 /// The process-wide metrics. Names are fixed strings, so registration can only
@@ -117,7 +131,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["queue"],
     ),
     gate: counter("waiting_room_gate_decisions_total", "Gate decisions on protected paths.", &["queue", "decision"]),
-    token_cache: counter("waiting_room_token_cache_total", "Entry-token cache lookups on the gate.", &["result"]),
+    token_cache: known_counter(
+        "waiting_room_token_cache_total",
+        "Entry-token cache lookups on the gate.",
+        "result",
+        &["hit", "miss"],
+    ),
     upstream_latency: histogram(
         "waiting_room_upstream_latency_seconds",
         "Time from sending a request upstream to the end of the proxied response.",
@@ -129,7 +148,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Requests answered by the waiting room itself.",
         &["route", "status"],
     ),
-    store_errors: counter("waiting_room_store_errors_total", "Queue store calls that failed.", &["op"]),
+    store_errors: known_counter(
+        "waiting_room_store_errors_total",
+        "Queue store calls that failed.",
+        "op",
+        &["join", "status", "release", "standings", "touch"],
+    ),
     ws_connections: prometheus::register_int_gauge!(
         "waiting_room_ws_connections",
         "Open queue WebSockets on this instance."
@@ -153,11 +177,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Operator changes to queue settings, by action.",
         &["queue", "action"],
     ),
-    reloads: counter("waiting_room_config_reloads_total", "Config reloads on SIGHUP, by result.", &["result"]),
+    reloads: known_counter(
+        "waiting_room_config_reloads_total",
+        "Config reloads on SIGHUP, by result.",
+        "result",
+        &["applied", "rejected"],
+    ),
     paused: gauge("waiting_room_queue_paused", "1 while an operator has paused releases of the queue.", &["queue"]),
     release_per_tick: gauge(
         "waiting_room_release_per_tick",
         "Visitors released per tick (N), as currently set.",
+        &["queue"],
+    ),
+    eta: gauge(
+        "waiting_room_eta_seconds",
+        "Wait estimate for a visitor joining the back of the line now (0 when nobody waits).",
         &["queue"],
     ),
 });

@@ -124,7 +124,7 @@ impl ProxyHttp for WaitingRoom {
             let route = api::route(&path);
             ctx.outcome = route.name();
             if let api::Route::Socket(q) = route {
-                match crate::ws::handle(&self.state, session, q).await {
+                match api::socket(&self.state, session, q).await {
                     Ok(()) => {
                         ctx.status = 101;
                         METRICS.requests.with_label_values(&["ws", "101"]).inc();

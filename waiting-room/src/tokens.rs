@@ -11,13 +11,15 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// A token ready to hand out.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Issued {
     /// The JWT.
     pub token: String,
     /// Session end, RFC 3339.
+    #[schema(format = DateTime)]
     pub expires_at: String,
     /// Admission time, RFC 3339 with milliseconds.
+    #[schema(format = DateTime)]
     pub admitted_at: String,
     /// Seconds until the session ends (cookie `Max-Age`).
     #[serde(skip)]

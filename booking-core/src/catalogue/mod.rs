@@ -24,6 +24,7 @@ use crate::fanout::Fanout;
 use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply};
 use crate::metrics::Metrics;
+use crate::openapi::{BodyRead, Errors, NoEvent, PathId, Popularity, Scope, Server, Token};
 use crate::store::{EventRow, Store, StoreError};
 
 /// How many events `GET /api/events/popular` lists.
@@ -54,7 +55,7 @@ impl ApiError for CatalogueError {
 }
 
 /// An event as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct EventView {
     /// Event id.
     pub id: i64,
@@ -64,6 +65,7 @@ pub struct EventView {
     pub venue: String,
     /// Start (RFC 3339).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub starts_at: i64,
     /// Number of seats.
     pub seat_count: i64,
@@ -82,7 +84,7 @@ impl From<&EventRow> for EventView {
 }
 
 /// One seat in a seat map.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SeatView {
     /// Seat id (what `POST /holds` takes).
     pub id: i64,
@@ -95,13 +97,14 @@ pub struct SeatView {
     /// Price in cents.
     pub price_cents: i64,
     /// `AVAILABLE`, `HELD` or `BOOKED`.
+    #[schema(value_type = crate::openapi::SeatStatus)]
     pub status: &'static str,
     /// True when the caller holds or booked this seat.
     pub mine: bool,
 }
 
 /// A seat map.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SeatMapView {
     /// The event.
     pub event_id: i64,
@@ -112,7 +115,7 @@ pub struct SeatMapView {
 }
 
 /// An entry of the popular list.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PopularView {
     /// The event.
     #[serde(flatten)]
@@ -231,7 +234,14 @@ impl Catalogue {
     }
 }
 
-/// `GET /api/events` → 200 every event.
+/// Every event.
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    responses(
+        (status = 200, description = "Every event", body = [EventView]),
+        Errors<(BodyRead, Token, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn list_events(cx: &Ctx) -> Result<Reply, Failure> {
     cx.visitor()?;
     let events = cx.state.store().list_events().await.map_err(CatalogueError::from)?;
@@ -239,13 +249,28 @@ pub async fn list_events(cx: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::json(StatusCode::OK, &views))
 }
 
-/// `GET /api/events/popular` → 200 the five most viewed events.
+/// The five events whose seat maps were viewed most.
+#[utoipa::path(get, path = "/api/events/popular", tag = "events",
+    responses(
+        (status = 200, description = "Most viewed first", body = [PopularView]),
+        Errors<(BodyRead, Token, Popularity, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn popular_events(cx: &Ctx) -> Result<Reply, Failure> {
     cx.visitor()?;
     Ok(Reply::json(StatusCode::OK, &cx.state.catalogue().popular().await?))
 }
 
-/// `GET /api/events/{id}` → 200; 403 outside the token's queue; 404.
+/// One event (403 outside the token's queue).
+#[utoipa::path(get, path = "/api/events/{id}", tag = "events",
+    params(("id" = i64, Path, description = "Event id", minimum = 1)),
+    responses(
+        (status = 200, description = "The event", body = EventView),
+        Errors<(BodyRead, PathId, Token, Scope, NoEvent, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn get_event(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, id)?;
@@ -253,7 +278,15 @@ pub async fn get_event(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     Ok(Reply::json(StatusCode::OK, &EventView::from(&event)))
 }
 
-/// `GET /api/events/{id}/seats` → 200 the seat map; 403; 404.
+/// The live seat map as the caller sees it (their own holds and bookings are `mine`).
+#[utoipa::path(get, path = "/api/events/{id}/seats", tag = "events",
+    params(("id" = i64, Path, description = "Event id", minimum = 1)),
+    responses(
+        (status = 200, description = "Every seat in layout order", body = SeatMapView),
+        Errors<(BodyRead, PathId, Token, Scope, NoEvent, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn get_seats(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, id)?;

@@ -25,6 +25,7 @@ use crate::clock::{self, now_ms};
 use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply, body};
 use crate::metrics::Metrics;
+use crate::openapi::{BodyRead, Claim, Errors, Idempotency, JsonBody, PathId, Scope, Server, Token};
 use crate::store::coupons::ClaimAttempt;
 use crate::store::{CampaignRow, ClaimRow, Store, StoreError};
 
@@ -102,7 +103,7 @@ impl ApiError for ClaimError {
 }
 
 /// A committed claim.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ClaimView {
     /// Claim id.
     pub claim_id: i64,
@@ -112,6 +113,7 @@ pub struct ClaimView {
     pub code: String,
     /// When it was claimed (RFC 3339).
     #[serde(with = "clock::serde_ms")]
+    #[schema(value_type = String, format = DateTime)]
     pub claimed_at: i64,
 }
 
@@ -253,8 +255,21 @@ impl Coupons {
     }
 }
 
-/// `POST /api/coupons/{campaign_id}/claims` → 201 claim; 401/403 (token, queue,
-/// window); 404; 409 duplicate with the existing claim; 410 sold out.
+/// Claim one coupon code of a campaign: first come, one per visitor, answered
+/// only once committed. The body is empty or `{}`.
+#[utoipa::path(post, path = "/api/coupons/{campaign_id}/claims", tag = "coupons",
+    params(
+        ("campaign_id" = i64, Path, description = "Campaign id", minimum = 1),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Retry safely: the same key and request replay the first answer"),
+    ),
+    responses(
+        (status = 201, description = "The code is yours", body = ClaimView,
+            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer"))),
+        Errors<(BodyRead, PathId, Token, JsonBody, Claim, Scope, Idempotency, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
@@ -269,7 +284,14 @@ pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
     .await
 }
 
-/// `GET /api/me/coupons` → 200 the caller's codes.
+/// The caller's coupon codes.
+#[utoipa::path(get, path = "/api/me/coupons", tag = "me",
+    responses(
+        (status = 200, description = "Oldest first", body = [ClaimView]),
+        Errors<(BodyRead, Token, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
 pub async fn my_coupons(cx: &Ctx) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     let claims = cx.state.store().claims_of(&visitor.id).await.map_err(ClaimError::from)?;

@@ -181,7 +181,8 @@ async fn handle(state: AppState, req: hyper::Request<Incoming>) -> Response<Full
 async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
     match route {
         Route::Healthz => crate::admin::healthz(cx).await,
-        Route::Metrics => Ok(crate::admin::metrics(cx)),
+        Route::Metrics => Ok(crate::admin::metrics(cx).await),
+        Route::OpenApi => crate::openapi::serve(cx).await,
         Route::Events => crate::catalogue::list_events(cx).await,
         Route::Popular => crate::catalogue::popular_events(cx).await,
         Route::Event(id) => crate::catalogue::get_event(cx, id).await,
@@ -195,6 +196,7 @@ async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
         Route::AdminEvents => crate::admin::create_event(cx).await,
         Route::AdminCampaigns => crate::admin::create_campaign(cx).await,
         Route::AdminStats => crate::admin::stats(cx).await,
+        Route::EventPage(id) => crate::web::event_page(cx, id).await,
     }
 }
 

@@ -13,6 +13,8 @@ pub enum Route {
     Healthz,
     /// `GET /metrics`
     Metrics,
+    /// `GET /api/openapi.json` (no token: it is documentation)
+    OpenApi,
     /// `GET /api/events`
     Events,
     /// `GET /api/events/popular`
@@ -39,6 +41,8 @@ pub enum Route {
     AdminCampaigns,
     /// `GET /admin/stats`
     AdminStats,
+    /// `GET /events/{id}`: the event page (HTML)
+    EventPage(i64),
 }
 
 /// Match `method` and `path`; also returns the route template.
@@ -53,6 +57,8 @@ pub fn route(method: &Method, path: &str) -> Result<(Route, &'static str), Reque
         ["healthz"] => return Err(not_allowed("GET")),
         ["metrics"] if get => (Route::Metrics, "/metrics"),
         ["metrics"] => return Err(not_allowed("GET")),
+        ["api", "openapi.json"] if get => (Route::OpenApi, "/api/openapi.json"),
+        ["api", "openapi.json"] => return Err(not_allowed("GET")),
         ["api", "events"] if get => (Route::Events, "/api/events"),
         ["api", "events"] => return Err(not_allowed("GET")),
         ["api", "events", "popular"] if get => (Route::Popular, "/api/events/popular"),
@@ -83,6 +89,8 @@ pub fn route(method: &Method, path: &str) -> Result<(Route, &'static str), Reque
         ["admin", "campaigns"] => return Err(not_allowed("POST")),
         ["admin", "stats"] if get => (Route::AdminStats, "/admin/stats"),
         ["admin", "stats"] => return Err(not_allowed("GET")),
+        ["events", id] if get => (Route::EventPage(id_param("event id", id)?), "/events/{id}"),
+        ["events", _] => return Err(not_allowed("GET")),
         _ => return Err(RequestError::NoRoute(truncate(path))),
     };
     Ok(matched)

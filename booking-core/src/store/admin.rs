@@ -3,7 +3,7 @@
 use super::{Store, StoreError, on_reader};
 
 /// Counts across the whole database.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Stats {
     /// Events.
     pub events: i64,
@@ -20,7 +20,7 @@ pub struct Stats {
 }
 
 /// One campaign's stock.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct CampaignStats {
     /// Campaign id.
     pub id: i64,
@@ -58,6 +58,22 @@ impl Store {
             .fetch_all(pool)
             .await?;
             Ok(Stats { events, seats, active_holds, bookings, claims, campaigns })
+        })
+    }
+
+    /// `(campaign id, stock, codes left)` of every campaign not closed at
+    /// `now`, for the `booking_core_coupon_stock…` gauges. Counting free codes
+    /// walks the partial index `coupon_codes_free_idx`.
+    pub async fn stock_left(&self, now: i64) -> Result<Vec<(i64, i64, i64)>, StoreError> {
+        on_reader!(self, "stock_left", |pool| {
+            sqlx::query_as(
+                "SELECT c.id, c.stock, \
+                        (SELECT count(*) FROM coupon_codes k WHERE k.campaign_id = c.id AND k.visitor_id IS NULL) \
+                 FROM coupon_campaigns c WHERE c.closes_at > $1 ORDER BY c.id",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await
         })
     }
 }

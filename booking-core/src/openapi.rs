@@ -1,0 +1,257 @@
+//! The booking core's OpenAPI 3.1 document, generated from the code so it
+//! cannot drift, and served at `GET /api/openapi.json` (no token needed).
+//!
+//! - Operations come from `#[utoipa::path]` on the very handlers
+//!   [`crate::http`] dispatches to; bodies from `ToSchema` on the request and
+//!   view types those handlers (de)serialize.
+//! - Error responses are rendered from the error types themselves. Each
+//!   handler names the [`ErrorSet`]s it can fail with (`Errors<(Token, Scope,
+//!   …)>`); a set holds one sample of each error, and the document groups the
+//!   samples by [`ApiError::status`](crate::http::problem::ApiError::status)
+//!   and shows each one's real `application/problem+json` body
+//!   ([`Failure::render`]) as a named example. Changing an error's status or
+//!   text changes the document; a new variant does not compile until it is
+//!   named here (the naming matches are exhaustive).
+//! - A test checks that every `/api` and `/admin` route template in the router
+//!   is documented, and that each documented operation is routed to its
+//!   template; `e2e/tests/openapi.rs` checks real responses against the document.
+
+mod errors;
+
+use std::sync::LazyLock;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+use shared::problem::Problem;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::schema::{Object, Type};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use self::errors::problem_responses;
+pub use self::errors::{
+    AdminAuth, AdminCampaign, AdminEvent, BodyRead, Claim, ConfirmHold, ErrorSet, Errors, Idempotency, JsonBody,
+    NoEvent, PathId, Popularity, ReleaseHold, Scope, Server, TakeHold, Token,
+};
+use crate::http::problem::{Failure, RequestError};
+use crate::http::{Ctx, Reply};
+
+const DESCRIPTION: &str = "\
+The booking core behind the waiting room: events and seat maps, 5-minute seat holds that are never \
+double-booked, and first-come coupon claims that never over-issue.
+
+**Entry token.** Every `/api` route needs the entry token the waiting room issued \
+(`Authorization: Bearer <jwt>` or the `wr_entry` cookie). Its queue (`aud`) must cover the event a \
+route touches, else 403. `/admin` routes take `Authorization: Bearer <admin.token>`.
+
+**Errors** are `application/problem+json` (RFC 9457: `type`, `title`, `status`, `detail`, plus \
+extension members such as `reason`, `field`, `claim_id`); each response below lists the real bodies \
+as examples. On every path: an unknown path is answered 404 (`components.responses.NoRoute`), a \
+known path with another method 405 with an `Allow` header (`components.responses.MethodNotAllowed`), \
+and a body over `server.body_limit_bytes` 413 on every route.
+
+**Retries.** `Idempotency-Key` on the three `POST`s under `/api` replays the first answer byte for \
+byte (`idempotent-replayed: true`).
+
+Every response carries `x-request-id` and `cache-control: no-store`.";
+
+/// The document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "booking-core", description = DESCRIPTION),
+    paths(
+        crate::catalogue::list_events,
+        crate::catalogue::popular_events,
+        crate::catalogue::get_event,
+        crate::catalogue::get_seats,
+        crate::holds::post_hold,
+        crate::holds::post_confirm,
+        crate::holds::delete_hold,
+        crate::holds::my_bookings,
+        crate::coupons::post_claim,
+        crate::coupons::my_coupons,
+        crate::admin::create_event,
+        crate::admin::create_campaign,
+        crate::admin::stats,
+        crate::admin::healthz,
+        crate::admin::metrics,
+        serve,
+    ),
+    components(schemas(Problem)),
+    modifiers(&Components),
+    tags(
+        (name = "events", description = "Events and live seat maps."),
+        (name = "holds", description = "Seat holds, bookings and releases."),
+        (name = "coupons", description = "First-come coupon claims."),
+        (name = "me", description = "What the caller holds."),
+        (name = "admin", description = "Operator API (admin bearer token)."),
+        (name = "service", description = "Health, metrics and this document."),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, built once.
+pub fn json() -> Bytes {
+    static DOC: LazyLock<Bytes> = LazyLock::new(|| {
+        // Serializing the document cannot fail; an empty object would fail the conformance test loudly.
+        Bytes::from(ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
+    });
+    DOC.clone()
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/api/openapi.json",
+    tag = "service",
+    operation_id = "openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json",
+            body = Object),
+        Errors<BodyRead>,
+    )
+)]
+pub async fn serve(_cx: &Ctx) -> Result<Reply, Failure> {
+    Ok(Reply::raw(StatusCode::OK, "application/json", json()))
+}
+
+/// Security schemes and the responses every path shares.
+struct Components;
+
+impl Modify for Components {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "entry_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("The entry token from the waiting room (READY answer of /wr/{queue}/status)."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "entry_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                shared::ENTRY_COOKIE,
+                "The same token as the cookie the waiting room sets when the visitor is admitted.",
+            ))),
+        );
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("`admin.token` from the configuration (BC_ADMIN__TOKEN)."))
+                    .build(),
+            ),
+        );
+        let no_route = [("no_route", Failure::from(RequestError::NoRoute("/api/nope".into())))];
+        let not_allowed = [(
+            "method_not_allowed",
+            Failure::from(RequestError::MethodNotAllowed { method: "PUT".into(), allow: "POST" }),
+        )];
+        if let Some(response) = problem_responses(&no_route).into_values().next() {
+            components.responses.insert("NoRoute".to_owned(), response);
+        }
+        if let Some(RefOr::T(mut response)) = problem_responses(&not_allowed).into_values().next() {
+            let allow = HeaderBuilder::new()
+                .schema(Some(Object::with_type(Type::String)))
+                .description(Some("The methods the path accepts, e.g. `POST`"))
+                .build();
+            response.headers.insert("Allow".to_owned(), RefOr::T(allow));
+            components.responses.insert("MethodNotAllowed".to_owned(), RefOr::T(response));
+        }
+    }
+}
+
+/// `status` of a seat in a seat map.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SeatStatus {
+    /// Free to hold.
+    Available,
+    /// Held by a live hold.
+    Held,
+    /// Booked.
+    Booked,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use http::Method;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::http::router;
+
+    fn doc() -> Value {
+        serde_json::from_slice(&json()).unwrap()
+    }
+
+    /// A concrete path for a template: sample values for its parameters.
+    fn concrete(template: &str) -> String {
+        template.replace("{hold_id}", errors::HOLD_ID).replace("{campaign_id}", "3").replace("{id}", "7")
+    }
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_problem_bodies_for_every_error() {
+        let doc = doc();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                for (status, response) in op["responses"].as_object().unwrap() {
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let content = response["content"].as_object().unwrap();
+                        assert_eq!(content.keys().collect::<Vec<_>>(), ["application/problem+json"], "{method} {path}");
+                        for (name, example) in content["application/problem+json"]["examples"].as_object().unwrap() {
+                            assert_eq!(example["value"]["status"].as_u64(), status.parse().ok(), "{name}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+        assert!(doc["components"]["responses"]["MethodNotAllowed"].is_object());
+    }
+
+    #[test]
+    fn every_documented_operation_is_routed_to_its_template_and_no_other_method_is() {
+        let doc = doc();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            let documented: Vec<String> = item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+            for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+                let routed = router::route(&Method::from_bytes(method.as_bytes()).unwrap(), &concrete(path));
+                if documented.iter().any(|m| m == method) {
+                    assert_eq!(routed.map(|(_, t)| t).ok(), Some(path.as_str()), "{method} {path}");
+                } else {
+                    assert!(
+                        matches!(routed, Err(RequestError::MethodNotAllowed { .. })),
+                        "{method} {path} is routed but not documented"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_api_and_admin_route_of_the_router_is_documented() {
+        let doc = doc();
+        let source = include_str!("http/router.rs");
+        // The route templates are string literals of the matcher; its own tests come after `cfg(test)`.
+        let matcher = source.split("#[cfg(test)]").next().unwrap();
+        let templates: Vec<&str> = matcher
+            .split('"')
+            .filter(|s| (s.starts_with("/api/") || s.starts_with("/admin/")) && !s.contains(' '))
+            .collect();
+        assert!(templates.len() >= 13, "{templates:?}");
+        for template in templates {
+            assert!(doc["paths"].get(template).is_some(), "{template} is routed but not in the OpenAPI document");
+        }
+    }
+}

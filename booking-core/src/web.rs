@@ -1,0 +1,304 @@
+//! The event page a visitor lands on once the waiting room admits them:
+//! `GET /events/{id}`, HTML with a small vanilla script (`web/event.*`,
+//! compiled in, no external assets) that drives the JSON API on the same
+//! origin — seat map, holds with a countdown, confirm and release, coupon
+//! claims, "my bookings/coupons".
+//!
+//! The page is protected like every `/api` route: the entry token is verified
+//! here and must admit to the event, so a request that slipped past the proxy
+//! gets the same 401/403 problem. The server renders what the API cannot tell
+//! the script: the event's coupon campaigns (there is no listing route), the
+//! visitor's live holds with their ids (so a reload keeps the cart), and when
+//! the session ends (the token's `exp`).
+
+use http::StatusCode;
+use serde::Serialize;
+
+use crate::admin::CampaignView;
+use crate::catalogue::EventView;
+use crate::clock::{self, now_ms};
+use crate::http::problem::{ApiError, Failure};
+use crate::http::{Ctx, Reply};
+use crate::store::{Backend, CampaignRow, Store, StoreError};
+
+const TEMPLATE: &str = include_str!("web/event.html");
+const CSS: &str = include_str!("web/event.css");
+const SCRIPT: &str = include_str!("web/event.js");
+
+/// Page errors that are not the token's or the catalogue's.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct PageError(#[from] StoreError);
+
+impl ApiError for PageError {
+    fn status(&self) -> StatusCode {
+        self.0.status()
+    }
+}
+
+/// One of the visitor's live holds, as the script needs it after a reload.
+#[derive(Debug, Clone, Serialize)]
+struct HoldState {
+    hold_id: String,
+    seat_id: i64,
+    label: String,
+    #[serde(with = "clock::serde_ms")]
+    expires_at: i64,
+}
+
+/// Everything the script starts from, embedded as JSON.
+#[derive(Debug, Serialize)]
+struct PageState {
+    event: EventView,
+    campaigns: Vec<CampaignView>,
+    holds: Vec<HoldState>,
+    queue: String,
+    session_ends_at: Option<String>,
+    hold_seconds: u64,
+}
+
+/// `GET /events/{id}` → 200 HTML; 401/403 like the API; 404 no such event.
+pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
+    let visitor = cx.visitor()?;
+    cx.state.auth().authorize(&visitor, id)?;
+    let event = cx.state.catalogue().event(id).await?;
+    let store = cx.state.store();
+    let campaigns = campaigns_of(store, id).await.map_err(PageError)?;
+    let holds = live_holds(store, id, &visitor.id, now_ms()).await.map_err(PageError)?;
+    let state = PageState {
+        event: EventView::from(&event),
+        campaigns: campaigns.iter().map(CampaignView::from).collect(),
+        holds,
+        queue: visitor.queue.clone(),
+        session_ends_at: token_expiry(cx).map(|s| clock::rfc3339(s.saturating_mul(1000))),
+        hold_seconds: cx.state.config().holds.length.as_secs(),
+    };
+    let rejoin = format!("/wr/{}?return_to={}", encode(&visitor.queue), encode(&cx.path));
+    let page = render(TEMPLATE, |key| match key {
+        "name" => Some(escape_html(&event.name)),
+        "venue" => Some(escape_html(&event.venue)),
+        "starts_at" => Some(clock::rfc3339(event.starts_at)),
+        "starts_at_text" => Some(escape_html(&utc_text(event.starts_at))),
+        "rejoin" => Some(escape_html(&rejoin)),
+        "state" => Some(script_json(&state)),
+        "css" => Some(CSS.to_owned()),
+        "js" => Some(SCRIPT.to_owned()),
+        _ => None,
+    });
+    Ok(Reply::raw(StatusCode::OK, "text/html; charset=utf-8", page))
+}
+
+/// Run `$sql` with its binds on the reader pool of either backend.
+macro_rules! read {
+    ($store:expr, $op:literal, |$pool:ident| $body:expr) => {
+        $store
+            .timed($op, async {
+                match $store.backend() {
+                    Backend::Postgres($pool) => $body,
+                    Backend::Sqlite { reader: $pool, .. } => $body,
+                }
+            })
+            .await
+    };
+}
+
+async fn campaigns_of(store: &Store, event_id: i64) -> Result<Vec<CampaignRow>, StoreError> {
+    read!(store, "page_campaigns", |pool| {
+        sqlx::query_as(
+            "SELECT id, event_id, name, stock, opens_at, closes_at FROM coupon_campaigns WHERE event_id = $1 ORDER BY id",
+        )
+        .bind(event_id)
+        .fetch_all(pool)
+        .await
+    })
+}
+
+/// Live holds read from the seat rows (indexed by event), not the holds table
+/// (not indexed by visitor): the seat row is what decides a hold anyway.
+async fn live_holds(store: &Store, event_id: i64, visitor: &str, now: i64) -> Result<Vec<HoldState>, StoreError> {
+    let rows: Vec<(i64, String, Option<String>, Option<i64>)> = read!(store, "page_holds", |pool| {
+        sqlx::query_as(
+            "SELECT id, label, hold_id, hold_expires_at FROM seats \
+             WHERE event_id = $1 AND status = 'HELD' AND held_by = $2 AND hold_expires_at > $3 ORDER BY id",
+        )
+        .bind(event_id)
+        .bind(visitor)
+        .bind(now)
+        .fetch_all(pool)
+        .await
+    })?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(seat_id, label, hold_id, expires_at)| {
+            Some(HoldState { hold_id: hold_id?, seat_id, label, expires_at: expires_at? })
+        })
+        .collect())
+}
+
+/// The `exp` (epoch seconds) of the request's entry token. Only called after
+/// the token verified, so its payload is trusted; absent if it cannot be read.
+fn token_expiry(cx: &Ctx) -> Option<i64> {
+    let header = |name: http::HeaderName| cx.headers.get(name).and_then(|v| v.to_str().ok());
+    let token = shared::bearer_or_cookie(header(http::header::AUTHORIZATION), header(http::header::COOKIE))?;
+    let payload = token.split('.').nth(1)?;
+    let claims: serde_json::Value = serde_json::from_slice(&base64url_decode(payload)?).ok()?;
+    claims.get("exp")?.as_i64()
+}
+
+/// Unpadded base64url (RFC 4648 §5), as in JWTs.
+fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in text.trim_end_matches('=').bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
+        }
+    }
+    Some(out)
+}
+
+/// Replace every `{{key}}` in one pass, so a value containing `{{…}}` is
+/// never expanded again. Unknown keys are left as they are.
+fn render(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
+    let mut out = String::with_capacity(template.len() + CSS.len() + SCRIPT.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => match value(&after[..end]) {
+                Some(v) => {
+                    out.push_str(&v);
+                    rest = &after[end + 2..];
+                }
+                None => {
+                    out.push_str("{{");
+                    rest = after;
+                }
+            },
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Text for HTML content and quoted attribute values.
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JSON safe inside `<script>`: `<`, `>` and `&` only occur inside JSON
+/// strings, where their `\u` escapes mean the same, and `</script>` can then
+/// never close the element early.
+fn script_json<T: Serialize>(value: &T) -> String {
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
+    json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
+}
+
+/// Percent-encode everything but unreserved characters (RFC 3986).
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `Sat 1 Jun 2030, 19:30 UTC`: shown until the script replaces it with local time.
+fn utc_text(ms: i64) -> String {
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000)) else {
+        return clock::rfc3339(ms);
+    };
+    let weekday = t.weekday().to_string();
+    let month = t.month().to_string();
+    format!(
+        "{} {} {} {}, {:02}:{:02} UTC",
+        &weekday[..3.min(weekday.len())],
+        t.day(),
+        &month[..3.min(month.len())],
+        t.year(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn templates_are_filled_in_one_pass_and_unknown_keys_stay() {
+        let out = render("a {{x}} b {{y}} c {{nope}} {{", |k| match k {
+            "x" => Some("{{y}}".into()),
+            "y" => Some("Y".into()),
+            _ => None,
+        });
+        assert_eq!(out, "a {{y}} b Y c {{nope}} {{");
+    }
+
+    #[test]
+    fn the_page_template_uses_only_keys_the_handler_fills() {
+        let known = ["name", "venue", "starts_at", "starts_at_text", "rejoin", "state", "css", "js"];
+        let out = render(TEMPLATE, |k| known.contains(&k).then(String::new));
+        assert!(!out.contains("{{"), "unfilled placeholder in event.html");
+        for key in known {
+            assert!(TEMPLATE.contains(&format!("{{{{{key}}}}}")), "{key} unused");
+        }
+    }
+
+    #[test]
+    fn event_text_cannot_break_out_of_html_or_the_state_script() {
+        assert_eq!(
+            escape_html(r#"<b>"Tom" & 'Jerry'</b>"#),
+            "&lt;b&gt;&quot;Tom&quot; &amp; &#39;Jerry&#39;&lt;/b&gt;"
+        );
+        let json = script_json(&serde_json::json!({"name": "</script><script>alert(1)</script>&"}));
+        assert!(!json.contains('<') && !json.contains('>') && !json.contains('&'));
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["name"], "</script><script>alert(1)</script>&");
+    }
+
+    #[test]
+    fn jwt_payloads_decode_as_base64url() {
+        // {"exp":1700000000} encoded without padding.
+        assert_eq!(base64url_decode("eyJleHAiOjE3MDAwMDAwMDB9").unwrap(), br#"{"exp":1700000000}"#);
+        assert_eq!(base64url_decode("_-8").unwrap(), vec![0xff, 0xef]);
+        assert_eq!(base64url_decode("a+b"), None);
+    }
+
+    #[test]
+    fn rejoin_links_and_dates_are_well_formed() {
+        assert_eq!(encode("/events/1"), "%2Fevents%2F1");
+        assert_eq!(encode("demo-q_1"), "demo-q_1");
+        assert_eq!(utc_text(1_906_572_600_000), "Sat 1 Jun 2030, 19:30 UTC");
+    }
+}
