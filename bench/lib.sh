@@ -1,6 +1,8 @@
 # Helpers shared by the benchmark scripts (sourced, not run).
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT_BASE="${OUT_BASE:-$ROOT/bench/out}"
+# Where cargo puts builds: the scripts run the binaries they just built from here.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PIDS=()
 
 cleanup() {
@@ -34,6 +36,14 @@ start_nginx() { # start_nginx CONF DIR: run nginx in the foreground-less way wit
   nginx -p "$2" -c "$1" -g "pid $2/nginx.pid;" 
   for _ in $(seq 50); do [ -f "$2/nginx.pid" ] && break; sleep 0.1; done
   PIDS+=("$(cat "$2/nginx.pid")")
+}
+
+TAKEN_PORTS=" "
+pick_port() { # pick_port VAR BASE: set VAR to the first port from BASE up that nobody listens on (nor picked before)
+  local p="$2"
+  while [[ "$TAKEN_PORTS" == *" $p "* ]] || (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  TAKEN_PORTS+="$p "
+  printf -v "$1" '%s' "$p"
 }
 
 machine() {

@@ -13,9 +13,9 @@ REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 OUT="$OUT_BASE/proxy-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
 cd "$ROOT"
 cargo build --release -q -p waiting-room
-BIN="$ROOT/target/release/waiting-room"
+BIN="$TARGET_DIR/release/waiting-room"
 
-UP_PORT=18181; WR_PORT=18080; WR_METRICS=18091; NGX_PORT=18090
+pick_port UP_PORT 18181; pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port NGX_PORT 18090
 PREFIX="bench$(date +%s)"
 
 # The upstream both proxies forward to: nginx answering 200 "ok" (1 worker).

@@ -11,8 +11,8 @@ OUT="$OUT_BASE/ws-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
 cd "$ROOT"
 cargo build --release -q -p waiting-room
 cargo bench -q -p waiting-room --bench ws_fanout --no-run 2> "$OUT/build.log"
-CLIENT=$(ls -t target/release/deps/ws_fanout-* | grep -v '\.d$' | head -1)
-WR_PORT=18080; WR_METRICS=18091; UP_PORT=18181
+CLIENT=$(ls -t "$TARGET_DIR"/release/deps/ws_fanout-* | grep -v '\.d$' | head -1)
+pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port UP_PORT 18181
 
 for run in $(seq "$RUNS"); do
   PREFIX="wsbench$(date +%s)$run"
@@ -40,7 +40,7 @@ tick = "$TICK"
 session = "10m"
 abandon_after = "60s"
 TOML
-  target/release/waiting-room --config "$OUT/wr.toml" 2> "$OUT/wr-$run.log" &
+  "$TARGET_DIR/release/waiting-room" --config "$OUT/wr.toml" 2> "$OUT/wr-$run.log" &
   WR_PID=$!
   PIDS+=("$WR_PID")
   wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"

@@ -1,0 +1,316 @@
+//! The audit after the run: every invariant of the product, checked from
+//! what the visitors saw plus the services' own records.
+//!
+//! | check | from | fails when |
+//! |---|---|---|
+//! | `no_5xx` | every answer | any 5xx |
+//! | `gate_closed` | the unauthenticated request | a protected URL answered 2xx without a token |
+//! | `tick_limit` | `admitted_at` of every admission; admin tick counters | a window of length T holds more than N |
+//! | `fifo_order` | join timings vs `admitted_at` ([`order`]) | any pair admitted against proven join order |
+//! | `positions_never_rise` | WAITING messages and polls | a position went up |
+//! | `seat_single_holder` | 201 holds, 200 confirms; `holds`/`bookings` rows | a seat held or booked by two visitors at once |
+//! | `grants_recorded` | 201 holds, 200 confirms; database | a granted hold or booking is not in the database |
+//! | `coupons_within_stock` | distinct 201 claims; database or `/admin/stats` | more codes issued than stock |
+//! | `one_coupon_per_visitor` | 201 claims; database | a visitor with two codes |
+//! | `claims_durable` | 201 claims; database, or each visitor's `/api/me/coupons`, or `/admin/stats` | an acknowledged claim does not exist |
+//! | `flows_completed` | each visitor's fate | more failed flows than `--allowed-errors` |
+//! | `sources` | reading the above | an audit source given on the command line could not be read |
+//!
+//! A check without the data it needs is `skipped` (and says which flag
+//! provides it); skipped checks do not fail the run.
+
+pub mod booking;
+pub mod db;
+pub mod evidence;
+pub mod order;
+pub mod ticks;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+pub use evidence::Evidence;
+use order::{Joined, OrderStats};
+use ticks::TickStats;
+
+use crate::record::{Fate, VisitorRecord};
+
+/// A check's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Held.
+    Pass,
+    /// Violated (or its source failed).
+    Fail,
+    /// Not enough data to check.
+    Skipped,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skipped => "skip",
+        })
+    }
+}
+
+/// One check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// Name (see the module table).
+    pub name: &'static str,
+    /// Result.
+    pub status: Status,
+    /// What was checked, or the first violations.
+    pub detail: String,
+}
+
+/// All checks and the numbers behind the two order audits.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Audit {
+    /// Every check.
+    pub checks: Vec<Check>,
+    /// Admission order vs join order.
+    pub order: OrderStats,
+    /// Admissions per tick.
+    pub ticks: TickStats,
+}
+
+impl Audit {
+    /// Whether no check failed.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.status != Status::Fail)
+    }
+
+    /// The check named `name`.
+    pub fn check(&self, name: &str) -> Option<&Check> {
+        self.checks.iter().find(|c| c.name == name)
+    }
+}
+
+fn check(name: &'static str, violations: &[String], ok: String) -> Check {
+    if violations.is_empty() {
+        Check { name, status: Status::Pass, detail: ok }
+    } else {
+        let mut detail = format!("{} violation(s): ", violations.len());
+        detail.push_str(&violations.iter().take(5).cloned().collect::<Vec<_>>().join("; "));
+        if violations.len() > 5 {
+            detail.push_str("; …");
+        }
+        Check { name, status: Status::Fail, detail }
+    }
+}
+
+fn skipped(name: &'static str, why: &str) -> Check {
+    Check { name, status: Status::Skipped, detail: why.to_owned() }
+}
+
+/// Run every check on the visitors' records and the evidence gathered after the run.
+pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
+    let mut checks = Vec::new();
+
+    // No 5xx anywhere.
+    let five: u64 = e.server_errors.values().sum();
+    checks.push(if five == 0 {
+        Check { name: "no_5xx", status: Status::Pass, detail: "no 5xx answer".into() }
+    } else {
+        Check { name: "no_5xx", status: Status::Fail, detail: format!("{five} 5xx answer(s): {:?}", e.server_errors) }
+    });
+
+    // The gate never let a tokenless request through.
+    let open: Vec<String> = records
+        .iter()
+        .filter(|r| r.gate_status.is_some_and(|s| (200..300).contains(&s)))
+        .map(|r| format!("visitor #{} got {:?} without a token", r.index, r.gate_status.unwrap_or_default()))
+        .collect();
+    let gated = records.iter().filter(|r| r.gate_status.is_some()).count();
+    checks.push(check("gate_closed", &open, format!("{gated} requests without a token, none let through")));
+
+    // At most N per window of T.
+    let tick = e.tick();
+    let release_per_tick = e.release_per_tick();
+    let ticks = ticks::tick_stats(records.iter().filter(|r| r.queued()).filter_map(|r| r.admitted_at_ms), tick);
+    checks.push(match (release_per_tick, ticks.max_in_window) {
+        (Some(n), Some(max)) => {
+            let mut v = Vec::new();
+            if max > n {
+                v.push(format!(
+                    "{max} admissions within one tick interval from {} ms (N = {n})",
+                    ticks.worst_window_start_ms.unwrap_or_default()
+                ));
+            }
+            if let Some(counters) = e.counter_violation(n) {
+                v.push(counters);
+            }
+            check(
+                "tick_limit",
+                &v,
+                format!(
+                    "{} releases seen, largest {}, fullest window of T {max} ≤ N = {n}, closest releases {} ms apart",
+                    ticks.releases.len(),
+                    ticks.max_per_release,
+                    ticks.min_gap_ms.map_or("-".into(), |g| g.to_string())
+                ),
+            )
+        }
+        _ => skipped(
+            "tick_limit",
+            "N and T unknown: pass --proxy-admin (and --admin-token), or --release-per-tick and --tick",
+        ),
+    });
+
+    // FIFO.
+    let joined: Vec<Joined> = records
+        .iter()
+        .filter(|r| r.queued() && !r.rejoined)
+        .filter_map(|r| {
+            let j = r.join?;
+            let admitted_ms = match (&r.fate, r.admitted_at_ms) {
+                (_, Some(t)) => t,
+                (Fate::StillWaiting, None) => i64::MAX,
+                _ => return None,
+            };
+            Some(Joined { index: r.index, sent_ns: j.sent_ns, received_ns: j.received_ns, admitted_ms })
+        })
+        .collect();
+    let order = order::order_stats(&joined);
+    checks.push(if order.concordant + order.discordant == 0 {
+        skipped("fifo_order", "no two queued visitors with non-overlapping joins and different admission ticks")
+    } else {
+        let v: Vec<String> = if order.discordant > 0 {
+            let (a, b) = order.example.unwrap_or_default();
+            vec![format!(
+                "{} pair(s) admitted against join order (tau {:.6}); e.g. visitor #{b} admitted before #{a}, who joined first",
+                order.discordant,
+                order.tau.unwrap_or_default()
+            )]
+        } else {
+            Vec::new()
+        };
+        check(
+            "fifo_order",
+            &v,
+            format!("tau = {:.6} over {} ordered pairs of {} visitors", order.tau.unwrap_or(1.0), order.concordant, order.visitors),
+        )
+    });
+
+    // Positions never go up.
+    let rises: Vec<String> = records
+        .iter()
+        .flat_map(|r| {
+            r.position_increases.iter().map(move |(a, b)| format!("visitor #{}: position {a} → {b}", r.index))
+        })
+        .collect();
+    checks.push(check("positions_never_rise", &rises, "no waiting position went up".into()));
+
+    // Seats.
+    let mut seat_v = booking::client_seat_conflicts(records, e.hold_length);
+    let holds: usize = records.iter().map(|r| r.holds.len()).sum();
+    let bookings: usize = records.iter().flat_map(|r| &r.holds).filter(|h| h.confirmed).count();
+    if let Some(db) = &e.db {
+        seat_v.extend(booking::db_seat_conflicts(db));
+    }
+    let db_note = if e.db.is_some() { " and in the database" } else { "" };
+    checks.push(check(
+        "seat_single_holder",
+        &seat_v,
+        format!("{holds} holds and {bookings} bookings granted, no seat with two holders{db_note}"),
+    ));
+    checks.push(match &e.db {
+        Some(db) => check(
+            "grants_recorded",
+            &booking::db_missing_grants(records, db),
+            format!("all {holds} holds and {bookings} bookings are in the database"),
+        ),
+        None => skipped("grants_recorded", "needs --database-url"),
+    });
+
+    // Coupons.
+    let (acked, twice) = booking::client_claims(records);
+    let stock = e.db.as_ref().map(|d| d.stock).or(e.stats.map(|s| s.stock)).or(e.stock);
+    let issued = e.db.as_ref().map(|d| d.claims.len() as i64).or(e.stats.map(|s| s.claimed));
+    checks.push(match stock {
+        Some(stock) => {
+            let mut v = Vec::new();
+            if acked.len() as i64 > stock {
+                v.push(format!("{} distinct claims acknowledged, stock {stock}", acked.len()));
+            }
+            if let Some(n) = issued
+                && n > stock
+            {
+                v.push(format!("{n} codes issued, stock {stock}"));
+            }
+            let issued_note = issued.map_or(String::new(), |n| format!(", {n} issued in all"));
+            check("coupons_within_stock", &v, format!("{} acknowledged{issued_note} ≤ stock {stock}", acked.len()))
+        }
+        None => skipped(
+            "coupons_within_stock",
+            "stock unknown: pass --database-url, --booking with --admin-token, or --stock",
+        ),
+    });
+    let mut twice_v = twice;
+    if let Some(db) = &e.db {
+        twice_v.extend(booking::db_claims_twice(db));
+    }
+    checks.push(check("one_coupon_per_visitor", &twice_v, "no visitor holds two coupons".into()));
+    checks.push(if let Some(db) = &e.db {
+        check(
+            "claims_durable",
+            &booking::db_missing_claims(records, db),
+            format!("all {} acknowledged claims are in the database", acked.len()),
+        )
+    } else if let Some(me) = &e.me_claims {
+        let v: Vec<String> =
+            me.missing.iter().map(|c| format!("claim {c} missing from its visitor's /api/me/coupons")).collect();
+        check(
+            "claims_durable",
+            &v,
+            format!(
+                "{} claims found in their visitors' /api/me/coupons ({} tokens expired, unchecked)",
+                me.checked, me.unverifiable
+            ),
+        )
+    } else if let Some(n) = issued {
+        let v = if (acked.len() as i64) > n {
+            vec![format!("{} claims acknowledged but only {n} issued", acked.len())]
+        } else {
+            Vec::new()
+        };
+        check("claims_durable", &v, format!("{} acknowledged ≤ {n} issued (counts only)", acked.len()))
+    } else {
+        skipped("claims_durable", "needs --database-url, or --booking with --admin-token")
+    });
+
+    // Flows.
+    let mut fates: BTreeMap<String, usize> = BTreeMap::new();
+    for r in records {
+        match &r.fate {
+            Fate::Failed(kind) => *fates.entry(kind.clone()).or_default() += 1,
+            Fate::StillWaiting => *fates.entry("still_waiting_at_end".into()).or_default() += 1,
+            Fate::Running | Fate::Stopped => *fates.entry("stopped_at_end".into()).or_default() += 1,
+            Fate::Done | Fate::Abandoned => {}
+        }
+    }
+    let failed: usize = fates.values().sum();
+    let allowed = (e.allowed_errors * records.len() as f64).floor() as usize;
+    checks.push(if failed <= allowed {
+        Check {
+            name: "flows_completed",
+            status: Status::Pass,
+            detail: format!("{} visitors, {failed} unfinished (allowed {allowed}) {fates:?}", records.len()),
+        }
+    } else {
+        Check {
+            name: "flows_completed",
+            status: Status::Fail,
+            detail: format!("{failed} of {} visitors did not finish (allowed {allowed}): {fates:?}", records.len()),
+        }
+    });
+
+    checks.push(check("sources", &e.source_errors, "every audit source given could be read".into()));
+    Audit { checks, order, ticks }
+}

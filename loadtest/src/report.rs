@@ -1,0 +1,227 @@
+//! The end-of-run report: printed as text, written as JSON with `--out`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::audit::Audit;
+use crate::cli::Args;
+use crate::metrics::StepStats;
+use crate::record::{Fate, Mode, VisitorRecord};
+
+/// How well the harness kept to the schedule.
+#[derive(Debug, Clone, Serialize)]
+pub struct Arrivals {
+    /// Visitors scheduled.
+    pub planned: usize,
+    /// Expected arrivals per second over the run (planned / duration).
+    pub planned_per_second: f64,
+    /// Visitors started per second of the arrival phase, as it really went.
+    pub achieved_per_second: f64,
+    /// Arrival phase length (s).
+    pub arrival_seconds: f64,
+    /// p99 of how late visitors were started against their intended time (ms).
+    pub start_lag_p99_ms: f64,
+    /// Latest start (ms).
+    pub start_lag_max_ms: f64,
+}
+
+/// How visitors' flows ended, and how they waited.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Visitors {
+    /// Admitted and booked (as far as seats and stock allowed).
+    pub done: usize,
+    /// Left the line on purpose.
+    pub abandoned: usize,
+    /// Not admitted when the run stopped.
+    pub still_waiting: usize,
+    /// Stopped while booking.
+    pub stopped: usize,
+    /// Failed, by kind.
+    pub failed: BTreeMap<String, usize>,
+    /// Admitted at once by free entry.
+    pub free_entry: usize,
+    /// Admitted by a tick.
+    pub admitted_by_tick: usize,
+    /// Waited on a WebSocket (by plan).
+    pub websocket: usize,
+    /// Polled (by plan).
+    pub polling: usize,
+    /// Lost their place and joined again.
+    pub rejoined: usize,
+    /// Holds granted.
+    pub holds: usize,
+    /// Bookings (confirmed holds).
+    pub bookings: usize,
+    /// Coupon claims acknowledged.
+    pub claims: usize,
+}
+
+impl Visitors {
+    /// Tally the records.
+    pub fn of(records: &[VisitorRecord]) -> Visitors {
+        let mut v = Visitors::default();
+        for r in records {
+            match &r.fate {
+                Fate::Done => v.done += 1,
+                Fate::Abandoned => v.abandoned += 1,
+                Fate::StillWaiting => v.still_waiting += 1,
+                Fate::Running | Fate::Stopped => v.stopped += 1,
+                Fate::Failed(kind) => *v.failed.entry(kind.clone()).or_default() += 1,
+            }
+            if r.free_entry {
+                v.free_entry += 1;
+            } else if r.admitted_at_ms.is_some() {
+                v.admitted_by_tick += 1;
+            }
+            match r.mode {
+                Mode::WebSocket => v.websocket += 1,
+                Mode::Polling => v.polling += 1,
+            }
+            v.rejoined += usize::from(r.rejoined);
+            v.holds += r.holds.len();
+            v.bookings += r.holds.iter().filter(|h| h.confirmed).count();
+            v.claims += r.claims.len();
+        }
+        v
+    }
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Harness version.
+    pub harness: &'static str,
+    /// When the run started (RFC 3339).
+    pub started_at: String,
+    /// Wall time of the whole run (s).
+    pub elapsed_seconds: f64,
+    /// The flags.
+    pub config: Args,
+    /// Event booked.
+    pub event: i64,
+    /// Campaign claimed.
+    pub campaign: i64,
+    /// Socket budget: (HTTP in flight, WebSockets).
+    pub socket_budget: (usize, usize),
+    /// Arrival statistics.
+    pub arrivals: Arrivals,
+    /// Visitor fates.
+    pub visitors: Visitors,
+    /// Per-step latencies and outcomes.
+    pub steps: Vec<StepStats>,
+    /// Audit results (with admissions per tick and the order statistics).
+    pub audit: Audit,
+}
+
+impl Report {
+    /// Whether every audit check passed.
+    pub fn passed(&self) -> bool {
+        self.audit.passed()
+    }
+
+    /// The report as text for a terminal.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let a = &self.arrivals;
+        let _ = writeln!(
+            s,
+            "loadtest {} — {} visitors planned at {:.0}/s; started {:.0}/s over {:.1}s (start lag p99 {:.1} ms, max {:.1} ms); \
+             run took {:.1}s",
+            self.harness,
+            a.planned,
+            a.planned_per_second,
+            a.achieved_per_second,
+            a.arrival_seconds,
+            a.start_lag_p99_ms,
+            a.start_lag_max_ms,
+            self.elapsed_seconds
+        );
+        let v = &self.visitors;
+        let _ = writeln!(
+            s,
+            "visitors: {} done, {} abandoned, {} still waiting, {} stopped, {} failed {:?}; {} by tick, {} free entry; \
+             {} WebSocket / {} polling, {} rejoined; {} holds, {} bookings, {} coupons",
+            v.done,
+            v.abandoned,
+            v.still_waiting,
+            v.stopped,
+            v.failed.values().sum::<usize>(),
+            v.failed,
+            v.admitted_by_tick,
+            v.free_entry,
+            v.websocket,
+            v.polling,
+            v.rejoined,
+            v.holds,
+            v.bookings,
+            v.claims
+        );
+        let _ = writeln!(s, "\nlatency from intended start (ms), corrected for coordinated omission:");
+        let _ = writeln!(
+            s,
+            "{:<18} {:>8} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}  outcomes / errors",
+            "step", "count", "errors", "p50", "p90", "p99", "p99.9", "max"
+        );
+        for st in &self.steps {
+            let _ = writeln!(
+                s,
+                "{:<18} {:>8} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>9.1} {:>9.1}  {:?}{}",
+                st.step,
+                st.count,
+                st.errors,
+                st.p50_ms,
+                st.p90_ms,
+                st.p99_ms,
+                st.p999_ms,
+                st.max_ms,
+                st.outcomes,
+                if st.error_kinds.is_empty() { String::new() } else { format!(" / {:?}", st.error_kinds) }
+            );
+        }
+        let t = &self.audit.ticks;
+        let sizes: Vec<String> = t.releases.iter().take(30).map(|r| r.admitted.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "\nadmissions per tick: {} releases, max {}, mean {:.1}, closest {} ms apart: [{}{}]",
+            t.releases.len(),
+            t.max_per_release,
+            t.mean_per_release,
+            t.min_gap_ms.map_or("-".into(), |g| g.to_string()),
+            sizes.join(" "),
+            if t.releases.len() > 30 { " …" } else { "" }
+        );
+        let _ = writeln!(s, "\naudit:");
+        for c in &self.audit.checks {
+            let _ = writeln!(s, "  {:<4} {:<22} {}", c.status.to_string(), c.name, c.detail);
+        }
+        let _ = writeln!(s, "\naudit {}", if self.passed() { "PASSED" } else { "FAILED" });
+        let _ = writeln!(s, "{}", self.summary_line());
+        s
+    }
+
+    /// One `summary key=value …` line for scripts (bench/sale.sh reads it).
+    pub fn summary_line(&self) -> String {
+        let failed: Vec<&str> =
+            self.audit.checks.iter().filter(|c| c.status == crate::audit::Status::Fail).map(|c| c.name).collect();
+        let mut line = format!(
+            "summary passed={} planned_per_second={:.1} achieved_per_second={:.1} start_lag_p99_ms={:.1} visitors={} \
+             admitted_by_tick={} bookings={} claims={} tau={} failed_checks={}",
+            self.passed(),
+            self.arrivals.planned_per_second,
+            self.arrivals.achieved_per_second,
+            self.arrivals.start_lag_p99_ms,
+            self.arrivals.planned,
+            self.visitors.admitted_by_tick,
+            self.visitors.bookings,
+            self.visitors.claims,
+            self.audit.order.tau.map_or("none".into(), |t| format!("{t:.6}")),
+            if failed.is_empty() { "none".into() } else { failed.join(",") },
+        );
+        for st in &self.steps {
+            let _ = write!(line, " p99_{}_ms={:.1}", st.step, st.p99_ms);
+        }
+        line
+    }
+}

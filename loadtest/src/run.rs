@@ -1,0 +1,160 @@
+//! One run from start to report: set up the sale, release visitors on the
+//! schedule, drain, gather the evidence, audit.
+//!
+//! The spawner never waits for a visitor: each arrival becomes its own task
+//! at its intended time (late ones at once), so a slow system sees more
+//! concurrent visitors, exactly as in a real sale. Records come back over a
+//! channel. After the last arrival the run waits up to `--drain` for
+//! visitors to finish, then flips a stop signal every visitor listens to.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use hdrhistogram::Histogram;
+use rand::SeedableRng;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::{mpsc, watch};
+
+use crate::arrivals;
+use crate::audit::{self, Evidence};
+use crate::cli::Args;
+use crate::metrics::Metrics;
+use crate::net::Net;
+use crate::progress::Progress;
+use crate::record::VisitorRecord;
+use crate::report::{Arrivals, Report, Visitors};
+use crate::services;
+use crate::visitor::{self, Ctx, Plan};
+
+/// The event and campaign to use: given, or created with `--create-sale`.
+async fn sale(args: &Args) -> Result<(i64, i64)> {
+    if let Some(spec) = args.create_sale {
+        let booking = args.booking.as_deref().context("--create-sale needs --booking (the booking core's URL)")?;
+        let token = args.admin_token.as_deref().context("--create-sale needs --admin-token")?;
+        return services::create_sale(booking, token, spec.rows, spec.seats_per_row, spec.stock)
+            .await
+            .context("creating the sale through the booking core's admin API");
+    }
+    match (args.event, args.campaign) {
+        (Some(e), Some(c)) => Ok((e, c)),
+        _ => bail!("say which sale to load: --event and --campaign, or --create-sale ROWSxSEATS,STOCK"),
+    }
+}
+
+/// Run the whole simulation and audit it. Errors are setup failures (bad
+/// flags, unreachable admin API); audit failures are in the report.
+pub async fn run(args: Args) -> Result<Report> {
+    if !args.proxy.starts_with("http://") {
+        bail!("--proxy must be an http:// URL, got {:?}", args.proxy);
+    }
+    let started_at = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    let (event, campaign) = sale(&args).await?;
+    let queue_before = match &args.proxy_admin {
+        Some(admin) => Some(
+            services::queue_state(admin, args.admin_token.as_deref().unwrap_or_default(), &args.queue)
+                .await
+                .context("reading the queue from the waiting room's admin API (--proxy-admin)")?,
+        ),
+        None => None,
+    };
+    let net = Net::new(&args)?;
+    let schedule = arrivals::schedule(&args.profile(), args.process, &mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    let planned = schedule.len();
+    let protected = args.protected_path.clone().unwrap_or_else(|| format!("/api/events/{event}/seats"));
+    let metrics = Arc::new(Metrics::default());
+    let ctx = Arc::new(Ctx {
+        net,
+        metrics: metrics.clone(),
+        start: Instant::now(),
+        event,
+        campaign,
+        protected,
+        args: args.clone(),
+    });
+    let progress = Progress::start(metrics.clone(), planned, args.progress_interval, args.quiet);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (tx, mut rx) = mpsc::unbounded_channel::<VisitorRecord>();
+    let mut lag = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("lag histogram")?;
+    for (index, at) in schedule.iter().enumerate() {
+        let intended = ctx.start + *at;
+        let now = Instant::now();
+        if intended > now {
+            tokio::time::sleep_until(intended.into()).await;
+        }
+        lag.saturating_record(u64::try_from(intended.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
+        let (ctx, stop, tx) = (ctx.clone(), stop_rx.clone(), tx.clone());
+        let plan = Plan::new(&args, index);
+        tokio::spawn(async move {
+            let record = visitor::visit(ctx, plan, intended, stop).await;
+            let _ = tx.send(record);
+        });
+    }
+    let arrival_seconds = ctx.start.elapsed().as_secs_f64();
+    drop(tx);
+
+    let mut records: Vec<VisitorRecord> = Vec::with_capacity(planned);
+    let drain_until = Instant::now() + args.drain;
+    let drained = tokio::time::timeout_at(drain_until.into(), async {
+        while records.len() < planned {
+            match rx.recv().await {
+                Some(r) => records.push(r),
+                None => break,
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        let _ = stop_tx.send(true);
+        // Every visitor answers the stop at its next await point.
+        let _ = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(r) = rx.recv().await {
+                records.push(r);
+            }
+        })
+        .await;
+    }
+    progress.finish().await;
+    records.sort_by_key(|r| r.index);
+
+    let mut evidence = Evidence::gather(&args, &records, campaign, event, queue_before).await;
+    evidence.server_errors = metrics
+        .snapshot()
+        .iter()
+        .flat_map(|s| {
+            s.error_kinds
+                .iter()
+                .filter(|(k, _)| k.starts_with("5xx"))
+                .map(move |(k, n)| (format!("{}:{k}", s.step), *n))
+        })
+        .collect();
+    let audit = audit::audit(&records, &evidence);
+    let ms = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
+    let duration = args.duration.as_secs_f64().max(1e-9);
+    Ok(Report {
+        harness: env!("CARGO_PKG_VERSION"),
+        started_at,
+        elapsed_seconds: ctx.start.elapsed().as_secs_f64(),
+        event,
+        campaign,
+        socket_budget: ctx.net.budget,
+        arrivals: Arrivals {
+            planned,
+            planned_per_second: planned as f64 / duration,
+            achieved_per_second: if arrival_seconds > 0.0 {
+                planned as f64 / arrival_seconds.max(duration)
+            } else {
+                0.0
+            },
+            arrival_seconds,
+            start_lag_p99_ms: if lag.is_empty() { 0.0 } else { ms(0.99) },
+            start_lag_max_ms: if lag.is_empty() { 0.0 } else { lag.max() as f64 / 1000.0 },
+        },
+        visitors: Visitors::of(&records),
+        steps: metrics.snapshot(),
+        audit,
+        config: args,
+    })
+}

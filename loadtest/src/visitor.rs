@@ -1,0 +1,563 @@
+//! One virtual visitor, from arrival to coupon.
+//!
+//! ```text
+//! GET protected URL (no token) ─► 401/302
+//! POST /wr/{q}/join ─► READY (free entry) or WAITING (position)
+//! wait: WebSocket messages until READY, or poll /status honouring retry_after_seconds
+//!       (abandoners leave after a random time; no WebSocket permit or a dropped socket → poll)
+//! GET seats ─► POST hold on a random AVAILABLE seat (another one after a 409)
+//!          ─► POST confirm (probability --confirm) ─► POST claim (twice with --claim-twice)
+//! ```
+//!
+//! Each step's latency is measured from its intended start (see
+//! [`crate::metrics`]), and everything the audit needs lands in the
+//! visitor's [`VisitorRecord`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use futures_util::StreamExt;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::cli::Args;
+use crate::metrics::{Live, Metrics, Step};
+use crate::net::{Answer, Net};
+use crate::record::{ClaimObs, Fate, HoldObs, JoinObs, Mode, VisitorRecord};
+
+/// What every visitor shares.
+pub struct Ctx {
+    /// The flags.
+    pub args: Args,
+    /// Sockets.
+    pub net: Net,
+    /// Measurements (shared with the progress line).
+    pub metrics: Arc<Metrics>,
+    /// Start of the run: the zero of every client-side time.
+    pub start: Instant,
+    /// Event booked.
+    pub event: i64,
+    /// Campaign claimed.
+    pub campaign: i64,
+    /// Protected path opened first.
+    pub protected: String,
+}
+
+impl Ctx {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.args.proxy_base())
+    }
+
+    fn ns(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.start).as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A visitor's choices, fixed at arrival from the run's seed.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Arrival number.
+    pub index: usize,
+    /// WebSocket or polling.
+    pub mode: Mode,
+    /// Leaves the line after this long, if not admitted before.
+    pub abandon_after: Option<Duration>,
+    /// Confirms its hold.
+    pub confirm: bool,
+    /// Claims twice.
+    pub claim_twice: bool,
+    /// Seed of its own random choices (seats, think times).
+    pub seed: u64,
+}
+
+impl Plan {
+    /// The plan of visitor `index` (deterministic for a given `--seed`).
+    pub fn new(args: &Args, index: usize) -> Plan {
+        let seed = args.seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mode = if rng.gen_bool(args.poll_share) { Mode::Polling } else { Mode::WebSocket };
+        let abandon_after = rng.gen_bool(args.abandon_share).then(|| args.abandon_within.mul_f64(rng.r#gen::<f64>()));
+        Plan {
+            index,
+            mode,
+            abandon_after,
+            confirm: rng.gen_bool(args.confirm),
+            claim_twice: rng.gen_bool(args.claim_twice),
+            seed: rng.r#gen(),
+        }
+    }
+}
+
+/// Counts a visitor as waiting for as long as it lives (also when the flow is cancelled).
+struct InLine<'a>(&'a AtomicU64);
+
+impl<'a> InLine<'a> {
+    fn enter(counter: &'a AtomicU64) -> Self {
+        Live::inc(counter);
+        InLine(counter)
+    }
+}
+
+impl Drop for InLine<'_> {
+    fn drop(&mut self) {
+        Live::dec(self.0);
+    }
+}
+
+/// A failed flow: the error kind (already counted in the metrics).
+type Failed = String;
+
+/// Run visitor `plan.index`, which should arrive at `intended`, until it is
+/// done or `stop` turns true; returns what it saw.
+pub async fn visit(ctx: Arc<Ctx>, plan: Plan, intended: Instant, mut stop: watch::Receiver<bool>) -> VisitorRecord {
+    let mut rec = VisitorRecord::new(plan.index, plan.mode, plan.abandon_after.is_some());
+    Live::inc(&ctx.metrics.live.arrivals);
+    let result = tokio::select! {
+        r = flow(&ctx, &plan, intended, &mut rec) => Some(r),
+        _ = stop.wait_for(|s| *s) => None,
+    };
+    rec.fate = match result {
+        Some(Ok(fate)) => fate,
+        Some(Err(kind)) => Fate::Failed(kind),
+        None if rec.queued() && rec.admitted_at_ms.is_none() && !rec.abandoner => Fate::StillWaiting,
+        None if rec.queued() && rec.admitted_at_ms.is_none() => Fate::Abandoned,
+        None => Fate::Stopped,
+    };
+    Live::inc(&ctx.metrics.live.finished);
+    rec
+}
+
+/// Send `request` for `step`; `ok` lists the statuses that are normal outcomes.
+async fn call(
+    ctx: &Ctx,
+    step: Step,
+    request: reqwest::RequestBuilder,
+    intended: Instant,
+    ok: &[u16],
+) -> Result<Answer, Failed> {
+    match ctx.net.send(request).await {
+        Ok(a) => {
+            let latency = intended.elapsed();
+            let code = a.status.as_u16();
+            if ok.contains(&code) {
+                ctx.metrics.record(step, latency, &code.to_string());
+                Ok(a)
+            } else {
+                let kind = if a.status.is_server_error() { format!("5xx:{code}") } else { format!("status:{code}") };
+                ctx.metrics.error(step, &kind, Some(latency));
+                Err(format!("{}:{kind}", step.name()))
+            }
+        }
+        Err(e) => {
+            let kind = e.kind();
+            ctx.metrics.error(step, &kind, None);
+            Err(format!("{}:{kind}", step.name()))
+        }
+    }
+}
+
+/// The whole flow; `Ok` with the fate, `Err` with the error kind that ended it.
+async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord) -> Result<Fate, Failed> {
+    let mut rng = StdRng::seed_from_u64(plan.seed);
+    let client = ctx.net.client(plan.index);
+    tokio::time::sleep_until(arrival.into()).await;
+
+    // 1. The protected page without a token: refused (401 for API clients).
+    let gate = ctx.net.send(client.get(ctx.url(&ctx.protected)).header("accept", "application/json")).await;
+    match gate {
+        Ok(a) => {
+            rec.gate_status = Some(a.status.as_u16());
+            let code = a.status.as_u16();
+            if code == 401 || code == 302 {
+                ctx.metrics.record(Step::Gate, arrival.elapsed(), &code.to_string());
+            } else {
+                let kind = if a.status.is_server_error() { format!("5xx:{code}") } else { format!("open:{code}") };
+                ctx.metrics.error(Step::Gate, &kind, Some(arrival.elapsed()));
+            }
+        }
+        Err(e) => ctx.metrics.error(Step::Gate, &e.kind(), None),
+    }
+
+    // 2. Join.
+    let (mut standing, cookie) = join(ctx, plan, rec, Instant::now()).await?;
+    let joined = Instant::now();
+    let ready = if standing["status"] == "READY" {
+        rec.free_entry = true;
+        standing
+    } else {
+        let in_line = InLine::enter(&ctx.metrics.live.waiting);
+        let deadline = joined + ctx.args.max_wait;
+        let leave_at = plan.abandon_after.map(|d| joined + d);
+        let mut outcome = Waited::Fallback(standing.clone());
+        if plan.mode == Mode::WebSocket
+            && let Some(permit) = ctx.net.try_ws_permit()
+        {
+            outcome = wait_on_socket(ctx, plan, rec, &cookie, joined, deadline, leave_at).await;
+            drop(permit);
+        }
+        if let Waited::Fallback(last) = outcome {
+            // Poll from the latest standing seen (the join's if the socket never spoke).
+            if !last.is_null() {
+                standing = last;
+            }
+            outcome = wait_polling(ctx, plan, rec, &cookie, standing, deadline, leave_at).await?;
+        }
+        drop(in_line);
+        match outcome {
+            Waited::Ready(m) => m,
+            Waited::Left => return Ok(Fate::Abandoned),
+            Waited::TimedOut => {
+                ctx.metrics.error(Step::AdmissionWait, "never_admitted", Some(joined.elapsed()));
+                return Err("admission_wait:never_admitted".into());
+            }
+            Waited::Fallback(_) => unreachable!("polling never falls back"),
+        }
+    };
+    let admitted = Instant::now();
+    if !rec.free_entry {
+        ctx.metrics.record(Step::AdmissionWait, admitted - joined, "READY");
+    }
+    Live::inc(&ctx.metrics.live.admitted);
+    let token = ready["token"].as_str().unwrap_or_default().to_owned();
+    rec.admitted_at_ms = ready["admitted_at"].as_str().and_then(epoch_ms);
+    rec.visitor_id = token_subject(&token);
+    rec.token = Some(token.clone());
+    if token.is_empty() || rec.admitted_at_ms.is_none() {
+        ctx.metrics.error(Step::AdmissionWait, "ready_without_token", None);
+        return Err("admission_wait:ready_without_token".into());
+    }
+
+    // 3. Booking, through the proxy with the token.
+    book(ctx, plan, rec, &mut rng, client, &token, admitted).await?;
+    Ok(Fate::Done)
+}
+
+/// `POST /wr/{q}/join`; returns the answer and the `wr_visitor` cookie.
+async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant) -> Result<(Value, String), Failed> {
+    let client = ctx.net.client(plan.index);
+    let sent = Instant::now();
+    let a =
+        call(ctx, Step::Join, client.post(ctx.url(&format!("/wr/{}/join", ctx.args.queue))), intended, &[200]).await?;
+    let received = Instant::now();
+    let cookie = a
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .find(|v| v.trim_start().starts_with("wr_visitor="))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    let m = a.json();
+    match m["status"].as_str() {
+        Some("READY") | Some("WAITING") => {}
+        other => {
+            ctx.metrics.error(Step::Join, &format!("answer:{}", other.unwrap_or("not_json")), None);
+            return Err("join:unexpected_answer".into());
+        }
+    }
+    if cookie.is_empty() && m["status"] == "WAITING" {
+        ctx.metrics.error(Step::Join, "no_visitor_cookie", None);
+        return Err("join:no_visitor_cookie".into());
+    }
+    let position = m["position"].as_u64();
+    if rec.join.is_none() {
+        rec.join = Some(JoinObs { sent_ns: ctx.ns(sent), received_ns: ctx.ns(received), position });
+    }
+    if let Some(p) = position {
+        rec.saw_position(p);
+    }
+    Ok((m, cookie))
+}
+
+/// How waiting ended.
+enum Waited {
+    /// The READY message.
+    Ready(Value),
+    /// The visitor left on purpose.
+    Left,
+    /// `--max-wait` passed.
+    TimedOut,
+    /// The socket could not be used: poll from here (the last standing seen).
+    Fallback(Value),
+}
+
+/// Sleep until `at` (or forever).
+async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wait on `/wr/{q}/ws` until READY.
+async fn wait_on_socket(
+    ctx: &Ctx,
+    plan: &Plan,
+    rec: &mut VisitorRecord,
+    cookie: &str,
+    joined: Instant,
+    deadline: Instant,
+    leave_at: Option<Instant>,
+) -> Waited {
+    let url = ctx.url(&format!("/wr/{}/ws", ctx.args.queue)).replacen("http://", "ws://", 1);
+    let mut socket = match ctx.net.websocket(plan.index, &url, cookie).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.metrics.error(Step::WsFirst, &e.kind(), None);
+            return Waited::Fallback(Value::Null);
+        }
+    };
+    Live::inc(&ctx.metrics.live.sockets);
+    let mut first = true;
+    let mut last = Value::Null;
+    let outcome = loop {
+        let message = tokio::select! {
+            m = socket.next() => m,
+            _ = until(leave_at) => break Waited::Left,
+            _ = tokio::time::sleep_until(deadline.into()) => break Waited::TimedOut,
+        };
+        let text = match message {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None => {
+                ctx.metrics.error(
+                    Step::WsFirst,
+                    if first { "closed_before_first" } else { "closed_before_ready" },
+                    None,
+                );
+                break Waited::Fallback(last);
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) => {
+                ctx.metrics.error(Step::WsFirst, "socket_error", None);
+                break Waited::Fallback(last);
+            }
+        };
+        let m: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+        if first {
+            ctx.metrics.record(Step::WsFirst, joined.elapsed(), m["status"].as_str().unwrap_or("not_json"));
+            first = false;
+        }
+        match m["status"].as_str() {
+            Some("READY") => break Waited::Ready(m),
+            Some("WAITING") => {
+                if let Some(p) = m["position"].as_u64() {
+                    rec.saw_position(p);
+                }
+                last = m;
+            }
+            // NOT_IN_QUEUE or garbage: polling rejoins.
+            _ => break Waited::Fallback(m),
+        }
+    };
+    Live::dec(&ctx.metrics.live.sockets);
+    // Let the normal close (after READY) finish without holding up the booking.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+    });
+    outcome
+}
+
+/// Poll `/wr/{q}/status` until READY, honouring `retry_after_seconds`.
+async fn wait_polling(
+    ctx: &Ctx,
+    plan: &Plan,
+    rec: &mut VisitorRecord,
+    cookie: &str,
+    mut standing: Value,
+    deadline: Instant,
+    leave_at: Option<Instant>,
+) -> Result<Waited, Failed> {
+    let client = ctx.net.client(plan.index);
+    let url = ctx.url(&format!("/wr/{}/status", ctx.args.queue));
+    let mut cookie = cookie.to_owned();
+    loop {
+        match standing["status"].as_str() {
+            Some("READY") => return Ok(Waited::Ready(standing)),
+            Some("WAITING") => {}
+            _ => {
+                // Lost the place (or never had one): join again, at the back.
+                rec.rejoined = true;
+                rec.last_position = None;
+                let (m, c) = join(ctx, plan, rec, Instant::now()).await?;
+                if !c.is_empty() {
+                    cookie = c;
+                }
+                standing = m;
+                continue;
+            }
+        }
+        let wait = Duration::from_secs(standing["retry_after_seconds"].as_u64().unwrap_or(2).max(1));
+        let next = Instant::now() + wait;
+        tokio::select! {
+            _ = tokio::time::sleep_until(next.into()) => {}
+            _ = until(leave_at) => return Ok(Waited::Left),
+            _ = tokio::time::sleep_until(deadline.into()) => return Ok(Waited::TimedOut),
+        }
+        let a = call(ctx, Step::Poll, client.get(&url).header("cookie", &cookie), next, &[200]).await?;
+        standing = a.json();
+        if let Some(p) = standing["position"].as_u64() {
+            rec.saw_position(p);
+        }
+    }
+}
+
+/// Seat map, hold, confirm, claim (and maybe a second claim).
+async fn book(
+    ctx: &Ctx,
+    plan: &Plan,
+    rec: &mut VisitorRecord,
+    rng: &mut StdRng,
+    client: &reqwest::Client,
+    token: &str,
+    admitted: Instant,
+) -> Result<(), Failed> {
+    let think = |rng: &mut StdRng| {
+        let max = ctx.args.think;
+        let d = if max.is_zero() { Duration::ZERO } else { max.mul_f64(rng.r#gen::<f64>()) };
+        async move {
+            if !d.is_zero() {
+                tokio::time::sleep(d).await;
+            }
+            Instant::now()
+        }
+    };
+    let bearer = format!("Bearer {token}");
+
+    let at = if ctx.args.think.is_zero() { admitted } else { think(rng).await };
+    let map = call(
+        ctx,
+        Step::SeatMap,
+        client.get(ctx.url(&format!("/api/events/{}/seats", ctx.event))).header("authorization", &bearer),
+        at,
+        &[200],
+    )
+    .await?
+    .json();
+    let mut free: Vec<i64> = map["seats"]
+        .as_array()
+        .map(|s| s.iter().filter(|s| s["status"] == "AVAILABLE").filter_map(|s| s["id"].as_i64()).collect())
+        .unwrap_or_default();
+    free.shuffle(rng);
+
+    let mut held = None;
+    let mut at = think(rng).await;
+    for seat in free.iter().take(ctx.args.hold_attempts.max(1) as usize) {
+        let a = call(
+            ctx,
+            Step::Hold,
+            client
+                .post(ctx.url(&format!("/api/events/{}/holds", ctx.event)))
+                .header("authorization", &bearer)
+                .json(&json!({ "seat_id": seat })),
+            at,
+            &[201, 409],
+        )
+        .await?;
+        if a.status == 201 {
+            let h = a.json();
+            let hold = HoldObs {
+                hold_id: h["hold_id"].as_str().unwrap_or_default().to_owned(),
+                seat_id: h["seat_id"].as_i64().unwrap_or(*seat),
+                expires_at_ms: h["expires_at"]
+                    .as_i64()
+                    .or_else(|| h["expires_at"].as_str().and_then(epoch_ms))
+                    .unwrap_or(0),
+                confirmed: false,
+            };
+            held = Some(rec.holds.len());
+            rec.holds.push(hold);
+            break;
+        }
+        at = Instant::now();
+    }
+    if free.is_empty() {
+        ctx.metrics.count(Step::Hold, "no_seat_available");
+    }
+
+    if let Some(i) = held
+        && plan.confirm
+    {
+        let at = think(rng).await;
+        let url = ctx.url(&format!("/api/holds/{}/confirm", rec.holds[i].hold_id));
+        let a = call(ctx, Step::Confirm, client.post(url).header("authorization", &bearer), at, &[200, 410]).await?;
+        rec.holds[i].confirmed = a.status == 200;
+    }
+
+    let claims = if plan.claim_twice { 2 } else { 1 };
+    for _ in 0..claims {
+        let at = think(rng).await;
+        let a = call(
+            ctx,
+            Step::Claim,
+            client
+                .post(ctx.url(&format!("/api/coupons/{}/claims", ctx.campaign)))
+                .header("authorization", &bearer)
+                .header("idempotency-key", uuid::Uuid::new_v4().simple().to_string()),
+            at,
+            &[201, 409, 410],
+        )
+        .await?;
+        if a.status == 201 {
+            let c = a.json();
+            rec.claims.push(ClaimObs {
+                claim_id: c["claim_id"].as_i64().unwrap_or(-1),
+                campaign_id: c["campaign_id"].as_i64().unwrap_or(ctx.campaign),
+                code: c["code"].as_str().unwrap_or_default().to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Epoch milliseconds of an RFC 3339 time.
+pub fn epoch_ms(text: &str) -> Option<i64> {
+    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
+
+/// The `sub` claim of a JWT (not verified: the harness only labels visitors with it).
+pub fn token_subject(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    Some(claims["sub"].as_str()?.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_times_parse_to_epoch_milliseconds() {
+        assert_eq!(epoch_ms("1970-01-01T00:00:01.250Z"), Some(1250));
+        assert_eq!(epoch_ms("2026-11-21T13:33:00Z"), Some(1_795_267_980_000));
+        assert_eq!(epoch_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn the_token_subject_is_read_without_verification() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"sub":"ABCDEF","aud":"q"}"#);
+        assert_eq!(token_subject(&format!("h.{payload}.s")), Some("abcdef".into()));
+        assert_eq!(token_subject("garbage"), None);
+    }
+
+    #[test]
+    fn plans_are_reproducible_and_follow_the_shares() {
+        use clap::Parser;
+        let args = Args::try_parse_from(["loadtest", "--poll-share", "0.25", "--abandon-share", "0"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let polling = (0..4000).filter(|&i| Plan::new(&args, i).mode == Mode::Polling).count();
+        assert!((800..1200).contains(&polling), "{polling}");
+        assert!((0..100).all(|i| Plan::new(&args, i).abandon_after.is_none()));
+        assert_eq!(Plan::new(&args, 17).seed, Plan::new(&args, 17).seed);
+    }
+}
