@@ -206,33 +206,7 @@ pub struct QueueConfig {
     pub all_events: bool,
 }
 
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` for people, `json` (one object per line) for log collectors.
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `booking_core=debug,info`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        // sqlx logs every statement at info; that drowns the request lines.
-        LogConfig { format: LogFormat::Text, level: "info,sqlx=warn".into() }
-    }
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, with the request span's fields (`request_id`).
-    Json,
-}
+pub use shared::log::{LogConfig, LogFormat};
 
 impl Config {
     /// Load from `file` (or defaults only, when `None`) with `BC_…` overrides,
@@ -289,8 +263,7 @@ impl Config {
         if !token.is_empty() && token.len() < 16 {
             return Err(ConfigError::new("admin.token", "must be at least 16 characters (or empty to disable /admin)"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
+        self.log.validate()?;
         self.demo.validate()?;
         let mut seen = HashSet::new();
         for (i, queue) in self.queues.iter().enumerate() {

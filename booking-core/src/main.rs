@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use booking_core::config::{LogConfig, LogFormat};
 use booking_core::{Application, Config};
 use clap::Parser;
 use shared::config::ProcessEnv;
@@ -32,7 +31,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log);
+    // sqlx logs every statement at info; that would drown the request lines.
+    config.log.init(&["sqlx"]);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -57,23 +57,6 @@ fn main() -> ExitCode {
         app.run_until_stopped().await;
         ExitCode::SUCCESS
     })
-}
-
-/// Logs go to stderr (stdout stays free for anything a wrapper prints), as
-/// text or one JSON object per line. Every line logged while a request is
-/// handled carries the `request` span and its `request_id` (the proxy's
-/// `x-request-id`), so one visitor's request can be followed from the proxy's
-/// log into this one.
-fn init_logging(log: &LogConfig) {
-    // The level was validated with the config; the fallback only guards a
-    // filter that parsed then but not now.
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
-    };
 }
 
 async fn wait_for_signal() {

@@ -13,6 +13,7 @@
 
 use http::StatusCode;
 use serde::Serialize;
+use shared::html::escape;
 
 use crate::admin::CampaignView;
 use crate::catalogue::EventView;
@@ -75,11 +76,11 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     };
     let rejoin = format!("/wr/{}?return_to={}", encode(&visitor.queue), encode(&cx.path));
     let page = render(TEMPLATE, |key| match key {
-        "name" => Some(escape_html(&event.name)),
-        "venue" => Some(escape_html(&event.venue)),
+        "name" => Some(escape(&event.name)),
+        "venue" => Some(escape(&event.venue)),
         "starts_at" => Some(clock::rfc3339(event.starts_at)),
-        "starts_at_text" => Some(escape_html(&utc_text(event.starts_at))),
-        "rejoin" => Some(escape_html(&rejoin)),
+        "starts_at_text" => Some(escape(&utc_text(event.starts_at))),
+        "rejoin" => Some(escape(&rejoin)),
         "state" => Some(script_json(&state)),
         "css" => Some(CSS.to_owned()),
         "js" => Some(SCRIPT.to_owned()),
@@ -197,22 +198,6 @@ fn render(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// Text for HTML content and quoted attribute values.
-fn escape_html(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JSON safe inside `<script>`: `<`, `>` and `&` only occur inside JSON
 /// strings, where their `\u` escapes mean the same, and `</script>` can then
 /// never close the element early.
@@ -277,10 +262,7 @@ mod tests {
 
     #[test]
     fn event_text_cannot_break_out_of_html_or_the_state_script() {
-        assert_eq!(
-            escape_html(r#"<b>"Tom" & 'Jerry'</b>"#),
-            "&lt;b&gt;&quot;Tom&quot; &amp; &#39;Jerry&#39;&lt;/b&gt;"
-        );
+        assert_eq!(escape(r#"<b>"Tom" & 'Jerry'</b>"#), "&lt;b&gt;&quot;Tom&quot; &amp; &#39;Jerry&#39;&lt;/b&gt;");
         let json = script_json(&serde_json::json!({"name": "</script><script>alert(1)</script>&"}));
         assert!(!json.contains('<') && !json.contains('>') && !json.contains('&'));
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();

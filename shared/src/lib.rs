@@ -8,13 +8,17 @@
 //! - [`visitor`]: the visitor id and its HMAC-signed cookie value.
 //! - [`config`]: the layered config loader (TOML file, then `PREFIX_SECTION__KEY`
 //!   environment variables) whose errors name the offending key.
+//! - [`log`]: the `[log]` section and the `tracing` subscriber both services install.
+//! - [`html`]: escaping text for the pages both services render.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //!
 //! The only I/O here is reading and creating files under the key directory and
 //! reading the config file; nothing talks to the network.
 
 pub mod config;
+pub mod html;
 pub mod keys;
+pub mod log;
 pub mod problem;
 pub mod token;
 pub mod visitor;

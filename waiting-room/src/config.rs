@@ -127,32 +127,7 @@ impl Default for KeysConfig {
     }
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// `[log]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` or `json`.
-    pub format: LogFormat,
-    /// A `tracing` filter such as `info` or `waiting_room=debug,info`.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig { format: LogFormat::Text, level: "info".into() }
-    }
-}
+pub use shared::log::{LogConfig, LogFormat};
 
 /// `[admin]`: the operator API on its own listener.
 #[derive(Debug, Clone, Deserialize)]
@@ -295,8 +270,7 @@ impl Config {
         if self.keys.dir.as_os_str().is_empty() {
             return Err(ConfigError::new("keys.dir", "must not be empty"));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level)
-            .map_err(|e| ConfigError::new("log.level", format!("not a log filter: {e}")))?;
+        self.log.validate()?;
 
         let mut seen: Vec<(String, String)> = Vec::new(); // (prefix, key naming it)
         for (i, q) in self.queues.iter().enumerate() {

@@ -49,11 +49,5 @@ pub mod ws;
 /// Set up logging as configured. Pingora logs through the `log` crate, which
 /// the subscriber picks up too.
 pub fn init_logging(log: &config::LogConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match log.format {
-        config::LogFormat::Json => builder.json().try_init(),
-        config::LogFormat::Text => builder.try_init(),
-    };
+    log.init(&[]);
 }

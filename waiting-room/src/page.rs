@@ -72,21 +72,7 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
     }
 }
 
-/// Escape text for HTML (element content and quoted attribute values).
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub use shared::html::escape;
 
 /// A wait in words, the way a person would say it. `queue.js` has the same
 /// function for live updates; keep the two in step.
