@@ -35,7 +35,8 @@ proxy_load=$(sed -n 's/^load: //p' "$P" 2>/dev/null)
 
 W="$WS_DIR/summary.txt"
 ws_conns=$(field "$W" '^connections held' 3)
-ws_p50=$(field "$W" '^release-to-update delay' 4); ws_p99=$(field "$W" '^release-to-update delay' 7)
+ws_p50=$(field "$W" '^steady-state delay' 4); ws_p99=$(field "$W" '^steady-state delay' 7)
+ws_all_p99=$(field "$W" '^release-to-update delay' 7)
 ws_rss=$(field "$W" '^proxy RSS per connection' 5); ws_setup=$(sed -n 's/^setup: //p' "$W" 2>/dev/null)
 
 b_vals() { # b_vals SED-EXPR: the value from every booking run, one a line
@@ -90,7 +91,7 @@ mode=$([ "$QUICK" = 1 ] && echo "**quick** (BENCH_QUICK=1: short runs for checki
     at15k=$(ge "$ws_conns" 15000 && echo 1 || echo 0)
     ws_met() { if [ "$at15k" = 1 ]; then yes_no "$@"; else echo "not at 15,000"; fi; }
     echo "| WebSocket connections held on one proxy | $(num "$ws_conns") | — | — | 15,000 | $(yes_no ge "$ws_conns" 15000) | \`CONNECTIONS=$WS_CONNECTIONS SECONDS_=$WS_SECONDS bench/ws.sh\` ($ws_setup) |"
-    echo "| release-to-delivery delay p50 / p99 | $ws_p50 / $ws_p99 ms | — | — | p99 ≤ 500 ms at 15,000 | $(ws_met le "$ws_p99" 500) | same run |"
+    echo "| release-to-delivery delay p50 / p99, every socket open | $ws_p50 / $ws_p99 ms (p99 $ws_all_p99 ms counting the releases during the connect ramp) | — | — | p99 ≤ 500 ms at 15,000 | $(ws_met le "$ws_p99" 500) | same run |"
     echo "| proxy RSS per waiting connection | $ws_rss KiB | — | — | ≤ 20 KiB | $(ws_met le "$ws_rss" 20) | same run |"
   else
     echo "| WebSocket fan-out | $(notrun ws) | | | p99 ≤ 500 ms at 15,000, ≤ 20 KiB | | \`bench/ws.sh\` |"

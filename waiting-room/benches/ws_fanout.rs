@@ -130,6 +130,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let connect_secs = started.elapsed().as_secs_f64();
+    let all_connected_ms = epoch_ms();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let rss_after = a.pid.and_then(rss_kib);
     for t in tasks {
@@ -140,15 +141,37 @@ async fn main() {
     let mut releases: Vec<i64> = log.updates.iter().filter_map(|(_, r)| *r).collect();
     releases.sort_unstable();
     releases.dedup();
-    let mut delays: Vec<i64> = Vec::with_capacity(log.updates.len());
+    // Delays per release (index into `releases`).
+    let mut per_release: Vec<Vec<i64>> = vec![Vec::new(); releases.len()];
     for (at, ready) in &log.updates {
         let release = ready.or_else(|| releases.iter().rev().find(|&&r| r <= *at).copied());
-        if let Some(r) = release {
-            delays.push(at - r);
+        if let Some(i) = release.and_then(|r| releases.binary_search(&r).ok()) {
+            per_release[i].push(at - releases[i]);
         }
     }
+    fn pct(sorted: &[i64], p: f64) -> i64 {
+        sorted.get(((sorted.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(-1)
+    }
+    let mut delays: Vec<i64> = per_release.iter().flatten().copied().collect();
     delays.sort_unstable();
-    let pct = |p: f64| delays.get(((delays.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(-1);
+    // Steady state: releases after every connection was open (during the
+    // connect storm fewer sockets are held and handshakes compete for CPU).
+    let mut steady: Vec<i64> = releases
+        .iter()
+        .zip(&per_release)
+        .filter(|(r, _)| **r >= all_connected_ms)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    steady.sort_unstable();
+    let per_release_text: Vec<String> = releases
+        .iter()
+        .zip(per_release.iter_mut())
+        .map(|(r, d)| {
+            d.sort_unstable();
+            let phase = if *r >= all_connected_ms { "" } else { "c" };
+            format!("{phase}{}:{}", d.len(), pct(d, 0.99))
+        })
+        .collect();
     // Messages per second while fanning out: all updates / time from each release to its last update.
     let mut busy_ms = 0i64;
     for (i, r) in releases.iter().enumerate() {
@@ -162,9 +185,15 @@ async fn main() {
     println!("connect_seconds {connect_secs:.1}");
     println!("releases_seen {}", releases.len());
     println!("updates {}", log.updates.len());
-    println!("delay_p50_ms {}", pct(0.50));
-    println!("delay_p99_ms {}", pct(0.99));
-    println!("delay_max_ms {}", pct(1.0));
+    println!("delay_p50_ms {}", pct(&delays, 0.50));
+    println!("delay_p99_ms {}", pct(&delays, 0.99));
+    println!("delay_max_ms {}", pct(&delays, 1.0));
+    println!("steady_updates {}", steady.len());
+    println!("steady_delay_p50_ms {}", pct(&steady, 0.50));
+    println!("steady_delay_p99_ms {}", pct(&steady, 0.99));
+    println!("steady_delay_max_ms {}", pct(&steady, 1.0));
+    // updates:p99 of each release in order; `c` marks releases during the connect phase.
+    println!("per_release {}", per_release_text.join(" "));
     println!("messages_per_second {:.0}", log.updates.len() as f64 / (busy_ms as f64 / 1000.0).max(0.001));
     if let (Some(b), Some(af)) = (rss_before, rss_after) {
         let n = connected.load(std::sync::atomic::Ordering::Relaxed).max(1) as f64;
