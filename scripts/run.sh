@@ -36,6 +36,9 @@ for port in "$PROXY_PORT" "$PROXY_METRICS_PORT" "$BOOKING_PORT"; do
   fi
 done
 
+SETSID=""
+command -v setsid >/dev/null && SETSID="setsid"
+
 # Everything started from here on is stopped on Ctrl-C, SIGTERM or any exit.
 pids=()
 stop() {
@@ -60,7 +63,11 @@ mkdir -p data
 start() {
   local name="$1" port="$2" health="$3"
   shift 3
-  "$@" >"data/$name.log" 2>&1 &
+  # In a session of its own: Ctrl-C in the terminal signals the whole
+  # foreground process group, and a service that got SIGINT directly would
+  # exit under `wait -n` before the trap below could stop both in order.
+  # (setsid execs in place here, so $! is the service's own pid.)
+  $SETSID "$@" >"data/$name.log" 2>&1 &
   pids+=("$!")
   local pid="$!"
   for _ in $(seq 300); do
