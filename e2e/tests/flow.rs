@@ -6,6 +6,11 @@ use std::time::{Duration, Instant};
 use e2e::{Stack, StackOptions};
 use serde_json::Value;
 
+/// GET `url` with the entry token; the JSON body.
+async fn get_json(c: &reqwest::Client, url: &str, token: &str) -> Value {
+    c.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
 async fn flow(options: StackOptions) {
     let stack = Stack::start(options).await.unwrap();
     let (event, campaign) = stack.seed(4, 10, 5).await.unwrap();
@@ -38,15 +43,7 @@ async fn flow(options: StackOptions) {
     let token = status["token"].as_str().unwrap().to_owned();
 
     // Seat map, hold, confirm, claim: all through the proxy with the token.
-    let seats: Value = c
-        .get(format!("{}/api/events/{event}/seats", stack.proxy))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seats = get_json(&c, &format!("{}/api/events/{event}/seats", stack.proxy), &token).await;
     let seat =
         seats["seats"].as_array().unwrap().iter().find(|s| s["status"] == "AVAILABLE").unwrap()["id"].as_i64().unwrap();
     let r = c
@@ -69,15 +66,7 @@ async fn flow(options: StackOptions) {
     assert_eq!(r.status(), 201);
     let r = c.post(format!("{}/api/coupons/{campaign}/claims", stack.proxy)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(r.status(), 409, "one coupon per visitor");
-    let bookings: Value = c
-        .get(format!("{}/api/me/bookings", stack.proxy))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bookings = get_json(&c, &format!("{}/api/me/bookings", stack.proxy), &token).await;
     assert_eq!(
         bookings.as_array().map(Vec::len).or_else(|| bookings["bookings"].as_array().map(Vec::len)),
         Some(1),

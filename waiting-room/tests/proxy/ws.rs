@@ -13,6 +13,25 @@ fn millis(rfc3339: &str) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
+/// A WebSocket handshake on a bare TCP stream (for peers tungstenite would
+/// not imitate): returns the stream and the bytes read so far, which start
+/// with the 101.
+async fn raw_upgrade(base: &str, queue: &str) -> (tokio::net::TcpStream, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.trim_start_matches("http://");
+    let mut raw = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let handshake = format!(
+        "GET /wr/{queue}/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    raw.write_all(handshake.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = raw.read(&mut buf).await.unwrap();
+    buf.truncate(n);
+    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+    (raw, buf)
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
@@ -153,20 +172,11 @@ async fn oversized_binary_and_non_upgrade_requests_are_refused_and_others_are_st
     // Garbage bytes that are not a frame at all: closed with 1002.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = proxy.base.trim_start_matches("http://").to_owned();
-        let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let handshake = format!(
-            "GET /wr/q/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        raw.write_all(handshake.as_bytes()).await.unwrap();
         // Like any client, wait for the 101 before sending frames (RFC 6455 §4.1).
-        let mut buf = [0u8; 4096];
-        let n = raw.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 101"));
+        let (mut raw, mut got) = raw_upgrade(&proxy.base, "q").await;
         // A complete, masked, empty frame with the reserved opcode 0xF.
         raw.write_all(&[0x8F, 0x80, 0xDE, 0xAD, 0xBE, 0xEF]).await.unwrap();
-        let mut got = buf[..n].to_vec();
+        let mut buf = [0u8; 4096];
         while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), raw.read(&mut buf)).await {
             if n == 0 {
                 break;
@@ -231,7 +241,7 @@ async fn pollers_are_told_when_to_come_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_that_stop_answering_pings_are_closed_and_live_ones_stay() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let upstream = Upstream::start().await;
     let q = queue("q", "/a", 10, "1h", "10m", 0);
     let proxy = Proxy::start_with(ProxySpec::memory(&q, upstream.addr), "ws_ping_interval = \"1s\"").await;
@@ -254,16 +264,7 @@ async fn peers_that_stop_answering_pings_are_closed_and_live_ones_stay() {
     });
 
     // A dead peer: completes the handshake, then never reads or answers again.
-    let addr = proxy.base.trim_start_matches("http://").to_owned();
-    let mut dead = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let handshake = format!(
-        "GET /wr/q/ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
-    dead.write_all(handshake.as_bytes()).await.unwrap();
-    let mut head = vec![0u8; 1024];
-    let n = dead.read(&mut head).await.unwrap();
-    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head[..n]));
+    let (mut dead, _) = raw_upgrade(&proxy.base, "q").await;
 
     // Two silent intervals later the server gives up on the dead peer: after
     // its pings and a close frame, the connection reaches EOF.
