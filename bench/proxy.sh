@@ -4,7 +4,8 @@
 #     same join script (EVALSHA) directly against Redis: the ceiling.
 #  2. admitted requests/s and p99 through the proxy (valid, cached token) vs
 #     nginx as a plain reverse proxy in front of the same upstream, same
-#     worker count, same wrk load.
+#     worker count, same wrk load; and the same proxy with the fast lane off
+#     (every request through Pingora's proxy loop) for reference.
 # Usage: bench/proxy.sh   (env: RUNS=3 DURATION=10s CONNS=64 THREADS=2)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -16,6 +17,7 @@ cargo build --release -q -p waiting-room
 BIN="$TARGET_DIR/release/waiting-room"
 
 pick_port UP_PORT 18181; pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port NGX_PORT 18090
+pick_port PG_PORT 18070; pick_port PG_METRICS 18071
 PREFIX="bench$(date +%s)"
 
 # The upstream both proxies forward to: nginx answering 200 "ok" (1 worker).
@@ -82,12 +84,19 @@ session = "1h"
 TOML
 "$BIN" --config "$OUT/wr.toml" 2> "$OUT/wr.log" &
 PIDS+=($!)
+# The same proxy with the fast lane off, sharing keys and queues.
+WR_SERVER__LISTEN="127.0.0.1:$PG_PORT" WR_SERVER__METRICS_LISTEN="127.0.0.1:$PG_METRICS" WR_SERVER__FAST_LANE=false \
+  WR_SERVER__RELEASE_TICKS=false "$BIN" --config "$OUT/wr.toml" 2> "$OUT/wr-pingora.log" &
+PIDS+=($!)
 wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
+wait_http "http://127.0.0.1:$PG_PORT/wr/healthz"
 wait_http "http://127.0.0.1:$NGX_PORT/"
 
 TOKEN=$(curl -s -X POST "http://127.0.0.1:$WR_PORT/wr/open/join" | sed -E 's/.*"token":"([^"]+)".*/\1/')
 [ "${#TOKEN}" -gt 100 ] || { echo "no token: $TOKEN"; exit 1; }
-[ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x")" = 200 ]
+for port in "$WR_PORT" "$PG_PORT"; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/x")" = 200 ]
+done
 
 SHA=$(redis-cli -u "$REDIS_URL" SCRIPT LOAD "$(cat waiting-room/src/store/lua/standing.lua)")
 K="{${PREFIX}-rb:q}"
@@ -100,6 +109,7 @@ for run in $(seq "$RUNS"); do
     > "$OUT/redis-eval-$run.txt" 2>&1
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x" > "$OUT/admitted-$run.txt"
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$NGX_PORT/api/x" > "$OUT/nginx-$run.txt"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PG_PORT/api/x" > "$OUT/pingora-$run.txt"
 done
 
 joins=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/joins-$r.txt"; done | median)
@@ -110,6 +120,9 @@ adm_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/admitted-$r.txt"; done | 
 adm_err=$(for r in $(seq "$RUNS"); do wrk_errors "$OUT/admitted-$r.txt"; done | paste -sd+ | bc)
 ngx=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/nginx-$r.txt"; done | median)
 ngx_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/nginx-$r.txt"; done | median)
+pg=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/pingora-$r.txt"; done | median)
+pg_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/pingora-$r.txt"; done | median)
+pg_err=$(for r in $(seq "$RUNS"); do wrk_errors "$OUT/pingora-$r.txt"; done | paste -sd+ | bc)
 waiting=$(redis-cli -u "$REDIS_URL" ZCARD "{$PREFIX:join}:line")
 
 {
@@ -120,6 +133,7 @@ waiting=$(redis-cli -u "$REDIS_URL" ZCARD "{$PREFIX:join}:line")
   printf "redis-benchmark EVALSHA join script  %10.0f   ratio proxy/EVAL = %.2f\n" "$eval_rate" "$(echo "$joins / $eval_rate" | bc -l)"
   printf "admitted req/s through proxy         %10.0f   p99 %s ms (errors: %s)\n" "$adm" "$adm_p99" "$adm_err"
   printf "nginx reverse proxy req/s            %10.0f   p99 %s ms   ratio proxy/nginx = %.2f\n" "$ngx" "$ngx_p99" "$(echo "$adm / $ngx" | bc -l)"
+  printf "fast lane off: admitted req/s       %10.0f   p99 %s ms (errors: %s)   ratio to nginx = %.2f\n" "$pg" "$pg_p99" "$pg_err" "$(echo "$pg / $ngx" | bc -l)"
   echo "raw output: $OUT"
 } | tee "$OUT/summary.txt"
 redis-cli -u "$REDIS_URL" --scan --pattern "{$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" DEL > /dev/null

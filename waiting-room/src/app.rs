@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use pingora::listeners::ListenerConfig;
-use pingora::prelude::http_proxy_service;
 use pingora::protocols::l4::stream::L4BufferSettings;
+use pingora::proxy::http_proxy;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
@@ -17,6 +17,7 @@ use shared::keys::KeyDir;
 use crate::admin::AdminApp;
 use crate::admission::AdmissionService;
 use crate::config::Config;
+use crate::lane::FastLane;
 use crate::proxy::WaitingRoom;
 use crate::queues::Queues;
 use crate::state::State;
@@ -47,7 +48,11 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = http_proxy_service(&server.configuration, WaitingRoom::new(state.clone(), upstream));
+    // Pingora's proxy behind the fast lane, which hands it every request it
+    // does not serve itself (all of them when `fast_lane` is off).
+    let pingora = http_proxy(&server.configuration, WaitingRoom::new(state.clone(), upstream));
+    let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane);
+    let mut proxy = Service::new("waiting room proxy".to_owned(), lane);
     proxy.threads = Some(config.server.threads);
     // A small L4 read buffer: plain HTTP needs little, and every open
     // WebSocket keeps its stream (and this buffer) for as long as it waits.

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     /// threads) but measured ~15% fewer admitted requests/s on 2 cores
     /// (interleaved wrk runs, 20-23k/s against 16-20k/s).
     pub work_stealing: bool,
+    /// Serve plain admitted and pass-through HTTP/1.1 requests in the fast
+    /// lane (`lane.rs`) instead of Pingora's proxy loop; everything else goes
+    /// to Pingora either way. `false` sends every request through Pingora.
+    pub fast_lane: bool,
     /// How often the server pings each queue WebSocket; a peer silent for two
     /// intervals is closed.
     #[serde(with = "config::duration")]
@@ -79,6 +83,7 @@ impl Default for ServerConfig {
             threads: 2,
             cookie_secure: false,
             work_stealing: false,
+            fast_lane: true,
             ws_ping_interval: Duration::from_secs(15),
             release_ticks: true,
         }

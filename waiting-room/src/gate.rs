@@ -56,7 +56,7 @@ impl Gate {
         let token = token.ok_or(Refusal::Missing)?;
         if let Some(hit) = self.cache.get(token) {
             if hit.exp.saturating_mul(1000) > now_ms {
-                METRICS.token_cache.with_label_values(&["hit"]).inc();
+                crate::metrics::TOKEN_CACHE_HITS.inc();
                 if &*hit.queue != queue {
                     return Err(Refusal::Invalid(TokenError::WrongQueue));
                 }
@@ -88,6 +88,18 @@ impl Gate {
             return Err(Refusal::Invalid(TokenError::WrongQueue));
         }
         Ok(visitor)
+    }
+
+    /// The visitor id if `token` is already cached as valid for `queue` at
+    /// `now_ms`; `None` otherwise, without verifying or changing anything
+    /// (the caller then takes the full [`Gate::check`] path).
+    pub fn check_cached(&self, token: &str, queue: &str, now_ms: i64) -> Option<String> {
+        let hit = self.cache.get(token)?;
+        if hit.exp.saturating_mul(1000) > now_ms && &*hit.queue == queue {
+            crate::metrics::TOKEN_CACHE_HITS.inc();
+            return Some(hit.visitor.to_string());
+        }
+        None
     }
 
     /// Tokens cached now.

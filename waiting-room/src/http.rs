@@ -61,6 +61,28 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// The whole response as HTTP/1.1 bytes (the fast lane writes to the
+    /// socket itself); `head_only` for a HEAD request, `close` adds
+    /// `connection: close`.
+    pub fn to_http1(&self, head_only: bool, close: bool) -> Vec<u8> {
+        let reason = http::StatusCode::from_u16(self.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+        let mut out = format!("HTTP/1.1 {} {reason}\r\n", self.status).into_bytes();
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(format!("content-length: {}\r\n", self.body.len()).as_bytes());
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+        out
+    }
+}
+
 /// Write `reply` as the whole response.
 pub async fn send(session: &mut Session, reply: Reply) -> pingora::Result<()> {
     let mut header = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;

@@ -20,6 +20,8 @@
 //! - [`ws`]: the WebSocket endpoint and its connection tasks.
 //! - [`push`]: the hub fanning out every tick to this instance's sockets.
 //! - [`proxy`]: the `ProxyHttp` implementation tying it together.
+//! - [`lane`]: the fast lane serving plain admitted and pass-through requests
+//!   in front of it.
 //! - [`http`]: replies the proxy writes itself.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: assembling the Pingora server.
@@ -35,6 +37,7 @@ pub mod estimate;
 pub mod gate;
 pub mod http;
 pub mod identity;
+pub mod lane;
 pub mod metrics;
 pub mod openapi;
 pub mod page;

@@ -11,6 +11,11 @@ use prometheus::{
     register_int_counter_vec, register_int_gauge_vec,
 };
 
+/// `waiting_room_token_cache_total{result="hit"}`, resolved once: it is
+/// counted on every gated request.
+pub static TOKEN_CACHE_HITS: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| METRICS.token_cache.with_label_values(&["hit"]));
+
 /// All metrics of the waiting room.
 pub struct Metrics {
     /// `waiting_room_waiting_visitors{queue}`
@@ -39,6 +44,9 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     /// `waiting_room_requests_total{route,status}` requests the proxy answered itself
     pub requests: IntCounterVec,
+    /// `waiting_room_proxied_requests_total{lane}`: requests sent upstream by
+    /// the fast lane or by Pingora
+    pub proxied: IntCounterVec,
     /// `waiting_room_store_errors_total{op}`
     pub store_errors: IntCounterVec,
     /// `waiting_room_ws_connections`
@@ -147,6 +155,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "waiting_room_requests_total",
         "Requests answered by the waiting room itself.",
         &["route", "status"],
+    ),
+    proxied: known_counter(
+        "waiting_room_proxied_requests_total",
+        "Requests sent to the upstream, by the lane that forwarded them.",
+        "lane",
+        &["fast", "pingora"],
     ),
     store_errors: known_counter(
         "waiting_room_store_errors_total",

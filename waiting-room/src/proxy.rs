@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{ErrorSource, ErrorType};
 use shared::problem::Problem;
 use shared::{REQUEST_ID_HEADER, VISITOR_HEADER};
 
@@ -71,7 +73,13 @@ fn worker_index() -> u64 {
 }
 
 fn request_id(session: &Session) -> String {
-    match header_str(session, REQUEST_ID_HEADER) {
+    request_id_or_new(header_str(session, REQUEST_ID_HEADER))
+}
+
+/// The client's request id when well-formed (8-64 of `[A-Za-z0-9-]`), else a
+/// new random one.
+pub(crate) fn request_id_or_new(given: Option<&str>) -> String {
+    match given {
         Some(id) if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
             id.to_owned()
         }
@@ -207,9 +215,34 @@ impl ProxyHttp for WaitingRoom {
         Ok(())
     }
 
+    /// An upstream that cannot be reached gets the same 502 problem as in the
+    /// fast lane (Pingora's default is an empty body).
+    async fn fail_to_proxy(&self, session: &mut Session, e: &pingora::Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match (e.etype(), e.esource()) {
+            (ErrorType::HTTPStatus(code), _) => *code,
+            (_, ErrorSource::Upstream) => 502,
+            (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => 0,
+            (_, ErrorSource::Downstream) => 400,
+            _ => 500,
+        };
+        if code > 0 && session.response_written().is_none() {
+            let detail = match code {
+                502 => format!("the protected service did not answer ({e}); try again in a moment"),
+                400 => format!("the request could not be read: {e}"),
+                _ => format!("the request failed: {e}"),
+            };
+            let reply = Reply::error(code, detail).header(REQUEST_ID_HEADER, ctx.request_id.clone());
+            if let Err(e) = send(session, reply).await {
+                tracing::debug!(error = %e, "writing the error response failed");
+            }
+        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(ctx.status, |r| r.status.as_u16());
         if let Some(started) = ctx.upstream_started {
+            METRICS.proxied.with_label_values(&["pingora"]).inc();
             let class = match (e, status) {
                 (Some(_), _) | (_, 0) => "error",
                 (_, s) => ["1xx", "2xx", "3xx", "4xx", "5xx"]

@@ -8,5 +8,6 @@ mod control;
 mod fifo;
 mod gate;
 mod helpers;
+mod lane;
 mod lifecycle;
 mod ws;
