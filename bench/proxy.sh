@@ -4,7 +4,8 @@
 #     same join script (EVALSHA) directly against Redis: the ceiling.
 #  2. admitted requests/s and p99 through the proxy (valid, cached token) vs
 #     nginx as a plain reverse proxy in front of the same upstream, same
-#     worker count, same wrk load; and the same proxy with the fast lane off
+#     worker count, same wrk load (the same requests, token header included);
+#     and the same proxy with the fast lane off
 #     (every request through Pingora's proxy loop) for reference.
 # Usage: bench/proxy.sh   (env: RUNS=3 DURATION=10s CONNS=64 THREADS=2)
 set -euo pipefail
@@ -108,7 +109,7 @@ for run in $(seq "$RUNS"); do
     EVALSHA "$SHA" 5 "$K:line" "$K:seen" "$K:sessions" "$K:admitted" "$K:seq" __rand_int__ join 0 0 600000 60000 0 \
     > "$OUT/redis-eval-$run.txt" 2>&1
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x" > "$OUT/admitted-$run.txt"
-  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://127.0.0.1:$NGX_PORT/api/x" > "$OUT/nginx-$run.txt"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$NGX_PORT/api/x" > "$OUT/nginx-$run.txt"
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PG_PORT/api/x" > "$OUT/pingora-$run.txt"
 done
 

@@ -5,8 +5,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use pingora::listeners::ListenerConfig;
-use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::http_proxy;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
@@ -17,7 +15,7 @@ use shared::keys::KeyDir;
 use crate::admin::AdminApp;
 use crate::admission::AdmissionService;
 use crate::config::Config;
-use crate::lane::FastLane;
+use crate::lane::{FastLane, LaneService};
 use crate::proxy::WaitingRoom;
 use crate::queues::Queues;
 use crate::state::State;
@@ -52,11 +50,8 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     // does not serve itself (all of them when `fast_lane` is off).
     let pingora = http_proxy(&server.configuration, WaitingRoom::new(state.clone(), upstream));
     let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane);
-    let mut proxy = Service::new("waiting room proxy".to_owned(), lane);
-    proxy.threads = Some(config.server.threads);
-    // A small L4 read buffer: plain HTTP needs little, and every open
-    // WebSocket keeps its stream (and this buffer) for as long as it waits.
-    proxy.add_listener(ListenerConfig::tcp(config.server.listen.clone()).l4_buffer(L4BufferSettings::new(4096, 1460)));
+    let proxy = LaneService::bind(lane, config.resolve_listen()?, config.server.threads)
+        .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
 
     let admission = background_service(
         "admission",

@@ -50,16 +50,14 @@ pub struct ServerConfig {
     pub metrics_listen: String,
     /// The protected service, `host:port`; resolved once at start.
     pub upstream: String,
-    /// Worker threads of the proxy service.
+    /// Worker threads of the proxy: each has its own `SO_REUSEPORT`
+    /// listener and single-threaded runtime (see `lane.rs`).
     pub threads: usize,
     /// Mark cookies `Secure` (set when served over HTTPS).
     pub cookie_secure: bool,
-    /// `false` (the default): each thread runs its own runtime, like an
-    /// nginx worker. `true`: one work-stealing runtime for all threads, which
-    /// wakes other threads less (0.65 futex calls per proxied request against
-    /// 1.5 eventfd writes: Pingora spawns pooled-connection watchers on random
-    /// threads) but measured ~15% fewer admitted requests/s on 2 cores
-    /// (interleaved wrk runs, 20-23k/s against 16-20k/s).
+    /// Runtime flavour of Pingora's own services (admission, metrics, admin).
+    /// The proxy workers always run one runtime per thread, like nginx
+    /// workers; `false` (the default) does the same for Pingora's services.
     pub work_stealing: bool,
     /// Serve plain admitted and pass-through HTTP/1.1 requests in the fast
     /// lane (`lane.rs`) instead of Pingora's proxy loop; everything else goes
@@ -324,6 +322,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The listen address, resolved.
+    pub fn resolve_listen(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .to_socket_addrs()
+            .map_err(|e| ConfigError::new("server.listen", format!("cannot resolve {:?}: {e}", self.server.listen)))?
+            .next()
+            .ok_or_else(|| ConfigError::new("server.listen", "resolves to no address"))
     }
 
     /// The upstream address, resolved once (never per request).

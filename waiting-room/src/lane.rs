@@ -20,6 +20,12 @@
 //! the response is streamed back by its framing (`Content-Length`, chunked,
 //! or until close).
 //!
+//! The lane also owns the listener: one `SO_REUSEPORT` socket and one
+//! single-threaded runtime per worker thread, like nginx workers, so a
+//! connection is accepted, read, written and proxied on one thread with its
+//! own upstream pool (Pingora's listener accepts on one runtime and hands the
+//! connection to a random one, so half of all socket events crossed threads).
+//!
 //! Anything else — the queue API and page, WebSockets, refusals, a token seen
 //! for the first time, HTTP/1.0, odd framing, malformed input — is handed to
 //! Pingora for exactly that request, with the bytes already read put back in
@@ -43,12 +49,14 @@ use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::proxy::HttpProxy;
+use pingora::server::ListenFds;
 use pingora::server::ShutdownWatch;
+use pingora::services::Service;
 use prometheus::{Histogram, IntCounter};
 use shared::problem::Problem;
 use shared::{REQUEST_ID_HEADER, VISITOR_HEADER};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::http::Reply;
 use crate::metrics::METRICS;
@@ -124,25 +132,70 @@ impl FastLane {
 
     /// Hand one request to Pingora: `buf` goes back in front of the stream.
     /// The stream comes back when the connection may be reused.
-    async fn handoff(
-        self: &Arc<Self>,
-        mut io: Box<L4Stream>,
-        buf: &mut BytesMut,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Box<L4Stream>> {
+    async fn handoff(self: &Arc<Self>, conn: Conn, buf: &mut BytesMut, shutdown: &ShutdownWatch) -> Option<Conn> {
+        let mut io = match conn {
+            Conn::Raw(tcp) => Box::new(L4Stream::from(tcp)),
+            Conn::Pingora(io) => io,
+        };
         io.rewind(buf);
         buf.clear();
         let mut session = ServerSession::new_http1(io);
         session.set_keepalive(if *shutdown.borrow() { None } else { Some(KEEPALIVE.as_secs()) });
         let reused = self.pingora.process_new_http(session, shutdown).await?;
         let (stream, _) = reused.consume();
-        stream.into_any().downcast::<L4Stream>().ok()
+        stream.into_any().downcast::<L4Stream>().ok().map(Conn::Pingora)
+    }
+
+    /// Serve one client connection until it closes.
+    async fn serve(self: Arc<Self>, tcp: TcpStream, shutdown: ShutdownWatch) {
+        if !self.enabled {
+            let mut stream: Stream = Box::new(L4Stream::from(tcp));
+            while let Some(s) = ServerApp::process_new(&self.pingora, stream, &shutdown).await {
+                stream = s;
+            }
+            return;
+        }
+        let mut conn = Conn::Raw(tcp);
+        let mut buf = BytesMut::with_capacity(CHUNK);
+        let mut rbuf = BytesMut::with_capacity(CHUNK);
+        let mut watch = shutdown.clone();
+        loop {
+            if *shutdown.borrow() && buf.is_empty() {
+                return;
+            }
+            let next = match &mut conn {
+                Conn::Raw(tcp) => self.next_request(tcp, &mut buf, &mut watch).await,
+                Conn::Pingora(io) => self.next_request(&mut **io, &mut buf, &mut watch).await,
+            };
+            match next {
+                Next::Closed => return,
+                Next::Pingora => match self.handoff(conn, &mut buf, &shutdown).await {
+                    Some(c) => conn = c,
+                    None => return,
+                },
+                Next::Fast(req) => {
+                    buf.advance(req.consumed);
+                    let keep = match &mut conn {
+                        Conn::Raw(tcp) => self.forward(tcp, req, &mut rbuf, &shutdown).await,
+                        Conn::Pingora(io) => self.forward(&mut **io, req, &mut rbuf, &shutdown).await,
+                    };
+                    if !keep {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Read until `buf` holds a whole request, then decide which lane takes
     /// it. An idle connection is closed when the server starts shutting down
     /// (as Pingora does), or after [`KEEPALIVE`].
-    async fn next_request(&self, io: &mut L4Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> Next {
+    async fn next_request<S: AsyncRead + Unpin>(
+        &self,
+        io: &mut S,
+        buf: &mut BytesMut,
+        shutdown: &mut ShutdownWatch,
+    ) -> Next {
         loop {
             if !buf.is_empty() {
                 match self.plan(buf) {
@@ -289,7 +342,13 @@ impl FastLane {
 
     /// Forward `req` and stream the response back. Returns whether the client
     /// connection stays open.
-    async fn forward(&self, io: &mut L4Stream, req: Request, rbuf: &mut BytesMut, shutdown: &ShutdownWatch) -> bool {
+    async fn forward<S: AsyncWrite + Unpin>(
+        &self,
+        io: &mut S,
+        req: Request,
+        rbuf: &mut BytesMut,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
         if let Some(q) = &req.queue {
             self.count_allowed(q);
         }
@@ -354,35 +413,124 @@ impl FastLane {
     }
 }
 
+/// A client connection: our own socket until the first hand-off to Pingora,
+/// then Pingora's stream wrapping it.
+enum Conn {
+    Raw(TcpStream),
+    Pingora(Box<L4Stream>),
+}
+
+/// The proxy's listening service: `threads` workers, each with its own
+/// `SO_REUSEPORT` listener and single-threaded runtime.
+pub struct LaneService {
+    lane: Arc<FastLane>,
+    listeners: Vec<std::net::TcpListener>,
+}
+
+impl LaneService {
+    /// Bind `threads` listeners on `addr` now, so a taken port fails the
+    /// start instead of a worker.
+    pub fn bind(lane: FastLane, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+        // `SO_REUSEPORT` would let a second instance on the same port share
+        // the traffic silently; a plain bind first fails if anyone listens.
+        drop(probe(addr)?);
+        let listeners = (0..threads.max(1)).map(|_| reuseport_listener(addr)).collect::<io::Result<_>>()?;
+        Ok(LaneService { lane: Arc::new(lane), listeners })
+    }
+}
+
+fn probe(addr: SocketAddr) -> io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+fn reuseport_listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    // Pingora's backlog: a sale opens with a burst of connections.
+    socket.listen(65535)?;
+    Ok(socket.into())
+}
+
 #[async_trait]
-impl ServerApp for FastLane {
-    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if !self.enabled || !stream.as_any().is::<L4Stream>() {
-            return ServerApp::process_new(&self.pingora, stream, shutdown).await;
-        }
-        let mut io = stream.into_any().downcast::<L4Stream>().ok()?;
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        let mut rbuf = BytesMut::with_capacity(CHUNK);
-        let mut watch = shutdown.clone();
-        loop {
-            if *shutdown.borrow() && buf.is_empty() {
-                return None;
-            }
-            match self.next_request(&mut io, &mut buf, &mut watch).await {
-                Next::Closed => return None,
-                Next::Pingora => io = self.handoff(io, &mut buf, shutdown).await?,
-                Next::Fast(req) => {
-                    buf.advance(req.consumed);
-                    if !self.forward(&mut io, req, &mut rbuf, shutdown).await {
-                        return None;
+impl Service for LaneService {
+    async fn start_service(&mut self, _fds: Option<ListenFds>, mut shutdown: ShutdownWatch, _per_fd: usize) {
+        let mut workers = Vec::new();
+        for (i, listener) in self.listeners.drain(..).enumerate() {
+            let lane = self.lane.clone();
+            let shutdown = shutdown.clone();
+            let worker = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "proxy worker runtime");
+                        return;
                     }
+                };
+                runtime.block_on(accept_loop(lane, listener, shutdown));
+                // Requests in flight get the same grace as Pingora's.
+                runtime.shutdown_timeout(Duration::from_secs(5));
+            });
+            match worker {
+                Ok(w) => workers.push(w),
+                Err(e) => tracing::error!(error = %e, "starting a proxy worker"),
+            }
+        }
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        ServerApp::cleanup(&*self.lane.pingora).await;
+        let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
+    }
+
+    fn name(&self) -> &str {
+        "waiting room proxy"
+    }
+
+    /// The Pingora runtime only waits for shutdown; the workers run on
+    /// threads of their own.
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
+async fn accept_loop(lane: Arc<FastLane>, listener: std::net::TcpListener, mut shutdown: ShutdownWatch) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "proxy listener");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(lane.clone().serve(tcp, shutdown.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of descriptors: accept would fail at once again.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
         }
-    }
-
-    async fn cleanup(&self) {
-        ServerApp::cleanup(&*self.pingora).await;
     }
 }
 
@@ -443,7 +591,7 @@ fn parse_length(value: &[u8]) -> Option<usize> {
     Some(value.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0')))
 }
 
-async fn write_all_flush(io: &mut L4Stream, data: &[u8]) -> io::Result<()> {
+async fn write_all_flush<S: AsyncWrite + Unpin>(io: &mut S, data: &[u8]) -> io::Result<()> {
     io.write_all(data).await?;
     io.flush().await
 }
@@ -635,8 +783,8 @@ impl Head {
 /// Copy the response body from `up` to the client. `out` holds the response
 /// head; `rbuf` the body bytes already read. Returns whether the upstream
 /// connection ended cleanly at the end of the body and may be reused.
-async fn copy_body(
-    io: &mut L4Stream,
+async fn copy_body<S: AsyncWrite + Unpin>(
+    io: &mut S,
     up: &mut TcpStream,
     rbuf: &mut BytesMut,
     mut out: Vec<u8>,

@@ -401,3 +401,21 @@ async fn pipelined_requests_are_answered_in_order_and_connection_close_is_honour
     let r = read_response(&mut s, &mut buf, false).await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_a_taken_port_refuses_to_start() {
+    // The listeners use SO_REUSEPORT; without the probe a second process
+    // would quietly take half of the first one's connections.
+    let up = RawUpstream::start().await;
+    let proxy = Proxy::start(ProxySpec::memory(QUEUE, up.addr)).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_waiting-room"))
+        .arg("--config")
+        .arg(&proxy.config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "second instance started");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.listen"), "{stderr}");
+    let r = client().get(proxy.url("/public/cl/3")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the first instance still serves");
+}
