@@ -92,16 +92,29 @@ async fn serve(mut s: TcpStream, close_after_each: bool) {
     }
 }
 
+/// Header fields of a raw request or response.
+struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    fn parsed(headers: &[httparse::Header<'_>]) -> Headers {
+        Headers(headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect())
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
 struct RawRequest {
     method: String,
     path: String,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     body: Vec<u8>,
 }
 
 impl RawRequest {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 }
 
@@ -123,17 +136,12 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RawRequest
         if let httparse::Status::Complete(len) = req.parse(buf).ok()? {
             let method = req.method?.to_owned();
             let path = req.path?.to_owned();
-            let headers: Vec<(String, String)> = req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
+            let headers = Headers::parsed(req.headers);
             buf.drain(..len);
-            let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
-            let body = if find("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            let body = if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
                 read_chunked(s, buf).await?
             } else {
-                let n: usize = find("content-length").map_or(0, |v| v.trim().parse().unwrap());
+                let n: usize = headers.get("content-length").map_or(0, |v| v.trim().parse().unwrap());
                 while buf.len() < n {
                     fill(s, buf).await?;
                 }
@@ -176,13 +184,13 @@ async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
 /// A response read off a raw client connection.
 struct RawResponse {
     status: u16,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     body: Vec<u8>,
 }
 
 impl RawResponse {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 }
 
@@ -192,18 +200,13 @@ async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, head_request: bool)
         let mut resp = httparse::Response::new(&mut headers);
         if let httparse::Status::Complete(len) = resp.parse(buf).unwrap() {
             let status = resp.code.unwrap();
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
+            let headers = Headers::parsed(resp.headers);
             buf.drain(..len);
-            let find = |n: &str| headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(n)).map(|(_, v)| v.clone());
             let body = if head_request || status == 204 {
                 Vec::new()
-            } else if find("transfer-encoding").is_some() {
+            } else if headers.get("transfer-encoding").is_some() {
                 read_chunked(s, buf).await.expect("chunked body")
-            } else if let Some(n) = find("content-length") {
+            } else if let Some(n) = headers.get("content-length") {
                 let n: usize = n.trim().parse().unwrap();
                 while buf.len() < n {
                     fill(s, buf).await.expect("body");
