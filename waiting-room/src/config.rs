@@ -326,25 +326,22 @@ impl Config {
 
     /// The listen address, resolved.
     pub fn resolve_listen(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .to_socket_addrs()
-            .map_err(|e| ConfigError::new("server.listen", format!("cannot resolve {:?}: {e}", self.server.listen)))?
-            .next()
-            .ok_or_else(|| ConfigError::new("server.listen", "resolves to no address"))
+        resolve("server.listen", &self.server.listen)
     }
 
     /// The upstream address, resolved once (never per request).
     pub fn resolve_upstream(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .upstream
-            .to_socket_addrs()
-            .map_err(|e| {
-                ConfigError::new("server.upstream", format!("cannot resolve {:?}: {e}", self.server.upstream))
-            })?
-            .next()
-            .ok_or_else(|| ConfigError::new("server.upstream", "resolves to no address"))
+        resolve("server.upstream", &self.server.upstream)
     }
+}
+
+/// The first address `value` (config key `key`) resolves to.
+fn resolve(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .to_socket_addrs()
+        .map_err(|e| ConfigError::new(key, format!("cannot resolve {value:?}: {e}")))?
+        .next()
+        .ok_or_else(|| ConfigError::new(key, "resolves to no address"))
 }
 
 impl Admission {

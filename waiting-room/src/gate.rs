@@ -36,6 +36,13 @@ struct Verified {
     exp: i64,
 }
 
+impl Verified {
+    /// Valid strictly before its `exp` second begins.
+    fn live(&self, now_ms: i64) -> bool {
+        self.exp.saturating_mul(1000) > now_ms
+    }
+}
+
 /// Token verification with a cache.
 pub struct Gate {
     verifier: TokenVerifier,
@@ -55,7 +62,7 @@ impl Gate {
     pub fn check(&self, token: Option<&str>, queue: &str, now_ms: i64) -> Result<String, Refusal> {
         let token = token.ok_or(Refusal::Missing)?;
         if let Some(hit) = self.cache.get(token) {
-            if hit.exp.saturating_mul(1000) > now_ms {
+            if hit.live(now_ms) {
                 crate::metrics::TOKEN_CACHE_HITS.inc();
                 if &*hit.queue != queue {
                     return Err(Refusal::Invalid(TokenError::WrongQueue));
@@ -72,7 +79,7 @@ impl Gate {
             return Err(Refusal::Invalid(TokenError::Expired));
         }
         if self.cache.len() >= self.capacity {
-            self.cache.retain(|_, v| v.exp.saturating_mul(1000) > now_ms);
+            self.cache.retain(|_, v| v.live(now_ms));
             if self.cache.len() >= self.capacity {
                 // Only reachable with more live tokens than the cache holds:
                 // start over rather than grow without bound.
@@ -95,7 +102,7 @@ impl Gate {
     /// (the caller then takes the full [`Gate::check`] path).
     pub fn check_cached(&self, token: &str, queue: &str, now_ms: i64) -> Option<String> {
         let hit = self.cache.get(token)?;
-        if hit.exp.saturating_mul(1000) > now_ms && &*hit.queue == queue {
+        if hit.live(now_ms) && &*hit.queue == queue {
             crate::metrics::TOKEN_CACHE_HITS.inc();
             return Some(hit.visitor.to_string());
         }

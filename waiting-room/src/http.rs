@@ -34,6 +34,11 @@ impl Reply {
         }
     }
 
+    /// The 502 for an upstream that did not answer (both proxy lanes).
+    pub fn bad_gateway(cause: impl std::fmt::Display) -> Reply {
+        Reply::error(502, format!("the protected service did not answer ({cause}); try again in a moment"))
+    }
+
     /// A problem from status and detail.
     pub fn error(status: u16, detail: impl Into<String>) -> Reply {
         Reply::problem(Problem::new(status, detail))

@@ -53,7 +53,6 @@ use pingora::server::ListenFds;
 use pingora::server::ShutdownWatch;
 use pingora::services::Service;
 use prometheus::{Histogram, IntCounter};
-use shared::problem::Problem;
 use shared::{REQUEST_ID_HEADER, VISITOR_HEADER};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -358,11 +357,7 @@ impl FastLane {
             Ok(ok) => ok,
             Err(error) => {
                 self.observe_latency(0, started);
-                let reply = Reply::problem(Problem::new(
-                    502,
-                    format!("the protected service did not answer ({error}); try again in a moment"),
-                ))
-                .header(REQUEST_ID_HEADER, req.request_id.clone());
+                let reply = Reply::bad_gateway(&error).header(REQUEST_ID_HEADER, req.request_id.clone());
                 let keep = !req.close && !*shutdown.borrow();
                 let sent = write_all_flush(io, &reply.to_http1(req.head, !keep)).await.is_ok();
                 log(&req, 502, Some(&error));

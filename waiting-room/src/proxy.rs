@@ -226,12 +226,12 @@ impl ProxyHttp for WaitingRoom {
             _ => 500,
         };
         if code > 0 && session.response_written().is_none() {
-            let detail = match code {
-                502 => format!("the protected service did not answer ({e}); try again in a moment"),
-                400 => format!("the request could not be read: {e}"),
-                _ => format!("the request failed: {e}"),
+            let reply = match code {
+                502 => Reply::bad_gateway(e),
+                400 => Reply::error(400, format!("the request could not be read: {e}")),
+                _ => Reply::error(code, format!("the request failed: {e}")),
             };
-            let reply = Reply::error(code, detail).header(REQUEST_ID_HEADER, ctx.request_id.clone());
+            let reply = reply.header(REQUEST_ID_HEADER, ctx.request_id.clone());
             if let Err(e) = send(session, reply).await {
                 tracing::debug!(error = %e, "writing the error response failed");
             }
