@@ -135,6 +135,10 @@ waiting=$(redis-cli -u "$REDIS_URL" ZCARD "{$PREFIX:join}:line")
   printf "admitted req/s through proxy         %10.0f   p99 %s ms (errors: %s)\n" "$adm" "$adm_p99" "$adm_err"
   printf "nginx reverse proxy req/s            %10.0f   p99 %s ms   ratio proxy/nginx = %.2f\n" "$ngx" "$ngx_p99" "$(echo "$adm / $ngx" | bc -l)"
   printf "fast lane off: admitted req/s       %10.0f   p99 %s ms (errors: %s)   ratio to nginx = %.2f\n" "$pg" "$pg_p99" "$pg_err" "$(echo "$pg / $ngx" | bc -l)"
+  for r in $(seq "$RUNS"); do
+    a=$(wrk_rps "$OUT/admitted-$r.txt"); n=$(wrk_rps "$OUT/nginx-$r.txt")
+    printf "  run %s: proxy %.0f/s, nginx %.0f/s, ratio %.2f\n" "$r" "$a" "$n" "$(echo "$a / $n" | bc -l)"
+  done
   echo "raw output: $OUT"
 } | tee "$OUT/summary.txt"
 redis-cli -u "$REDIS_URL" --scan --pattern "{$PREFIX*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" DEL > /dev/null

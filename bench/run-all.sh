@@ -6,7 +6,7 @@
 #   BENCH_QUICK=1 bench/run-all.sh    # short runs to check the suite end to end (~5 min, numbers not comparable)
 #
 # Each part can be sized through the environment (defaults: full / quick):
-#   PROXY_RUNS=3/1 PROXY_DURATION=10s/3s                       bench/proxy.sh
+#   PROXY_RUNS=5/1 PROXY_DURATION=10s/3s                       bench/proxy.sh
 #   WS_CONNECTIONS=15000/2000 WS_SECONDS=40/12 WS_RUNS=1/1     bench/ws.sh
 #   BOOKING_RUNS=3/1 BOOKING_ARGS=""/"--claims 5000 …"         bench/booking/run.sh
 #   SALE_RATES="250 500 750 1000 1500 2000"/"100 200" SALE_DURATION=20s/5s SALE_CONFIRM=2/0   bench/sale.sh
@@ -20,7 +20,7 @@ cd "$ROOT"
 export CARGO_TARGET_DIR="$TARGET_DIR"
 QUICK="${BENCH_QUICK:-0}"
 q() { if [ "$QUICK" = 1 ]; then echo "$2"; else echo "$1"; fi; } # q FULL QUICK
-PROXY_RUNS="${PROXY_RUNS:-$(q 3 1)}"; PROXY_DURATION="${PROXY_DURATION:-$(q 10s 3s)}"
+PROXY_RUNS="${PROXY_RUNS:-$(q 5 1)}"; PROXY_DURATION="${PROXY_DURATION:-$(q 10s 3s)}"
 WS_CONNECTIONS="${WS_CONNECTIONS:-$(q 15000 2000)}"; WS_SECONDS="${WS_SECONDS:-$(q 40 12)}"; WS_RUNS="${WS_RUNS:-1}"
 BOOKING_RUNS="${BOOKING_RUNS:-$(q 3 1)}"
 BOOKING_ARGS="${BOOKING_ARGS-$(q "" "--claims 5000 --visitors 2000 --stock 500 --seats 500")}"

@@ -97,14 +97,14 @@ impl Gate {
         Ok(visitor)
     }
 
-    /// The visitor id if `token` is already cached as valid for `queue` at
-    /// `now_ms`; `None` otherwise, without verifying or changing anything
-    /// (the caller then takes the full [`Gate::check`] path).
-    pub fn check_cached(&self, token: &str, queue: &str, now_ms: i64) -> Option<String> {
+    /// The visitor id and the end of the token's validity (ms, exclusive)
+    /// if `token` is already cached as valid for `queue` at `now_ms`; `None`
+    /// otherwise, without verifying or changing anything (the caller then
+    /// takes the full [`Gate::check`] path). Counting the hit is the caller's.
+    pub fn check_cached(&self, token: &str, queue: &str, now_ms: i64) -> Option<(String, i64)> {
         let hit = self.cache.get(token)?;
         if hit.live(now_ms) && &*hit.queue == queue {
-            crate::metrics::TOKEN_CACHE_HITS.inc();
-            return Some(hit.visitor.to_string());
+            return Some((hit.visitor.to_string(), hit.exp.saturating_mul(1000)));
         }
         None
     }

@@ -36,9 +36,11 @@
 //! [`Gate::check_cached`]: crate::gate::Gate::check_cached
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -52,6 +54,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ListenFds;
 use pingora::server::ShutdownWatch;
 use pingora::services::Service;
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{Histogram, IntCounter};
 use shared::{REQUEST_ID_HEADER, VISITOR_HEADER};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -83,6 +86,10 @@ const POOL_IDLE: Duration = Duration::from_secs(50);
 const POOL_MAX: usize = 512;
 /// Read buffer size.
 const CHUNK: usize = 8 * 1024;
+/// How often a worker adds its metric tallies to the shared registry.
+const FLUSH: Duration = Duration::from_millis(100);
+/// Tokens a worker keeps its own copy of.
+const LOCAL_TOKENS: usize = 16 * 1024;
 
 /// Status classes of the upstream latency histogram, by `status / 100`.
 const CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -93,12 +100,55 @@ pub struct FastLane {
     state: Arc<State>,
     upstream: SocketAddr,
     enabled: bool,
+    /// Tells this lane's per-worker state ([`Local`]) from another lane's.
+    id: u64,
     /// `gate_decisions_total{queue, "allowed"}` per queue, resolved once.
     allowed: Vec<(String, IntCounter)>,
     /// `upstream_latency_seconds{class}` in [`CLASSES`] order.
     latency: Vec<Histogram>,
     /// `proxied_requests_total{lane="fast"}`.
     proxied: IntCounter,
+}
+
+/// A worker thread's own tallies of the lane's per-request metrics and its
+/// own copy of the gate's cached tokens, so that a request on the fast lane
+/// writes no memory another worker also writes (each shared counter, and the
+/// read lock of the gate's cache shard, would bounce a cache line between
+/// the cores on every request). The tallies reach the shared registry every
+/// [`FLUSH`]; a token is copied here only after the shared gate has it as
+/// valid, and is honoured under the same rule (same queue, before `exp`).
+struct Local {
+    lane: u64,
+    allowed: Vec<(String, LocalIntCounter)>,
+    latency: Vec<LocalHistogram>,
+    proxied: LocalIntCounter,
+    hits: LocalIntCounter,
+    tokens: HashMap<Box<str>, Admitted>,
+}
+
+struct Admitted {
+    queue: Box<str>,
+    visitor: Box<str>,
+    /// Valid strictly before this (ms).
+    until_ms: i64,
+}
+
+impl Local {
+    fn flush(&self) {
+        self.allowed.iter().for_each(|(_, c)| c.flush());
+        self.latency.iter().for_each(LocalHistogram::flush);
+        self.proxied.flush();
+        self.hits.flush();
+    }
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+/// Flush this thread's tallies to the registry.
+fn flush_local() {
+    LOCAL.with_borrow(|l| l.iter().for_each(Local::flush));
 }
 
 impl FastLane {
@@ -113,20 +163,77 @@ impl FastLane {
             .collect();
         let latency = CLASSES.iter().map(|c| METRICS.upstream_latency.with_label_values(&[c])).collect();
         let proxied = METRICS.proxied.with_label_values(&["fast"]);
-        FastLane { pingora: Arc::new(pingora), state, upstream, enabled, allowed, latency, proxied }
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        FastLane { pingora: Arc::new(pingora), state, upstream, enabled, id, allowed, latency, proxied }
     }
 
-    fn count_allowed(&self, queue: &str) {
-        if let Some((_, c)) = self.allowed.iter().find(|(q, _)| q == queue) {
-            c.inc();
-        }
+    /// Run `f` on this thread's [`Local`] for this lane.
+    fn local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        LOCAL.with_borrow_mut(|slot| {
+            let local = match slot {
+                Some(l) if l.lane == self.id => l,
+                _ => {
+                    if let Some(old) = slot.take() {
+                        old.flush();
+                    }
+                    slot.insert(Local {
+                        lane: self.id,
+                        allowed: self.allowed.iter().map(|(q, c)| (q.clone(), c.local())).collect(),
+                        latency: self.latency.iter().map(Histogram::local).collect(),
+                        proxied: self.proxied.local(),
+                        hits: crate::metrics::TOKEN_CACHE_HITS.local(),
+                        tokens: HashMap::new(),
+                    })
+                }
+            };
+            f(local)
+        })
+    }
+
+    /// The visitor admitted by `token` to `queue`, if the gate has already
+    /// verified and cached it: from this worker's copy, else from the shared
+    /// cache (then copied here).
+    fn cached_visitor(&self, token: &str, queue: &str, now_ms: i64) -> Option<String> {
+        self.local(|l| {
+            if let Some(a) = l.tokens.get(token) {
+                if a.until_ms > now_ms && &*a.queue == queue {
+                    l.hits.inc();
+                    return Some(a.visitor.to_string());
+                }
+                // Expired, or for another queue: the full gate decides.
+                return None;
+            }
+            let (visitor, until_ms) = self.state.gate.check_cached(token, queue, now_ms)?;
+            l.hits.inc();
+            if l.tokens.len() >= LOCAL_TOKENS {
+                l.tokens.retain(|_, a| a.until_ms > now_ms);
+                if l.tokens.len() >= LOCAL_TOKENS {
+                    l.tokens.clear();
+                }
+            }
+            l.tokens.insert(token.into(), Admitted { queue: queue.into(), visitor: visitor.as_str().into(), until_ms });
+            Some(visitor)
+        })
+    }
+
+    fn count_proxied(&self, queue: Option<&str>) {
+        self.local(|l| {
+            l.proxied.inc();
+            if let Some(c) = queue.and_then(|queue| l.allowed.iter().find(|(q, _)| q == queue)) {
+                c.1.inc();
+            }
+        });
     }
 
     fn observe_latency(&self, status: u16, started: Instant) {
         let class = usize::from(status / 100).min(CLASSES.len() - 1);
-        if let Some(h) = self.latency.get(class) {
-            h.observe(started.elapsed().as_secs_f64());
-        }
+        let seconds = started.elapsed().as_secs_f64();
+        self.local(|l| {
+            if let Some(h) = l.latency.get(class) {
+                h.observe(seconds);
+            }
+        });
     }
 
     /// Hand one request to Pingora: `buf` goes back in front of the stream.
@@ -294,7 +401,7 @@ impl FastLane {
             None => (None, None),
             Some(q) => {
                 let Some(token) = shared::bearer_or_cookie(auth, cookie) else { return Plan::Pingora };
-                match self.state.gate.check_cached(token, q.id(), now_ms()) {
+                match self.cached_visitor(token, q.id(), now_ms()) {
                     Some(visitor) => (Some(q.id().to_owned()), Some(visitor)),
                     // Unknown, expired or other-queue token: Pingora's gate
                     // verifies it, caches it or refuses it.
@@ -348,10 +455,7 @@ impl FastLane {
         rbuf: &mut BytesMut,
         shutdown: &ShutdownWatch,
     ) -> bool {
-        if let Some(q) = &req.queue {
-            self.count_allowed(q);
-        }
-        self.proxied.inc();
+        self.count_proxied(req.queue.as_deref());
         let started = Instant::now();
         let (mut up, head) = match self.exchange(&req.out, rbuf).await {
             Ok(ok) => ok,
@@ -472,6 +576,7 @@ impl Service for LaneService {
                 runtime.block_on(accept_loop(lane, listener, shutdown));
                 // Requests in flight get the same grace as Pingora's.
                 runtime.shutdown_timeout(Duration::from_secs(5));
+                flush_local();
             });
             match worker {
                 Ok(w) => workers.push(w),
@@ -506,6 +611,16 @@ async fn accept_loop(lane: Arc<FastLane>, listener: std::net::TcpListener, mut s
             return;
         }
     };
+    // Runs on this worker's thread (a single-threaded runtime), so it
+    // flushes this worker's tallies; it ends with the runtime.
+    tokio::spawn(async {
+        let mut every = tokio::time::interval(FLUSH);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            flush_local();
+        }
+    });
     loop {
         tokio::select! {
             biased;
