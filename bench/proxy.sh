@@ -5,8 +5,9 @@
 #  2. admitted requests/s and p99 through the proxy (valid, cached token) vs
 #     nginx as a plain reverse proxy in front of the same upstream, same
 #     worker count, same wrk load (the same requests, token header included);
-#     and the same proxy with the fast lane off
-#     (every request through Pingora's proxy loop) for reference.
+#     and, for reference, the same proxy with the fast lane off (every request
+#     through Pingora's proxy loop) and with server.sched_batch off (workers
+#     under the default CPU scheduling policy).
 # Usage: bench/proxy.sh   (env: RUNS=3 DURATION=10s CONNS=64 THREADS=2)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -18,7 +19,7 @@ cargo build --release -q -p waiting-room
 BIN="$TARGET_DIR/release/waiting-room"
 
 pick_port UP_PORT 18181; pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port NGX_PORT 18090
-pick_port PG_PORT 18070; pick_port PG_METRICS 18071
+pick_port PG_PORT 18070; pick_port PG_METRICS 18071; pick_port SN_PORT 18060; pick_port SN_METRICS 18061
 PREFIX="bench$(date +%s)"
 
 # The upstream both proxies forward to: nginx answering 200 "ok" (1 worker).
@@ -89,13 +90,18 @@ PIDS+=($!)
 WR_SERVER__LISTEN="127.0.0.1:$PG_PORT" WR_SERVER__METRICS_LISTEN="127.0.0.1:$PG_METRICS" WR_SERVER__FAST_LANE=false \
   WR_SERVER__RELEASE_TICKS=false "$BIN" --config "$OUT/wr.toml" 2> "$OUT/wr-pingora.log" &
 PIDS+=($!)
+# The same proxy with its workers under the default scheduling policy.
+WR_SERVER__LISTEN="127.0.0.1:$SN_PORT" WR_SERVER__METRICS_LISTEN="127.0.0.1:$SN_METRICS" WR_SERVER__SCHED_BATCH=false \
+  WR_SERVER__RELEASE_TICKS=false "$BIN" --config "$OUT/wr.toml" 2> "$OUT/wr-normal.log" &
+PIDS+=($!)
 wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
+wait_http "http://127.0.0.1:$SN_PORT/wr/healthz"
 wait_http "http://127.0.0.1:$PG_PORT/wr/healthz"
 wait_http "http://127.0.0.1:$NGX_PORT/"
 
 TOKEN=$(curl -s -X POST "http://127.0.0.1:$WR_PORT/wr/open/join" | sed -E 's/.*"token":"([^"]+)".*/\1/')
 [ "${#TOKEN}" -gt 100 ] || { echo "no token: $TOKEN"; exit 1; }
-for port in "$WR_PORT" "$PG_PORT"; do
+for port in "$WR_PORT" "$PG_PORT" "$SN_PORT"; do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/api/x")" = 200 ]
 done
 
@@ -111,6 +117,7 @@ for run in $(seq "$RUNS"); do
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x" > "$OUT/admitted-$run.txt"
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$NGX_PORT/api/x" > "$OUT/nginx-$run.txt"
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PG_PORT/api/x" > "$OUT/pingora-$run.txt"
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$SN_PORT/api/x" > "$OUT/normal-$run.txt"
 done
 
 joins=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/joins-$r.txt"; done | median)
@@ -124,6 +131,9 @@ ngx_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/nginx-$r.txt"; done | med
 pg=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/pingora-$r.txt"; done | median)
 pg_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/pingora-$r.txt"; done | median)
 pg_err=$(for r in $(seq "$RUNS"); do wrk_errors "$OUT/pingora-$r.txt"; done | paste -sd+ | bc)
+sn=$(for r in $(seq "$RUNS"); do wrk_rps "$OUT/normal-$r.txt"; done | median)
+sn_p99=$(for r in $(seq "$RUNS"); do wrk_p99_ms "$OUT/normal-$r.txt"; done | median)
+sn_err=$(for r in $(seq "$RUNS"); do wrk_errors "$OUT/normal-$r.txt"; done | paste -sd+ | bc)
 waiting=$(redis-cli -u "$REDIS_URL" ZCARD "{$PREFIX:join}:line")
 
 {
@@ -135,9 +145,11 @@ waiting=$(redis-cli -u "$REDIS_URL" ZCARD "{$PREFIX:join}:line")
   printf "admitted req/s through proxy         %10.0f   p99 %s ms (errors: %s)\n" "$adm" "$adm_p99" "$adm_err"
   printf "nginx reverse proxy req/s            %10.0f   p99 %s ms   ratio proxy/nginx = %.2f\n" "$ngx" "$ngx_p99" "$(echo "$adm / $ngx" | bc -l)"
   printf "fast lane off: admitted req/s       %10.0f   p99 %s ms (errors: %s)   ratio to nginx = %.2f\n" "$pg" "$pg_p99" "$pg_err" "$(echo "$pg / $ngx" | bc -l)"
+  printf "sched_batch off: admitted req/s     %10.0f   p99 %s ms (errors: %s)   ratio to nginx = %.2f\n" "$sn" "$sn_p99" "$sn_err" "$(echo "$sn / $ngx" | bc -l)"
   for r in $(seq "$RUNS"); do
-    a=$(wrk_rps "$OUT/admitted-$r.txt"); n=$(wrk_rps "$OUT/nginx-$r.txt")
-    printf "  run %s: proxy %.0f/s, nginx %.0f/s, ratio %.2f\n" "$r" "$a" "$n" "$(echo "$a / $n" | bc -l)"
+    a=$(wrk_rps "$OUT/admitted-$r.txt"); n=$(wrk_rps "$OUT/nginx-$r.txt"); b=$(wrk_rps "$OUT/normal-$r.txt")
+    printf "  run %s: proxy %.0f/s, nginx %.0f/s, ratio %.2f; sched_batch off %.0f/s, ratio %.2f\n" \
+      "$r" "$a" "$n" "$(echo "$a / $n" | bc -l)" "$b" "$(echo "$b / $n" | bc -l)"
   done
   echo "raw output: $OUT"
 } | tee "$OUT/summary.txt"

@@ -32,6 +32,7 @@ adm=$(field "$P" '^admitted req[/]s' 5); adm_p99=$(field "$P" '^admitted req[/]s
 ngx=$(field "$P" '^nginx reverse proxy' 5); ngx_p99=$(field "$P" '^nginx reverse proxy' 7)
 adm_ratio=$(field "$P" '^nginx reverse proxy' NF)
 pg=$(field "$P" '^fast lane off' 6); pg_p99=$(field "$P" '^fast lane off' 8); pg_ratio=$(field "$P" '^fast lane off' NF)
+sn=$(field "$P" '^sched_batch off' 5); sn_p99=$(field "$P" '^sched_batch off' 7); sn_ratio=$(field "$P" '^sched_batch off' NF)
 proxy_load=$(sed -n 's/^load: //p' "$P" 2>/dev/null)
 
 W="$WS_DIR/summary.txt"
@@ -86,6 +87,9 @@ mode=$([ "$QUICK" = 1 ] && echo "**quick** (BENCH_QUICK=1: short runs for checki
     echo "| admitted requests/s through the proxy (valid token), p99 | $(num "$adm")/s, p99 $adm_p99 ms | nginx reverse proxy, same upstream and workers: $(num "$ngx")/s, p99 $ngx_p99 ms | ${adm_ratio}× | ≥ 1.0× nginx | $(yes_no ge "$adm_ratio" 1.0) | same run |"
     if [ -n "$pg" ]; then
       echo "| for reference: admitted requests/s with \`server.fast_lane = false\` (every request through Pingora's proxy loop), p99 | $(num "$pg")/s, p99 $pg_p99 ms | the same nginx run | ${pg_ratio}× | — | — | same run |"
+    fi
+    if [ -n "$sn" ]; then
+      echo "| for reference: admitted requests/s with \`server.sched_batch = false\` (workers under the default CPU scheduling policy), p99 | $(num "$sn")/s, p99 $sn_p99 ms | the same nginx run | ${sn_ratio}× | — | — | same run |"
     fi
   else
     echo "| joins/s through the proxy | $(notrun proxy) | | | ≥ 20,000/s | | \`bench/proxy.sh\` |"

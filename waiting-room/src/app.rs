@@ -50,7 +50,7 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     // does not serve itself (all of them when `fast_lane` is off).
     let pingora = http_proxy(&server.configuration, WaitingRoom::new(state.clone(), upstream));
     let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane);
-    let proxy = LaneService::bind(lane, config.resolve_listen()?, config.server.threads)
+    let proxy = LaneService::bind(lane, config.resolve_listen()?, config.server.threads, config.server.sched_batch)
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
 
     let admission = background_service(

@@ -63,6 +63,11 @@ pub struct ServerConfig {
     /// lane (`lane.rs`) instead of Pingora's proxy loop; everything else goes
     /// to Pingora either way. `false` sends every request through Pingora.
     pub fast_lane: bool,
+    /// Run the proxy workers under `SCHED_BATCH` (Linux): a worker that wakes
+    /// does not preempt the task on its CPU, such as an upstream on the same
+    /// host in the middle of a batch of responses (`sched.rs`). `false`
+    /// leaves them under the default policy.
+    pub sched_batch: bool,
     /// How often the server pings each queue WebSocket; a peer silent for two
     /// intervals is closed.
     #[serde(with = "config::duration")]
@@ -82,6 +87,7 @@ impl Default for ServerConfig {
             cookie_secure: false,
             work_stealing: false,
             fast_lane: true,
+            sched_batch: true,
             ws_ping_interval: Duration::from_secs(15),
             release_ticks: true,
         }

@@ -524,17 +524,19 @@ enum Conn {
 pub struct LaneService {
     lane: Arc<FastLane>,
     listeners: Vec<std::net::TcpListener>,
+    sched_batch: bool,
 }
 
 impl LaneService {
     /// Bind `threads` listeners on `addr` now, so a taken port fails the
     /// start instead of a worker.
-    pub fn bind(lane: FastLane, addr: SocketAddr, threads: usize) -> io::Result<Self> {
+    /// `sched_batch`: run the workers under `SCHED_BATCH` (see [`crate::sched`]).
+    pub fn bind(lane: FastLane, addr: SocketAddr, threads: usize, sched_batch: bool) -> io::Result<Self> {
         // `SO_REUSEPORT` would let a second instance on the same port share
         // the traffic silently; a plain bind first fails if anyone listens.
         drop(probe(addr)?);
         let listeners = (0..threads.max(1)).map(|_| reuseport_listener(addr)).collect::<io::Result<_>>()?;
-        Ok(LaneService { lane: Arc::new(lane), listeners })
+        Ok(LaneService { lane: Arc::new(lane), listeners, sched_batch })
     }
 }
 
@@ -565,7 +567,11 @@ impl Service for LaneService {
         for (i, listener) in self.listeners.drain(..).enumerate() {
             let lane = self.lane.clone();
             let shutdown = shutdown.clone();
+            let sched_batch = self.sched_batch;
             let worker = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
+                if sched_batch && let Err(e) = crate::sched::batch_current_thread() {
+                    tracing::warn!(error = %e, "server.sched_batch: proxy worker stays under the default policy");
+                }
                 let runtime = match tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build() {
                     Ok(r) => r,
                     Err(e) => {

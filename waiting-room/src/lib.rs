@@ -22,6 +22,7 @@
 //! - [`proxy`]: the `ProxyHttp` implementation tying it together.
 //! - [`lane`]: the fast lane serving plain admitted and pass-through requests
 //!   in front of it.
+//! - [`sched`]: the proxy workers' CPU scheduling policy.
 //! - [`http`]: replies the proxy writes itself.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: assembling the Pingora server.
@@ -44,6 +45,7 @@ pub mod page;
 pub mod proxy;
 pub mod push;
 pub mod queues;
+pub mod sched;
 pub mod state;
 pub mod store;
 pub mod tokens;

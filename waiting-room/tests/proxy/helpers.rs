@@ -211,6 +211,26 @@ impl Proxy {
         }
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).expect("proxy running")
+    }
+
+    /// `(thread name, scheduling policy number)` of each thread of the process
+    /// (`/proc/<pid>/task/*/stat`; `SCHED_BATCH` = 3).
+    pub fn thread_policies(&self) -> Vec<(String, i32)> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+            .filter_map(|stat| {
+                let (head, rest) = stat.rsplit_once(')')?;
+                let name = head.split_once('(')?.1.to_owned();
+                // Field 41 (policy); `rest` starts at field 3.
+                Some((name, rest.split_whitespace().nth(38)?.parse().ok()?))
+            })
+            .collect()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
     }

@@ -352,6 +352,31 @@ async fn bodies_and_every_response_framing_arrive_intact_through_both_lanes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_workers_run_under_sched_batch_unless_turned_off() {
+    const SCHED_OTHER: i32 = 0;
+    const SCHED_BATCH: i32 = 3;
+    let up = RawUpstream::start().await;
+    let workers = |proxy: &Proxy| {
+        let mut w: Vec<_> =
+            proxy.thread_policies().into_iter().filter(|(name, _)| name.starts_with("proxy-")).collect();
+        w.sort();
+        w
+    };
+    let batch = Proxy::start(ProxySpec::memory(QUEUE, up.addr)).await;
+    let expect = |policy| vec![("proxy-0".to_owned(), policy), ("proxy-1".to_owned(), policy)];
+    assert_eq!(workers(&batch), expect(SCHED_BATCH), "{}", batch.log());
+    // Only the workers: Pingora's services keep the default policy. (Its
+    // "Timer thread" is spawned by the first worker that arms a timeout and
+    // inherits that worker's policy.)
+    let others =
+        batch.thread_policies().into_iter().filter(|(name, _)| !name.starts_with("proxy-") && name != "Timer thread");
+    assert!(others.clone().count() > 0);
+    assert!(others.clone().all(|(_, policy)| policy == SCHED_OTHER), "{:?}", others.collect::<Vec<_>>());
+    let normal = Proxy::start_with(ProxySpec::memory(QUEUE, up.addr), "sched_batch = false").await;
+    assert_eq!(workers(&normal), expect(SCHED_OTHER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pooled_upstream_connection_closed_while_idle_is_replaced_without_an_error() {
     let up = RawUpstream::start().await;
     up.close_after_each.store(true, Ordering::SeqCst);
