@@ -35,25 +35,22 @@ pub fn batch_current_thread() -> io::Result<()> {
     set_thread_priority_and_policy(thread_native_id(), priority, BATCH).map_err(|e| io::Error::other(format!("{e:?}")))
 }
 
-/// Field numbers in `/proc/thread-self/stat` (proc(5)).
-const NICE: usize = 19;
-const POLICY: usize = 41;
+/// Field numbers in `/proc/<pid>/task/<tid>/stat` (proc(5)); `POLICY` is
+/// the scheduling policy number (`SCHED_OTHER` = 0, `SCHED_BATCH` = 3).
+pub const NICE: usize = 19;
+pub const POLICY: usize = 41;
 
-/// The calling thread's scheduling policy number (`SCHED_BATCH` = 3).
-pub fn current_policy() -> io::Result<i32> {
-    current(POLICY)
+/// Numeric field `field` of a thread's `stat` text.
+pub fn stat_field(stat: &str, field: usize) -> Option<i32> {
+    // Field 2 (the command) is parenthesised and may hold spaces.
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.split_whitespace().nth(field.checked_sub(3)?)?.parse().ok()
 }
 
-/// A numeric field of the calling thread's `/proc/thread-self/stat`.
+/// A numeric field of the calling thread's `stat`.
 fn current(field: usize) -> io::Result<i32> {
     let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-    // Field 2 (the command) is parenthesised and may hold spaces.
-    let after_comm = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    after_comm
-        .split_whitespace()
-        .nth(field - 3)
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| io::Error::other(format!("/proc/thread-self/stat: no field {field}")))
+    stat_field(&stat, field).ok_or_else(|| io::Error::other(format!("/proc/thread-self/stat: no field {field}")))
 }
 
 #[cfg(test)]
@@ -69,9 +66,9 @@ mod tests {
     #[test]
     fn batch_keeps_nice_zero() {
         let (before, after, nice) = on_new_thread(|| {
-            let before = current_policy().expect("policy");
+            let before = current(POLICY).expect("policy");
             batch_current_thread().expect("batch");
-            (before, current_policy().expect("policy"), current(NICE).expect("nice"))
+            (before, current(POLICY).expect("policy"), current(NICE).expect("nice"))
         });
         assert_eq!(before, 0, "a new thread starts under SCHED_OTHER");
         assert_eq!(after, SCHED_BATCH);
@@ -88,7 +85,7 @@ mod tests {
             let niced = current(NICE).expect("nice");
             assert!(niced > 0, "nice {niced}");
             batch_current_thread().expect("batch");
-            (current_policy().expect("policy"), (niced, current(NICE).expect("nice")))
+            (current(POLICY).expect("policy"), (niced, current(NICE).expect("nice")))
         });
         assert_eq!(after, SCHED_BATCH);
         assert_eq!(nice.0, nice.1, "nice before and after");

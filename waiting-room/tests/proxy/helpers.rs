@@ -216,17 +216,15 @@ impl Proxy {
         self.child.as_ref().map(Child::id).expect("proxy running")
     }
 
-    /// `(thread name, scheduling policy number)` of each thread of the process
-    /// (`/proc/<pid>/task/*/stat`; `SCHED_BATCH` = 3).
+    /// `(thread name, scheduling policy number)` of each thread of the process.
     pub fn thread_policies(&self) -> Vec<(String, i32)> {
+        use waiting_room::sched::{POLICY, stat_field};
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
         tasks
-            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
-            .filter_map(|stat| {
-                let (head, rest) = stat.rsplit_once(')')?;
-                let name = head.split_once('(')?.1.to_owned();
-                // Field 41 (policy); `rest` starts at field 3.
-                Some((name, rest.split_whitespace().nth(38)?.parse().ok()?))
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?.trim_end().to_owned();
+                Some((name, stat_field(&std::fs::read_to_string(dir.join("stat")).ok()?, POLICY)?))
             })
             .collect()
     }
