@@ -161,6 +161,12 @@ async fn fresh_postgres() -> Result<String> {
     Ok(format!("{server}/{name}"))
 }
 
+/// The waiting room's per-client limits turned off: every client of these
+/// tests comes from 127.0.0.1, standing for many visitors. The limits
+/// themselves are tested at their defaults in `waiting-room/tests/hostile`.
+pub const ONE_ADDRESS_LIMITS: &str = "[limits]\nmax_connections_per_client = 0\nmax_websockets_per_client = 0\n\
+    new_visitors = { rate = 0.0, burst = 0.0 }\njoins = { rate = 0.0, burst = 0.0 }\nmax_waiting_per_client = 0\n";
+
 impl Stack {
     /// Start booking core and waiting room (in that order) and wait until
     /// both answer their health checks.
@@ -195,7 +201,7 @@ impl Stack {
         let proxy_toml = format!(
             "[server]\nlisten = \"127.0.0.1:{pport}\"\nmetrics_listen = \"127.0.0.1:{mport}\"\nupstream = \"127.0.0.1:{bport}\"\n\
              threads = 2\n[store]\n{store}\n[keys]\ndir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{aport}\"\ntoken = \"{ADMIN_TOKEN}\"\n\
-             [[queues]]\nid = \"{}\"\npaths = [{paths}]\nfree_entry = {}\nrelease_per_tick = {}\ntick = \"{}\"\nsession = \"{}\"\n{}",
+             {ONE_ADDRESS_LIMITS}\n[[queues]]\nid = \"{}\"\npaths = [{paths}]\nfree_entry = {}\nrelease_per_tick = {}\ntick = \"{}\"\nsession = \"{}\"\n{}",
             keys.display(),
             o.queue,
             o.free_entry,

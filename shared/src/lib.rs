@@ -10,6 +10,7 @@
 //!   environment variables) whose errors name the offending key.
 //! - [`log`]: the `[log]` section and the `tracing` subscriber both services install.
 //! - [`html`]: escaping text for the pages both services render.
+//! - [`path`]: the canonical request path both the gate and the router see.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //!
 //! The only I/O here is reading and creating files under the key directory and
@@ -19,6 +20,7 @@ pub mod config;
 pub mod html;
 pub mod keys;
 pub mod log;
+pub mod path;
 pub mod problem;
 pub mod token;
 pub mod visitor;

@@ -29,7 +29,13 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     let upstream = config.resolve_upstream()?;
     let state = Arc::new(
         State::new(Queues::load(&config.queues)?, keys, config.server.cookie_secure)
-            .with_ws_ping_interval(config.server.ws_ping_interval),
+            .with_ws_ping_interval(config.server.ws_ping_interval)
+            .with_edge(config.trusted_proxies()?, config.limits.clone())
+            .with_policy(crate::edge::Policy::new(
+                &config.server.allowed_methods,
+                &config.server.deny_paths,
+                &config.server.allowed_origins,
+            )),
     );
 
     let conf = ServerConf {

@@ -35,6 +35,9 @@ pub struct Config {
     /// The operator API.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// What one client may take of the proxy (connections, time, places).
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The queues; each protects a set of path prefixes.
     #[serde(default)]
     pub queues: Vec<QueueConfig>,
@@ -75,6 +78,20 @@ pub struct ServerConfig {
     /// Run release ticks from this instance. Turn off on edge-only instances:
     /// any instance may tick, and the store keeps ticks a full interval apart.
     pub release_ticks: bool,
+    /// Proxies in front of this one (CIDR blocks) whose `X-Forwarded-For`
+    /// is believed; see `client.rs` for the rule. Empty: the peer address
+    /// is always the client.
+    pub trusted_proxies: Vec<String>,
+    /// Methods passed upstream; others get 405 (or 501 for a method
+    /// HTTP does not define).
+    pub allowed_methods: Vec<String>,
+    /// Path prefixes of the upstream that are never served on the public
+    /// listener (its operator endpoints), whatever the upstream would do.
+    pub deny_paths: Vec<String>,
+    /// Origins (`scheme://host[:port]`) whose pages may open a queue
+    /// WebSocket. Empty: only pages served by this host (the request's own
+    /// `Host`). A request without `Origin` (not a browser) is allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -90,7 +107,115 @@ impl Default for ServerConfig {
             sched_batch: true,
             ws_ping_interval: Duration::from_secs(15),
             release_ticks: true,
+            trusted_proxies: Vec::new(),
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec(),
+            deny_paths: ["/metrics", "/healthz", "/admin"].map(String::from).to_vec(),
+            allowed_origins: Vec::new(),
         }
+    }
+}
+
+/// `[limits]`: what one client may take of the proxy. Every count is per
+/// instance and per client address (an IPv6 /64), except the waiting places,
+/// which the queue store counts across instances. See ARCHITECTURE.md
+/// ("Hostile traffic") for why each default is what it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// A whole request head must arrive within this time of its first byte.
+    #[serde(with = "config::duration")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    #[serde(with = "config::duration")]
+    pub idle_timeout: Duration,
+    /// A request body must arrive within this time of its head.
+    #[serde(with = "config::duration")]
+    pub body_timeout: Duration,
+    /// Largest request head (request line and headers); larger gets 431.
+    pub max_head_bytes: usize,
+    /// Most header fields in a request; more gets 431.
+    pub max_headers: usize,
+    /// Client connections open at once on this instance; 0 derives it from
+    /// the process's descriptor limit minus `fd_reserve`.
+    pub max_connections: usize,
+    /// Descriptors kept free for upstream, store and log connections when
+    /// `max_connections` is derived.
+    pub fd_reserve: usize,
+    /// Connections one client may hold open at once (0: no cap). Trusted
+    /// proxies are exempt: they carry many clients.
+    pub max_connections_per_client: usize,
+    /// Queue WebSockets one client may hold open at once (0: no cap).
+    pub max_websockets_per_client: usize,
+    /// New visitor ids one client may be given.
+    pub new_visitors: Rate,
+    /// Joins (page, join, WebSocket) one client may make.
+    pub joins: Rate,
+    /// Places one client may hold in a queue's line at once, across all
+    /// instances (0: no cap).
+    pub max_waiting_per_client: u64,
+    /// Failed operator bearer tokens one client may try.
+    pub admin_failures: Rate,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            max_connections: 0,
+            fd_reserve: 1024,
+            max_connections_per_client: 256,
+            max_websockets_per_client: 32,
+            new_visitors: Rate { rate: 1.0, burst: 20.0 },
+            joins: Rate { rate: 4.0, burst: 40.0 },
+            max_waiting_per_client: 50,
+            admin_failures: Rate { rate: 0.1, burst: 10.0 },
+        }
+    }
+}
+
+pub use crate::limits::Rate;
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let between = |key: &str, d: Duration, lo: Duration, hi: Duration| {
+            if d < lo || d > hi {
+                return Err(ConfigError::new(format!("limits.{key}"), format!("expected between {lo:?} and {hi:?}")));
+            }
+            Ok(())
+        };
+        between("header_timeout", self.header_timeout, Duration::from_millis(100), Duration::from_secs(300))?;
+        between("idle_timeout", self.idle_timeout, Duration::from_millis(100), Duration::from_secs(3600))?;
+        between("body_timeout", self.body_timeout, Duration::from_millis(100), Duration::from_secs(3600))?;
+        if !(1024..=1024 * 1024).contains(&self.max_head_bytes) {
+            return Err(ConfigError::new("limits.max_head_bytes", "expected between 1024 and 1048576"));
+        }
+        if !(8..=1024).contains(&self.max_headers) {
+            return Err(ConfigError::new("limits.max_headers", "expected between 8 and 1024"));
+        }
+        for (key, r) in
+            [("new_visitors", self.new_visitors), ("joins", self.joins), ("admin_failures", self.admin_failures)]
+        {
+            if !r.rate.is_finite() || r.rate < 0.0 || !r.burst.is_finite() || (r.rate > 0.0 && r.burst < 1.0) {
+                return Err(ConfigError::new(
+                    format!("limits.{key}"),
+                    "expected { rate = <per second, 0 = off>, burst = <at least 1> }",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection cap: `max_connections`, or the descriptor limit
+    /// (`nofile`) minus `fd_reserve` (at least 64).
+    pub fn connection_cap(&self, nofile: u64) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        usize::try_from(nofile.saturating_sub(self.fd_reserve as u64)).unwrap_or(usize::MAX).max(64)
     }
 }
 
@@ -282,6 +407,34 @@ impl Config {
             return Err(ConfigError::new("keys.dir", "must not be empty"));
         }
         self.log.validate()?;
+        self.limits.validate()?;
+        self.trusted_proxies()?;
+        for (i, m) in self.server.allowed_methods.iter().enumerate() {
+            if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) || m == "CONNECT" {
+                return Err(ConfigError::new(
+                    format!("server.allowed_methods[{i}]"),
+                    format!("expected an upper-case method other than CONNECT (the proxy never tunnels), got {m:?}"),
+                ));
+            }
+        }
+        for (i, p) in self.server.deny_paths.iter().enumerate() {
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) {
+                return Err(ConfigError::new(
+                    format!("server.deny_paths[{i}]"),
+                    format!("expected an absolute path like \"/metrics\", got {p:?}"),
+                ));
+            }
+        }
+        for (i, o) in self.server.allowed_origins.iter().enumerate() {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && !o.trim_start_matches("https://").trim_start_matches("http://").contains(['/', ' ', '?', '#']);
+            if !ok {
+                return Err(ConfigError::new(
+                    format!("server.allowed_origins[{i}]"),
+                    format!("expected an origin like \"https://tickets.example.com\", got {o:?}"),
+                ));
+            }
+        }
 
         let mut seen: Vec<(String, String)> = Vec::new(); // (prefix, key naming it)
         for (i, q) in self.queues.iter().enumerate() {
@@ -328,6 +481,12 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `server.trusted_proxies`, parsed.
+    pub fn trusted_proxies(&self) -> Result<crate::client::TrustedProxies, ConfigError> {
+        crate::client::TrustedProxies::parse(&self.server.trusted_proxies)
+            .map_err(|(i, m)| ConfigError::new(format!("server.trusted_proxies[{i}]"), m))
     }
 
     /// The listen address, resolved.

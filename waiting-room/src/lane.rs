@@ -240,7 +240,7 @@ impl FastLane {
     /// The stream comes back when the connection may be reused.
     async fn handoff(self: &Arc<Self>, conn: Conn, buf: &mut BytesMut, shutdown: &ShutdownWatch) -> Option<Conn> {
         let mut io = match conn {
-            Conn::Raw(tcp) => Box::new(L4Stream::from(tcp)),
+            Conn::Raw(tcp) => pingora_stream(tcp),
             Conn::Pingora(io) => io,
         };
         io.rewind(buf);
@@ -255,7 +255,7 @@ impl FastLane {
     /// Serve one client connection until it closes.
     async fn serve(self: Arc<Self>, tcp: TcpStream, shutdown: ShutdownWatch) {
         if !self.enabled {
-            let mut stream: Stream = Box::new(L4Stream::from(tcp));
+            let mut stream: Stream = pingora_stream(tcp);
             while let Some(s) = ServerApp::process_new(&self.pingora, stream, &shutdown).await {
                 stream = s;
             }
@@ -510,6 +510,17 @@ impl FastLane {
             }
         }
     }
+}
+
+/// Pingora's stream over an accepted socket, with the socket digest its
+/// listener would have set, so `Session::client_addr` knows the peer.
+fn pingora_stream(tcp: TcpStream) -> Box<L4Stream> {
+    use pingora::protocols::{GetSocketDigest, SocketDigest};
+    use std::os::fd::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    let mut stream = Box::new(L4Stream::from(tcp));
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream
 }
 
 /// A client connection: our own socket until the first hand-off to Pingora,

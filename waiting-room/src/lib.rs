@@ -14,6 +14,9 @@
 //! - [`gate`]: entry-token checks with a bounded verification cache.
 //! - [`tokens`]: signing the entry token of an admitted visitor.
 //! - [`identity`]: the signed visitor cookie.
+//! - [`client`]: who the client is (peer address, trusted proxies).
+//! - [`limits`]: per-client budgets and the refusal counter.
+//! - [`edge`]: what the public listener passes (methods, paths, origins).
 //! - [`api`]: the queue API under `/wr`.
 //! - [`openapi`]: its OpenAPI 3.1 document, generated from the route functions.
 //! - [`page`]: the queue page.
@@ -32,13 +35,16 @@ pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod client;
 pub mod config;
 pub mod control;
+pub mod edge;
 pub mod estimate;
 pub mod gate;
 pub mod http;
 pub mod identity;
 pub mod lane;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
 pub mod page;

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub release_per_tick: IntGaugeVec,
     /// `waiting_room_eta_seconds{queue}`: wait estimate for the back of the line
     pub eta: IntGaugeVec,
+    /// `waiting_room_refused_total{reason}`: clients refused by a limit or a
+    /// rule of the edge (see [`crate::limits::Refused`])
+    pub refused: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -207,5 +210,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "waiting_room_eta_seconds",
         "Wait estimate for a visitor joining the back of the line now (0 when nobody waits).",
         &["queue"],
+    ),
+    refused: known_counter(
+        "waiting_room_refused_total",
+        "Clients refused at the edge, by reason (a limit, a malformed or forbidden request).",
+        "reason",
+        &crate::limits::Refused::ALL.map(crate::limits::Refused::label),
     ),
 });

@@ -6,7 +6,10 @@ use std::sync::{Arc, OnceLock};
 use shared::keys::KeyDir;
 use shared::visitor::VisitorId;
 
+use crate::client::TrustedProxies;
+use crate::edge::Policy;
 use crate::gate::Gate;
+use crate::limits::Limits;
 use crate::push::Hub;
 use crate::queues::{Queue, Queues};
 use crate::store::{QueueStore, Standing};
@@ -33,6 +36,12 @@ pub struct State {
     pub hub: Hub,
     /// Server ping interval of queue WebSockets.
     pub ws_ping_interval: std::time::Duration,
+    /// Proxies whose `X-Forwarded-For` is believed (see [`crate::client`]).
+    pub trusted: TrustedProxies,
+    /// Per-client budgets.
+    pub limits: Limits,
+    /// Methods, denied paths and WebSocket origins of the public listener.
+    pub policy: Policy,
 }
 
 impl State {
@@ -41,7 +50,41 @@ impl State {
         let gate = Gate::new(keys.verifier.clone(), TOKEN_CACHE);
         let hub = Hub::new(queues.all().iter().map(|q| q.id()));
         let ws_ping_interval = std::time::Duration::from_secs(15);
-        State { queues, store: OnceLock::new(), keys, gate, cookie_secure, hub, ws_ping_interval }
+        State {
+            queues,
+            store: OnceLock::new(),
+            keys,
+            gate,
+            cookie_secure,
+            hub,
+            ws_ping_interval,
+            trusted: TrustedProxies::default(),
+            limits: Limits::default(),
+            policy: Policy::default(),
+        }
+    }
+
+    /// Apply this policy on the public listener.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Believe these proxies and apply these limits.
+    pub fn with_edge(mut self, trusted: TrustedProxies, limits: crate::config::LimitsConfig) -> Self {
+        self.trusted = trusted;
+        self.limits = Limits::new(limits);
+        self
+    }
+
+    /// The client of a request Pingora serves (see [`crate::client`]).
+    pub fn client_of(&self, session: &pingora::prelude::Session) -> std::net::IpAddr {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let xff = session.req_header().headers.get_all("x-forwarded-for");
+        crate::client::address(peer, xff.iter().map(|v| v.as_bytes()), &self.trusted)
     }
 
     /// Use this WebSocket ping interval.

@@ -28,7 +28,9 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::api::StatusMessage;
+use crate::client::ClientKey;
 use crate::http::{Reply, header_str};
+use crate::limits::{HeldGuard, Refused};
 use crate::metrics::METRICS;
 use crate::push::{Registration, Slot};
 use crate::state::now_ms;
@@ -119,16 +121,17 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame { code, reason: reason.into() }))
 }
 
-/// Serve one connection until it closes.
-pub async fn serve(
-    stream: Stream,
+/// What a connection holds until it closes: its place in the hub and its
+/// share of the client's WebSocket budget.
+pub struct Held {
     registration: Registration,
-    mut slot: Slot,
-    initial: StatusMessage,
-    ping_every: Duration,
-) {
+    budget: Option<HeldGuard>,
+}
+
+/// Serve one connection until it closes.
+pub async fn serve(stream: Stream, held: Held, mut slot: Slot, initial: StatusMessage, ping_every: Duration) {
     let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config())).await;
-    let _registration = registration;
+    let _held = (held.registration, held.budget);
     let initial_json = serde_json::to_string(&initial).unwrap_or_default();
     if ws.send(Message::text(initial_json)).await.is_err() {
         return;
@@ -200,8 +203,8 @@ pub async fn serve(
 }
 
 /// Spawn the connection task.
-pub fn spawn(stream: Stream, registration: Registration, slot: Slot, initial: StatusMessage, ping_every: Duration) {
-    tokio::spawn(serve(stream, registration, slot, initial, ping_every));
+pub fn spawn(stream: Stream, held: Held, slot: Slot, initial: StatusMessage, ping_every: Duration) {
+    tokio::spawn(serve(stream, held, slot, initial, ping_every));
 }
 
 /// Shared entry point from the proxy: validate, register, join, answer 101,
@@ -210,6 +213,25 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
     let accept = check_upgrade(session)?;
     let Some(queue) = state.queues.by_id(queue_id).cloned() else {
         return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
+    };
+    if !state.policy.origin(header_str(session, "origin"), header_str(session, "host")) {
+        Refused::Origin.count();
+        return Err(Reply::error(
+            403,
+            "this page's origin may not open the queue WebSocket; open the queue page on this site instead",
+        ));
+    }
+    let client = ClientKey::from(state.client_of(session));
+    let Some(budget) = state.limits.websockets.acquire(client) else {
+        Refused::ClientWebsockets.count();
+        return Err(Reply::error(
+            429,
+            format!(
+                "too many queue WebSockets are open from your address (limit {}); close one, or poll /wr/{queue_id}/status",
+                state.limits.config.max_websockets_per_client
+            ),
+        )
+        .header("retry-after", "5"));
     };
     let Some(store) = state.store() else {
         return Err(Reply::error(503, "the queue store is not answering; retry in a few seconds"));
@@ -230,7 +252,7 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
     let initial = crate::api::message(state, &queue, who.visitor, standing, now_ms());
     match take_over(session, &accept, who.set_cookie).await {
         Some(stream) => {
-            spawn(stream, registration, slot, initial, state.ws_ping_interval);
+            spawn(stream, Held { registration, budget }, slot, initial, state.ws_ping_interval);
             Ok(())
         }
         None => Err(Reply::error(400, "WebSockets need HTTP/1.1")),

@@ -12,6 +12,7 @@ async fn memory_proxy(upstream: &Upstream) -> Proxy {
         redis_prefix: None,
         keys_dir: None,
         redis_url: None,
+        limits: ONE_ADDRESS_LIMITS,
     })
     .await
 }
@@ -99,6 +100,7 @@ async fn healthz_reports_503_while_redis_is_down_and_recovers() {
         redis_prefix: Some(&prefix),
         keys_dir: None,
         redis_url: Some(&url),
+        limits: ONE_ADDRESS_LIMITS,
     })
     .await;
     let c = client();

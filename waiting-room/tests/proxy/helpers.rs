@@ -119,17 +119,39 @@ pub struct ProxySpec<'a> {
     pub redis_url: Option<&'a str>,
     /// Key directory shared with other proxies (a fresh one when `None`).
     pub keys_dir: Option<&'a Path>,
+    /// The `[limits]` table: [`ONE_ADDRESS_LIMITS`] unless a test sets its own.
+    pub limits: &'a str,
 }
+
+/// Per-client limits off: the functional tests send everything from
+/// 127.0.0.1, standing for many visitors. The limits are tested at their
+/// defaults (`limits("")`) in the hostile-traffic tests.
+pub const ONE_ADDRESS_LIMITS: &str = "[limits]\nmax_connections_per_client = 0\nmax_websockets_per_client = 0\n\
+    new_visitors = { rate = 0.0, burst = 0.0 }\njoins = { rate = 0.0, burst = 0.0 }\nmax_waiting_per_client = 0\n";
 
 impl<'a> ProxySpec<'a> {
     /// Memory backend, fresh keys.
     pub fn memory(queues: &'a str, upstream: SocketAddr) -> Self {
-        ProxySpec { queues, upstream, redis_prefix: None, keys_dir: None, redis_url: None }
+        ProxySpec { queues, upstream, redis_prefix: None, keys_dir: None, redis_url: None, limits: ONE_ADDRESS_LIMITS }
     }
 
     /// Redis backend under `prefix`, fresh keys.
     pub fn redis(queues: &'a str, upstream: SocketAddr, prefix: &'a str) -> Self {
-        ProxySpec { queues, upstream, redis_prefix: Some(prefix), keys_dir: None, redis_url: None }
+        ProxySpec {
+            queues,
+            upstream,
+            redis_prefix: Some(prefix),
+            keys_dir: None,
+            redis_url: None,
+            limits: ONE_ADDRESS_LIMITS,
+        }
+    }
+
+    /// Use this `[limits]` table (`""`: the defaults).
+    #[allow(dead_code)] // the hostile-traffic tests share this file
+    pub fn limits(mut self, limits: &'a str) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Share a key directory with other instances.
@@ -161,9 +183,10 @@ impl Proxy {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\nupstream = \"{}\"\nthreads = 2\n{server_extra}\n\
              [store]\n{store}\n[keys]\ndir = \"{}\"\n[log]\nlevel = \"info\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{ADMIN_TOKEN}\"\n{}",
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken = \"{ADMIN_TOKEN}\"\n{}\n{}",
             spec.upstream,
             keys.display(),
+            spec.limits,
             spec.queues
         );
         let config = dir.join("waiting-room.toml");

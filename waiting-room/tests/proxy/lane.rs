@@ -356,11 +356,20 @@ async fn proxy_workers_run_under_sched_batch_unless_turned_off() {
     const SCHED_OTHER: i32 = 0;
     const SCHED_BATCH: i32 = 3;
     let up = RawUpstream::start().await;
+    // A thread spawned by a worker (Pingora's timer thread, started by the
+    // first request) carries the worker's name until it has run long
+    // enough to name itself; on a loaded machine that can be a while.
     let workers = |proxy: &Proxy| {
-        let mut w: Vec<_> =
-            proxy.thread_policies().into_iter().filter(|(name, _)| name.starts_with("proxy-")).collect();
-        w.sort();
-        w
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut w: Vec<_> =
+                proxy.thread_policies().into_iter().filter(|(name, _)| name.starts_with("proxy-")).collect();
+            w.sort();
+            if w.len() == 2 || std::time::Instant::now() > deadline {
+                return w;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     };
     let batch = Proxy::start(ProxySpec::memory(QUEUE, up.addr)).await;
     let expect = |policy| vec![("proxy-0".to_owned(), policy), ("proxy-1".to_owned(), policy)];

@@ -1,0 +1,11 @@
+//! The proxy under hostile traffic: raw sockets from several source
+//! addresses in 127.0.0.0/8, each standing for a different client, against
+//! the real `waiting-room` process with its limits at their defaults.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../proxy/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+mod net;
+
+mod websockets;
