@@ -57,6 +57,60 @@ pub fn bearer_or_cookie<'a>(authorization: Option<&'a str>, cookie: Option<&'a s
         .or_else(|| cookie.and_then(|c| cookie_value(c, ENTRY_COOKIE)).filter(|t| !t.is_empty()))
 }
 
+/// Why a request's entry token cannot be told: it names more than one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AmbiguousToken {
+    /// More than one `Authorization` header.
+    #[error("the request has more than one Authorization header")]
+    Authorization,
+    /// `wr_entry` cookies with different values.
+    #[error("the request has more than one wr_entry cookie")]
+    Cookie,
+}
+
+/// The entry token of a request, from all its `Authorization` and `Cookie`
+/// header values (raw bytes, in order): `Authorization: Bearer` wins over
+/// the `wr_entry` cookie. Every party that decides on a token (both proxy
+/// lanes, the booking core) calls this, so a request carrying two tokens
+/// cannot be read one way by the gate and another by the service: two
+/// `Authorization` headers, or `wr_entry` cookies that differ, are refused.
+/// A value that is not visible ASCII is never a token.
+pub fn entry_token<'a>(
+    authorization: impl IntoIterator<Item = &'a [u8]>,
+    cookies: impl IntoIterator<Item = &'a [u8]>,
+) -> Result<Option<&'a str>, AmbiguousToken> {
+    let mut auth = authorization.into_iter();
+    let first = auth.next();
+    if auth.next().is_some() {
+        return Err(AmbiguousToken::Authorization);
+    }
+    let mut cookie: Option<&str> = None;
+    for value in cookies {
+        let Ok(value) = std::str::from_utf8(value) else { continue };
+        for pair in value.split(';') {
+            let Some((k, v)) = pair.split_once('=') else { continue };
+            if k.trim() != ENTRY_COOKIE {
+                continue;
+            }
+            let v = v.trim().trim_matches('"');
+            match cookie {
+                Some(seen) if seen != v => return Err(AmbiguousToken::Cookie),
+                _ => cookie = Some(v),
+            }
+        }
+    }
+    let bearer = first.and_then(|a| std::str::from_utf8(a).ok()).and_then(|a| {
+        let (scheme, rest) = a.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    Ok(bearer.filter(|t| token_text(t)).or(cookie.filter(|t| token_text(t))))
+}
+
+/// A token is printable ASCII without spaces, and not empty.
+fn token_text(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +121,24 @@ mod tests {
         assert_eq!(cookie_value(h, "wr_entry"), Some("tok.en.x"));
         assert_eq!(cookie_value(h, "b"), Some("2"));
         assert_eq!(cookie_value(h, "missing"), None);
+    }
+
+    #[test]
+    fn one_token_per_request_and_two_are_refused() {
+        fn t<'a>(auth: &[&'a str], cookies: &[&'a str]) -> Result<Option<&'a str>, AmbiguousToken> {
+            entry_token(auth.iter().map(|a| a.as_bytes()), cookies.iter().map(|c| c.as_bytes()))
+        }
+        assert_eq!(t(&["Bearer abc"], &["wr_entry=def"]), Ok(Some("abc")));
+        assert_eq!(t(&["Basic abc"], &["a=1; wr_entry=def"]), Ok(Some("def")));
+        assert_eq!(t(&[], &["a=1", "wr_entry=def"]), Ok(Some("def")));
+        assert_eq!(t(&[], &["wr_entry=def", "wr_entry=def"]), Ok(Some("def")));
+        assert_eq!(t(&["Bearer a", "Bearer b"], &[]), Err(AmbiguousToken::Authorization));
+        assert_eq!(t(&["Bearer a", "Bearer a"], &[]), Err(AmbiguousToken::Authorization));
+        assert_eq!(t(&[], &["wr_entry=a", "wr_entry=b"]), Err(AmbiguousToken::Cookie));
+        assert_eq!(t(&["Bearer a"], &["wr_entry=a; wr_entry=b"]), Err(AmbiguousToken::Cookie));
+        assert_eq!(t(&["Bearer "], &["wr_entry="]), Ok(None));
+        assert_eq!(t(&[], &[]), Ok(None));
+        assert_eq!(entry_token([b"Bearer \xff".as_slice()], [b"wr_entry=ok".as_slice()]), Ok(Some("ok")));
     }
 
     #[test]

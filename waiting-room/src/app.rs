@@ -42,8 +42,10 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
         threads: config.server.threads,
         work_stealing: config.server.work_stealing,
         // Pooled upstream connections are partitioned per worker thread (see
-        // `proxy::worker_index`); the default of 128 in all evicted under load.
-        upstream_keepalive_pool_size: 1024 * config.server.threads,
+        // `proxy::worker_index`); the default of 128 in all evicted under
+        // load. Admitted traffic mostly takes the fast lane and its own
+        // pool, so this pool stays small: it comes out of `fd_reserve`.
+        upstream_keepalive_pool_size: 256 * config.server.threads,
         // Stop accepting at once on SIGTERM, then give open requests a moment.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(5),
@@ -55,7 +57,11 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     // Pingora's proxy behind the fast lane, which hands it every request it
     // does not serve itself (all of them when `fast_lane` is off).
     let pingora = http_proxy(&server.configuration, WaitingRoom::new(state.clone(), upstream));
-    let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane);
+    let nofile = crate::limits::open_files_limit();
+    let budget = config.limits.descriptor_budget(nofile);
+    tracing::info!(open_files = nofile, budget, "connection budget");
+    let descriptors = crate::limits::Descriptors::new(budget);
+    let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane, descriptors);
     let proxy = LaneService::bind(lane, config.resolve_listen()?, config.server.threads, config.server.sched_batch)
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
 

@@ -131,15 +131,23 @@ pub struct LimitsConfig {
     /// A request body must arrive within this time of its head.
     #[serde(with = "config::duration")]
     pub body_timeout: Duration,
+    /// Each part of a response must be taken by the client within this
+    /// time (a client that stops reading holds a connection, an upstream
+    /// connection and buffers).
+    #[serde(with = "config::duration")]
+    pub send_timeout: Duration,
     /// Largest request head (request line and headers); larger gets 431.
     pub max_head_bytes: usize,
     /// Most header fields in a request; more gets 431.
     pub max_headers: usize,
-    /// Client connections open at once on this instance; 0 derives it from
-    /// the process's descriptor limit minus `fd_reserve`.
+    /// The descriptor budget for client connections and the fast lane's
+    /// upstream connections on this instance (clients may take all but
+    /// 1/8 of it, at most 1,024, which stays for upstream connections).
+    /// 0 derives it from the process's open-files limit minus `fd_reserve`.
     pub max_connections: usize,
-    /// Descriptors kept free for upstream, store and log connections when
-    /// `max_connections` is derived.
+    /// Descriptors kept out of the budget when it is derived: for the
+    /// store, logs, listeners and Pingora's upstream pool (at most half the
+    /// open-files limit is kept).
     pub fd_reserve: usize,
     /// Connections one client may hold open at once (0: no cap). Trusted
     /// proxies are exempt: they carry many clients.
@@ -163,6 +171,7 @@ impl Default for LimitsConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(30),
             max_head_bytes: 16 * 1024,
             max_headers: 100,
             max_connections: 0,
@@ -190,6 +199,7 @@ impl LimitsConfig {
         between("header_timeout", self.header_timeout, Duration::from_millis(100), Duration::from_secs(300))?;
         between("idle_timeout", self.idle_timeout, Duration::from_millis(100), Duration::from_secs(3600))?;
         between("body_timeout", self.body_timeout, Duration::from_millis(100), Duration::from_secs(3600))?;
+        between("send_timeout", self.send_timeout, Duration::from_millis(100), Duration::from_secs(3600))?;
         if !(1024..=1024 * 1024).contains(&self.max_head_bytes) {
             return Err(ConfigError::new("limits.max_head_bytes", "expected between 1024 and 1048576"));
         }
@@ -209,13 +219,14 @@ impl LimitsConfig {
         Ok(())
     }
 
-    /// The connection cap: `max_connections`, or the descriptor limit
-    /// (`nofile`) minus `fd_reserve` (at least 64).
-    pub fn connection_cap(&self, nofile: u64) -> usize {
+    /// The descriptor budget: `max_connections`, or the open-files limit
+    /// `nofile` minus `fd_reserve` (at most half of it kept), at least 16.
+    pub fn descriptor_budget(&self, nofile: u64) -> usize {
         if self.max_connections > 0 {
             return self.max_connections;
         }
-        usize::try_from(nofile.saturating_sub(self.fd_reserve as u64)).unwrap_or(usize::MAX).max(64)
+        let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
+        nofile.saturating_sub(self.fd_reserve.min(nofile / 2)).max(16)
     }
 }
 

@@ -34,9 +34,10 @@ impl Reply {
         }
     }
 
-    /// The 502 for an upstream that did not answer (both proxy lanes).
-    pub fn bad_gateway(cause: impl std::fmt::Display) -> Reply {
-        Reply::error(502, format!("the protected service did not answer ({cause}); try again in a moment"))
+    /// The 502 for an upstream that did not answer (both proxy lanes). The
+    /// cause goes to the log only: it names internal addresses.
+    pub fn bad_gateway() -> Reply {
+        Reply::error(502, "the protected service did not answer; try again in a moment").header("retry-after", "1")
     }
 
     /// A problem from status and detail.

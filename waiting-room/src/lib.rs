@@ -23,6 +23,7 @@
 //! - [`ws`]: the WebSocket endpoint and its connection tasks.
 //! - [`push`]: the hub fanning out every tick to this instance's sockets.
 //! - [`proxy`]: the `ProxyHttp` implementation tying it together.
+//! - [`forward`]: the request rewrite both lanes apply (headers dropped, set).
 //! - [`lane`]: the fast lane serving plain admitted and pass-through requests
 //!   in front of it.
 //! - [`sched`]: the proxy workers' CPU scheduling policy.
@@ -40,6 +41,7 @@ pub mod config;
 pub mod control;
 pub mod edge;
 pub mod estimate;
+pub mod forward;
 pub mod gate;
 pub mod http;
 pub mod identity;

@@ -196,43 +196,72 @@ impl Drop for HeldGuard {
     }
 }
 
-/// A cap on a process-wide count (open client connections).
-pub struct Total {
+/// The process's descriptor budget, shared by client connections and the
+/// fast lane's upstream connections (in flight and pooled), so accepting
+/// never runs into `EMFILE`: what the budget leaves out (`fd_reserve`) is
+/// for the store, logs, listeners and Pingora's own upstream pool. Clients
+/// may take all but a headroom of it, which keeps room for the upstream
+/// connections of the requests already accepted.
+pub struct Descriptors {
     max: usize,
+    headroom: usize,
     now: AtomicUsize,
 }
 
-/// One unit of a [`Total`]; dropping it gives it back.
-pub struct TotalGuard(Arc<Total>);
+/// One descriptor of the budget; dropping it gives it back.
+pub struct DescriptorGuard(Arc<Descriptors>);
 
-impl Total {
-    /// At most `max` at once.
+impl Descriptors {
+    /// A budget of `max` descriptors, of which clients may take all but
+    /// `max / 8` (at most 1,024).
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Total { max, now: AtomicUsize::new(0) })
+        Arc::new(Descriptors { max, headroom: (max / 8).min(1024), now: AtomicUsize::new(0) })
     }
 
-    /// Take one, or `None` at the cap.
-    pub fn acquire(self: &Arc<Self>) -> Option<TotalGuard> {
+    fn take(self: &Arc<Self>, below: usize) -> Option<DescriptorGuard> {
         self.now
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < below).then_some(n + 1))
             .ok()
-            .map(|_| TotalGuard(self.clone()))
+            .map(|_| DescriptorGuard(self.clone()))
     }
 
-    /// The cap.
-    pub fn max(&self) -> usize {
-        self.max
+    /// A descriptor for a client connection, or `None` at the clients' cap.
+    pub fn acquire_for_client(self: &Arc<Self>) -> Option<DescriptorGuard> {
+        self.take(self.max - self.headroom)
     }
 
-    /// Held now.
+    /// A descriptor for an upstream connection, or `None` at the cap.
+    pub fn acquire(self: &Arc<Self>) -> Option<DescriptorGuard> {
+        self.take(self.max)
+    }
+
+    /// In use now.
     pub fn current(&self) -> usize {
         self.now.load(Ordering::Acquire)
     }
+
+    /// The budget.
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
-impl Drop for TotalGuard {
+impl Drop for DescriptorGuard {
     fn drop(&mut self) {
         self.0.now.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The soft limit on open files of this process, raised to the hard limit
+/// first (as nginx's `worker_rlimit_nofile` and Go's runtime do): a proxy
+/// is a process that holds one descriptor per client.
+pub fn open_files_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the open files limit; assuming 1024");
+            1024
+        }
     }
 }
 
@@ -382,14 +411,15 @@ mod tests {
     }
 
     #[test]
-    fn the_total_never_passes_its_cap() {
-        let total = Total::new(2);
-        let a = total.acquire();
-        let b = total.acquire();
-        assert!(a.is_some() && b.is_some() && total.acquire().is_none());
-        drop(a);
-        assert!(total.acquire().is_some());
-        assert_eq!(total.current(), 1);
+    fn clients_leave_headroom_for_upstream_connections() {
+        let budget = Descriptors::new(16);
+        let clients: Vec<_> = std::iter::from_fn(|| budget.acquire_for_client()).collect();
+        assert_eq!(clients.len(), 14);
+        let upstream: Vec<_> = std::iter::from_fn(|| budget.acquire()).collect();
+        assert_eq!(upstream.len(), 2);
+        drop(clients);
+        assert_eq!(budget.current(), 2);
+        assert!(budget.acquire_for_client().is_some());
     }
 
     #[test]

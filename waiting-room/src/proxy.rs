@@ -17,11 +17,12 @@ use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
-use pingora::{ErrorSource, ErrorType};
+use pingora::{ErrorSource, ErrorType, OrErr};
+use shared::REQUEST_ID_HEADER;
 use shared::problem::Problem;
-use shared::{REQUEST_ID_HEADER, VISITOR_HEADER};
 
 use crate::api;
+use crate::forward::Rewrite;
 use crate::gate::Refusal;
 use crate::http::{Reply, encode_component, header_str, send};
 use crate::metrics::METRICS;
@@ -126,7 +127,18 @@ impl ProxyHttp for WaitingRoom {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.request_id = request_id(session);
-        let path = session.req_header().uri.path().to_owned();
+        // The lane has already refused every head that breaks an edge rule
+        // (`lane::head`); the path is made canonical here again because the
+        // gate below decides on it.
+        let path = match shared::path::canonical(session.req_header().uri.path()) {
+            Ok(p) => p.into_owned(),
+            Err(e) => {
+                ctx.outcome = "refused";
+                send(session, Reply::error(400, e.to_string()).header(REQUEST_ID_HEADER, ctx.request_id.clone()))
+                    .await?;
+                return Ok(true);
+            }
+        };
         ctx.path = path.clone();
         if crate::config::prefix_covers("/wr", &path) {
             let route = api::route(&path);
@@ -157,10 +169,16 @@ impl ProxyHttp for WaitingRoom {
         let queue_id = queue.id().to_owned();
         let token = {
             let h = &session.req_header().headers;
-            let auth = h.get("authorization").and_then(|v| v.to_str().ok());
-            let cookie =
-                h.get_all("cookie").iter().filter_map(|v| v.to_str().ok()).find(|c| c.contains(shared::ENTRY_COOKIE));
-            shared::bearer_or_cookie(auth, cookie).map(str::to_owned)
+            let values = |name| h.get_all(name).into_iter().map(|v| v.as_bytes());
+            match shared::entry_token(values("authorization"), values("cookie")) {
+                Ok(t) => t.map(str::to_owned),
+                Err(e) => {
+                    ctx.outcome = "refused";
+                    let reply = Reply::error(400, format!("{e}; send one entry token"));
+                    send(session, reply.header(REQUEST_ID_HEADER, ctx.request_id.clone())).await?;
+                    return Ok(true);
+                }
+            }
         };
         match self.state.gate.check(token.as_deref(), &queue_id, crate::state::now_ms()) {
             Ok(visitor) => {
@@ -192,15 +210,47 @@ impl ProxyHttp for WaitingRoom {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        upstream_request.remove_header(VISITOR_HEADER);
-        if let Some(v) = &ctx.visitor {
-            upstream_request.insert_header(VISITOR_HEADER, v.as_str())?;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let rewrite = Rewrite {
+            visitor: ctx.visitor.as_deref(),
+            request_id: &ctx.request_id,
+            peer,
+            peer_trusted: self.state.trusted.contains(peer),
+            client: self.state.client_of(session),
+        };
+        let headers = &session.req_header().headers;
+        let connection: Vec<&[u8]> = headers.get_all("connection").iter().map(|v| v.as_bytes()).collect();
+        let forwarded_for: Vec<&[u8]> = headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()).collect();
+        let dropped: Vec<String> = upstream_request
+            .headers
+            .keys()
+            .filter(|name| rewrite.drops(name.as_str(), &connection))
+            .map(|name| name.as_str().to_owned())
+            .collect();
+        for name in dropped {
+            upstream_request.remove_header(&name);
         }
-        upstream_request.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        let mut added = Vec::with_capacity(4);
+        rewrite.added(&forwarded_for, |name, value| added.push((name, value.to_vec())));
+        for (name, value) in added {
+            upstream_request.insert_header(name, value)?;
+        }
+        // The upstream sees the path the gate decided on.
+        let target = match upstream_request.uri.query() {
+            Some(q) => format!("{}?{q}", ctx.path),
+            None => ctx.path.clone(),
+        };
+        if upstream_request.uri.path_and_query().map(|p| p.as_str()) != Some(target.as_str()) {
+            let uri = target.parse::<http::Uri>().or_err(ErrorType::InvalidHTTPHeader, "canonical path")?;
+            upstream_request.set_uri(uri);
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -227,7 +277,7 @@ impl ProxyHttp for WaitingRoom {
         };
         if code > 0 && session.response_written().is_none() {
             let reply = match code {
-                502 => Reply::bad_gateway(e),
+                502 => Reply::bad_gateway(),
                 400 => Reply::error(400, format!("the request could not be read: {e}")),
                 _ => Reply::error(code, format!("the request failed: {e}")),
             };
@@ -237,6 +287,12 @@ impl ProxyHttp for WaitingRoom {
             }
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    /// A client that breaks its connection or sends a bad body is logged by
+    /// [`Self::logging`] at WARN; Pingora's own ERROR line is for our faults.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &pingora::Error) -> bool {
+        *error.esource() == ErrorSource::Downstream
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
@@ -252,14 +308,15 @@ impl ProxyHttp for WaitingRoom {
             };
             METRICS.upstream_latency.with_label_values(&[class]).observe(started.elapsed().as_secs_f64());
         }
-        tracing::info!(
-            request_id = %ctx.request_id,
-            path = %ctx.path,
-            status,
-            outcome = ctx.outcome,
-            queue = ctx.queue.as_deref().unwrap_or(""),
-            error = e.map(|e| e.to_string()),
-            "request"
-        );
+        let queue = ctx.queue.as_deref().unwrap_or("");
+        match e {
+            Some(e) => tracing::warn!(
+                request_id = %ctx.request_id, path = %ctx.path, status, outcome = ctx.outcome, queue,
+                error = %e, source = ?e.esource(), "request"
+            ),
+            None => tracing::info!(
+                request_id = %ctx.request_id, path = %ctx.path, status, outcome = ctx.outcome, queue, "request"
+            ),
+        }
     }
 }

@@ -1,0 +1,288 @@
+//! A request head, read off the connection: every request on the public
+//! listener passes here first, whichever lane serves it, so every limit and
+//! rule on what a client may send is applied once, before anything else:
+//!
+//! - size: a head larger than `limits.max_head_bytes` or with more than
+//!   `limits.max_headers` fields → 431; anything httparse refuses → 400;
+//! - the target: origin-form, in [`shared::path`]'s canonical form (no
+//!   fragment, no `//`, dot segments, encoded `/`…) → else 400;
+//! - the method: in `server.allowed_methods` → else 405 (501 for one HTTP
+//!   does not define);
+//! - the path: not one of the upstream's internal endpoints
+//!   (`server.deny_paths`) → else 404;
+//! - framing: one `Content-Length`, never together with
+//!   `Transfer-Encoding` → else 400;
+//! - the token: at most one (`shared::entry_token`) → else 400.
+//!
+//! Then the request is either served on the fast lane (plain, and admitted
+//! by a cached token or outside every queue) or handed to Pingora.
+
+use std::net::IpAddr;
+
+use bytes::BytesMut;
+
+use super::{FastLane, MAX_BODY, Request, parse_length, push_header};
+use crate::edge::MethodRefusal;
+use crate::forward::Rewrite;
+use crate::http::Reply;
+use crate::limits::Refused;
+use crate::proxy::request_id_or_new;
+use crate::state::now_ms;
+
+/// Header fields parsed on the stack; more take a heap array of
+/// `limits.max_headers`.
+const STACK_HEADERS: usize = 64;
+
+/// What to do with the bytes at the front of a connection's buffer.
+pub(super) enum Plan {
+    /// More bytes needed; `head_done` once the head is whole and the body
+    /// is awaited.
+    Incomplete { head_done: bool },
+    /// Answer with a problem and close.
+    Refuse(Refusal),
+    /// Pingora serves it; `consumed` is the length of the whole request when
+    /// it is in the buffer (`None`: its body is still on the socket).
+    Pingora { consumed: Option<usize> },
+    /// The fast lane forwards it.
+    Fast(Request),
+}
+
+/// A request refused at the edge.
+pub(super) struct Refusal {
+    /// The problem to send.
+    pub(super) reply: Reply,
+    /// Why, for `waiting_room_refused_total`.
+    pub(super) reason: Refused,
+    /// A HEAD request: no body in the answer.
+    pub(super) head_only: bool,
+    /// The request's id, when the head got that far.
+    pub(super) request_id: String,
+}
+
+impl Refusal {
+    fn new(status: u16, detail: impl Into<String>, reason: Refused) -> Self {
+        Refusal { reply: Reply::error(status, detail), reason, head_only: false, request_id: String::new() }
+    }
+
+    /// 431: the head grew past `max` bytes without ending.
+    pub(super) fn head_too_large(max: usize) -> Self {
+        Refusal::new(431, format!("the request head is larger than {max} bytes"), Refused::HeadTooLarge)
+    }
+
+    /// 408: the head (or, with `body`, the body) did not arrive in time.
+    pub(super) fn timed_out(body: bool) -> Self {
+        if body {
+            Refusal::new(408, "the request body did not arrive in time", Refused::BodyTimeout)
+        } else {
+            Refusal::new(408, "the request head did not arrive in time", Refused::HeadTimeout)
+        }
+    }
+}
+
+/// Where the head ends (just past its blank line), searching from `from`.
+pub(super) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(3);
+    let window = &buf[start..];
+    window
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| start + i + 2)
+        .into_iter()
+        .chain(window.windows(3).position(|w| w == b"\n\r\n").map(|i| start + i + 3))
+        .min()
+}
+
+impl FastLane {
+    /// Decide what to do with the request at the front of `buf`, whose
+    /// head is complete (see [`head_end`]), from a connection whose peer is
+    /// `peer`.
+    pub(super) fn plan(&self, buf: &BytesMut, peer: IpAddr) -> Plan {
+        let limits = &self.state.limits.config;
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap;
+        let mut req = httparse::Request::new(&mut stack);
+        let mut parsed = req.parse(buf);
+        if matches!(parsed, Err(httparse::Error::TooManyHeaders)) && limits.max_headers > STACK_HEADERS {
+            heap = vec![httparse::EMPTY_HEADER; limits.max_headers];
+            req = httparse::Request::new(&mut heap);
+            parsed = req.parse(buf);
+        }
+        let too_many = || {
+            Plan::Refuse(Refusal::new(
+                431,
+                format!("the request has more than {} header fields", limits.max_headers),
+                Refused::TooManyHeaders,
+            ))
+        };
+        let too_large = || Plan::Refuse(Refusal::head_too_large(limits.max_head_bytes));
+        let head_len = match parsed {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > limits.max_head_bytes => return too_large(),
+            Ok(httparse::Status::Partial) => return Plan::Incomplete { head_done: false },
+            Err(httparse::Error::TooManyHeaders) => return too_many(),
+            Err(e) => {
+                return Plan::Refuse(Refusal::new(400, format!("malformed request head: {e}"), Refused::Malformed));
+            }
+        };
+        if head_len > limits.max_head_bytes {
+            return too_large();
+        }
+        if req.headers.len() > limits.max_headers {
+            return too_many();
+        }
+        let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+            return Plan::Refuse(Refusal::new(400, "malformed request line", Refused::Malformed));
+        };
+        let header =
+            |name: &'static str| req.headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value);
+        let request_id =
+            request_id_or_new(header(shared::REQUEST_ID_HEADER).next().and_then(|v| std::str::from_utf8(v).ok()));
+        let refuse = |status: u16, detail: String, reason: Refused| {
+            Plan::Refuse(Refusal {
+                reply: Reply::error(status, detail),
+                reason,
+                head_only: method == "HEAD",
+                request_id: request_id.clone(),
+            })
+        };
+
+        if !target.starts_with('/') {
+            return refuse(
+                400,
+                "the request target must be a path (origin-form), like /events/1".into(),
+                Refused::Path,
+            );
+        }
+        let (path, query) = match shared::path::target(target) {
+            Ok(split) => split,
+            Err(e) => return refuse(400, format!("{e}; send the path in its plain form"), Refused::Path),
+        };
+        match self.state.policy.method(method) {
+            Ok(()) => {}
+            Err(MethodRefusal::NotAllowed) => {
+                let allow = self.state.policy.allow();
+                let mut r = Refusal {
+                    reply: Reply::error(405, format!("the method {method} is not allowed here; use one of {allow}"))
+                        .header("allow", allow),
+                    reason: Refused::Method,
+                    head_only: method == "HEAD",
+                    request_id,
+                };
+                r.reply = r.reply.no_store();
+                return Plan::Refuse(r);
+            }
+            Err(MethodRefusal::NotImplemented) => {
+                return refuse(501, format!("the method {method:?} is not implemented"), Refused::Method);
+            }
+        }
+        let own = crate::config::prefix_covers("/wr", &path);
+        if !own && self.state.policy.denied(&path) {
+            return refuse(404, "there is nothing at this path".into(), Refused::InternalPath);
+        }
+
+        let mut body_len: Option<usize> = None;
+        let mut chunked = false;
+        let mut close = false;
+        let mut upgrade = false;
+        let mut expect = false;
+        for h in req.headers.iter() {
+            let name = h.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                let Some(n) = parse_length(h.value) else {
+                    return refuse(400, "Content-Length must be a decimal number".into(), Refused::Malformed);
+                };
+                if body_len.is_some_and(|b| b != n) {
+                    return refuse(400, "conflicting Content-Length headers".into(), Refused::Malformed);
+                }
+                body_len = Some(n);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if name.eq_ignore_ascii_case("expect") {
+                expect = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    upgrade |= token.eq_ignore_ascii_case(b"upgrade");
+                    close |= token.eq_ignore_ascii_case(b"close");
+                }
+            }
+        }
+        if chunked && body_len.is_some() {
+            return refuse(
+                400,
+                "a request may not carry both Transfer-Encoding and Content-Length".into(),
+                Refused::Malformed,
+            );
+        }
+        let token = match shared::entry_token(header("authorization"), header("cookie")) {
+            Ok(t) => t,
+            Err(e) => return refuse(400, format!("{e}; send one entry token"), Refused::Malformed),
+        };
+
+        // The whole request in the buffer, or Pingora reads the rest.
+        let consumed = match body_len {
+            _ if chunked => return Plan::Pingora { consumed: None },
+            Some(n) if n > MAX_BODY => return Plan::Pingora { consumed: None },
+            Some(n) if buf.len() < head_len + n => return Plan::Incomplete { head_done: true },
+            n => head_len + n.unwrap_or(0),
+        };
+        if own || !self.enabled || version != 1 || upgrade || expect {
+            return Plan::Pingora { consumed: Some(consumed) };
+        }
+        let (queue, visitor) = match self.state.queues.for_path(&path) {
+            None => (None, None),
+            Some(q) => {
+                let Some(token) = token else { return Plan::Pingora { consumed: Some(consumed) } };
+                match self.cached_visitor(token, q.id(), now_ms()) {
+                    Some(visitor) => (Some(q.id().to_owned()), Some(visitor)),
+                    // Unknown, expired or other-queue token: Pingora's gate
+                    // verifies it, caches it or refuses it.
+                    None => return Plan::Pingora { consumed: Some(consumed) },
+                }
+            }
+        };
+
+        let forwarded_for: Vec<&[u8]> = header("x-forwarded-for").collect();
+        let connection: Vec<&[u8]> = header("connection").collect();
+        let peer_trusted = self.state.trusted.contains(peer);
+        let client = crate::client::address(peer, forwarded_for.iter().copied(), &self.state.trusted);
+        let rewrite = Rewrite { visitor: visitor.as_deref(), request_id: &request_id, peer, peer_trusted, client };
+        let mut out = Vec::with_capacity(head_len + consumed - head_len + 192);
+        out.extend_from_slice(method.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(path.as_bytes());
+        if let Some(q) = query {
+            out.push(b'?');
+            out.extend_from_slice(q.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        for h in req.headers.iter() {
+            if !rewrite.drops(h.name, &connection) {
+                push_header(&mut out, h.name.as_bytes(), h.value);
+            }
+        }
+        rewrite.added(&forwarded_for, |name, value| push_header(&mut out, name.as_bytes(), value));
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&buf[head_len..consumed]);
+
+        Plan::Fast(Request { out, consumed, head: method == "HEAD", close, queue, path: path.into_owned(), request_id })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\nNEXT", 0), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nNEXT", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        // Searching on from where the last search stopped still finds a
+        // terminator split across reads.
+        let whole = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        assert_eq!(head_end(whole, 25), Some(27));
+        assert_eq!(head_end(b"", 0), None);
+    }
+}
