@@ -239,10 +239,13 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Compare two byte strings in time independent of where they differ
-/// (bearer-token checks).
+/// Compare two byte strings (bearer-token checks) in time that tells an
+/// attacker neither where they differ nor how long the secret is: both are
+/// hashed to 32 bytes first and the digests compared without an early exit.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -337,5 +340,7 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(!constant_time_eq(b"", b"a"));
+        assert!(constant_time_eq(b"", b""));
     }
 }

@@ -148,4 +148,26 @@ mod tests {
         assert_eq!(bearer_or_cookie(Some("Bearer "), Some("wr_entry=")), None);
         assert_eq!(bearer_or_cookie(None, None), None);
     }
+
+    proptest::proptest! {
+        /// Cookie and token parsing take any header bytes: never a panic,
+        /// and a token found is printable text taken from the input.
+        #[test]
+        fn any_header_bytes_parse_without_panic(
+            auth in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..3),
+            cookies in proptest::collection::vec("[ -~]{0,80}", 0..3),
+        ) {
+            let found = entry_token(auth.iter().map(Vec::as_slice), cookies.iter().map(|c| c.as_bytes()));
+            if let Ok(Some(t)) = found {
+                proptest::prop_assert!(t.bytes().all(|b| b.is_ascii_graphic()) && !t.is_empty());
+                let in_auth = auth.iter().any(|a| a.windows(t.len()).any(|w| w == t.as_bytes()));
+                proptest::prop_assert!(in_auth || cookies.iter().any(|c| c.contains(t)));
+            }
+            for c in &cookies {
+                if let Some(v) = cookie_value(c, ENTRY_COOKIE) {
+                    proptest::prop_assert!(c.contains(v));
+                }
+            }
+        }
+    }
 }

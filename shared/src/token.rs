@@ -217,4 +217,21 @@ mod tests {
         assert!(v.clone().with_leeway(30).verify(&t, "q").is_ok());
         assert_eq!(v.verify(&t, "q"), Err(TokenError::Expired));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Whatever a client sends as a token, it is refused without a panic;
+        /// only a real signature from a trusted key verifies.
+        #[test]
+        fn arbitrary_tokens_are_refused_and_never_panic(
+            text in "[A-Za-z0-9_.=+/-]{0,300}",
+            parts in proptest::collection::vec("[A-Za-z0-9_-]{0,40}", 0..5),
+        ) {
+            static PAIR: std::sync::LazyLock<(TokenSigner, TokenVerifier)> = std::sync::LazyLock::new(|| pair("k1"));
+            let (_, verifier) = &*PAIR;
+            proptest::prop_assert!(verifier.verify_any_queue(&text).is_err());
+            proptest::prop_assert!(verifier.verify(&parts.join("."), "q").is_err());
+        }
+    }
 }

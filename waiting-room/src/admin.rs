@@ -24,7 +24,9 @@ use serde::{Deserialize, Serialize};
 use shared::config::{Secret, constant_time_eq, parse_duration};
 use shared::problem::Problem;
 
+use crate::client::ClientKey;
 use crate::control::{self, ChangeError};
+use crate::limits::{Refused, retry_after_secs};
 use crate::http::Reply;
 use crate::queues::Queue;
 use crate::state::State;
@@ -163,17 +165,39 @@ fn change_reply(r: Result<SharedSettings, ChangeError>) -> Result<(), Reply> {
 }
 
 impl AdminApp {
-    fn authorized(&self, session: &ServerSession) -> bool {
-        let given = session.req_header().headers.get("authorization").and_then(|v| v.to_str().ok());
+    /// Check the bearer token. A client whose failures used up its budget
+    /// (`limits.admin_failures`) is refused before its token is even
+    /// compared, so guessing costs time and tells nothing.
+    fn authorize(&self, session: &ServerSession) -> Result<(), Reply> {
+        let client = ClientKey::from(self.state.client_at(session.client_addr(), &session.req_header().headers));
+        let failures = &self.state.limits.admin_failures;
+        let now = std::time::Instant::now();
+        let throttled = |wait: std::time::Duration| {
+            Refused::AdminAuth.count();
+            Reply::error(429, "too many failed admin tokens from your address; wait before trying again")
+                .header("retry-after", retry_after_secs(wait).to_string())
+        };
+        if !failures.has(client, now) {
+            return Err(throttled(failures.take(client, now).err().unwrap_or_default()));
+        }
+        let mut given = session.req_header().headers.get_all("authorization").iter();
+        let (first, second) = (given.next(), given.next());
         let expected = format!("Bearer {}", self.token.expose());
-        !self.token.is_empty() && given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+        let ok = !self.token.is_empty()
+            && second.is_none()
+            && first.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()));
+        if ok {
+            return Ok(());
+        }
+        if let Err(wait) = failures.take(client, now) {
+            return Err(throttled(wait));
+        }
+        Err(Reply::error(401, "send the admin token as Authorization: Bearer <admin.token>")
+            .header("www-authenticate", "Bearer realm=\"waiting-room-admin\""))
     }
 
     async fn route(&self, session: &mut ServerSession) -> Result<Reply, Reply> {
-        if !self.authorized(session) {
-            return Err(Reply::error(401, "send the admin token as Authorization: Bearer <admin.token>")
-                .header("www-authenticate", "Bearer realm=\"waiting-room-admin\""));
-        }
+        self.authorize(session)?;
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().trim_end_matches('/').to_owned();
         let parts: Vec<&str> = path.split('/').skip(1).collect();

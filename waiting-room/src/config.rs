@@ -82,8 +82,7 @@ pub struct ServerConfig {
     /// is believed; see `client.rs` for the rule. Empty: the peer address
     /// is always the client.
     pub trusted_proxies: Vec<String>,
-    /// Methods passed upstream; others get 405 (or 501 for a method
-    /// HTTP does not define).
+    /// Methods passed upstream; others get 405.
     pub allowed_methods: Vec<String>,
     /// Path prefixes of the upstream that are never served on the public
     /// listener (its operator endpoints), whatever the upstream would do.

@@ -14,9 +14,9 @@ pub struct Policy {
 /// Why a method was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MethodRefusal {
-    /// A method HTTP defines that this proxy does not pass (405).
+    /// A method HTTP defines that this proxy does not pass.
     NotAllowed,
-    /// A method HTTP does not define (501).
+    /// A method HTTP does not define.
     NotImplemented,
 }
 

@@ -130,6 +130,16 @@ impl Buckets {
         }
     }
 
+    /// Would [`Buckets::take`] succeed for `key` at `now`? Takes nothing.
+    pub fn has(&self, key: ClientKey, now: Instant) -> bool {
+        let Rate { rate, burst } = self.rate;
+        if rate <= 0.0 {
+            return true;
+        }
+        let shard = self.shards[shard_of(&key)].lock();
+        shard.get(&key).is_none_or(|b| (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(burst) >= 1.0)
+    }
+
     /// Clients remembered now.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()

@@ -79,11 +79,17 @@ impl State {
 
     /// The client of a request Pingora serves (see [`crate::client`]).
     pub fn client_of(&self, session: &pingora::prelude::Session) -> std::net::IpAddr {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        let xff = session.req_header().headers.get_all("x-forwarded-for");
+        self.client_at(session.client_addr(), &session.req_header().headers)
+    }
+
+    /// The client of a request with these headers from `peer`.
+    pub fn client_at(
+        &self,
+        peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
+        headers: &http::HeaderMap,
+    ) -> std::net::IpAddr {
+        let peer = peer.and_then(|a| a.as_inet()).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let xff = headers.get_all("x-forwarded-for");
         crate::client::address(peer, xff.iter().map(|v| v.as_bytes()), &self.trusted)
     }
 

@@ -6,8 +6,8 @@
 //!   `limits.max_headers` fields → 431; anything httparse refuses → 400;
 //! - the target: origin-form, in [`shared::path`]'s canonical form (no
 //!   fragment, no `//`, dot segments, encoded `/`…) → else 400;
-//! - the method: in `server.allowed_methods` → else 405 (501 for one HTTP
-//!   does not define);
+//! - the method: in `server.allowed_methods` → else 405 (also for a method
+//!   HTTP does not define: a client's mistake is never a 5xx);
 //! - the path: not one of the upstream's internal endpoints
 //!   (`server.deny_paths`) → else 404;
 //! - framing: one `Content-Length`, never together with
@@ -157,23 +157,20 @@ impl FastLane {
             Ok(split) => split,
             Err(e) => return refuse(400, format!("{e}; send the path in its plain form"), Refused::Path),
         };
-        match self.state.policy.method(method) {
-            Ok(()) => {}
-            Err(MethodRefusal::NotAllowed) => {
-                let allow = self.state.policy.allow();
-                let mut r = Refusal {
-                    reply: Reply::error(405, format!("the method {method} is not allowed here; use one of {allow}"))
-                        .header("allow", allow),
-                    reason: Refused::Method,
-                    head_only: method == "HEAD",
-                    request_id,
-                };
-                r.reply = r.reply.no_store();
-                return Plan::Refuse(r);
-            }
-            Err(MethodRefusal::NotImplemented) => {
-                return refuse(501, format!("the method {method:?} is not implemented"), Refused::Method);
-            }
+        // 405 also for a method HTTP does not define (RFC 9110 suggests
+        // 501): a client's mistake is a 4xx here, never a 5xx.
+        if let Err(why) = self.state.policy.method(method) {
+            let allow = self.state.policy.allow();
+            let detail = match why {
+                MethodRefusal::NotAllowed => format!("the method {method} is not allowed here; use one of {allow}"),
+                MethodRefusal::NotImplemented => format!("{method:?} is not an HTTP method this proxy knows; use one of {allow}"),
+            };
+            return Plan::Refuse(Refusal {
+                reply: Reply::error(405, detail).header("allow", allow),
+                reason: Refused::Method,
+                head_only: method == "HEAD",
+                request_id,
+            });
         }
         let own = crate::config::prefix_covers("/wr", &path);
         if !own && self.state.policy.denied(&path) {
@@ -272,7 +269,108 @@ impl FastLane {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::limits::Descriptors;
+    use crate::proxy::WaitingRoom;
+    use crate::queues::Queues;
+    use crate::state::State;
+
+    /// A lane with one queue protecting `/events/1` and `/api`, and no
+    /// cached token: a gated request never takes the fast lane here.
+    fn lane() -> &'static FastLane {
+        static LANE: std::sync::LazyLock<(FastLane, tempfile::TempDir)> = std::sync::LazyLock::new(build_lane);
+        &LANE.0
+    }
+
+    fn build_lane() -> (FastLane, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = shared::keys::KeyDir::open_or_create(dir.path()).unwrap();
+        let text = "id = \"q\"\npaths = [\"/events/1\", \"/api\"]\nrelease_per_tick = 1\ntick = \"1s\"\nsession = \"1m\"\n";
+        let queues = Queues::load(&[toml::from_str(text).unwrap()]).unwrap();
+        let state = Arc::new(State::new(queues, keys, false));
+        let upstream = "127.0.0.1:9".parse().unwrap();
+        let conf = Arc::new(pingora::server::configuration::ServerConf::default());
+        let pingora = pingora::proxy::http_proxy(&conf, WaitingRoom::new(state.clone(), upstream));
+        (FastLane::new(pingora, state, upstream, true, Descriptors::new(64)), dir)
+    }
+
+    fn peer() -> IpAddr {
+        "127.0.0.1".parse().unwrap()
+    }
+
+    /// Whatever the bytes, the plan is one of the four and a refusal is a 4xx.
+    fn check_plan(lane: &FastLane, bytes: &[u8]) -> Result<(), TestCaseError> {
+        let buf = BytesMut::from(bytes);
+        match lane.plan(&buf, peer()) {
+            Plan::Refuse(r) => prop_assert!((400..500).contains(&r.reply.status), "{}", r.reply.status),
+            Plan::Pingora { consumed } => prop_assert!(consumed.is_none_or(|c| c <= buf.len())),
+            Plan::Incomplete { .. } => {}
+            Plan::Fast(req) => {
+                prop_assert!(req.consumed <= buf.len());
+                // What goes upstream is a well-formed request with our own
+                // ids and a canonical path outside every queue.
+                let mut headers = [httparse::EMPTY_HEADER; 256];
+                let mut up = httparse::Request::new(&mut headers);
+                prop_assert!(matches!(up.parse(&req.out), Ok(httparse::Status::Complete(_))));
+                let path = up.path.unwrap_or("");
+                let path = path.split_once('?').map_or(path, |(p, _)| p);
+                let canonical = shared::path::canonical(path).map(|c| c.into_owned());
+                prop_assert_eq!(canonical.as_deref(), Ok(path));
+                prop_assert!(lane.state.queues.for_path(path).is_none());
+                let count = |name: &str| up.headers.iter().filter(|h| h.name.eq_ignore_ascii_case(name)).count();
+                prop_assert_eq!(count("x-request-id"), 1);
+                prop_assert_eq!(count("x-forwarded-for"), 1);
+                prop_assert_eq!(count("x-visitor-id"), 0);
+            }
+        }
+        Ok(())
+    }
+
+    fn piece() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("GET "), Just("POST "), Just("CONNECT "), Just("get "), Just("/"), Just("//"), Just("/events/1"),
+            Just("/api"), Just("/wr/q/join"), Just("%2F"), Just("%31"), Just("#"), Just("?a=1"), Just(" HTTP/1.1"),
+            Just(" HTTP/1.0"), Just("\r\n"), Just("\n"), Just("Host: x"), Just("Content-Length: 3"),
+            Just("Content-Length: 99999999"), Just("Transfer-Encoding: chunked"), Just("Connection: close, x-a"),
+            Just("x-visitor-id: evil"), Just("X-Forwarded-For: 1.2.3.4"), Just("Authorization: Bearer a.b.c"),
+            Just("Cookie: wr_entry=t; wr_entry=u"), Just("x-request-id: aaaaaaaaaaa"), Just(": "), Just("abc"),
+            Just("\0"), Just("\r\n\r\n"),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1500))]
+
+        #[test]
+        fn any_bytes_get_a_plan_and_never_a_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            check_plan(lane(), &bytes)?;
+        }
+
+        #[test]
+        fn heads_built_from_tricky_pieces_are_refused_or_rewritten_cleanly(
+            pieces in proptest::collection::vec(piece(), 0..24)
+        ) {
+            check_plan(lane(), pieces.concat().as_bytes())?;
+        }
+
+        #[test]
+        fn well_formed_heads_with_any_target_are_refused_or_rewritten_cleanly(
+            method in prop_oneof![Just("GET"), Just("POST"), Just("DELETE"), Just("BREW")],
+            target in "[/a-z0-9%.#?+\\\\-]{0,24}",
+            headers in proptest::collection::vec(("[A-Za-z-]{1,12}", "[ -~]{0,16}"), 0..8),
+        ) {
+            let mut head = format!("{method} {target} HTTP/1.1\r\nHost: x\r\n");
+            for (n, v) in headers {
+                head.push_str(&format!("{n}: {v}\r\n"));
+            }
+            head.push_str("\r\n");
+            check_plan(lane(), head.as_bytes())?;
+        }
+    }
 
     #[test]
     fn the_head_ends_at_the_first_blank_line_whatever_the_line_endings() {

@@ -489,8 +489,9 @@ fn log(req: &Request, status: u16, error: Option<&str>) {
     let outcome = if req.queue.is_some() { "allowed" } else { "pass" };
     let queue = req.queue.as_deref().unwrap_or("");
     match error {
-        // The upstream's failure: the client only got a generic 502.
-        Some(error) => tracing::warn!(
+        // The upstream's failure (an operator's fault, as in Pingora's log):
+        // the client only got a generic 502.
+        Some(error) => tracing::error!(
             request_id = %req.request_id, path = %req.path, status, outcome, queue, lane = "fast", error, "request"
         ),
         None => tracing::info!(

@@ -8,4 +8,6 @@
 mod helpers;
 mod net;
 
+mod connections;
+mod requests;
 mod websockets;

@@ -54,3 +54,92 @@ pub fn ws_handshake(base: &str, queue: &str, extra: &str) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// An upstream that records every request head it receives (raw text) and
+/// answers each with 200 "ok", keeping connections alive.
+#[derive(Clone)]
+pub struct RecordingUpstream {
+    pub addr: SocketAddr,
+    pub heads: std::sync::Arc<parking_lot::Mutex<Vec<String>>>,
+}
+
+impl RecordingUpstream {
+    pub async fn start() -> RecordingUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads: std::sync::Arc<parking_lot::Mutex<Vec<String>>> = Default::default();
+        let log = heads.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else { continue };
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 8192];
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        let length = head
+                            .lines()
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        while buf.len() < end + length {
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + length);
+                        log.lock().push(head);
+                        if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RecordingUpstream { addr, heads }
+    }
+
+    /// Request lines seen so far.
+    pub fn request_lines(&self) -> Vec<String> {
+        self.heads.lock().iter().map(|h| h.lines().next().unwrap_or("").to_owned()).collect()
+    }
+
+    /// The value of header `name` in the last request whose request line
+    /// contains `needle`.
+    pub fn header_of(&self, needle: &str, name: &str) -> Option<String> {
+        let heads = self.heads.lock();
+        let head = heads.iter().rev().find(|h| h.lines().next().is_some_and(|l| l.contains(needle)))?;
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        head.lines().find_map(|l| {
+            let lower = l.to_ascii_lowercase();
+            lower.starts_with(&prefix).then(|| l[prefix.len()..].trim().to_owned())
+        })
+    }
+
+    /// All values of header `name` in that request.
+    pub fn headers_of(&self, needle: &str, name: &str) -> Vec<String> {
+        let heads = self.heads.lock();
+        let Some(head) = heads.iter().rev().find(|h| h.lines().next().is_some_and(|l| l.contains(needle))) else {
+            return Vec::new();
+        };
+        let prefix = format!("{}:", name.to_ascii_lowercase());
+        head.lines()
+            .filter(|l| l.to_ascii_lowercase().starts_with(&prefix))
+            .map(|l| l[prefix.len()..].trim().to_owned())
+            .collect()
+    }
+}
+
+/// Every status line in a raw answer stream (pipelined responses).
+pub fn statuses(raw: &str) -> Vec<u16> {
+    raw.split("HTTP/1.1 ").skip(1).filter_map(|r| r.get(..3)).filter_map(|c| c.parse().ok()).collect()
+}

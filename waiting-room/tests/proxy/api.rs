@@ -13,6 +13,7 @@ async fn memory_proxy(upstream: &Upstream) -> Proxy {
         keys_dir: None,
         redis_url: None,
         limits: ONE_ADDRESS_LIMITS,
+        open_files: None,
     })
     .await
 }
@@ -101,6 +102,7 @@ async fn healthz_reports_503_while_redis_is_down_and_recovers() {
         keys_dir: None,
         redis_url: Some(&url),
         limits: ONE_ADDRESS_LIMITS,
+        open_files: None,
     })
     .await;
     let c = client();

@@ -15,6 +15,7 @@ async fn a_thousand_concurrent_joins(redis: bool) {
         keys_dir: None,
         redis_url: None,
         limits: ONE_ADDRESS_LIMITS,
+        open_files: None,
     })
     .await;
     let c = client();

@@ -23,6 +23,7 @@ async fn proxy_with_keys(upstream: &Upstream, keys: &std::path::Path) -> Proxy {
         keys_dir: Some(keys),
         redis_url: None,
         limits: ONE_ADDRESS_LIMITS,
+        open_files: None,
     })
     .await
 }

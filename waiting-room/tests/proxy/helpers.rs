@@ -106,6 +106,7 @@ pub struct Proxy {
     pub config: PathBuf,
     child: Option<Child>,
     env: Vec<(String, String)>,
+    open_files: Option<u64>,
 }
 
 /// Options for [`Proxy::start`].
@@ -121,6 +122,8 @@ pub struct ProxySpec<'a> {
     pub keys_dir: Option<&'a Path>,
     /// The `[limits]` table: [`ONE_ADDRESS_LIMITS`] unless a test sets its own.
     pub limits: &'a str,
+    /// Run under this open-files limit (`prlimit --nofile`).
+    pub open_files: Option<u64>,
 }
 
 /// Per-client limits off: the functional tests send everything from
@@ -132,7 +135,15 @@ pub const ONE_ADDRESS_LIMITS: &str = "[limits]\nmax_connections_per_client = 0\n
 impl<'a> ProxySpec<'a> {
     /// Memory backend, fresh keys.
     pub fn memory(queues: &'a str, upstream: SocketAddr) -> Self {
-        ProxySpec { queues, upstream, redis_prefix: None, keys_dir: None, redis_url: None, limits: ONE_ADDRESS_LIMITS }
+        ProxySpec {
+            queues,
+            upstream,
+            redis_prefix: None,
+            keys_dir: None,
+            redis_url: None,
+            limits: ONE_ADDRESS_LIMITS,
+            open_files: None,
+        }
     }
 
     /// Redis backend under `prefix`, fresh keys.
@@ -144,6 +155,7 @@ impl<'a> ProxySpec<'a> {
             keys_dir: None,
             redis_url: None,
             limits: ONE_ADDRESS_LIMITS,
+            open_files: None,
         }
     }
 
@@ -151,6 +163,13 @@ impl<'a> ProxySpec<'a> {
     #[allow(dead_code)] // the hostile-traffic tests share this file
     pub fn limits(mut self, limits: &'a str) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Run the proxy with at most `n` open files.
+    #[allow(dead_code)] // the hostile-traffic tests share this file
+    pub fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
         self
     }
 
@@ -199,6 +218,7 @@ impl Proxy {
             config,
             child: None,
             env: Vec::new(),
+            open_files: spec.open_files,
         };
         proxy.spawn().await;
         proxy
@@ -206,7 +226,14 @@ impl Proxy {
 
     async fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("proxy.log")).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_waiting-room"));
+        let mut cmd = match self.open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(env!("CARGO_BIN_EXE_waiting-room"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_waiting-room")),
+        };
         cmd.arg("--config").arg(&self.config).stdout(Stdio::null()).stderr(log);
         // The process environment must not leak WR_* overrides into the test.
         for (k, _) in std::env::vars() {

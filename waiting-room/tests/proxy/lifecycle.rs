@@ -16,6 +16,7 @@ async fn session_expiry_returns_the_visitor_to_not_in_queue_and_closes_the_gate(
         keys_dir: None,
         redis_url: None,
         limits: ONE_ADDRESS_LIMITS,
+        open_files: None,
     })
     .await;
     let c = client();
@@ -47,6 +48,7 @@ async fn signing_keys_survive_a_restart() {
         keys_dir: None,
         redis_url: None,
         limits: ONE_ADDRESS_LIMITS,
+        open_files: None,
     })
     .await;
     let c = client();
