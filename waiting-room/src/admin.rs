@@ -26,8 +26,8 @@ use shared::problem::Problem;
 
 use crate::client::ClientKey;
 use crate::control::{self, ChangeError};
-use crate::limits::{Refused, retry_after_secs};
 use crate::http::Reply;
+use crate::limits::{Refused, retry_after_secs};
 use crate::queues::Queue;
 use crate::state::State;
 use crate::store::SharedSettings;

@@ -137,7 +137,9 @@ impl Buckets {
             return true;
         }
         let shard = self.shards[shard_of(&key)].lock();
-        shard.get(&key).is_none_or(|b| (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(burst) >= 1.0)
+        shard
+            .get(&key)
+            .is_none_or(|b| (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate).min(burst) >= 1.0)
     }
 
     /// Clients remembered now.

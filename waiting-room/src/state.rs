@@ -88,7 +88,8 @@ impl State {
         peer: Option<&pingora::protocols::l4::socket::SocketAddr>,
         headers: &http::HeaderMap,
     ) -> std::net::IpAddr {
-        let peer = peer.and_then(|a| a.as_inet()).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        let peer =
+            peer.and_then(|a| a.as_inet()).map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let xff = headers.get_all("x-forwarded-for");
         crate::client::address(peer, xff.iter().map(|v| v.as_bytes()), &self.trusted)
     }

@@ -118,8 +118,12 @@ pub enum RequestError {
         /// The methods the route accepts.
         allow: &'static str,
     },
+    /// → 400: the path is not in its one canonical form (`shared::path`):
+    /// the proxy's gate and this router must read every path the same way.
+    #[error("{0}; send the path in its plain form")]
+    BadPath(shared::path::PathError),
     /// → 400: a path parameter is not what the route expects.
-    #[error("{what} must be a positive integer, got \"{value}\"")]
+    #[error("{what} must be a positive integer written plainly (1, not 01 or +1), got \"{value}\"")]
     BadId {
         /// Which parameter.
         what: &'static str,
@@ -156,9 +160,10 @@ impl ApiError for RequestError {
         match self {
             RequestError::NoRoute(_) => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            RequestError::BadId { .. } | RequestError::Unreadable(_) | RequestError::MalformedJson(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            RequestError::BadId { .. }
+            | RequestError::BadPath(_)
+            | RequestError::Unreadable(_)
+            | RequestError::MalformedJson(_) => StatusCode::BAD_REQUEST,
             RequestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::NotJson(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::InvalidJson { .. } => StatusCode::UNPROCESSABLE_ENTITY,

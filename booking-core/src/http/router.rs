@@ -45,9 +45,14 @@ pub enum Route {
     EventPage(i64),
 }
 
-/// Match `method` and `path`; also returns the route template.
+/// Match `method` and `path`; also returns the route template. The path is
+/// read in [`shared::path`]'s canonical form, as the proxy's gate reads it:
+/// anything else (`//events/1`, `/events/./1`, `%2F`…) is refused, and ids
+/// are canonical decimals, so no second spelling of a protected path exists.
 pub fn route(method: &Method, path: &str) -> Result<(Route, &'static str), RequestError> {
-    let segments: Vec<&str> = path.trim_start_matches('/').trim_end_matches('/').split('/').collect();
+    let path = shared::path::canonical(path).map_err(RequestError::BadPath)?;
+    let inner = path.strip_prefix('/').unwrap_or(&path);
+    let segments: Vec<&str> = inner.strip_suffix('/').unwrap_or(inner).split('/').collect();
     let get = method == Method::GET;
     let post = method == Method::POST;
     let delete = method == Method::DELETE;
@@ -91,13 +96,13 @@ pub fn route(method: &Method, path: &str) -> Result<(Route, &'static str), Reque
         ["admin", "stats"] => return Err(not_allowed("GET")),
         ["events", id] if get => (Route::EventPage(id_param("event id", id)?), "/events/{id}"),
         ["events", _] => return Err(not_allowed("GET")),
-        _ => return Err(RequestError::NoRoute(truncate(path))),
+        _ => return Err(RequestError::NoRoute(truncate(&path))),
     };
     Ok(matched)
 }
 
 fn id_param(what: &'static str, text: &str) -> Result<i64, RequestError> {
-    text.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| RequestError::BadId { what, value: truncate(text) })
+    shared::path::decimal_id(text).ok_or_else(|| RequestError::BadId { what, value: truncate(text) })
 }
 
 /// Echo at most 100 characters of client input in error details.
@@ -116,6 +121,20 @@ mod tests {
         assert!(matches!(route(&Method::GET, "/api/events/abc"), Err(RequestError::BadId { .. })));
         assert!(matches!(route(&Method::GET, "/api/events/-1/seats"), Err(RequestError::BadId { .. })));
         assert!(matches!(route(&Method::GET, "/api/events/99999999999999999999"), Err(RequestError::BadId { .. })));
+        for other_spelling in ["/api/events/01", "/api/events/+1", "/events/007", "/api/coupons/01/claims"] {
+            let method = if other_spelling.ends_with("claims") { Method::POST } else { Method::GET };
+            assert!(matches!(route(&method, other_spelling), Err(RequestError::BadId { .. })), "{other_spelling}");
+        }
+    }
+
+    #[test]
+    fn only_the_canonical_path_is_routed() {
+        assert_eq!(route(&Method::GET, "/api/events/%31").unwrap().0, Route::Event(1));
+        for path in
+            ["//events/1", "//api/me/bookings", "/api//events/1", "/events/./1", "/events/1/..", "/api%2Fme/coupons"]
+        {
+            assert!(matches!(route(&Method::GET, path), Err(RequestError::BadPath(_))), "{path}");
+        }
     }
 
     #[test]

@@ -163,7 +163,9 @@ impl FastLane {
             let allow = self.state.policy.allow();
             let detail = match why {
                 MethodRefusal::NotAllowed => format!("the method {method} is not allowed here; use one of {allow}"),
-                MethodRefusal::NotImplemented => format!("{method:?} is not an HTTP method this proxy knows; use one of {allow}"),
+                MethodRefusal::NotImplemented => {
+                    format!("{method:?} is not an HTTP method this proxy knows; use one of {allow}")
+                }
             };
             return Plan::Refuse(Refusal {
                 reply: Reply::error(405, detail).header("allow", allow),
@@ -289,7 +291,8 @@ mod tests {
     fn build_lane() -> (FastLane, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let keys = shared::keys::KeyDir::open_or_create(dir.path()).unwrap();
-        let text = "id = \"q\"\npaths = [\"/events/1\", \"/api\"]\nrelease_per_tick = 1\ntick = \"1s\"\nsession = \"1m\"\n";
+        let text =
+            "id = \"q\"\npaths = [\"/events/1\", \"/api\"]\nrelease_per_tick = 1\ntick = \"1s\"\nsession = \"1m\"\n";
         let queues = Queues::load(&[toml::from_str(text).unwrap()]).unwrap();
         let state = Arc::new(State::new(queues, keys, false));
         let upstream = "127.0.0.1:9".parse().unwrap();
@@ -332,13 +335,37 @@ mod tests {
 
     fn piece() -> impl Strategy<Value = &'static str> {
         prop_oneof![
-            Just("GET "), Just("POST "), Just("CONNECT "), Just("get "), Just("/"), Just("//"), Just("/events/1"),
-            Just("/api"), Just("/wr/q/join"), Just("%2F"), Just("%31"), Just("#"), Just("?a=1"), Just(" HTTP/1.1"),
-            Just(" HTTP/1.0"), Just("\r\n"), Just("\n"), Just("Host: x"), Just("Content-Length: 3"),
-            Just("Content-Length: 99999999"), Just("Transfer-Encoding: chunked"), Just("Connection: close, x-a"),
-            Just("x-visitor-id: evil"), Just("X-Forwarded-For: 1.2.3.4"), Just("Authorization: Bearer a.b.c"),
-            Just("Cookie: wr_entry=t; wr_entry=u"), Just("x-request-id: aaaaaaaaaaa"), Just(": "), Just("abc"),
-            Just("\0"), Just("\r\n\r\n"),
+            Just("GET "),
+            Just("POST "),
+            Just("CONNECT "),
+            Just("get "),
+            Just("/"),
+            Just("//"),
+            Just("/events/1"),
+            Just("/api"),
+            Just("/wr/q/join"),
+            Just("%2F"),
+            Just("%31"),
+            Just("#"),
+            Just("?a=1"),
+            Just(" HTTP/1.1"),
+            Just(" HTTP/1.0"),
+            Just("\r\n"),
+            Just("\n"),
+            Just("Host: x"),
+            Just("Content-Length: 3"),
+            Just("Content-Length: 99999999"),
+            Just("Transfer-Encoding: chunked"),
+            Just("Connection: close, x-a"),
+            Just("x-visitor-id: evil"),
+            Just("X-Forwarded-For: 1.2.3.4"),
+            Just("Authorization: Bearer a.b.c"),
+            Just("Cookie: wr_entry=t; wr_entry=u"),
+            Just("x-request-id: aaaaaaaaaaa"),
+            Just(": "),
+            Just("abc"),
+            Just("\0"),
+            Just("\r\n\r\n"),
         ]
     }
 

@@ -9,16 +9,28 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::helpers::*;
 use crate::net::*;
 
-const QUEUES: &str = "[[queues]]\nid = \"q\"\npaths = [\"/gated\"]\nrelease_per_tick = 1\ntick = \"10s\"\nsession = \"10m\"\n";
+const QUEUES: &str =
+    "[[queues]]\nid = \"q\"\npaths = [\"/gated\"]\nrelease_per_tick = 1\ntick = \"10s\"\nsession = \"10m\"\n";
 
 async fn pass_ok(from: std::net::IpAddr, proxy: &Proxy) -> u16 {
     let host = proxy.base.trim_start_matches("http://");
-    status(&exchange(from, &proxy.base, format!("GET /pass HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await)
+    status(
+        &exchange(
+            from,
+            &proxy.base,
+            format!("GET /pass HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await,
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap()
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,7 +68,10 @@ async fn methods_outside_the_list_and_internal_endpoints_are_refused_at_the_edge
         let c = client();
         let connect = exchange(client_ip(1), &proxy.base, b"CONNECT /pass HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert_eq!(status(&connect), 405, "{lane}: {connect}");
-        assert!(connect.to_ascii_lowercase().contains("allow: get, head, post, put, patch, delete, options"), "{connect}");
+        assert!(
+            connect.to_ascii_lowercase().contains("allow: get, head, post, put, patch, delete, options"),
+            "{connect}"
+        );
         let trace = exchange(client_ip(1), &proxy.base, b"TRACE /pass HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert_eq!(status(&trace), 405, "{lane}: {trace}");
         let brew = exchange(client_ip(1), &proxy.base, b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n").await;
@@ -132,7 +135,8 @@ async fn a_request_with_two_tokens_is_refused_by_both_lanes() {
         assert_eq!(status(&two_auth), 400, "{lane}: {two_auth}");
         assert!(two_auth.contains("more than one Authorization header"), "{two_auth}");
         let two_cookies =
-            exchange(client_ip(4), &proxy.base, &get("/events/1", "Cookie: wr_entry=a\r\nCookie: x=1; wr_entry=b\r\n")).await;
+            exchange(client_ip(4), &proxy.base, &get("/events/1", "Cookie: wr_entry=a\r\nCookie: x=1; wr_entry=b\r\n"))
+                .await;
         assert_eq!(status(&two_cookies), 400, "{lane}: {two_cookies}");
         assert!(up.request_lines().is_empty(), "{lane}");
     }
@@ -205,7 +209,9 @@ async fn failed_admin_tokens_are_throttled_per_client() {
         let admin = admin.clone();
         let token = token.to_owned();
         async move {
-            let raw = format!("GET /admin/queues HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n");
+            let raw = format!(
+                "GET /admin/queues HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+            );
             status(&exchange(client_ip(from), &admin, raw.as_bytes()).await)
         }
     };
