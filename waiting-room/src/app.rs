@@ -46,9 +46,12 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
         // load. Admitted traffic mostly takes the fast lane and its own
         // pool, so this pool stays small: it comes out of `fd_reserve`.
         upstream_keepalive_pool_size: 256 * config.server.threads,
-        // Stop accepting at once on SIGTERM, then give open requests a moment.
+        // On SIGTERM the workers stop accepting at once and drain for up to
+        // `server.grace_period` (drain.rs); Pingora waits for them (they
+        // are joined by a blocking task) a little longer than that, and no
+        // longer than it takes.
         grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(5),
+        graceful_shutdown_timeout_seconds: Some(config.server.grace_period.as_secs() + 2),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -63,6 +66,7 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
     let descriptors = crate::limits::Descriptors::new(budget);
     let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane, descriptors);
     let proxy = LaneService::bind(lane, config.resolve_listen()?, config.server.threads, config.server.sched_batch)
+        .map(|s| s.with_grace_period(config.server.grace_period))
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
 
     let admission = background_service(

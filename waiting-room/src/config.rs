@@ -78,6 +78,10 @@ pub struct ServerConfig {
     /// Run release ticks from this instance. Turn off on edge-only instances:
     /// any instance may tick, and the store keeps ticks a full interval apart.
     pub release_ticks: bool,
+    /// After SIGTERM or SIGINT: how long requests in flight may take to
+    /// finish before the process exits anyway.
+    #[serde(with = "config::duration")]
+    pub grace_period: Duration,
     /// Proxies in front of this one (CIDR blocks) whose `X-Forwarded-For`
     /// is believed; see `client.rs` for the rule. Empty: the peer address
     /// is always the client.
@@ -106,6 +110,7 @@ impl Default for ServerConfig {
             sched_batch: true,
             ws_ping_interval: Duration::from_secs(15),
             release_ticks: true,
+            grace_period: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec(),
             deny_paths: ["/metrics", "/healthz", "/admin"].map(String::from).to_vec(),
@@ -397,6 +402,9 @@ impl Config {
             || self.server.ws_ping_interval > Duration::from_secs(20)
         {
             return Err(ConfigError::new("server.ws_ping_interval", "expected between 1s and 20s"));
+        }
+        if self.server.grace_period > Duration::from_secs(600) {
+            return Err(ConfigError::new("server.grace_period", "expected at most 10m"));
         }
         if self.store.backend == Backend::Memory && !self.server.release_ticks {
             return Err(ConfigError::new(

@@ -17,6 +17,7 @@
 //! - [`client`]: who the client is (peer address, trusted proxies).
 //! - [`limits`]: per-client budgets and the refusal counter.
 //! - [`edge`]: what the public listener passes (methods, paths, origins).
+//! - [`drain`]: graceful shutdown (stop accepting, finish, close sockets 1001).
 //! - [`api`]: the queue API under `/wr`.
 //! - [`openapi`]: its OpenAPI 3.1 document, generated from the route functions.
 //! - [`page`]: the queue page.
@@ -39,6 +40,7 @@ pub mod app;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod drain;
 pub mod edge;
 pub mod estimate;
 pub mod forward;

@@ -58,7 +58,10 @@ fn main() -> ExitCode {
         None => {
             waiting_room::init_logging(&config.log);
             match waiting_room::app::build(&config, args.config.as_deref()) {
-                Ok(server) => server.run_forever(),
+                Ok(server) => {
+                    server.run(pingora::server::RunArgs { shutdown_signal: Box::new(waiting_room::drain::Signals) });
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE

@@ -7,6 +7,7 @@ use shared::keys::KeyDir;
 use shared::visitor::VisitorId;
 
 use crate::client::TrustedProxies;
+use crate::drain::Drain;
 use crate::edge::Policy;
 use crate::gate::Gate;
 use crate::limits::Limits;
@@ -42,6 +43,8 @@ pub struct State {
     pub limits: Limits,
     /// Methods, denied paths and WebSocket origins of the public listener.
     pub policy: Policy,
+    /// Graceful shutdown: connections in flight and the draining flag.
+    pub drain: Arc<Drain>,
 }
 
 impl State {
@@ -61,6 +64,7 @@ impl State {
             trusted: TrustedProxies::default(),
             limits: Limits::default(),
             policy: Policy::default(),
+            drain: Arc::default(),
         }
     }
 

@@ -29,11 +29,16 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::api::StatusMessage;
 use crate::client::ClientKey;
+use crate::drain::Tracked;
 use crate::http::{Reply, header_str};
 use crate::limits::{HeldGuard, Refused};
 use crate::metrics::METRICS;
 use crate::push::{Registration, Slot};
 use crate::state::now_ms;
+
+/// Reason of the 1001 close sent when this instance shuts down; the queue
+/// page reconnects on it (to any instance) and keeps its place.
+pub const RESTARTING: &str = "server restarting; reconnect";
 
 /// Largest client frame or message accepted.
 pub const MAX_CLIENT_FRAME: usize = 4096;
@@ -126,12 +131,15 @@ fn close(code: CloseCode, reason: &'static str) -> Message {
 pub struct Held {
     registration: Registration,
     budget: Option<HeldGuard>,
+    tracked: Tracked,
+    draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Serve one connection until it closes.
 pub async fn serve(stream: Stream, held: Held, mut slot: Slot, initial: StatusMessage, ping_every: Duration) {
     let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config())).await;
-    let _held = (held.registration, held.budget);
+    let Held { registration, budget, tracked, mut draining } = held;
+    let _held = (registration, budget, tracked);
     let initial_json = serde_json::to_string(&initial).unwrap_or_default();
     if ws.send(Message::text(initial_json)).await.is_err() {
         return;
@@ -139,6 +147,10 @@ pub async fn serve(stream: Stream, held: Held, mut slot: Slot, initial: StatusMe
     METRICS.ws_messages.inc();
     if initial.entry.is_some() {
         let _ = ws.send(close(CloseCode::Normal, "admitted")).await;
+        return;
+    }
+    if *draining.borrow_and_update() {
+        let _ = ws.send(close(CloseCode::Away, RESTARTING)).await;
         return;
     }
     let mut last_position = initial.position.unwrap_or(u64::MAX);
@@ -188,6 +200,14 @@ pub async fn serve(stream: Stream, held: Held, mut slot: Slot, initial: StatusMe
                     }
                     Some(Err(_)) => break,
                 }
+            }
+            changed = draining.changed() => {
+                if changed.is_ok() && !*draining.borrow_and_update() {
+                    continue;
+                }
+                // A deploy: this instance goes away, the place does not.
+                let _ = ws.send(close(CloseCode::Away, RESTARTING)).await;
+                break;
             }
             _ = ping.tick() => {
                 if heard.elapsed() > ping_every * 2 {
@@ -252,7 +272,8 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
     let initial = crate::api::message(state, &queue, who.visitor, standing, now_ms());
     match take_over(session, &accept, who.set_cookie).await {
         Some(stream) => {
-            spawn(stream, Held { registration, budget }, slot, initial, state.ws_ping_interval);
+            let held = Held { registration, budget, tracked: state.drain.track(), draining: state.drain.watch() };
+            spawn(stream, held, slot, initial, state.ws_ping_interval);
             Ok(())
         }
         None => Err(Reply::error(400, "WebSockets need HTTP/1.1")),

@@ -35,6 +35,7 @@ pub struct LaneService {
     lane: Arc<FastLane>,
     listeners: Vec<std::net::TcpListener>,
     sched_batch: bool,
+    grace: Duration,
 }
 
 impl LaneService {
@@ -46,7 +47,13 @@ impl LaneService {
         // the traffic silently; a plain bind first fails if anyone listens.
         drop(probe(addr)?);
         let listeners = (0..threads.max(1)).map(|_| reuseport_listener(addr)).collect::<io::Result<_>>()?;
-        Ok(LaneService { lane: Arc::new(lane), listeners, sched_batch })
+        Ok(LaneService { lane: Arc::new(lane), listeners, sched_batch, grace: Duration::from_secs(10) })
+    }
+
+    /// Give connections in flight this long to finish after a shutdown signal.
+    pub fn with_grace_period(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
     }
 }
 
@@ -82,6 +89,7 @@ impl Service for LaneService {
             let shutdown = shutdown.clone();
             let sched_batch = self.sched_batch;
             let per_client = per_client.clone();
+            let grace = self.grace;
             let worker = std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
                 if sched_batch && let Err(e) = crate::sched::batch_current_thread() {
                     tracing::warn!(error = %e, "server.sched_batch: proxy worker stays under the default policy");
@@ -93,9 +101,17 @@ impl Service for LaneService {
                         return;
                     }
                 };
-                runtime.block_on(accept_loop(lane, listener, per_client, shutdown));
-                // Requests in flight get the same grace as Pingora's.
-                runtime.shutdown_timeout(Duration::from_secs(5));
+                let drain = lane.state.drain.clone();
+                runtime.block_on(async move {
+                    accept_loop(lane, listener, per_client, shutdown).await;
+                    // Not accepting any more (the listener is closed): the
+                    // connections of this and the other workers finish.
+                    drain.start();
+                    if tokio::time::timeout(grace, drain.idle()).await.is_err() {
+                        tracing::warn!(open = drain.active(), "server.grace_period over with connections open");
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_millis(100));
                 flush_local();
             });
             match worker {
@@ -103,13 +119,18 @@ impl Service for LaneService {
                 Err(e) => tracing::error!(error = %e, "starting a proxy worker"),
             }
         }
+        // Joined by a blocking task started now, not after the shutdown
+        // signal: Pingora's runtime shutdown cancels this service's task
+        // but waits for its blocking tasks, so the process stays up until
+        // the workers have drained.
+        let joined = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join())));
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
                 break;
             }
         }
         ServerApp::cleanup(&*self.lane.pingora).await;
-        let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
+        let _ = joined.await;
     }
 
     fn name(&self) -> &str {
@@ -188,9 +209,10 @@ fn admit(lane: &Arc<FastLane>, per_client: &Arc<Held>, tcp: TcpStream, peer: IpA
     let _ = tcp.set_nodelay(true);
     let lane = lane.clone();
     let shutdown = shutdown.clone();
+    let tracked = lane.state.drain.track();
     tokio::spawn(async move {
         lane.serve(tcp, peer, shutdown).await;
-        drop((descriptor, held));
+        drop((descriptor, held, tracked));
     });
 }
 

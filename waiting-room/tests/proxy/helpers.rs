@@ -296,6 +296,22 @@ impl Proxy {
         self.spawn().await;
     }
 
+    /// Wait up to `limit` for the process to exit; its status, if it did.
+    #[allow(dead_code)] // the hostile-traffic tests share this file
+    pub async fn exited(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Send a signal to the process (e.g. "HUP").
     pub fn signal(&self, sig: &str) {
         let pid = self.child.as_ref().map(Child::id).expect("running");

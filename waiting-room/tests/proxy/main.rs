@@ -5,6 +5,7 @@ mod admission;
 mod api;
 mod browser;
 mod control;
+mod drain;
 mod fifo;
 mod gate;
 mod helpers;
