@@ -3,10 +3,18 @@
 //!
 //! The hot path must not verify an Ed25519 signature per request, so verified
 //! tokens are cached in a bounded `DashMap` keyed by the token text; an entry is
-//! honoured only until the token's `exp` and dropped when found expired.
-//! Refusals are not cached: a forged token costs its sender one verification.
+//! honoured only until the token's `exp`. Entries leave in expiry order: a
+//! min-heap of (exp, token) is popped up to now on every insert and by
+//! [`Gate::sweep`], so the cache holds the live tokens only, however long the
+//! sale runs. Refusals are not cached: a forged token costs its sender one
+//! verification.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::Mutex;
 use shared::token::{TokenError, TokenVerifier};
 
 use crate::metrics::METRICS;
@@ -43,17 +51,23 @@ impl Verified {
     }
 }
 
+/// Cached tokens by `exp`, soonest on top.
+type Expiries = BinaryHeap<Reverse<(i64, Arc<str>)>>;
+
 /// Token verification with a cache.
 pub struct Gate {
     verifier: TokenVerifier,
-    cache: DashMap<Box<str>, Verified>,
+    cache: DashMap<Arc<str>, Verified>,
+    /// Cached tokens by expiry, soonest first. A `parking_lot::Mutex`:
+    /// taken only on a cache miss and by the sweep, never across an await.
+    expiries: Mutex<Expiries>,
     capacity: usize,
 }
 
 impl Gate {
     /// A gate trusting `verifier`'s keys, caching up to `capacity` tokens.
     pub fn new(verifier: TokenVerifier, capacity: usize) -> Self {
-        Gate { verifier, cache: DashMap::new(), capacity }
+        Gate { verifier, cache: DashMap::new(), expiries: Mutex::new(BinaryHeap::new()), capacity }
     }
 
     /// The visitor id if `token` admits to `queue` at `now_ms`. A token is
@@ -70,6 +84,7 @@ impl Gate {
                 return Ok(hit.visitor.to_string());
             }
             drop(hit);
+            // Leaves the map now and the heap at the next sweep.
             self.cache.remove(token);
             return Err(Refusal::Invalid(TokenError::Expired));
         }
@@ -78,19 +93,23 @@ impl Gate {
         if claims.exp.saturating_mul(1000) <= now_ms {
             return Err(Refusal::Invalid(TokenError::Expired));
         }
+        self.sweep(now_ms);
         if self.cache.len() >= self.capacity {
-            self.cache.retain(|_, v| v.live(now_ms));
-            if self.cache.len() >= self.capacity {
-                // Only reachable with more live tokens than the cache holds:
-                // start over rather than grow without bound.
-                self.cache.clear();
-            }
+            // Only reachable with more live tokens than the cache holds:
+            // start over rather than grow without bound.
+            self.cache.clear();
+            self.expiries.lock().clear();
         }
         let visitor = claims.sub.clone();
-        self.cache.insert(
-            token.into(),
-            Verified { queue: claims.aud.as_str().into(), visitor: claims.sub.into(), exp: claims.exp },
-        );
+        let key: Arc<str> = token.into();
+        let exp = claims.exp;
+        if self
+            .cache
+            .insert(key.clone(), Verified { queue: claims.aud.as_str().into(), visitor: claims.sub.into(), exp })
+            .is_none()
+        {
+            self.expiries.lock().push(Reverse((exp, key)));
+        }
         if claims.aud != queue {
             return Err(Refusal::Invalid(TokenError::WrongQueue));
         }
@@ -107,6 +126,19 @@ impl Gate {
             return Some((hit.visitor.to_string(), hit.exp.saturating_mul(1000)));
         }
         None
+    }
+
+    /// Drop every cached token that has expired at `now_ms`.
+    pub fn sweep(&self, now_ms: i64) {
+        let mut heap = self.expiries.lock();
+        while let Some(Reverse((exp, _))) = heap.peek() {
+            if exp.saturating_mul(1000) > now_ms {
+                break;
+            }
+            if let Some(Reverse((_, token))) = heap.pop() {
+                self.cache.remove_if(&token, |_, v| !v.live(now_ms));
+            }
+        }
     }
 
     /// Tokens cached now.
@@ -145,6 +177,33 @@ mod tests {
         assert_eq!(gate.check(Some(&t), "q", (now() + 30) * 1000), Err(Refusal::Invalid(TokenError::Expired)));
         assert_eq!(gate.cached(), 0);
         assert_eq!(gate.check(None, "q", now_ms()), Err(Refusal::Missing));
+    }
+
+    #[test]
+    fn expired_tokens_leave_the_cache_in_expiry_order_without_being_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::open_or_create(dir.path()).unwrap();
+        let gate = Gate::new(keys.verifier.clone(), 1000);
+        let sign = |i: i64, ttl: i64| {
+            let c = EntryClaims {
+                sub: format!("{i:032x}"),
+                aud: "q".into(),
+                iat: now(),
+                exp: now() + ttl,
+                jti: i.to_string(),
+            };
+            keys.signer.sign(&c).unwrap()
+        };
+        for i in 0..10 {
+            assert!(gate.check(Some(&sign(i, 10 + i)), "q", now_ms()).is_ok());
+        }
+        assert_eq!(gate.cached(), 10);
+        // Five of them have expired 14.5 s from now; nobody asks for them again.
+        gate.sweep((now() + 14) * 1000 + 500);
+        assert_eq!(gate.cached(), 5);
+        gate.sweep((now() + 100) * 1000);
+        assert_eq!(gate.cached(), 0);
+        assert!(gate.expiries.lock().is_empty());
     }
 
     #[test]

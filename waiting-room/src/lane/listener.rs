@@ -18,7 +18,7 @@ use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
 use tokio::net::{TcpListener, TcpStream};
 
-use super::{FLUSH, FastLane, flush_local};
+use super::{FLUSH, FastLane, flush_local, forget_expired_local};
 use crate::client::ClientKey;
 use crate::limits::{Held, Refused};
 
@@ -158,13 +158,20 @@ async fn accept_loop(
         }
     };
     // Runs on this worker's thread (a single-threaded runtime), so it
-    // flushes this worker's tallies; it ends with the runtime.
-    tokio::spawn(async {
+    // flushes this worker's tallies and forgets its expired token copies;
+    // it ends with the runtime. The shared gate cache is swept here too.
+    let sweeping = lane.clone();
+    tokio::spawn(async move {
         let mut every = tokio::time::interval(FLUSH);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for n in 0u64.. {
             every.tick().await;
             flush_local();
+            if n % 10 == 0 {
+                let now = crate::state::now_ms();
+                sweeping.state.gate.sweep(now);
+                forget_expired_local(now);
+            }
         }
     });
     loop {

@@ -153,6 +153,15 @@ fn flush_local() {
     LOCAL.with_borrow(|l| l.iter().for_each(Local::flush));
 }
 
+/// Forget this thread's copies of tokens expired at `now_ms`.
+fn forget_expired_local(now_ms: i64) {
+    LOCAL.with_borrow_mut(|l| {
+        if let Some(l) = l {
+            l.tokens.retain(|_, a| a.until_ms > now_ms);
+        }
+    });
+}
+
 impl FastLane {
     /// The lane in front of `pingora`; with `enabled` false every request
     /// goes to Pingora. `descriptors` is the budget of connections.
