@@ -8,7 +8,7 @@ use anyhow::Context;
 use pingora::proxy::http_proxy;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
-use pingora::services::background::background_service;
+use pingora::services::background::{GenBackgroundService, background_service};
 use pingora::services::listening::Service;
 use shared::keys::KeyDir;
 
@@ -19,6 +19,7 @@ use crate::lane::{FastLane, LaneService};
 use crate::proxy::WaitingRoom;
 use crate::queues::Queues;
 use crate::state::State;
+use crate::upstreams::Upstreams;
 
 /// Build the server for a validated config read from `config_path` (kept for
 /// reloads). Fails only on I/O (key directory, page templates) or an upstream
@@ -26,7 +27,10 @@ use crate::state::State;
 pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Server> {
     let keys = KeyDir::open_or_create(&config.keys.dir)
         .with_context(|| format!("keys.dir: cannot use {}", config.keys.dir.display()))?;
-    let upstream = config.resolve_upstream()?;
+    let upstreams = Arc::new(
+        Upstreams::new(&config.resolve_upstreams()?, config.server.upstream_check_interval)
+            .context("server.upstreams")?,
+    );
     let state = Arc::new(
         State::new(Queues::load(&config.queues)?, keys, config.server.cookie_secure)
             .with_ws_ping_interval(config.server.ws_ping_interval)
@@ -59,12 +63,12 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
 
     // Pingora's proxy behind the fast lane, which hands it every request it
     // does not serve itself (all of them when `fast_lane` is off).
-    let pingora = http_proxy(&server.configuration, WaitingRoom::new(state.clone(), upstream));
+    let pingora = http_proxy(&server.configuration, WaitingRoom::new(state.clone(), upstreams.clone()));
     let nofile = crate::limits::open_files_limit();
     let budget = config.limits.descriptor_budget(nofile);
     tracing::info!(open_files = nofile, budget, "connection budget");
     let descriptors = crate::limits::Descriptors::new(budget);
-    let lane = FastLane::new(pingora, state.clone(), upstream, config.server.fast_lane, descriptors);
+    let lane = FastLane::new(pingora, state.clone(), upstreams.clone(), config.server.fast_lane, descriptors);
     let proxy = LaneService::bind(lane, config.resolve_listen()?, config.server.threads, config.server.sched_batch)
         .map(|s| s.with_grace_period(config.server.grace_period))
         .with_context(|| format!("server.listen: cannot listen on {}", config.server.listen))?;
@@ -95,6 +99,9 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
         }
     }
     server.add_service(admission);
+    if upstreams.all().len() > 1 {
+        server.add_service(GenBackgroundService::new("BG upstream health".into(), upstreams.balancer()));
+    }
     server.add_service(proxy);
     server.add_service(metrics);
     Ok(server)

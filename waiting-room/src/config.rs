@@ -51,8 +51,15 @@ pub struct ServerConfig {
     pub listen: String,
     /// Prometheus `/metrics` listener.
     pub metrics_listen: String,
-    /// The protected service, `host:port`; resolved once at start.
+    /// The protected service, `host:port`; resolved once at start. Used
+    /// when `upstreams` is empty.
     pub upstream: String,
+    /// Several instances of the protected service (`host:port` each,
+    /// resolved once at start): both lanes balance over the healthy ones.
+    pub upstreams: Vec<String>,
+    /// How often each upstream instance is checked (a TCP connect).
+    #[serde(with = "config::duration")]
+    pub upstream_check_interval: Duration,
     /// Worker threads of the proxy: each has its own `SO_REUSEPORT`
     /// listener and single-threaded runtime (see `lane.rs`).
     pub threads: usize,
@@ -103,6 +110,8 @@ impl Default for ServerConfig {
             listen: "0.0.0.0:8080".into(),
             metrics_listen: "127.0.0.1:9091".into(),
             upstream: "127.0.0.1:8081".into(),
+            upstreams: Vec::new(),
+            upstream_check_interval: Duration::from_secs(1),
             threads: 2,
             cookie_secure: false,
             work_stealing: false,
@@ -389,11 +398,20 @@ impl Config {
         if !self.admin.listen.is_empty() {
             parse_addr("admin.listen", &self.admin.listen)?;
         }
-        if self.server.upstream.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-            return Err(ConfigError::new(
-                "server.upstream",
-                format!("expected host:port, got {:?}", self.server.upstream),
-            ));
+        let host_port = |key: String, value: &str| {
+            if value.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(ConfigError::new(key, format!("expected host:port, got {value:?}")));
+            }
+            Ok(())
+        };
+        host_port("server.upstream".into(), &self.server.upstream)?;
+        for (i, u) in self.server.upstreams.iter().enumerate() {
+            host_port(format!("server.upstreams[{i}]"), u)?;
+        }
+        if self.server.upstream_check_interval < Duration::from_millis(100)
+            || self.server.upstream_check_interval > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new("server.upstream_check_interval", "expected between 100ms and 60s"));
         }
         if self.server.threads == 0 || self.server.threads > 256 {
             return Err(ConfigError::new("server.threads", "expected a number of threads between 1 and 256"));
@@ -512,9 +530,13 @@ impl Config {
         resolve("server.listen", &self.server.listen)
     }
 
-    /// The upstream address, resolved once (never per request).
-    pub fn resolve_upstream(&self) -> Result<SocketAddr, ConfigError> {
-        resolve("server.upstream", &self.server.upstream)
+    /// The upstream instances, resolved once (never per request):
+    /// `server.upstreams`, or `server.upstream` alone.
+    pub fn resolve_upstreams(&self) -> Result<Vec<SocketAddr>, ConfigError> {
+        if self.server.upstreams.is_empty() {
+            return Ok(vec![resolve("server.upstream", &self.server.upstream)?]);
+        }
+        self.server.upstreams.iter().enumerate().map(|(i, u)| resolve(&format!("server.upstreams[{i}]"), u)).collect()
     }
 }
 

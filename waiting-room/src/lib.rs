@@ -25,6 +25,7 @@
 //! - [`push`]: the hub fanning out every tick to this instance's sockets.
 //! - [`proxy`]: the `ProxyHttp` implementation tying it together.
 //! - [`forward`]: the request rewrite both lanes apply (headers dropped, set).
+//! - [`upstreams`]: the protected service's instances and their health.
 //! - [`lane`]: the fast lane serving plain admitted and pass-through requests
 //!   in front of it.
 //! - [`sched`]: the proxy workers' CPU scheduling policy.
@@ -59,6 +60,7 @@ pub mod sched;
 pub mod state;
 pub mod store;
 pub mod tokens;
+pub mod upstreams;
 pub mod ws;
 
 /// Set up logging as configured. Pingora logs through the `log` crate, which

@@ -27,6 +27,7 @@ use crate::gate::Refusal;
 use crate::http::{Reply, encode_component, header_str, send};
 use crate::metrics::METRICS;
 use crate::state::State;
+use crate::upstreams::Upstreams;
 
 /// Per-request state.
 #[derive(Default)]
@@ -42,25 +43,31 @@ pub struct Ctx {
     path: String,
     /// Status of a response written outside Pingora (101).
     status: u16,
+    /// Upstream instances that refused a connection for this request.
+    tried: Vec<SocketAddr>,
 }
 
 /// The `ProxyHttp` implementation.
 pub struct WaitingRoom {
     state: Arc<State>,
-    /// Built once from the address resolved at start: `HttpPeer::new` would
-    /// resolve again on every call.
-    peer: HttpPeer,
+    /// The protected service's instances (resolved at start: `HttpPeer::new`
+    /// with a name would resolve again on every call).
+    upstreams: Arc<Upstreams>,
 }
 
 impl WaitingRoom {
-    /// A proxy for `state` in front of `upstream`.
-    pub fn new(state: Arc<State>, upstream: SocketAddr) -> Self {
-        let mut peer = HttpPeer::new(upstream, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_secs(2));
-        peer.options.total_connection_timeout = Some(Duration::from_secs(3));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
-        WaitingRoom { state, peer }
+    /// A proxy for `state` in front of `upstreams`.
+    pub fn new(state: Arc<State>, upstreams: Arc<Upstreams>) -> Self {
+        WaitingRoom { state, upstreams }
     }
+}
+
+fn peer(addr: SocketAddr) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(Duration::from_secs(2));
+    peer.options.total_connection_timeout = Some(Duration::from_secs(3));
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    peer
 }
 
 /// A small stable number for the current worker thread.
@@ -199,8 +206,11 @@ impl ProxyHttp for WaitingRoom {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
-        let mut peer = Box::new(self.peer.clone());
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+        let Some(addr) = self.upstreams.pick(&ctx.tried) else {
+            return Err(pingora::Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream instance").into_up());
+        };
+        let mut peer = Box::new(peer(addr));
         // One pool partition per worker thread: a pooled upstream connection
         // is then put back and taken again on the same thread, so its idle
         // watcher never has to wake another thread (that was ~15% of CPU).
@@ -263,6 +273,23 @@ impl ProxyHttp for WaitingRoom {
     ) -> pingora::Result<()> {
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         Ok(())
+    }
+
+    /// A connection that failed sent nothing: try another healthy instance.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<pingora::Error>,
+    ) -> Box<pingora::Error> {
+        if let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet() {
+            ctx.tried.push(*addr);
+        }
+        if self.upstreams.pick(&ctx.tried).is_some() {
+            e.set_retry(true);
+        }
+        e
     }
 
     /// An upstream that cannot be reached gets the same 502 problem as in the

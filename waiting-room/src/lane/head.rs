@@ -295,9 +295,12 @@ mod tests {
             "id = \"q\"\npaths = [\"/events/1\", \"/api\"]\nrelease_per_tick = 1\ntick = \"1s\"\nsession = \"1m\"\n";
         let queues = Queues::load(&[toml::from_str(text).unwrap()]).unwrap();
         let state = Arc::new(State::new(queues, keys, false));
-        let upstream = "127.0.0.1:9".parse().unwrap();
+        let upstream = Arc::new(
+            crate::upstreams::Upstreams::new(&["127.0.0.1:9".parse().unwrap()], std::time::Duration::from_secs(1))
+                .unwrap(),
+        );
         let conf = Arc::new(pingora::server::configuration::ServerConf::default());
-        let pingora = pingora::proxy::http_proxy(&conf, WaitingRoom::new(state.clone(), upstream));
+        let pingora = pingora::proxy::http_proxy(&conf, WaitingRoom::new(state.clone(), upstream.clone()));
         (FastLane::new(pingora, state, upstream, true, Descriptors::new(64)), dir)
     }
 

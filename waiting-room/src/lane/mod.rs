@@ -76,11 +76,13 @@ use tokio::net::TcpStream;
 use self::head::{Plan, Refusal, head_end};
 pub use self::listener::LaneService;
 use self::response::Framing;
+use self::upstream::Exchange;
 use crate::http::Reply;
 use crate::limits::Descriptors;
 use crate::metrics::METRICS;
 use crate::proxy::WaitingRoom;
 use crate::state::State;
+use crate::upstreams::Upstreams;
 
 /// Largest request body the lane buffers; larger ones go to Pingora.
 const MAX_BODY: usize = 64 * 1024;
@@ -98,7 +100,7 @@ const CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct FastLane {
     pingora: Arc<HttpProxy<WaitingRoom>>,
     state: Arc<State>,
-    upstream: SocketAddr,
+    upstreams: Arc<Upstreams>,
     enabled: bool,
     /// Tells this lane's per-worker state ([`Local`]) from another lane's.
     id: u64,
@@ -168,7 +170,7 @@ impl FastLane {
     pub fn new(
         pingora: HttpProxy<WaitingRoom>,
         state: Arc<State>,
-        upstream: SocketAddr,
+        upstreams: Arc<Upstreams>,
         enabled: bool,
         descriptors: Arc<Descriptors>,
     ) -> Self {
@@ -182,7 +184,7 @@ impl FastLane {
         let proxied = METRICS.proxied.with_label_values(&["fast"]);
         static IDS: AtomicU64 = AtomicU64::new(0);
         let id = IDS.fetch_add(1, Ordering::Relaxed);
-        FastLane { pingora: Arc::new(pingora), state, upstream, enabled, id, allowed, latency, proxied, descriptors }
+        FastLane { pingora: Arc::new(pingora), state, upstreams, enabled, id, allowed, latency, proxied, descriptors }
     }
 
     /// Run `f` on this thread's [`Local`] for this lane.
@@ -416,7 +418,22 @@ impl FastLane {
         self.count_proxied(req.queue.as_deref());
         let within = self.state.limits.config.send_timeout;
         let started = Instant::now();
-        let (mut up, head) = match upstream::exchange(self.upstream, &self.descriptors, &req.out, rbuf).await {
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let exchanged = loop {
+            let Some(addr) = self.upstreams.pick(&tried) else {
+                break Err(format!("no healthy upstream instance (tried {tried:?})"));
+            };
+            match upstream::exchange(addr, &self.descriptors, &req.out, rbuf).await {
+                Ok((up, head)) => break Ok((addr, up, head)),
+                // Nothing was sent: another instance may take it.
+                Err(Exchange::Connect(e)) => {
+                    tracing::warn!(upstream = %addr, error = %e, "upstream connect failed; trying another");
+                    tried.push(addr);
+                }
+                Err(Exchange::Failed(e)) => break Err(e),
+            }
+        };
+        let (addr, mut up, head) = match exchanged {
             Ok(ok) => ok,
             Err(error) => {
                 self.observe_latency(0, started);
@@ -440,7 +457,7 @@ impl FastLane {
         match result {
             Ok(reusable) => {
                 if reusable && head.keep_alive {
-                    upstream::pool_put(self.upstream, up);
+                    upstream::pool_put(addr, up);
                 }
                 log(&req, head.status, None);
                 flushed && !close

@@ -83,28 +83,39 @@ pub(super) enum UpError {
     Bad(String),
 }
 
+/// Why an exchange failed, for the log only.
+pub(super) enum Exchange {
+    /// No connection: nothing was sent, another instance may take it.
+    Connect(String),
+    /// The request may have been sent: never sent again.
+    Failed(String),
+}
+
 /// Send the request and read the response head, on a pooled connection
 /// when there is one. A pooled connection that turns out closed before
 /// answering anything is replaced by the next one (the request is whole in
 /// memory, so it can be sent again); a fresh connection is not retried.
-/// The error says what failed, for the log only.
 pub(super) async fn exchange(
     addr: SocketAddr,
     descriptors: &Arc<Descriptors>,
     out: &[u8],
     rbuf: &mut BytesMut,
-) -> Result<(Upstream, ResponseHead), String> {
+) -> Result<(Upstream, ResponseHead), Exchange> {
     loop {
         let (mut up, reused) = match pool_take(addr) {
             Some(up) => (up, true),
-            None => (connect(addr, descriptors).await.map_err(|e| format!("connect {addr}: {e}"))?, false),
+            None => {
+                let up =
+                    connect(addr, descriptors).await.map_err(|e| Exchange::Connect(format!("connect {addr}: {e}")))?;
+                (up, false)
+            }
         };
         rbuf.clear();
         match send_and_read_head(&mut up.stream, out, rbuf).await {
             Ok(head) => return Ok((up, head)),
             Err(UpError::Stale(_)) if reused => continue,
-            Err(UpError::Stale(e)) => return Err(e.to_string()),
-            Err(UpError::Bad(e)) => return Err(e),
+            Err(UpError::Stale(e)) => return Err(Exchange::Failed(e.to_string())),
+            Err(UpError::Bad(e)) => return Err(Exchange::Failed(e)),
         }
     }
 }
