@@ -24,6 +24,36 @@ async fn pass_ok(from: std::net::IpAddr, proxy: &Proxy) -> u16 {
     )
 }
 
+/// Open `n` idle connections, client `from(i)` for the i-th, and sort them
+/// into those the proxy holds and those it refused at once, each refusal
+/// being a canned `expect` answer or a bare close.
+async fn open_idle(
+    proxy: &Proxy,
+    n: u32,
+    from: impl Fn(u32) -> std::net::IpAddr,
+    expect: u16,
+) -> (Vec<tokio::net::TcpStream>, usize) {
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for i in 0..n {
+        let Ok(mut s) = connect_from(from(i), &proxy.base).await else {
+            refused += 1;
+            continue;
+        };
+        // An accepted connection hears nothing until it sends a request.
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+            Ok(Ok(n)) => {
+                let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(n == 0 || status(&answer) == expect, "{answer}");
+                refused += 1;
+            }
+            _ => open.push(s),
+        }
+    }
+    (open, refused)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -126,22 +156,7 @@ async fn idle_connections_of_one_client_stop_at_its_cap_and_everyone_else_is_ser
     let up = RecordingUpstream::start().await;
     let proxy = Proxy::start(ProxySpec::memory(QUEUES, up.addr).limits("")).await;
     let c = client();
-    let mut open = Vec::new();
-    let mut refused = 0;
-    for _ in 0..600 {
-        let mut s = connect_from(client_ip(40), &proxy.base).await.unwrap();
-        // A refused connection gets a 429 at once and is closed; an
-        // accepted one hears nothing until it sends a request.
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
-            Ok(Ok(n)) => {
-                let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-                assert!(n == 0 || status(&answer) == 429, "{answer}");
-                refused += 1;
-            }
-            _ => open.push(s),
-        }
-    }
+    let (open, refused) = open_idle(&proxy, 600, |_| client_ip(40), 429).await;
     assert_eq!(open.len(), 256, "the default cap is 256 per client ({refused} refused)");
     assert_eq!(pass_ok(client_ip(41), &proxy).await, 200);
     assert!(metric(&c, &proxy, "waiting_room_refused_total{reason=\"client_connections\"}").await >= 344.0);
@@ -160,23 +175,7 @@ async fn a_proxy_short_of_descriptors_refuses_connections_instead_of_failing_to_
     // 200 open files: a budget of 100 descriptors, 88 of them for clients.
     let proxy = Proxy::start(ProxySpec::memory(QUEUES, up.addr).limits("").open_files(200)).await;
     let c = client();
-    let mut open = Vec::new();
-    let mut refused = 0;
-    for i in 0..300u32 {
-        let Ok(mut s) = connect_from(client_ip(50 + (i % 30) as u8), &proxy.base).await else {
-            refused += 1;
-            continue;
-        };
-        let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
-            Ok(Ok(n)) => {
-                let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
-                assert!(n == 0 || status(&answer) == 503, "{answer}");
-                refused += 1;
-            }
-            _ => open.push(s),
-        }
-    }
+    let (open, refused) = open_idle(&proxy, 300, |i| client_ip(50 + (i % 30) as u8), 503).await;
     assert!((80..=88).contains(&open.len()), "{} held, {refused} refused", open.len());
     assert!(metric(&c, &proxy, "waiting_room_refused_total{reason=\"connections\"}").await >= 200.0);
     drop(open);
