@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML + environment configuration and its validation.
 //! - [`store`]: the queue store trait and its two backends (memory, Redis).
 //! - [`admission`]: the background service running one ticker per queue.
+//! - [`adaptive`]: the controller that sets N from the upstream's health.
 //! - [`control`]: live settings shared across instances; SIGHUP reload.
 //! - [`admin`]: the operator API on its own listener.
 //! - [`estimate`]: wait estimates from the measured release rate.
@@ -34,6 +35,7 @@
 //! - [`app`]: assembling the Pingora server.
 //! - [`state`]: what all services share.
 
+pub mod adaptive;
 pub mod admin;
 pub mod admission;
 pub mod api;
