@@ -137,6 +137,7 @@ async fn main() {
 
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
+    config.admin.listen = String::new();
     config.database.url = url.clone();
     config.database.max_connections = args.pool;
     config.redis.url = args.redis_url.clone();
@@ -279,7 +280,8 @@ async fn main() {
         drive(seats.len(), args.concurrency, move |i| {
             let (state, seats, held, visitors) = (state.clone(), seats.clone(), held.clone(), visitors.clone());
             async move {
-                let slot = match state.holds().hold(event_id, seats[i], &visitors[i % visitors.len()]).await {
+                let visitor = &visitors[i % visitors.len()];
+                let slot = match state.holds().hold(event_id, seats[i], visitor, i64::MAX).await {
                     Ok(_) => &held.granted,
                     Err(_) => &held.other,
                 };

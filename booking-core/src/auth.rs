@@ -34,6 +34,9 @@ pub struct Visitor {
     pub id: String,
     /// The queue that admitted them (the token's `aud`).
     pub queue: String,
+    /// When their session ends: the token's `exp`, in epoch ms. Holds end by
+    /// then at the latest.
+    pub session_ends_at: i64,
 }
 
 /// Which events a queue admits to.
@@ -156,7 +159,8 @@ impl Auth {
         if !self.scopes.contains_key(&claims.aud) {
             return Err(AuthError::UnknownQueue(claims.aud));
         }
-        Ok(Visitor { id: claims.sub.to_ascii_lowercase(), queue: claims.aud })
+        let session_ends_at = claims.exp.saturating_mul(1000);
+        Ok(Visitor { id: claims.sub.to_ascii_lowercase(), queue: claims.aud, session_ends_at })
     }
 
     fn verify(&self, token: &str) -> Result<shared::token::EntryClaims, TokenError> {
@@ -186,14 +190,18 @@ impl Auth {
         }
     }
 
-    /// Does the visitor's queue admit to `event_id`?
-    pub fn authorize(&self, visitor: &Visitor, event_id: i64) -> Result<(), AuthError> {
-        let allowed = match self.scopes.get(&visitor.queue) {
+    /// Does the visitor's queue cover `event_id`? (No metric: a question, not a refusal.)
+    pub fn covers(&self, visitor: &Visitor, event_id: i64) -> bool {
+        match self.scopes.get(&visitor.queue) {
             Some(Scope::All) => true,
             Some(Scope::Events(events)) => events.contains(&event_id),
             None => false,
-        };
-        if allowed {
+        }
+    }
+
+    /// Does the visitor's queue admit to `event_id`?
+    pub fn authorize(&self, visitor: &Visitor, event_id: i64) -> Result<(), AuthError> {
+        if self.covers(visitor, event_id) {
             return Ok(());
         }
         let e = AuthError::WrongQueue { queue: visitor.queue.clone(), event_id };

@@ -1,0 +1,132 @@
+//! The reconciler: compares the gate with the database and settles what a
+//! crash left behind.
+//!
+//! A lease whose deadline has passed can no longer commit (the claim statement
+//! only takes a code before `deadline - margin`, by the database's clock), so
+//! the database's answer for its visitor is final: holds a code → the unit is
+//! issued; no code → the unit is free again and the visitor may claim anew.
+//! Then the gate's own books must balance (free + reserved + issued == total);
+//! a gate that does not (a Redis key lost on its own, a bug) is rebuilt from
+//! the database.
+//!
+//! It runs at start, every `coupons.reconcile_interval` over the campaigns
+//! not closed for more than an hour (building a missing gate first, so a
+//! flushed Redis or a restarted instance is ready before the next claim), and
+//! on demand from the claim path (a
+//! visitor finding their own expired lease, a gate whose only reserved units
+//! have expired, a gate saying sold out while the database has codes). Every
+//! step is idempotent, so instances reconciling the same campaign at once
+//! only repeat each other's work.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::Coupons;
+use super::gate::GateError;
+use crate::clock::now_ms;
+use crate::store::CampaignRow;
+
+/// Expired leases settled per round trip.
+const BATCH: usize = 500;
+/// Campaigns closed for less than this are still reconciled (their last
+/// leases expire after the close).
+const AFTER_CLOSE_MS: i64 = 3_600_000;
+
+/// What one pass over a campaign did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Expired leases whose visitor holds a code: counted as issued.
+    pub claimed: u64,
+    /// Expired leases whose visitor holds none: back to stock.
+    pub returned: u64,
+    /// The gate's books did not balance and it was rebuilt.
+    pub rebuilt: bool,
+}
+
+impl Coupons {
+    /// Settle one lease with the database's verdict, counting it.
+    pub(super) async fn settle(
+        &self,
+        campaign_id: i64,
+        visitor: &str,
+        deadline: i64,
+        claimed: bool,
+    ) -> Result<bool, GateError> {
+        let settled = self.0.gate.settle(campaign_id, visitor, deadline, claimed).await?;
+        if settled {
+            let outcome = if claimed { "claimed" } else { "returned" };
+            self.0.metrics.expired_leases.with_label_values(&[outcome]).inc();
+        }
+        Ok(settled)
+    }
+
+    /// Build the gate of `campaign` if it is missing, settle every expired
+    /// lease, then check the gate's books.
+    pub async fn reconcile(&self, campaign: &CampaignRow) -> Result<Reconciled, GateError> {
+        let mut done = Reconciled::default();
+        self.0.gate.ensure(campaign).await?;
+        loop {
+            let expired = self.0.gate.expired(campaign.id, BATCH).await?;
+            if expired.is_empty() {
+                break;
+            }
+            let visitors: Vec<String> = expired.iter().map(|(v, _)| v.clone()).collect();
+            let holding: HashSet<String> =
+                self.0.store.claimed_among(campaign.id, &visitors).await?.into_iter().collect();
+            for (visitor, deadline) in &expired {
+                let claimed = holding.contains(visitor);
+                if self.settle(campaign.id, visitor, *deadline, claimed).await? {
+                    if claimed {
+                        done.claimed += 1;
+                    } else {
+                        done.returned += 1;
+                    }
+                }
+            }
+            if expired.len() < BATCH {
+                break;
+            }
+        }
+        if let Some(counts) = self.0.gate.counts(campaign.id).await?
+            && !counts.conserved()
+        {
+            tracing::warn!(campaign = campaign.id, ?counts, "claim gate books do not balance; rebuilding it");
+            self.0.gate.rebuild(campaign).await?;
+            done.rebuilt = true;
+        }
+        if done != Reconciled::default() {
+            tracing::info!(campaign = campaign.id, ?done, "claim gate reconciled");
+        }
+        Ok(done)
+    }
+
+    /// Reconcile every campaign not closed for long.
+    pub async fn reconcile_all(&self) -> Result<(), GateError> {
+        for campaign in self.0.store.campaigns_closing_after(now_ms() - AFTER_CLOSE_MS).await? {
+            self.0.campaigns.entry(campaign.id).or_insert_with(|| campaign.clone());
+            self.reconcile(&campaign).await?;
+        }
+        Ok(())
+    }
+
+    /// Run [`Coupons::reconcile_all`] now and every `interval` until `shutdown` flips.
+    pub fn spawn_reconciler(self, interval: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {
+                        if let Err(e) = self.reconcile_all().await {
+                            tracing::warn!(error = %e, "claim gate reconciliation failed; retrying next tick");
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            }
+        })
+    }
+}
