@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use shared::problem::Problem;
@@ -158,7 +159,38 @@ struct Inner {
     margin_ms: i64,
     /// When this instance last asked the database whether a campaign the
     /// gate calls sold out still has codes (at most once a second each).
-    sold_out_checked: DashMap<i64, std::time::Instant>,
+    sold_out_checked: Throttle,
+    /// When this instance last rebuilt a gate that admitted a claim the
+    /// database had no code for (at most once every five seconds each).
+    sold_out_rebuilt: Throttle,
+}
+
+/// At most one go per campaign per period, in this process.
+struct Throttle {
+    period: Duration,
+    last: DashMap<i64, std::time::Instant>,
+}
+
+impl Throttle {
+    fn new(period: Duration) -> Throttle {
+        Throttle { period, last: DashMap::new() }
+    }
+
+    /// True (and the clock restarts) if the period has passed for `campaign_id`.
+    fn go(&self, campaign_id: i64) -> bool {
+        let now = std::time::Instant::now();
+        match self.last.entry(campaign_id) {
+            Entry::Vacant(slot) => {
+                slot.insert(now);
+                true
+            }
+            Entry::Occupied(mut slot) if now.duration_since(*slot.get()) >= self.period => {
+                slot.insert(now);
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
 }
 
 /// How the claim statement may run: before this database-clock deadline
@@ -178,7 +210,8 @@ impl Coupons {
             campaigns: DashMap::new(),
             metrics,
             margin_ms: lease_ms / 5,
-            sold_out_checked: DashMap::new(),
+            sold_out_checked: Throttle::new(Duration::from_secs(1)),
+            sold_out_rebuilt: Throttle::new(Duration::from_secs(5)),
         }))
     }
 
@@ -259,13 +292,9 @@ impl Coupons {
     /// count, so rebuild it and let the caller ask again.
     async fn gate_sold_out_in_error(&self, campaign: &CampaignRow) -> bool {
         let inner = &self.0;
-        let now = std::time::Instant::now();
-        let mut last = inner.sold_out_checked.entry(campaign.id).or_insert(now - Duration::from_secs(2));
-        if now.duration_since(*last) < Duration::from_secs(1) {
+        if !inner.sold_out_checked.go(campaign.id) {
             return false;
         }
-        *last = now;
-        drop(last);
         match inner.store.free_codes(campaign.id).await {
             Ok(0) => false,
             Ok(free) => {
@@ -316,7 +345,25 @@ impl Coupons {
                 Ok(view)
             }
             Ok(ClaimAttempt::SoldOut) => {
+                // With no free row left the statement cannot meet the
+                // one-per-visitor constraint: ask whether they already hold one
+                // (the gate lost their mark, e.g. a commit whose answer was lost).
+                if let Ok(Some(existing)) = inner.store.claim_of(campaign.id, visitor).await {
+                    let view = ClaimView::from(&existing);
+                    let json = serde_json::to_string(&view).unwrap_or_else(|_| "C".into());
+                    inner.gate.committed(campaign, visitor, &json).await;
+                    inner.metrics.claim_duplicates.inc();
+                    return Err(ClaimError::Duplicate { campaign_id: campaign.id, existing: Some(view) });
+                }
                 inner.gate.sold_out(campaign, visitor).await;
+                // The gate promised a code the database did not have: its counts
+                // are now forced right, but the marks of visitors it lost may be
+                // missing too; one fresh read restores them.
+                if inner.sold_out_rebuilt.go(campaign.id)
+                    && let Err(e) = inner.gate.rebuild(campaign).await
+                {
+                    tracing::warn!(error = %e, "could not rebuild the claim gate");
+                }
                 inner.metrics.sold_out.inc();
                 Err(ClaimError::SoldOut(campaign.id))
             }

@@ -5,9 +5,10 @@
 //! only takes a code before `deadline - margin`, by the database's clock), so
 //! the database's answer for its visitor is final: holds a code → the unit is
 //! issued; no code → the unit is free again and the visitor may claim anew.
-//! Then the gate's own books must balance (free + reserved + issued == total);
-//! a gate that does not (a Redis key lost on its own, a bug) is rebuilt from
-//! the database.
+//! Then the gate's own books must balance (free + reserved + issued == total)
+//! and, while nothing is reserved, its `issued` must be the database's claims;
+//! a gate that fails either (a Redis key lost on its own, a commit whose
+//! answer was lost when the database crashed) is rebuilt from the database.
 //!
 //! It runs at start, every `coupons.reconcile_interval` over the campaigns
 //! not closed for more than an hour (building a missing gate first, so a
@@ -90,10 +91,7 @@ impl Coupons {
                 break;
             }
         }
-        if let Some(counts) = self.0.gate.counts(campaign.id).await?
-            && !counts.conserved()
-        {
-            tracing::warn!(campaign = campaign.id, ?counts, "claim gate books do not balance; rebuilding it");
+        if self.drifted(campaign).await? {
             self.0.gate.rebuild(campaign).await?;
             done.rebuilt = true;
         }
@@ -101,6 +99,34 @@ impl Coupons {
             tracing::info!(campaign = campaign.id, ?done, "claim gate reconciled");
         }
         Ok(done)
+    }
+
+    /// Does the gate disagree with the database? Its books must balance; and
+    /// while nothing is reserved (read before and after the database, the
+    /// same both times) its `issued` must be the database's claims. That
+    /// catches what no lease records: a commit whose answer was lost (the
+    /// database crashed after committing) was given back to stock.
+    async fn drifted(&self, campaign: &CampaignRow) -> Result<bool, GateError> {
+        let Some(before) = self.0.gate.counts(campaign.id).await? else { return Ok(false) };
+        if !before.conserved() {
+            tracing::warn!(campaign = campaign.id, ?before, "claim gate books do not balance; rebuilding it");
+            return Ok(true);
+        }
+        if before.reserved > 0 {
+            return Ok(false);
+        }
+        let claimed = campaign.stock - self.0.store.free_codes(campaign.id).await?;
+        let after = self.0.gate.counts(campaign.id).await?;
+        let drifted = after == Some(before) && before.issued != claimed;
+        if drifted {
+            tracing::warn!(
+                campaign = campaign.id,
+                ?before,
+                claimed,
+                "claim gate disagrees with the database; rebuilding it"
+            );
+        }
+        Ok(drifted)
     }
 
     /// Reconcile every campaign not closed for long.
