@@ -354,6 +354,33 @@ mod tests {
         assert_eq!(err.key, "log.level");
         let err = Config::load_str("[log]\nformat = \"xml\"", &[]).unwrap_err();
         assert_eq!(err.key, "log.format");
+        for (var, value, key) in [
+            ("BC_HOLDS__MAX_PER_VISITOR", "0", "holds.max_per_visitor"),
+            ("BC_COUPONS__LEASE", "100ms", "coupons.lease"),
+            ("BC_COUPONS__RECONCILE_INTERVAL", "1h", "coupons.reconcile_interval"),
+            ("BC_IDEMPOTENCY__TTL", "1s", "idempotency.ttl"),
+            ("BC_RATE_LIMIT__MUTATIONS", "0", "rate_limit.mutations"),
+            ("BC_ADMIN__LISTEN", "nowhere", "admin.listen"),
+            ("BC_ADMIN__LISTEN", "127.0.0.1:8081", "admin.listen"),
+            ("BC_ADMIN__MAX_FAILURES", "0", "admin.max_failures"),
+            ("BC_END_SESSION_ON", "[\"checkout\"]", "end_session_on[0]"),
+        ] {
+            let err = Config::load_str("", &[(var, value)]).unwrap_err();
+            assert_eq!(err.key, key, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn operators_get_their_own_listener_and_purchases_end_sessions_by_default() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.admin_addr().unwrap(), Some("127.0.0.1:9093".parse().unwrap()));
+        assert_eq!(c.end_session_on, vec![SessionEndOn::Confirm]);
+        assert_eq!(c.holds.max_per_visitor, 4);
+        assert_eq!(c.idempotency.ttl, Duration::from_secs(24 * 3600));
+        let env = [("BC_END_SESSION_ON", r#"["confirm","claim"]"#), ("BC_ADMIN__LISTEN", "")];
+        let c = Config::load_str("", &env).unwrap();
+        assert_eq!(c.end_session_on, vec![SessionEndOn::Confirm, SessionEndOn::Claim]);
+        assert_eq!(c.admin_addr().unwrap(), None, "empty: no operator listener");
     }
 
     #[test]

@@ -16,7 +16,6 @@
 //! bounds the rows one token can leave behind.
 
 use std::future::Future;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -146,27 +145,17 @@ fn stored(status: StatusCode) -> bool {
 
 /// Delete expired records (and forget idle rate-limit state) every
 /// `idempotency.sweep_interval` until `shutdown` flips.
-pub fn spawn_sweeper(state: AppState, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+pub fn spawn_sweeper(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
     let config = state.config().idempotency.clone();
     let ttl_ms = i64::try_from(config.ttl.as_millis()).unwrap_or(i64::MAX);
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(config.sweep_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {
-                    state.limits().sweep();
-                    match state.store().idempotency_sweep(now_ms() - ttl_ms).await {
-                        Ok(0) => {}
-                        Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "idempotency sweep failed; retrying next tick");
-                            // Do not hammer a database that is down.
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
-                    }
-                }
-                _ = shutdown.changed() => return,
+    crate::tasks::every(config.sweep_interval, true, shutdown, move || {
+        let state = state.clone();
+        async move {
+            state.limits().sweep();
+            match state.store().idempotency_sweep(now_ms() - ttl_ms).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
+                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed; retrying next tick"),
             }
         }
     })

@@ -67,6 +67,7 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod web;
 
 pub use config::Config;

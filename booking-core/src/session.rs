@@ -18,11 +18,14 @@
 //! with the answer): the first answer may have been lost before the proxy saw
 //! it, and a replay can only reach us while the proxy still admits the token.
 
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::auth::Visitor;
 use crate::clock::now_ms;
 use crate::config::SessionEndOn;
+use crate::http::Reply;
 use crate::state::AppState;
 
 /// The response header the waiting room acts on.
@@ -57,6 +60,36 @@ pub async fn ends(state: &AppState, visitor: &Visitor, on: SessionEndOn) -> Opti
             None
         }
     }
+}
+
+/// A purchase's answer: what was bought, and whether buying it ended the
+/// visitor's session.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Purchased<T: ToSchema> {
+    /// What was bought.
+    #[serde(flatten)]
+    pub item: T,
+    /// `confirm` (or `claim`) when this purchase ended the visitor's
+    /// waiting-room session, as `wr-session: end; reason="…"` (which the proxy
+    /// consumes) also says; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "confirm")]
+    pub session_end: Option<&'static str>,
+}
+
+/// The answer to a committed purchase of `item`: with `session_end` and the
+/// header when [`ends`] says it ends the session.
+pub async fn reply<T: Serialize + ToSchema>(
+    state: &AppState,
+    visitor: &Visitor,
+    on: SessionEndOn,
+    status: StatusCode,
+    item: T,
+) -> Reply {
+    let end = ends(state, visitor, on).await;
+    let mut reply = Reply::json(status, &Purchased { item, session_end: end.map(SessionEndOn::reason) });
+    reply.session_end = end;
+    reply
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The coupon routes: claim a code, list the caller's codes.
 
 use http::StatusCode;
-use serde::Serialize;
 
 use super::{ClaimError, ClaimView, Coupons};
 use crate::clock::now_ms;
@@ -9,20 +8,7 @@ use crate::config::SessionEndOn;
 use crate::http::problem::Failure;
 use crate::http::{Ctx, Reply, body};
 use crate::openapi::{BodyRead, Claim, Errors, Idempotency, JsonBody, Mutating, PathId, Scope, Server, Token};
-
-/// A committed claim, and whether it ended the visitor's session.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ClaimedView {
-    /// The claim.
-    #[serde(flatten)]
-    pub claim: ClaimView,
-    /// `claim` when this claim ended the visitor's waiting-room session
-    /// (`end_session_on` includes `claim`; also sent as `wr-session: end;
-    /// reason="claim"`); absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "claim")]
-    pub session_end: Option<&'static str>,
-}
+use crate::session::{self, Purchased};
 
 /// Claim one coupon code of a campaign: first come, one per visitor, answered
 /// only once committed. The body is empty or `{}`.
@@ -33,7 +19,7 @@ pub struct ClaimedView {
             description = "Retry safely: the same key and request replay the first answer"),
     ),
     responses(
-        (status = 201, description = "The code is yours", body = ClaimedView,
+        (status = 201, description = "The code is yours", body = Purchased<ClaimView>,
             headers(
                 ("idempotent-replayed" = String, description = "`true` on a replayed answer"),
                 ("wr-session" = String,
@@ -52,11 +38,7 @@ pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
     Coupons::check_window(&campaign, now_ms())?;
     crate::idempotency::guarded(cx, &visitor, || async {
         let claim = coupons.claim(&campaign, &visitor.id).await?;
-        let end = crate::session::ends(&cx.state, &visitor, SessionEndOn::Claim).await;
-        let view = ClaimedView { claim, session_end: end.map(SessionEndOn::reason) };
-        let mut reply = Reply::json(StatusCode::CREATED, &view);
-        reply.session_end = end;
-        Ok(reply)
+        Ok(session::reply(&cx.state, &visitor, SessionEndOn::Claim, StatusCode::CREATED, claim).await)
     })
     .await
 }

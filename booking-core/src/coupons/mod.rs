@@ -39,6 +39,10 @@ pub const ONE_PER_VISITOR: &str = "coupon_codes_campaign_visitor_key";
 /// flight, and how long it waits between tries.
 const BUSY_RETRIES: u32 = 200;
 const BUSY_BACKOFF: Duration = Duration::from_millis(2);
+/// How long a claim waits for reservations in flight to settle before
+/// answering "retry", and how often it looks.
+const SETTLE_WAIT: Duration = Duration::from_secs(1);
+const SETTLE_POLL: Duration = Duration::from_millis(10);
 
 /// Claim errors.
 #[derive(Debug, thiserror::Error)]
@@ -196,9 +200,7 @@ impl Throttle {
 /// How the claim statement may run: before this database-clock deadline
 /// (epoch ms), or without one when the gate could not reserve.
 #[derive(Debug, Clone, Copy)]
-struct Lease {
-    commit_by: i64,
-}
+struct CommitBy(i64);
 
 impl Coupons {
     /// Claims through `gate`, whose leases last `lease_ms`.
@@ -242,15 +244,25 @@ impl Coupons {
     }
 
     /// Claim a code of `campaign` for `visitor`. `Ok` means committed.
+    ///
+    /// When the only units left are reserved by claims in flight (or the
+    /// visitor's own claim is in flight), the answer waits up to
+    /// [`SETTLE_WAIT`] for them to settle — they normally commit within
+    /// milliseconds — so a visitor is told "sold out" (or shown their code)
+    /// rather than "retry"; only reservations that outlive that (a crashed
+    /// instance's, until the reconciler returns them) answer 503 or 409 with
+    /// `Retry-After`.
     pub async fn claim(&self, campaign: &CampaignRow, visitor: &str) -> Result<ClaimView, ClaimError> {
         let inner = &self.0;
+        let patience = tokio::time::Instant::now() + SETTLE_WAIT;
+        let waiting = || tokio::time::Instant::now() < patience;
         // A stale answer (an expired lease, a gate that disagrees with the
         // database) is settled and the gate asked again, once each.
-        for retry in [true, true, false] {
+        let (mut settled, mut reconciled, mut rebuilt) = (false, false, false);
+        loop {
             match inner.gate.admit(campaign, visitor).await {
                 Admission::Admitted { deadline } => {
-                    let lease = Lease { commit_by: deadline - inner.margin_ms };
-                    return self.commit(campaign, visitor, Some(lease)).await;
+                    return self.commit(campaign, visitor, Some(CommitBy(deadline - inner.margin_ms))).await;
                 }
                 Admission::Unguarded => return self.commit(campaign, visitor, None).await,
                 Admission::Claimed(recorded) => {
@@ -260,31 +272,34 @@ impl Coupons {
                     }
                     return Err(self.duplicate(campaign.id, visitor).await);
                 }
-                Admission::InFlight { deadline, now } if retry && deadline <= now => {
+                Admission::InFlight { deadline, now } if !settled && deadline <= now => {
                     // The visitor's own lease outlived its claim: settle it now.
+                    settled = true;
                     let claimed = inner.store.claim_of(campaign.id, visitor).await?.is_some();
-                    if let Err(e) = self.settle(campaign.id, visitor, deadline, claimed).await {
+                    let lease = gate::Lease { visitor: visitor.to_owned(), deadline };
+                    if let Err(e) = self.settle(campaign.id, &lease, claimed).await {
                         tracing::warn!(error = %e, "could not settle an expired lease");
                     }
                 }
-                Admission::InFlight { deadline, now } => {
+                Admission::InFlight { deadline, now } if !waiting() => {
                     let retry_after = u64::try_from((deadline - now).max(1000) / 1000).unwrap_or(1);
                     return Err(ClaimError::InFlight { campaign_id: campaign.id, retry_after });
                 }
-                Admission::Busy { earliest, now } if retry && earliest <= now => {
+                Admission::Busy { earliest, now } if !reconciled && earliest <= now => {
+                    reconciled = true;
                     if let Err(e) = self.reconcile(campaign).await {
                         tracing::warn!(error = %e, "could not reconcile the claim gate");
                     }
                 }
-                Admission::Busy { .. } => return Err(ClaimError::Busy),
-                Admission::SoldOut if retry && self.gate_sold_out_in_error(campaign).await => {}
+                Admission::Busy { .. } if !waiting() => return Err(ClaimError::Busy),
+                Admission::InFlight { .. } | Admission::Busy { .. } => tokio::time::sleep(SETTLE_POLL).await,
+                Admission::SoldOut if !rebuilt && self.gate_sold_out_in_error(campaign).await => rebuilt = true,
                 Admission::SoldOut => {
                     inner.metrics.sold_out.inc();
                     return Err(ClaimError::SoldOut(campaign.id));
                 }
             }
         }
-        Err(ClaimError::Busy)
     }
 
     /// The gate says sold out: check (at most once a second per campaign)
@@ -323,10 +338,10 @@ impl Coupons {
         &self,
         campaign: &CampaignRow,
         visitor: &str,
-        lease: Option<Lease>,
+        deadline: Option<CommitBy>,
     ) -> Result<ClaimView, ClaimError> {
         let inner = &self.0;
-        let commit_by = lease.map_or(i64::MAX, |l| l.commit_by);
+        let commit_by = deadline.map_or(i64::MAX, |CommitBy(at)| at);
         let attempt = match inner.batcher.claim(campaign, visitor, commit_by).await {
             Some(row) => Ok(ClaimAttempt::Claimed(row)),
             None => self.claim_alone(campaign, visitor, commit_by).await,

@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::Coupons;
-use super::gate::GateError;
+use super::gate::{GateError, Lease};
 use crate::clock::now_ms;
 use crate::store::CampaignRow;
 
@@ -49,14 +49,8 @@ pub struct Reconciled {
 
 impl Coupons {
     /// Settle one lease with the database's verdict, counting it.
-    pub(super) async fn settle(
-        &self,
-        campaign_id: i64,
-        visitor: &str,
-        deadline: i64,
-        claimed: bool,
-    ) -> Result<bool, GateError> {
-        let settled = self.0.gate.settle(campaign_id, visitor, deadline, claimed).await?;
+    pub(super) async fn settle(&self, campaign_id: i64, lease: &Lease, claimed: bool) -> Result<bool, GateError> {
+        let settled = self.0.gate.settle(campaign_id, lease, claimed).await?;
         if settled {
             let outcome = if claimed { "claimed" } else { "returned" };
             self.0.metrics.expired_leases.with_label_values(&[outcome]).inc();
@@ -74,12 +68,12 @@ impl Coupons {
             if expired.is_empty() {
                 break;
             }
-            let visitors: Vec<String> = expired.iter().map(|(v, _)| v.clone()).collect();
+            let visitors: Vec<String> = expired.iter().map(|l| l.visitor.clone()).collect();
             let holding: HashSet<String> =
                 self.0.store.claimed_among(campaign.id, &visitors).await?.into_iter().collect();
-            for (visitor, deadline) in &expired {
-                let claimed = holding.contains(visitor);
-                if self.settle(campaign.id, visitor, *deadline, claimed).await? {
+            for lease in &expired {
+                let claimed = holding.contains(&lease.visitor);
+                if self.settle(campaign.id, lease, claimed).await? {
                     if claimed {
                         done.claimed += 1;
                     } else {
@@ -139,18 +133,12 @@ impl Coupons {
     }
 
     /// Run [`Coupons::reconcile_all`] now and every `interval` until `shutdown` flips.
-    pub fn spawn_reconciler(self, interval: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {
-                        if let Err(e) = self.reconcile_all().await {
-                            tracing::warn!(error = %e, "claim gate reconciliation failed; retrying next tick");
-                        }
-                    }
-                    _ = shutdown.changed() => return,
+    pub fn spawn_reconciler(self, interval: Duration, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        crate::tasks::every(interval, true, shutdown, move || {
+            let coupons = self.clone();
+            async move {
+                if let Err(e) = coupons.reconcile_all().await {
+                    tracing::warn!(error = %e, "claim gate reconciliation failed; retrying next tick");
                 }
             }
         })

@@ -1,7 +1,7 @@
 //! The holds routes: take, confirm and release a hold, list bookings.
 
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{BookingView, HoldError, HoldView, hold_event, no_hold};
 use crate::config::SessionEndOn;
@@ -10,6 +10,7 @@ use crate::http::{Ctx, Reply, body};
 use crate::openapi::{
     BodyRead, ConfirmHold, Errors, Idempotency, JsonBody, Mutating, PathId, ReleaseHold, Scope, Server, TakeHold, Token,
 };
+use crate::session::{self, Purchased};
 
 /// Body of `POST /api/events/{id}/holds`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -17,20 +18,6 @@ use crate::openapi::{
 pub struct HoldRequest {
     /// The seat to hold (an `id` from the seat map).
     pub seat_id: i64,
-}
-
-/// A confirmed booking, and whether confirming it ended the visitor's session.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ConfirmView {
-    /// The booking.
-    #[serde(flatten)]
-    pub booking: BookingView,
-    /// `confirm` when this purchase ended the visitor's waiting-room session
-    /// (also sent as `wr-session: end; reason="confirm"`, which the proxy
-    /// consumes); absent otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "confirm")]
-    pub session_end: Option<&'static str>,
 }
 
 /// Hold a seat until `expires_at`: the hold period (5 minutes by default) or
@@ -73,7 +60,7 @@ pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
             description = "Retry safely: the same key and request replay the first answer"),
     ),
     responses(
-        (status = 200, description = "The booking", body = ConfirmView,
+        (status = 200, description = "The booking", body = Purchased<BookingView>,
             headers(
                 ("idempotent-replayed" = String, description = "`true` on a replayed answer"),
                 ("wr-session" = String,
@@ -90,11 +77,7 @@ pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
     crate::idempotency::guarded(cx, &visitor, || async {
         let booking = cx.state.holds().confirm(hold_id, &visitor.id).await?;
-        let end = crate::session::ends(&cx.state, &visitor, SessionEndOn::Confirm).await;
-        let view = ConfirmView { booking, session_end: end.map(SessionEndOn::reason) };
-        let mut reply = Reply::json(StatusCode::OK, &view);
-        reply.session_end = end;
-        Ok(reply)
+        Ok(session::reply(&cx.state, &visitor, SessionEndOn::Confirm, StatusCode::OK, booking).await)
     })
     .await
 }

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 pub mod api;
 
-pub use self::api::{ConfirmView, HoldRequest};
+pub use self::api::HoldRequest;
 use crate::catalogue::Catalogue;
 use crate::clock::{self, now_ms};
 use crate::config::HoldsConfig;
@@ -337,18 +337,12 @@ impl Holds {
     }
 
     /// Run [`Holds::sweep`] every `interval` until `shutdown` flips.
-    pub fn spawn_sweeper(self, interval: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {
-                        if let Err(e) = self.sweep().await {
-                            tracing::warn!(error = %e, "hold sweep failed; retrying next tick");
-                        }
-                    }
-                    _ = shutdown.changed() => return,
+    pub fn spawn_sweeper(self, interval: Duration, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        crate::tasks::every(interval, false, shutdown, move || {
+            let holds = self.clone();
+            async move {
+                if let Err(e) = holds.sweep().await {
+                    tracing::warn!(error = %e, "hold sweep failed; retrying next tick");
                 }
             }
         })

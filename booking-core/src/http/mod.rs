@@ -38,6 +38,13 @@ use crate::state::AppState;
 /// Header set on a response replayed from an idempotency record.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
+/// Where a request came from: which listener, which client address.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    kind: Listener,
+    peer: SocketAddr,
+}
+
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -136,7 +143,7 @@ pub async fn serve(listener: TcpListener, kind: Listener, state: AppState, mut s
                 let state = state.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(spawn_request(state, kind, peer, req).await) }
+                    async move { Ok::<_, Infallible>(spawn_request(state, Origin { kind, peer }, req).await) }
                 });
                 let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
                 tokio::spawn(async move {
@@ -154,12 +161,7 @@ pub async fn serve(listener: TcpListener, kind: Listener, state: AppState, mut s
     }
 }
 
-async fn spawn_request(
-    state: AppState,
-    kind: Listener,
-    peer: SocketAddr,
-    req: hyper::Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn spawn_request(state: AppState, origin: Origin, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let request_id = req
         .headers()
         .get(shared::REQUEST_ID_HEADER)
@@ -170,7 +172,7 @@ async fn spawn_request(
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     let id = request_id.clone();
-    let mut response = match tokio::spawn(handle(state, kind, peer, req).instrument(span)).await {
+    let mut response = match tokio::spawn(handle(state, origin, req).instrument(span)).await {
         Ok(response) => response,
         Err(e) => to_response(Err(HandlerPanicked(e.to_string()).into())),
     };
@@ -180,15 +182,10 @@ async fn spawn_request(
     response
 }
 
-async fn handle(
-    state: AppState,
-    kind: Listener,
-    peer: SocketAddr,
-    req: hyper::Request<Incoming>,
-) -> Response<Full<Bytes>> {
+async fn handle(state: AppState, origin: Origin, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().clone();
-    let (template, result) = match router::route(kind, &method, req.uri().path()) {
+    let (template, result) = match router::route(origin.kind, &method, req.uri().path()) {
         Err(e) => ("unmatched", Err(Failure::from(e))),
         Ok((route, template)) => {
             let path = req.uri().path().to_owned();
@@ -197,7 +194,8 @@ async fn handle(
             let result = match body::read(incoming, &parts.headers, limit).await {
                 Err(e) => Err(e.into()),
                 Ok(body) => {
-                    let cx = Ctx { state: state.clone(), headers: parts.headers, body, template, path, peer };
+                    let cx =
+                        Ctx { state: state.clone(), headers: parts.headers, body, template, path, peer: origin.peer };
                     dispatch(&cx, route).await
                 }
             };

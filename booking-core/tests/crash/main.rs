@@ -306,16 +306,8 @@ impl Sale {
 
     /// The gate's counts (null before it is built) and the database's claims, from /admin/stats.
     async fn gate_and_claimed(&self, core: &Core, campaign: i64) -> (Option<Value>, i64) {
-        let stats: Value = self
-            .client
-            .get(format!("{}/admin/stats", core.admin))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = self.client.get(format!("{}/admin/stats", core.admin)).bearer_auth(ADMIN_TOKEN).send();
+        let stats: Value = response.await.unwrap().json().await.unwrap();
         let c = stats["campaigns"].as_array().unwrap().iter().find(|c| c["id"] == campaign).unwrap().clone();
         (Some(c["gate"].clone()).filter(|g| !g.is_null()), c["claimed"].as_i64().unwrap())
     }

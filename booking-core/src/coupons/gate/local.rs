@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
-use super::{Admission, GateCounts, GateError, snapshot};
+use super::{Admission, GateCounts, GateError, Lease, snapshot};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::store::{CampaignRow, Store};
@@ -136,24 +136,25 @@ impl LocalGate {
         });
     }
 
-    pub(super) fn expired(&self, campaign_id: i64, limit: usize) -> Vec<(String, i64)> {
+    pub(super) fn expired(&self, campaign_id: i64, limit: usize) -> Vec<Lease> {
         let now = now_ms();
         self.with_stock(campaign_id, |s| {
-            s.leases.iter().filter(|(_, d)| **d <= now).take(limit).map(|(v, d)| (v.clone(), *d)).collect()
+            let expired = s.leases.iter().filter(|(_, d)| **d <= now).take(limit);
+            expired.map(|(v, d)| Lease { visitor: v.clone(), deadline: *d }).collect()
         })
         .unwrap_or_default()
     }
 
-    pub(super) fn settle(&self, campaign_id: i64, visitor: &str, deadline: i64, claimed: bool) -> bool {
+    pub(super) fn settle(&self, campaign_id: i64, lease: &Lease, claimed: bool) -> bool {
         self.with_stock(campaign_id, |s| {
-            if s.leases.get(visitor) != Some(&deadline) {
+            if s.leases.get(&lease.visitor) != Some(&lease.deadline) {
                 return false;
             }
-            s.leases.remove(visitor);
+            s.leases.remove(&lease.visitor);
             s.counts.reserved -= 1;
             if claimed {
                 s.counts.issued += 1;
-                s.claimed.entry(visitor.to_owned()).or_default();
+                s.claimed.entry(lease.visitor.clone()).or_default();
             } else {
                 s.counts.free += 1;
             }

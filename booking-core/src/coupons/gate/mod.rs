@@ -68,6 +68,15 @@ pub enum Admission {
     Unguarded,
 }
 
+/// A lease as the gate recorded it: whose, and until when (epoch ms, gate clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The visitor whose claim holds it.
+    pub visitor: String,
+    /// When it ends.
+    pub deadline: i64,
+}
+
 /// What the gate counts for one campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct GateCounts {
@@ -160,26 +169,20 @@ impl Gate {
         }
     }
 
-    /// Up to `limit` leases whose deadline has passed, as (visitor, deadline).
-    pub async fn expired(&self, campaign_id: i64, limit: usize) -> Result<Vec<(String, i64)>, GateError> {
+    /// Up to `limit` leases whose deadline has passed.
+    pub async fn expired(&self, campaign_id: i64, limit: usize) -> Result<Vec<Lease>, GateError> {
         match self {
             Gate::Local(g) => Ok(g.expired(campaign_id, limit)),
             Gate::Redis(g) => g.expired(campaign_id, limit).await,
         }
     }
 
-    /// Settle the lease (`visitor`, `deadline`) as issued (`claimed`) or
-    /// return its unit to stock; false if that lease is no longer there.
-    pub async fn settle(
-        &self,
-        campaign_id: i64,
-        visitor: &str,
-        deadline: i64,
-        claimed: bool,
-    ) -> Result<bool, GateError> {
+    /// Settle `lease` as issued (`claimed`) or return its unit to stock;
+    /// false if that lease is no longer there.
+    pub async fn settle(&self, campaign_id: i64, lease: &Lease, claimed: bool) -> Result<bool, GateError> {
         match self {
-            Gate::Local(g) => Ok(g.settle(campaign_id, visitor, deadline, claimed)),
-            Gate::Redis(g) => g.settle(campaign_id, visitor, deadline, claimed).await,
+            Gate::Local(g) => Ok(g.settle(campaign_id, lease, claimed)),
+            Gate::Redis(g) => g.settle(campaign_id, lease, claimed).await,
         }
     }
 

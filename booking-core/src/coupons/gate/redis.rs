@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
-use super::{Admission, GateCounts, GateError, snapshot};
+use super::{Admission, GateCounts, GateError, Lease, snapshot};
 use crate::metrics::Metrics;
 use crate::store::{CampaignRow, Store};
 
@@ -285,24 +285,18 @@ impl RedisGate {
         self.correct(&self.scripts.sold_out, campaign_id, &[visitor.to_owned()]).await;
     }
 
-    pub(super) async fn expired(&self, campaign_id: i64, limit: usize) -> Result<Vec<(String, i64)>, GateError> {
+    pub(super) async fn expired(&self, campaign_id: i64, limit: usize) -> Result<Vec<Lease>, GateError> {
         let answer = self.call(&self.scripts.expired, campaign_id, &[limit.to_string()]).await?;
         let Value::Array(items) = answer else { return Err(GateError::Unexpected(format!("{answer:?}"))) };
         Ok(items[1.min(items.len())..]
             .chunks(2)
-            .filter_map(|pair| Some((text(pair.first())?, int(pair.get(1))?)))
+            .filter_map(|pair| Some(Lease { visitor: text(pair.first())?, deadline: int(pair.get(1))? }))
             .collect())
     }
 
-    pub(super) async fn settle(
-        &self,
-        campaign_id: i64,
-        visitor: &str,
-        deadline: i64,
-        claimed: bool,
-    ) -> Result<bool, GateError> {
+    pub(super) async fn settle(&self, campaign_id: i64, lease: &Lease, claimed: bool) -> Result<bool, GateError> {
         let verdict = if claimed { "claimed" } else { "free" };
-        let args = [visitor.to_owned(), deadline.to_string(), verdict.to_owned()];
+        let args = [lease.visitor.clone(), lease.deadline.to_string(), verdict.to_owned()];
         Ok(int(Some(&self.call(&self.scripts.settle, campaign_id, &args).await?)) == Some(1))
     }
 
