@@ -66,6 +66,21 @@ impl Core {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM (a deploy), then wait for a clean exit.
+    pub fn terminate(&mut self) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill -TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "booking-core exited with {status} on SIGTERM: {}", self.log());
+                return;
+            }
+            assert!(Instant::now() < deadline, "booking-core did not stop on SIGTERM: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
