@@ -119,7 +119,7 @@ impl Application {
                 Gate::local(store.clone(), metrics.clone(), lease_ms),
             ),
             Some((_, conn)) => (
-                Fanout::redis(conn.clone(), format!("{prefix}:seatmap"), origin.clone()),
+                Fanout::redis(conn.clone(), format!("{prefix}:seatmap"), origin.clone(), shutdown_rx.clone()),
                 Popular::Redis { conn: conn.clone(), key: format!("{prefix}:views") },
                 Gate::redis(conn.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
             ),

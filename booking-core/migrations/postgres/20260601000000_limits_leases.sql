@@ -10,33 +10,31 @@ ALTER TABLE idempotency_keys ADD COLUMN session_end TEXT;
 
 -- A hold with the per-visitor limit, in one statement: the caller's live
 -- holds and bookings on the event are counted under a transaction-scoped
--- advisory lock on (visitor, event), so two holds by one visitor never count
+-- advisory lock on (event, visitor), so two holds by one visitor never count
 -- at the same time. The count runs after the lock is granted: in a VOLATILE
 -- function each statement takes a fresh snapshot, so it sees every hold the
 -- previous lock holder committed (a plain CTE would count from a snapshot
--- taken before the wait). Then the same conditional UPDATE as before decides
--- the seat, and the hold record is inserted. No row: over the limit, seat
--- taken, or not a seat of this event (the caller reads which).
+-- taken before the wait). The same statement then runs the conditional
+-- UPDATE that decides the seat, and inserts the hold record. True: held.
+-- False: over the limit, seat taken, or not a seat of this event (the caller
+-- reads which). The lock key's halves may collide for different visitors;
+-- that only makes two of them wait for each other.
 CREATE FUNCTION take_hold(p_event BIGINT, p_seat BIGINT, p_hold TEXT, p_visitor TEXT,
                           p_now BIGINT, p_expires BIGINT, p_max BIGINT)
-RETURNS TABLE (id TEXT, seat_id BIGINT, event_id BIGINT, visitor_id TEXT, expires_at BIGINT, state TEXT)
+RETURNS BOOLEAN
 LANGUAGE plpgsql VOLATILE AS $$
-#variable_conflict use_column
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_visitor || '/' || p_event::text, 0));
-    IF (SELECT count(*) FROM seats s
-        WHERE s.held_by = p_visitor AND s.event_id = p_event
-          AND (s.status = 'BOOKED' OR (s.status = 'HELD' AND s.hold_expires_at > p_now))) >= p_max THEN
-        RETURN;
-    END IF;
-    RETURN QUERY
+    PERFORM pg_advisory_xact_lock((p_event % 2147483647)::int, hashtext(p_visitor));
     WITH taken AS (
         UPDATE seats SET status = 'HELD', hold_id = p_hold, held_by = p_visitor, hold_expires_at = p_expires
         WHERE seats.id = p_seat AND seats.event_id = p_event
           AND (seats.status = 'AVAILABLE' OR (seats.status = 'HELD' AND seats.hold_expires_at <= p_now))
+          AND (SELECT count(*) FROM seats s
+               WHERE s.held_by = p_visitor AND s.event_id = p_event
+                 AND (s.status = 'BOOKED' OR (s.status = 'HELD' AND s.hold_expires_at > p_now))) < p_max
         RETURNING seats.id, seats.event_id)
-    INSERT INTO holds AS h (id, seat_id, event_id, visitor_id, created_at, expires_at)
-    SELECT p_hold, taken.id, taken.event_id, p_visitor, p_now, p_expires FROM taken
-    RETURNING h.id, h.seat_id, h.event_id, h.visitor_id, h.expires_at, h.state;
+    INSERT INTO holds (id, seat_id, event_id, visitor_id, created_at, expires_at)
+    SELECT p_hold, taken.id, taken.event_id, p_visitor, p_now, p_expires FROM taken;
+    RETURN FOUND;
 END
 $$;

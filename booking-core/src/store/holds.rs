@@ -71,8 +71,7 @@ pub struct NewHold<'a> {
     pub max_per_visitor: i64,
 }
 
-const PG_HOLD: &str = "SELECT id, seat_id, event_id, visitor_id, expires_at, state \
-     FROM take_hold($1, $2, $3, $4, $5, $6, $7)";
+const PG_HOLD: &str = "SELECT take_hold($1, $2, $3, $4, $5, $6, $7)";
 
 const SQLITE_HOLD_SEAT: &str = "UPDATE seats SET status = 'HELD', hold_id = $3, held_by = $4, hold_expires_at = $6 \
      WHERE id = $2 AND event_id = $1 \
@@ -96,7 +95,7 @@ impl Store {
         self.timed("hold", async {
             match &self.backend {
                 Backend::Postgres(pool) => {
-                    sqlx::query_as(PG_HOLD)
+                    let held: bool = sqlx::query_scalar(PG_HOLD)
                         .bind(h.event_id)
                         .bind(h.seat_id)
                         .bind(h.hold_id)
@@ -104,8 +103,17 @@ impl Store {
                         .bind(h.now)
                         .bind(h.expires_at)
                         .bind(h.max_per_visitor)
-                        .fetch_optional(pool)
-                        .await
+                        .fetch_one(pool)
+                        .await?;
+                    // The record it inserted is exactly the attempt.
+                    Ok(held.then(|| HoldRow {
+                        id: h.hold_id.to_owned(),
+                        seat_id: h.seat_id,
+                        event_id: h.event_id,
+                        visitor_id: h.visitor_id.to_owned(),
+                        expires_at: h.expires_at,
+                        state: "ACTIVE".to_owned(),
+                    }))
                 }
                 Backend::Sqlite { writer, .. } => {
                     let mut tx = writer.begin().await?;

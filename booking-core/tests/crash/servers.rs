@@ -144,14 +144,31 @@ pub struct Postgres {
     as_postgres: bool,
 }
 
+/// A PostgreSQL server tool: on PATH, else in Debian's versioned folder
+/// (`/usr/lib/postgresql/<version>/bin`, the newest), which is not on PATH.
+fn pg_tool(program: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).find(|f| f.is_file()))
+        .unwrap_or_default();
+    on_path.unwrap_or_else(|| {
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path().join("bin").join(program)).collect())
+            .unwrap_or_default();
+        versions.retain(|f| f.is_file());
+        versions.sort_by_key(|f| f.to_string_lossy().split('/').nth(4).and_then(|v| v.parse::<u32>().ok()));
+        versions.pop().unwrap_or_else(|| panic!("{program} not found: install postgresql"))
+    })
+}
+
 impl Postgres {
     fn tool(&self, program: &str) -> Command {
+        let path = pg_tool(program);
         if self.as_postgres {
             let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", program]);
+            c.args(["-u", "postgres", "--"]).arg(path);
             c
         } else {
-            Command::new(program)
+            Command::new(path)
         }
     }
 
