@@ -42,7 +42,7 @@ const BUSY_BACKOFF: Duration = Duration::from_millis(2);
 /// How long a claim waits for reservations in flight to settle before
 /// answering "retry", and how often it looks.
 const SETTLE_WAIT: Duration = Duration::from_secs(1);
-const SETTLE_POLL: Duration = Duration::from_millis(10);
+const SETTLE_POLL: Duration = Duration::from_millis(5);
 
 /// Claim errors.
 #[derive(Debug, thiserror::Error)]
@@ -245,13 +245,13 @@ impl Coupons {
 
     /// Claim a code of `campaign` for `visitor`. `Ok` means committed.
     ///
-    /// When the only units left are reserved by claims in flight (or the
-    /// visitor's own claim is in flight), the answer waits up to
-    /// [`SETTLE_WAIT`] for them to settle — they normally commit within
-    /// milliseconds — so a visitor is told "sold out" (or shown their code)
-    /// rather than "retry"; only reservations that outlive that (a crashed
-    /// instance's, until the reconciler returns them) answer 503 or 409 with
-    /// `Retry-After`.
+    /// When the only units left are reserved by claims in flight, the answer
+    /// waits up to [`SETTLE_WAIT`] for them to settle — they normally commit
+    /// within milliseconds — so a visitor is told "sold out" rather than
+    /// "retry"; only reservations that outlive that (a crashed instance's,
+    /// until the reconciler returns them) answer 503 with `Retry-After`. A
+    /// visitor whose own claim is in flight is told so at once (409 with
+    /// `Retry-After`: that claim's request gets its answer).
     pub async fn claim(&self, campaign: &CampaignRow, visitor: &str) -> Result<ClaimView, ClaimError> {
         let inner = &self.0;
         let patience = tokio::time::Instant::now() + SETTLE_WAIT;
@@ -281,8 +281,10 @@ impl Coupons {
                         tracing::warn!(error = %e, "could not settle an expired lease");
                     }
                 }
-                Admission::InFlight { deadline, now } if !waiting() => {
-                    let retry_after = u64::try_from((deadline - now).max(1000) / 1000).unwrap_or(1);
+                Admission::InFlight { deadline, now } => {
+                    // Its answer goes to the request that started it; this one
+                    // says so at once (waiting would only tie up the caller).
+                    let retry_after = u64::try_from((deadline - now).clamp(1000, 5000) / 1000).unwrap_or(1);
                     return Err(ClaimError::InFlight { campaign_id: campaign.id, retry_after });
                 }
                 Admission::Busy { earliest, now } if !reconciled && earliest <= now => {
@@ -292,7 +294,7 @@ impl Coupons {
                     }
                 }
                 Admission::Busy { .. } if !waiting() => return Err(ClaimError::Busy),
-                Admission::InFlight { .. } | Admission::Busy { .. } => tokio::time::sleep(SETTLE_POLL).await,
+                Admission::Busy { .. } => tokio::time::sleep(SETTLE_POLL).await,
                 Admission::SoldOut if !rebuilt && self.gate_sold_out_in_error(campaign).await => rebuilt = true,
                 Admission::SoldOut => {
                     inner.metrics.sold_out.inc();
