@@ -196,7 +196,7 @@ async fn main() {
                 let c = coupons.campaign(campaign_id).await.unwrap();
                 let slot = match coupons.claim(&c, &visitors[plan[i]]).await {
                     Ok(_) => &ours.granted,
-                    Err(ClaimError::Duplicate { .. }) => &ours.duplicate,
+                    Err(ClaimError::Duplicate { .. } | ClaimError::InFlight { .. }) => &ours.duplicate,
                     Err(ClaimError::SoldOut(_)) => &ours.sold_out,
                     Err(_) => &ours.other,
                 };
