@@ -154,7 +154,7 @@ mod tests {
             (Method::POST, "/admin/events"),
             (Method::PUT, "/admin/events"),
             (Method::GET, "/admin/nope"),
-            (Method::GET, "//metrics/"),
+            (Method::GET, "/metrics/"),
         ] {
             assert!(matches!(public(&method, path), Err(RequestError::NoRoute(_))), "{method} {path}");
         }
