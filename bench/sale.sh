@@ -28,10 +28,16 @@ cd "$ROOT"
 [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release -q -p waiting-room -p booking-core -p loadtest
 BIN="$TARGET_DIR/release"
 pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port WR_ADMIN 18092; pick_port BC_PORT 18181
+pick_port BC_ADMIN 18193
 TOKEN="bench-admin-token-$(date +%s)"
 TICK_SECS=$(awk -v t="$TICK" 'BEGIN { if (t ~ /ms$/) { sub(/ms/, "", t); print t / 1000 } else { sub(/s$/, "", t); print t } }')
 # The booking core has a [log] section only in newer versions; RUST_LOG covers older ones.
 BC_LOG=""; grep -q 'pub log: LogConfig' booking-core/src/config.rs 2>/dev/null && BC_LOG=$'[log]\nlevel = "warn"'
+# Newer booking cores serve /admin, /metrics and /healthz on an operator listener of their own.
+BC_ADMIN_LISTEN=""; BC_OPS="$BC_PORT"
+if grep -q 'fn admin_addr' booking-core/src/config.rs 2>/dev/null; then
+  BC_ADMIN_LISTEN="listen = \"127.0.0.1:$BC_ADMIN\""; BC_OPS="$BC_ADMIN"
+fi
 
 # run_rate RATE LABEL: one fresh stack, one harness run; prints PASS or FAIL.
 run_rate() {
@@ -76,6 +82,7 @@ prefix = "$prefix"
 [keys]
 public_dir = "$dir/keys/public"
 [admin]
+$BC_ADMIN_LISTEN
 token = "$TOKEN"
 $BC_LOG
 [[queues]]
@@ -88,12 +95,12 @@ TOML
   wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
   RUST_LOG=warn "$BIN/booking-core" --config "$dir/booking-core.toml" 2> "$dir/booking-core.log" &
   bc_pid=$!; PIDS+=("$bc_pid")
-  wait_http "http://127.0.0.1:$BC_PORT/healthz"
+  wait_http "http://127.0.0.1:$BC_OPS/healthz"
   status=PASS
   # shellcheck disable=SC2086
   "$BIN/loadtest" --proxy "http://127.0.0.1:$WR_PORT" --queue sale --arrivals "$rate/s" --duration "$DURATION" \
     --poll-share "$POLL_SHARE" --abandon-share "$ABANDON_SHARE" --max-wait 60s --drain 60s --request-timeout 30s \
-    --proxy-admin "http://127.0.0.1:$WR_ADMIN" --booking "http://127.0.0.1:$BC_PORT" --admin-token "$TOKEN" \
+    --proxy-admin "http://127.0.0.1:$WR_ADMIN" --booking "http://127.0.0.1:$BC_PORT" --booking-admin "http://127.0.0.1:$BC_OPS" --admin-token "$TOKEN" \
     --database-url "$PG_SERVER/$db" --create-sale "$SEATS,$STOCK" --progress-interval 5s \
     --out "$dir/report.json" $EXTRA > "$dir/report.txt" 2> "$dir/progress.log" || status=FAIL
   # Started on schedule: at least 95% of the planned rate.

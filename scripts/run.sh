@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: build both services (release) and start the demo with the
 # checked-in configs: the waiting room (memory queue, :8080) in front of the
-# booking core (SQLite under data/, seeded with a demo event, :8081).
+# booking core (SQLite under data/, seeded with a demo event, :8081; its
+# operator listener with /metrics and /healthz on 127.0.0.1:9093).
 # Ctrl-C (or SIGTERM) stops both and exits 0. Logs go to data/*.log.
 #
 # Environment variables pass through, so WR_… / BC_… overrides work, e.g.
@@ -14,6 +15,7 @@ cd "$(dirname "$0")/.."
 PROXY_PORT=8080
 PROXY_METRICS_PORT=9091
 BOOKING_PORT=8081
+BOOKING_ADMIN_PORT=9093
 QUEUE=demo
 EVENT=1
 
@@ -29,7 +31,7 @@ http_ok() (
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$PROXY_PORT" "$PROXY_METRICS_PORT" "$BOOKING_PORT"; do
+for port in "$PROXY_PORT" "$PROXY_METRICS_PORT" "$BOOKING_PORT" "$BOOKING_ADMIN_PORT"; do
   if port_busy "$port"; then
     echo "error: port $port is already in use (another 'make run' still running?); stop that first." >&2
     exit 1
@@ -86,7 +88,7 @@ start() {
 echo "== starting the waiting room (log: data/waiting-room.log)"
 start waiting-room "$PROXY_PORT" /wr/healthz "$bin/waiting-room" --config configs/waiting-room.toml
 echo "== starting the booking core (log: data/booking-core.log)"
-start booking-core "$BOOKING_PORT" /healthz "$bin/booking-core" --config configs/booking-core.toml
+start booking-core "$BOOKING_ADMIN_PORT" /healthz "$bin/booking-core" --config configs/booking-core.toml
 
 lan="$(hostname -I 2>/dev/null | awk '{print $1}' || true)"
 cat <<EOF
@@ -98,7 +100,7 @@ cat <<EOF
     Queue page:              http://127.0.0.1:$PROXY_PORT/wr/$QUEUE
     Queue status (JSON):     http://127.0.0.1:$PROXY_PORT/wr/$QUEUE/status
     Proxy metrics:           http://127.0.0.1:$PROXY_METRICS_PORT/metrics
-    Booking-core metrics:    http://127.0.0.1:$BOOKING_PORT/metrics
+    Booking-core metrics:    http://127.0.0.1:$BOOKING_ADMIN_PORT/metrics
 EOF
 if [ -n "$lan" ]; then
   echo "    From a phone on this network: http://$lan:$PROXY_PORT/events/$EVENT"

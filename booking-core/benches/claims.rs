@@ -1,9 +1,12 @@
-//! Claim and hold throughput against PostgreSQL: our claim path (Redis gate +
-//! one `UPDATE … FOR UPDATE SKIP LOCKED` statement) next to the naive baseline
-//! the reference projects started from (`SELECT … FOR UPDATE` on the campaign
-//! row, check, insert, update the count, commit), under the same workload and
-//! concurrency, each followed by an over-issue audit; then holds/s on distinct
-//! seats. Prints numbers; asserts nothing about time.
+//! Claim and hold throughput against PostgreSQL: our claim path (leased Redis
+//! gate + one `UPDATE … FOR UPDATE SKIP LOCKED` statement with its deadline)
+//! next to the naive baseline the reference projects started from (`SELECT …
+//! FOR UPDATE` on the campaign row, check, insert, update the count, commit),
+//! under the same workload and
+//! concurrency, each followed by an over-issue audit (ours also by a check of
+//! the gate's books); then holds/s on distinct seats through the same call as
+//! the API (per-visitor limit and session bound included). Prints numbers;
+//! asserts nothing about time.
 //!
 //! `bench/booking/run.sh` runs it; `--help` lists the knobs.
 
@@ -137,6 +140,7 @@ async fn main() {
 
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
+    config.admin.listen = String::new();
     config.database.url = url.clone();
     config.database.max_connections = args.pool;
     config.redis.url = args.redis_url.clone();
@@ -192,7 +196,7 @@ async fn main() {
                 let c = coupons.campaign(campaign_id).await.unwrap();
                 let slot = match coupons.claim(&c, &visitors[plan[i]]).await {
                     Ok(_) => &ours.granted,
-                    Err(ClaimError::Duplicate { .. }) => &ours.duplicate,
+                    Err(ClaimError::Duplicate { .. } | ClaimError::InFlight { .. }) => &ours.duplicate,
                     Err(ClaimError::SoldOut(_)) => &ours.sold_out,
                     Err(_) => &ours.other,
                 };
@@ -267,6 +271,26 @@ async fn main() {
         naive.granted.load(Ordering::Relaxed),
         verdict(naive_issued, naive_distinct, naive.granted.load(Ordering::Relaxed))
     );
+    // The gate's books once every lease has settled (the last claims record
+    // their result in the gate just after answering): free + reserved + issued
+    // == stock, nothing reserved, and issued == the database's claims.
+    let gate_deadline = Instant::now() + Duration::from_secs(10);
+    let counts = loop {
+        let counts = state.coupons().gate().counts(campaign.id).await.ok().flatten();
+        if counts.is_some_and(|c| c.reserved == 0) || Instant::now() > gate_deadline {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let conserved = counts.is_some_and(|c| c.conserved() && c.reserved == 0 && c.issued == ours_issued);
+    println!(
+        "      audit: gate {} → {}",
+        counts.map_or("missing".to_owned(), |c| format!(
+            "free {} + reserved {} + issued {} of stock {}",
+            c.free, c.reserved, c.issued, c.total
+        )),
+        if conserved { "OK" } else { "VIOLATION" }
+    );
     println!("ratio: {:.1}× the baseline's claims/s", ours_rate / naive_rate);
 
     // Holds: one per seat, every seat distinct.
@@ -279,7 +303,8 @@ async fn main() {
         drive(seats.len(), args.concurrency, move |i| {
             let (state, seats, held, visitors) = (state.clone(), seats.clone(), held.clone(), visitors.clone());
             async move {
-                let slot = match state.holds().hold(event_id, seats[i], &visitors[i % visitors.len()]).await {
+                let visitor = &visitors[i % visitors.len()];
+                let slot = match state.holds().hold(event_id, seats[i], visitor, i64::MAX).await {
                     Ok(_) => &held.granted,
                     Err(_) => &held.other,
                 };

@@ -1,8 +1,16 @@
-//! The operator API under `/admin` (bearer token `admin.token`, compared in
-//! constant time), plus the unauthenticated `/healthz` and `/metrics`.
+//! The operator listener's routes (`admin.listen`, never the public one): the
+//! API under `/admin` (bearer token `admin.token`), plus the unauthenticated
+//! `/healthz` and `/metrics`.
+//!
+//! The token check compares SHA-256 digests of the presented and the expected
+//! token in constant time, so neither the position of the first wrong byte nor
+//! the token's length shows in the timing. A client address that fails it
+//! `admin.max_failures` times within `admin.failure_window` is answered 429
+//! until the window ends, before its token is even looked at.
 
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::catalogue::EventView;
 use crate::clock::{self, now_ms};
@@ -59,28 +67,40 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AdminError {
     AdminError::Invalid { field, reason: reason.into() }
 }
 
-fn check_admin(cx: &Ctx) -> Result<(), AdminError> {
+fn check_admin(cx: &Ctx) -> Result<(), Failure> {
     let expected = cx.state.config().admin.token.expose();
     if expected.is_empty() {
-        return Err(AdminError::Disabled);
+        return Err(AdminError::Disabled.into());
     }
+    let limits = cx.state.limits();
+    let peer = cx.peer.ip();
+    limits.admin_attempt(peer).inspect_err(|_| {
+        tracing::warn!(%peer, "admin attempt refused: too many failures from this address");
+    })?;
     let presented = cx
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(AdminError::Unauthorized)?;
-    if shared::config::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
-        Ok(())
-    } else {
-        Err(AdminError::Unauthorized)
+        .map(|(_, token)| token.trim());
+    if presented.is_some_and(|token| same_secret(token, expected)) {
+        limits.admin_succeeded(peer);
+        return Ok(());
     }
+    tracing::warn!(%peer, "admin attempt with a missing or wrong token");
+    Err(AdminError::Unauthorized.into())
+}
+
+/// Compare two secrets in time independent of their contents and lengths:
+/// equal-length digests, compared without an early exit.
+fn same_secret(presented: &str, expected: &str) -> bool {
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
+    shared::config::constant_time_eq(&a, &b)
 }
 
 /// 200 when the database answers, 503 otherwise.
-#[utoipa::path(get, path = "/healthz", tag = "service",
+#[utoipa::path(get, path = "/healthz", tag = "operations",
     responses(
         (status = 200, description = "The database answers", body = Health),
         Errors<(BodyRead, Server)>,
@@ -100,7 +120,7 @@ pub struct Health {
 }
 
 /// Prometheus metrics (`booking_core_*`).
-#[utoipa::path(get, path = "/metrics", tag = "service",
+#[utoipa::path(get, path = "/metrics", tag = "operations",
     responses(
         (status = 200, description = "Prometheus text exposition format", body = String,
             content_type = "text/plain; version=0.0.4"),
@@ -292,13 +312,29 @@ pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
 )]
 pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
     check_admin(cx)?;
-    let stats = cx.state.store().stats(now_ms()).await.map_err(AdminError::from)?;
+    let mut stats = cx.state.store().stats(now_ms()).await.map_err(AdminError::from)?;
+    // Read after the database, so every claim counted there is already the
+    // gate's `issued` or `reserved`.
+    for campaign in &mut stats.campaigns {
+        match cx.state.coupons().gate().counts(campaign.id).await {
+            Ok(counts) => campaign.gate = counts,
+            Err(e) => tracing::warn!(error = %e, campaign = campaign.id, "cannot read the claim gate"),
+        }
+    }
     Ok(Reply::json(StatusCode::OK, &stats))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_match_only_when_equal_whatever_their_lengths() {
+        assert!(same_secret("0123456789abcdef", "0123456789abcdef"));
+        assert!(!same_secret("0123456789abcdeF", "0123456789abcdef"));
+        assert!(!same_secret("0123456789abcdef0", "0123456789abcdef"));
+        assert!(!same_secret("", "0123456789abcdef"));
+    }
 
     #[test]
     fn rows_are_labelled_a_to_zz() {

@@ -34,6 +34,9 @@ pub struct Visitor {
     pub id: String,
     /// The queue that admitted them (the token's `aud`).
     pub queue: String,
+    /// When their session ends: the token's `exp`, in epoch ms. Holds end by
+    /// then at the latest.
+    pub session_ends_at: i64,
 }
 
 /// Which events a queue admits to.
@@ -49,6 +52,11 @@ pub enum AuthError {
     /// → 401: no token in `Authorization: Bearer` or the `wr_entry` cookie.
     #[error("this API needs an entry token: join the waiting room first (cookie wr_entry or Authorization: Bearer)")]
     Missing,
+    /// → 401: the request names two tokens (two `Authorization` headers or
+    /// differing `wr_entry` cookies): the proxy's gate refuses those too,
+    /// so neither can have been the one it let through.
+    #[error("{0}; send one entry token")]
+    Ambiguous(shared::AmbiguousToken),
     /// → 401: the session the token granted is over.
     #[error("your entry token has expired; join the waiting room again")]
     Expired,
@@ -75,6 +83,7 @@ impl AuthError {
     fn reason(&self) -> &'static str {
         match self {
             AuthError::Missing => "missing",
+            AuthError::Ambiguous(_) => "ambiguous",
             AuthError::Expired => "expired",
             AuthError::Invalid(TokenError::UnknownKey) => "unknown_key",
             AuthError::Invalid(_) => "invalid",
@@ -142,8 +151,10 @@ impl Auth {
     }
 
     fn check(&self, headers: &HeaderMap) -> Result<Visitor, AuthError> {
-        let header = |name: http::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-        let token = shared::bearer_or_cookie(header(http::header::AUTHORIZATION), header(http::header::COOKIE))
+        // The same rule as the proxy's gate: one token per request.
+        let values = |name: http::HeaderName| headers.get_all(name).into_iter().map(|v| v.as_bytes());
+        let token = shared::entry_token(values(http::header::AUTHORIZATION), values(http::header::COOKIE))
+            .map_err(AuthError::Ambiguous)?
             .ok_or(AuthError::Missing)?;
         let claims = match self.verify(token) {
             Err(TokenError::UnknownKey) if self.reload() => self.verify(token),
@@ -156,7 +167,8 @@ impl Auth {
         if !self.scopes.contains_key(&claims.aud) {
             return Err(AuthError::UnknownQueue(claims.aud));
         }
-        Ok(Visitor { id: claims.sub.to_ascii_lowercase(), queue: claims.aud })
+        let session_ends_at = claims.exp.saturating_mul(1000);
+        Ok(Visitor { id: claims.sub.to_ascii_lowercase(), queue: claims.aud, session_ends_at })
     }
 
     fn verify(&self, token: &str) -> Result<shared::token::EntryClaims, TokenError> {
@@ -186,14 +198,18 @@ impl Auth {
         }
     }
 
-    /// Does the visitor's queue admit to `event_id`?
-    pub fn authorize(&self, visitor: &Visitor, event_id: i64) -> Result<(), AuthError> {
-        let allowed = match self.scopes.get(&visitor.queue) {
+    /// Does the visitor's queue cover `event_id`? (No metric: a question, not a refusal.)
+    pub fn covers(&self, visitor: &Visitor, event_id: i64) -> bool {
+        match self.scopes.get(&visitor.queue) {
             Some(Scope::All) => true,
             Some(Scope::Events(events)) => events.contains(&event_id),
             None => false,
-        };
-        if allowed {
+        }
+    }
+
+    /// Does the visitor's queue admit to `event_id`?
+    pub fn authorize(&self, visitor: &Visitor, event_id: i64) -> Result<(), AuthError> {
+        if self.covers(visitor, event_id) {
             return Ok(());
         }
         let e = AuthError::WrongQueue { queue: visitor.queue.clone(), event_id };

@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shared::config::{ConfigError, Env, Secret, duration};
+use shared::config::{ConfigError, Env, duration};
+
+mod sections;
+
+pub use self::sections::{AdminConfig, CouponsConfig, IdempotencyConfig, RateLimitConfig, SessionEndOn, parse_addr};
 
 /// Prefix of the environment variables that override the file
 /// (`BC_DATABASE__URL=postgres://…`).
@@ -20,6 +24,9 @@ pub const ENV_PREFIX: &str = "BC";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// Which purchases end the visitor's waiting-room session (a `wr-session:
+    /// end` response header the proxy acts on): `"confirm"`, `"claim"`.
+    pub end_session_on: Vec<SessionEndOn>,
     /// The HTTP listener.
     pub server: ServerConfig,
     /// PostgreSQL or SQLite.
@@ -32,7 +39,13 @@ pub struct Config {
     pub holds: HoldsConfig,
     /// Events and the seat-map cache.
     pub catalogue: CatalogueConfig,
-    /// The operator API.
+    /// Coupon claims: the gate's leases and their reconciler.
+    pub coupons: CouponsConfig,
+    /// `Idempotency-Key` records: how long they are kept.
+    pub idempotency: IdempotencyConfig,
+    /// Per-visitor rate limit on requests that change something.
+    pub rate_limit: RateLimitConfig,
+    /// The operator listener (`/admin`, `/metrics`, `/healthz`).
     pub admin: AdminConfig,
     /// The demo event `make run` seeds (off unless `seed = true`).
     pub demo: crate::demo::DemoConfig,
@@ -45,12 +58,16 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            end_session_on: vec![SessionEndOn::Confirm],
             server: ServerConfig::default(),
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
             keys: KeysConfig::default(),
             holds: HoldsConfig::default(),
             catalogue: CatalogueConfig::default(),
+            coupons: CouponsConfig::default(),
+            idempotency: IdempotencyConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             admin: AdminConfig::default(),
             demo: crate::demo::DemoConfig::default(),
             queues: vec![QueueConfig { id: "main".into(), events: vec![], all_events: true }],
@@ -160,11 +177,13 @@ pub struct HoldsConfig {
     /// How often the sweeper turns expired holds back into available seats.
     #[serde(with = "duration")]
     pub sweep_interval: Duration,
+    /// Most live holds plus bookings one visitor may have on one event.
+    pub max_per_visitor: i64,
 }
 
 impl Default for HoldsConfig {
     fn default() -> Self {
-        HoldsConfig { length: Duration::from_secs(300), sweep_interval: Duration::from_secs(5) }
+        HoldsConfig { length: Duration::from_secs(300), sweep_interval: Duration::from_secs(5), max_per_visitor: 4 }
     }
 }
 
@@ -182,14 +201,6 @@ impl Default for CatalogueConfig {
     fn default() -> Self {
         CatalogueConfig { seat_map_ttl: Duration::from_secs(30) }
     }
-}
-
-/// `[admin]`
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AdminConfig {
-    /// Bearer token for `/admin`; empty disables the admin API.
-    pub token: Secret,
 }
 
 /// `[[queues]]`: a waiting-room queue and the events its tokens may touch.
@@ -259,10 +270,13 @@ impl Config {
         if self.holds.sweep_interval < Duration::from_millis(10) {
             return Err(ConfigError::new("holds.sweep_interval", "must be at least 10ms"));
         }
-        let token = self.admin.token.expose();
-        if !token.is_empty() && token.len() < 16 {
-            return Err(ConfigError::new("admin.token", "must be at least 16 characters (or empty to disable /admin)"));
+        if !(1..=10_000).contains(&self.holds.max_per_visitor) {
+            return Err(ConfigError::new("holds.max_per_visitor", "must be 1..=10000"));
         }
+        self.admin.validate(&self.server.listen)?;
+        self.coupons.validate()?;
+        self.idempotency.validate()?;
+        self.rate_limit.validate()?;
         self.log.validate()?;
         self.demo.validate()?;
         let mut seen = HashSet::new();
@@ -288,12 +302,15 @@ impl Config {
 
     /// The listen address, parsed.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server.listen.parse().map_err(|_| {
-            ConfigError::new(
-                "server.listen",
-                format!("expected host:port like 127.0.0.1:8081, got \"{}\"", self.server.listen),
-            )
-        })
+        parse_addr("server.listen", &self.server.listen, "127.0.0.1:8081")
+    }
+
+    /// The operator listener's address, parsed; `None` when `admin.listen` is empty.
+    pub fn admin_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.admin.listen.is_empty() {
+            return Ok(None);
+        }
+        parse_addr("admin.listen", &self.admin.listen, "127.0.0.1:9093").map(Some)
     }
 }
 
@@ -337,6 +354,33 @@ mod tests {
         assert_eq!(err.key, "log.level");
         let err = Config::load_str("[log]\nformat = \"xml\"", &[]).unwrap_err();
         assert_eq!(err.key, "log.format");
+        for (var, value, key) in [
+            ("BC_HOLDS__MAX_PER_VISITOR", "0", "holds.max_per_visitor"),
+            ("BC_COUPONS__LEASE", "100ms", "coupons.lease"),
+            ("BC_COUPONS__RECONCILE_INTERVAL", "1h", "coupons.reconcile_interval"),
+            ("BC_IDEMPOTENCY__TTL", "1s", "idempotency.ttl"),
+            ("BC_RATE_LIMIT__MUTATIONS", "0", "rate_limit.mutations"),
+            ("BC_ADMIN__LISTEN", "nowhere", "admin.listen"),
+            ("BC_ADMIN__LISTEN", "127.0.0.1:8081", "admin.listen"),
+            ("BC_ADMIN__MAX_FAILURES", "0", "admin.max_failures"),
+            ("BC_END_SESSION_ON", "[\"checkout\"]", "end_session_on[0]"),
+        ] {
+            let err = Config::load_str("", &[(var, value)]).unwrap_err();
+            assert_eq!(err.key, key, "{var}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn operators_get_their_own_listener_and_purchases_end_sessions_by_default() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.admin_addr().unwrap(), Some("127.0.0.1:9093".parse().unwrap()));
+        assert_eq!(c.end_session_on, vec![SessionEndOn::Confirm]);
+        assert_eq!(c.holds.max_per_visitor, 4);
+        assert_eq!(c.idempotency.ttl, Duration::from_secs(24 * 3600));
+        let env = [("BC_END_SESSION_ON", r#"["confirm","claim"]"#), ("BC_ADMIN__LISTEN", "")];
+        let c = Config::load_str("", &env).unwrap();
+        assert_eq!(c.end_session_on, vec![SessionEndOn::Confirm, SessionEndOn::Claim]);
+        assert_eq!(c.admin_addr().unwrap(), None, "empty: no operator listener");
     }
 
     #[test]

@@ -6,12 +6,22 @@
 //! entry when the message arrives. Messages are lost while a subscriber
 //! reconnects, so a reconnect clears the whole local cache, and cached maps
 //! also age out after `catalogue.seat_map_ttl` as a last resort.
+//!
+//! Publishing is off the request path and coalesced: a change marks its event
+//! pending, and one task publishes each pending event once per round trip to
+//! Redis. During a burst of holds on one event that is one message per round
+//! trip instead of one per hold (each was a Redis command and a task wake in
+//! the hold's answer path), at the cost of other instances hearing of it
+//! after that one round trip.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use parking_lot::Mutex;
 use redis::aio::ConnectionManager;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalogue::Catalogue;
@@ -19,37 +29,63 @@ use crate::catalogue::Catalogue;
 /// Publishes invalidations (a no-op without Redis).
 #[derive(Clone)]
 pub struct Fanout {
-    redis: Option<RedisFanout>,
+    pending: Option<Arc<Pending>>,
 }
 
-#[derive(Clone)]
-struct RedisFanout {
-    conn: ConnectionManager,
-    channel: String,
-    origin: String,
+/// Events changed here and not yet published, and the publisher's wake-up.
+#[derive(Default)]
+struct Pending {
+    events: Mutex<BTreeSet<i64>>,
+    wake: Notify,
 }
 
 impl Fanout {
     /// No other instances to tell.
     pub fn disabled() -> Fanout {
-        Fanout { redis: None }
+        Fanout { pending: None }
     }
 
-    /// Publish on `channel`, tagging messages with this instance's `origin`.
-    pub fn redis(conn: ConnectionManager, channel: String, origin: String) -> Fanout {
-        Fanout { redis: Some(RedisFanout { conn, channel, origin }) }
+    /// Publish on `channel`, tagging messages with this instance's `origin`,
+    /// from a task that runs until `shutdown` flips (publishing what is
+    /// pending then).
+    pub fn redis(conn: ConnectionManager, channel: String, origin: String, shutdown: watch::Receiver<bool>) -> Fanout {
+        let pending = Arc::new(Pending::default());
+        tokio::spawn(publisher(pending.clone(), conn, channel, origin, shutdown));
+        Fanout { pending: Some(pending) }
     }
 
-    /// Tell the other instances that `event_id`'s seat map changed. Failure is
-    /// logged, not returned: the change is committed, and the other instances'
-    /// TTL bounds how stale they can get.
-    pub async fn publish(&self, event_id: i64) {
-        let Some(r) = &self.redis else { return };
-        let mut conn = r.conn.clone();
-        let message = format!("{} {event_id}", r.origin);
-        let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&r.channel).arg(message).query_async(&mut conn).await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, event_id, "could not publish a seat-map invalidation");
+    /// Tell the other instances that `event_id`'s seat map changed. Never
+    /// waits; a failed publish is logged, not returned: the change is
+    /// committed, and the other instances' TTL bounds how stale they can get.
+    pub fn publish(&self, event_id: i64) {
+        let Some(p) = &self.pending else { return };
+        p.events.lock().insert(event_id);
+        p.wake.notify_one();
+    }
+}
+
+async fn publisher(
+    pending: Arc<Pending>,
+    mut conn: ConnectionManager,
+    channel: String,
+    origin: String,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let stopping = tokio::select! {
+            _ = pending.wake.notified() => false,
+            _ = shutdown.changed() => true,
+        };
+        let events = std::mem::take(&mut *pending.events.lock());
+        for event_id in events {
+            let message = format!("{origin} {event_id}");
+            let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&channel).arg(message).query_async(&mut conn).await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, event_id, "could not publish a seat-map invalidation");
+            }
+        }
+        if stopping {
+            return;
         }
     }
 }

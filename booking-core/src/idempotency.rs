@@ -7,6 +7,13 @@
 //! `idempotent-replayed: true`. The same key with a different request is a
 //! client bug → 422. A retry while the first is still running → 409. Server
 //! failures (5xx) are not stored: the key is freed so the retry runs again.
+//!
+//! Storage is bounded: refusals that change nothing (401, 403, 404, 422) are
+//! not stored either — replaying them would only echo the refusal, and a
+//! script confirming made-up hold ids with fresh keys must not write a row
+//! each — and records expire after `idempotency.ttl` (a retry after that runs
+//! anew; the sweeper deletes them). With the per-visitor rate limit that
+//! bounds the rows one token can leave behind.
 
 use std::future::Future;
 
@@ -14,11 +21,16 @@ use bytes::Bytes;
 use http::StatusCode;
 use sha2::{Digest, Sha256};
 
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
 use crate::auth::Visitor;
 use crate::clock::now_ms;
 use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply};
+use crate::state::AppState;
 use crate::store::Started;
+use crate::store::idempotency::Outcome;
 
 /// The request header.
 pub const HEADER: &str = "idempotency-key";
@@ -67,7 +79,8 @@ where
     let fingerprint = fingerprint(&cx.path, &cx.body);
     let store = cx.state.store();
     let now = now_ms();
-    match store.idempotency_begin(&visitor.id, key, &fingerprint, now, now - STALE_MS).await? {
+    let expired_before = now - i64::try_from(cx.state.config().idempotency.ttl.as_millis()).unwrap_or(i64::MAX);
+    match store.idempotency_begin(&visitor.id, key, &fingerprint, now, now - STALE_MS, expired_before).await? {
         Started::Existing(record) => {
             if record.state != "done" {
                 return Err(IdempotencyError::InProgress.into());
@@ -84,19 +97,25 @@ where
                 if status.is_client_error() { shared::problem::CONTENT_TYPE } else { "application/json" };
             let mut reply = Reply::raw(status, content_type, Bytes::from(record.body.unwrap_or_default()));
             reply.replayed = true;
+            reply.session_end = record.session_end.as_deref().and_then(crate::session::from_reason);
             Ok(reply)
         }
         Started::New => {
             let result = work().await;
             let outcome = match &result {
-                Ok(reply) => Some((reply.status, reply.body.clone())),
-                Err(failure) if !failure.status().is_server_error() => Some(failure.render()),
+                Ok(reply) => Some((reply.status, reply.body.clone(), reply.session_end)),
+                Err(failure) if stored(failure.status()) => {
+                    let (status, body) = failure.render();
+                    Some((status, body, None))
+                }
                 Err(_) => None,
             };
             let saved = match outcome {
-                Some((status, body)) => {
+                Some((status, body, end)) => {
                     let text = String::from_utf8_lossy(&body);
-                    store.idempotency_finish(&visitor.id, key, status.as_u16(), &text).await
+                    let outcome =
+                        Outcome { status: status.as_u16(), body: &text, session_end: end.map(|e| e.reason()) };
+                    store.idempotency_finish(&visitor.id, key, &outcome).await
                 }
                 None => store.idempotency_abandon(&visitor.id, key).await,
             };
@@ -108,6 +127,38 @@ where
             result
         }
     }
+}
+
+/// Is an answer with this status worth replaying? Not a server failure (the
+/// retry should run again) nor a refusal that changed nothing.
+fn stored(status: StatusCode) -> bool {
+    !status.is_server_error()
+        && !matches!(
+            status,
+            StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::NOT_FOUND
+                | StatusCode::UNPROCESSABLE_ENTITY
+                | StatusCode::TOO_MANY_REQUESTS
+        )
+}
+
+/// Delete expired records (and forget idle rate-limit state) every
+/// `idempotency.sweep_interval` until `shutdown` flips.
+pub fn spawn_sweeper(state: AppState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    let config = state.config().idempotency.clone();
+    let ttl_ms = i64::try_from(config.ttl.as_millis()).unwrap_or(i64::MAX);
+    crate::tasks::every(config.sweep_interval, true, shutdown, move || {
+        let state = state.clone();
+        async move {
+            state.limits().sweep();
+            match state.store().idempotency_sweep(now_ms() - ttl_ms).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "expired idempotency records deleted"),
+                Err(e) => tracing::warn!(error = %e, "idempotency sweep failed; retrying next tick"),
+            }
+        }
+    })
 }
 
 /// SHA-256 over the request path and body, hex. A JSON body is hashed in

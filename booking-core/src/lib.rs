@@ -17,8 +17,14 @@
 //! - [`holds`]: seat holds (one conditional `UPDATE`), confirm, release, sweeper.
 //! - [`coupons`]: first-come coupon claims behind an atomic gate (Redis Lua or
 //!   in-process) in front of the database, which has the final word.
-//! - [`idempotency`]: `Idempotency-Key` replay for holds, confirms and claims.
-//! - [`admin`]: the bearer-protected operator API (events, campaigns, stats).
+//! - [`idempotency`]: `Idempotency-Key` replay for holds, confirms and claims,
+//!   with records that expire.
+//! - [`limits`]: per-visitor rate limit on mutating requests, per-address
+//!   limit on failed admin attempts.
+//! - [`session`]: purchases that end the visitor's waiting-room session
+//!   (`wr-session: end`).
+//! - [`admin`]: the operator listener's routes: the bearer-protected API
+//!   (events, campaigns, stats), `/metrics`, `/healthz`.
 //! - [`metrics`]: the per-application Prometheus registry.
 //! - [`store`]: the [`store::Store`] over PostgreSQL or SQLite, one module per
 //!   concept, with migrations for both backends.
@@ -35,6 +41,11 @@
 //! - Coupons issued never exceed stock: a claim takes one of `stock`
 //!   pre-generated code rows, and `(campaign, visitor)` is unique. The gate in
 //!   front only keeps losers away from the database; it never decides a win.
+//! - No unit of stock is lost to a crash: the gate reserves under a lease and
+//!   keeps free + reserved + issued == stock; the reconciler settles expired
+//!   leases against the database.
+//! - A visitor holds or has booked at most `holds.max_per_visitor` seats per
+//!   event, and no hold outlives the session (the token's `exp`).
 //! - A claim is answered 201 only after its row is committed.
 //! - Every `/api` route verifies the entry token itself before any database work.
 
@@ -49,11 +60,14 @@ pub mod fanout;
 pub mod holds;
 pub mod http;
 pub mod idempotency;
+pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod session;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod tasks;
 pub mod web;
 
 pub use config::Config;

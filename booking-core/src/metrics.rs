@@ -16,8 +16,8 @@ use prometheus::{
 
 use crate::store::Store;
 
-/// Least time between two stock reads: `/metrics` is reachable by anyone, so
-/// scrapes must not turn into a way to load the database.
+/// Least time between two stock reads: scrapes must not turn into a way to
+/// load the database.
 const STOCK_REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// Longest a scrape waits for the stock read before serving the last values.
 const STOCK_REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -53,6 +53,9 @@ pub struct Metrics {
     pub gate_undos: IntCounter,
     /// Gate calls that failed (Redis unreachable) and fell back to the database.
     pub gate_errors: IntCounter,
+    /// Expired gate leases the reconciler settled, by outcome (`claimed`: the
+    /// database had the claim; `returned`: back to stock).
+    pub expired_leases: IntCounterVec,
     /// Requests refused by the entry-token check, by reason.
     pub auth_failures: IntCounterVec,
     /// Seat maps served from the local cache.
@@ -106,6 +109,14 @@ impl Metrics {
             &["reason"],
         )?;
         registry.register(Box::new(auth_failures.clone()))?;
+        let expired_leases = IntCounterVec::new(
+            Opts::new("booking_core_gate_expired_leases_total", "Expired claim gate leases settled, by outcome"),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(expired_leases.clone()))?;
+        for outcome in ["claimed", "returned"] {
+            expired_leases.with_label_values(&[outcome]);
+        }
         let db_duration = HistogramVec::new(
             HistogramOpts::new("booking_core_db_query_duration_seconds", "Database statement latency by operation")
                 .buckets(vec![0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]),
@@ -142,6 +153,7 @@ impl Metrics {
             gate_rebuilds: counter("gate_rebuilds_total", "Claim gate rebuilds from the database")?,
             gate_undos: counter("gate_undos_total", "Claim gate admissions undone after a failed commit")?,
             gate_errors: counter("gate_errors_total", "Claim gate calls that failed and fell back to the database")?,
+            expired_leases,
             auth_failures,
             cache_hits: counter("seat_map_cache_hits_total", "Seat maps served from the local cache")?,
             cache_misses: counter("seat_map_cache_misses_total", "Seat maps loaded from the database")?,

@@ -1,5 +1,8 @@
-//! The booking core's OpenAPI 3.1 document, generated from the code so it
-//! cannot drift, and served at `GET /api/openapi.json` (no token needed).
+//! The booking core's OpenAPI 3.1 documents, generated from the code so they
+//! cannot drift: the public API at `GET /api/openapi.json` on the public
+//! listener, the operator API (`/admin`, `/metrics`, `/healthz`) at
+//! `GET /admin/openapi.json` on the operator listener; no token needed for
+//! either. Each listener documents exactly the routes it serves.
 //!
 //! - Operations come from `#[utoipa::path]` on the very handlers
 //!   [`crate::http`] dispatches to; bodies from `ToSchema` on the request and
@@ -14,7 +17,8 @@
 //!   named here (the naming matches are exhaustive).
 //! - A test checks that every `/api` and `/admin` route template in the router
 //!   is documented, and that each documented operation is routed to its
-//!   template; `e2e/tests/openapi.rs` checks real responses against the document.
+//!   template on its listener; `e2e/tests/openapi.rs` checks real responses
+//!   against both documents.
 
 mod errors;
 
@@ -33,18 +37,27 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use self::errors::problem_responses;
 pub use self::errors::{
     AdminAuth, AdminCampaign, AdminEvent, BodyRead, Claim, ConfirmHold, ErrorSet, Errors, Idempotency, JsonBody,
-    NoEvent, PathId, Popularity, ReleaseHold, Scope, Server, TakeHold, Token,
+    Mutating, NoEvent, PathId, Popularity, ReleaseHold, Scope, Server, TakeHold, Token,
 };
 use crate::http::problem::{Failure, RequestError};
 use crate::http::{Ctx, Reply};
 
 const DESCRIPTION: &str = "\
 The booking core behind the waiting room: events and seat maps, 5-minute seat holds that are never \
-double-booked, and first-come coupon claims that never over-issue.
+double-booked and never outlive the session, and first-come coupon claims that never over-issue.
 
 **Entry token.** Every `/api` route needs the entry token the waiting room issued \
 (`Authorization: Bearer <jwt>` or the `wr_entry` cookie). Its queue (`aud`) must cover the event a \
-route touches, else 403. `/admin` routes take `Authorization: Bearer <admin.token>`.
+route touches, else 403. The operator routes (`/admin`, `/metrics`, `/healthz`) are served on the \
+operator listener (`admin.listen`) only, and documented at `/admin/openapi.json` there.
+
+**Limits.** A visitor may hold or have booked `holds.max_per_visitor` seats per event (409 with \
+`limit` beyond), and send `rate_limit.mutations` requests that change something per \
+`rate_limit.window` (429 with `Retry-After` beyond).
+
+**Sessions end with the purchase.** A confirm (and, if configured, a claim) that leaves the visitor \
+no live hold ends their waiting-room session: `session_end` in the body and \
+`wr-session: end; reason=\"confirm\"` in the headers, which the waiting room consumes.
 
 **Errors** are `application/problem+json` (RFC 9457: `type`, `title`, `status`, `detail`, plus \
 extension members such as `reason`, `field`, `claim_id`); each response below lists the real bodies \
@@ -53,7 +66,8 @@ known path with another method 405 with an `Allow` header (`components.responses
 and a body over `server.body_limit_bytes` 413 on every route.
 
 **Retries.** `Idempotency-Key` on the three `POST`s under `/api` replays the first answer byte for \
-byte (`idempotent-replayed: true`).
+byte (`idempotent-replayed: true`, and the same `wr-session` header) for `idempotency.ttl`; \
+refusals that change nothing (401, 403, 404, 422, 429) are not kept.
 
 Every response carries `x-request-id` and `cache-control: no-store`.";
 
@@ -66,17 +80,12 @@ Every response carries `x-request-id` and `cache-control: no-store`.";
         crate::catalogue::popular_events,
         crate::catalogue::get_event,
         crate::catalogue::get_seats,
-        crate::holds::post_hold,
-        crate::holds::post_confirm,
-        crate::holds::delete_hold,
-        crate::holds::my_bookings,
-        crate::coupons::post_claim,
-        crate::coupons::my_coupons,
-        crate::admin::create_event,
-        crate::admin::create_campaign,
-        crate::admin::stats,
-        crate::admin::healthz,
-        crate::admin::metrics,
+        crate::holds::api::post_hold,
+        crate::holds::api::post_confirm,
+        crate::holds::api::delete_hold,
+        crate::holds::api::my_bookings,
+        crate::coupons::api::post_claim,
+        crate::coupons::api::my_coupons,
         serve,
     ),
     components(schemas(Problem)),
@@ -86,19 +95,58 @@ Every response carries `x-request-id` and `cache-control: no-store`.";
         (name = "holds", description = "Seat holds, bookings and releases."),
         (name = "coupons", description = "First-come coupon claims."),
         (name = "me", description = "What the caller holds."),
-        (name = "admin", description = "Operator API (admin bearer token)."),
-        (name = "service", description = "Health, metrics and this document."),
+        (name = "service", description = "This document."),
     )
 )]
 pub struct ApiDoc;
 
-/// The document as JSON, built once.
+const ADMIN_DESCRIPTION: &str = "\
+The booking core's operator listener (`admin.listen`, 127.0.0.1:9093 by default): never the public \
+listener, which answers 404 for these paths.
+
+`/admin` routes take `Authorization: Bearer <admin.token>`; a client address that fails that check \
+`admin.max_failures` times within `admin.failure_window` is answered 429 (with `Retry-After`) until \
+the window ends. `/metrics` and `/healthz` need no token.
+
+Errors are `application/problem+json` (RFC 9457). Every response carries `x-request-id` and \
+`cache-control: no-store`.";
+
+/// The operator listener's document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "booking-core operator API", description = ADMIN_DESCRIPTION),
+    paths(
+        crate::admin::create_event,
+        crate::admin::create_campaign,
+        crate::admin::stats,
+        crate::admin::healthz,
+        crate::admin::metrics,
+        serve_admin,
+    ),
+    components(schemas(Problem)),
+    modifiers(&Components),
+    tags(
+        (name = "admin", description = "Operator API (admin bearer token)."),
+        (name = "operations", description = "Health, metrics and this document."),
+    )
+)]
+pub struct AdminDoc;
+
+/// The public document as JSON, built once.
 pub fn json() -> Bytes {
-    static DOC: LazyLock<Bytes> = LazyLock::new(|| {
-        // Serializing the document cannot fail; an empty object would fail the conformance test loudly.
-        Bytes::from(ApiDoc::openapi().to_json().unwrap_or_else(|_| "{}".to_owned()))
-    });
+    static DOC: LazyLock<Bytes> = LazyLock::new(|| to_json(ApiDoc::openapi()));
     DOC.clone()
+}
+
+/// The operator document as JSON, built once.
+pub fn admin_json() -> Bytes {
+    static DOC: LazyLock<Bytes> = LazyLock::new(|| to_json(AdminDoc::openapi()));
+    DOC.clone()
+}
+
+fn to_json(doc: utoipa::openapi::OpenApi) -> Bytes {
+    // Serializing a document cannot fail; an empty object would fail the conformance test loudly.
+    Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()))
 }
 
 /// This document.
@@ -115,6 +163,22 @@ pub fn json() -> Bytes {
 )]
 pub async fn serve(_cx: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::raw(StatusCode::OK, "application/json", json()))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/admin/openapi.json",
+    tag = "operations",
+    operation_id = "admin_openapi",
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of the operator listener",
+            content_type = "application/json", body = Object),
+        Errors<BodyRead>,
+    )
+)]
+pub async fn serve_admin(_cx: &Ctx) -> Result<Reply, Failure> {
+    Ok(Reply::raw(StatusCode::OK, "application/json", admin_json()))
 }
 
 /// Security schemes and the responses every path shares.
@@ -188,10 +252,18 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::http::router;
+    use crate::http::{Listener, router};
 
     fn doc() -> Value {
         serde_json::from_slice(&json()).unwrap()
+    }
+
+    fn admin_doc() -> Value {
+        serde_json::from_slice(&admin_json()).unwrap()
+    }
+
+    fn both() -> [(Listener, Value); 2] {
+        [(Listener::Public, doc()), (Listener::Operator, admin_doc())]
     }
 
     /// A concrete path for a template: sample values for its parameters.
@@ -200,8 +272,13 @@ mod tests {
     }
 
     #[test]
-    fn the_document_is_openapi_3_1_with_problem_bodies_for_every_error() {
-        let doc = doc();
+    fn the_documents_are_openapi_3_1_with_problem_bodies_for_every_error() {
+        for (_, doc) in both() {
+            one_document_is_openapi_3_1_with_problem_bodies(&doc);
+        }
+    }
+
+    fn one_document_is_openapi_3_1_with_problem_bodies(doc: &Value) {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
@@ -221,19 +298,24 @@ mod tests {
     }
 
     #[test]
-    fn every_documented_operation_is_routed_to_its_template_and_no_other_method_is() {
-        let doc = doc();
-        for (path, item) in doc["paths"].as_object().unwrap() {
-            let documented: Vec<String> = item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
-            for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
-                let routed = router::route(&Method::from_bytes(method.as_bytes()).unwrap(), &concrete(path));
-                if documented.iter().any(|m| m == method) {
-                    assert_eq!(routed.map(|(_, t)| t).ok(), Some(path.as_str()), "{method} {path}");
-                } else {
-                    assert!(
-                        matches!(routed, Err(RequestError::MethodNotAllowed { .. })),
-                        "{method} {path} is routed but not documented"
-                    );
+    fn every_documented_operation_is_routed_to_its_template_on_its_listener_only() {
+        for (listener, doc) in both() {
+            let other = if listener == Listener::Public { Listener::Operator } else { Listener::Public };
+            for (path, item) in doc["paths"].as_object().unwrap() {
+                let documented: Vec<String> = item.as_object().unwrap().keys().map(|m| m.to_uppercase()).collect();
+                for method in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
+                    let method = Method::from_bytes(method.as_bytes()).unwrap();
+                    let routed = router::route(listener, &method, &concrete(path));
+                    if documented.iter().any(|m| *m == method.as_str()) {
+                        assert_eq!(routed.map(|(_, t)| t).ok(), Some(path.as_str()), "{method} {path}");
+                    } else {
+                        assert!(
+                            matches!(routed, Err(RequestError::MethodNotAllowed { .. })),
+                            "{method} {path} is routed but not documented"
+                        );
+                    }
+                    let elsewhere = router::route(other, &method, &concrete(path));
+                    assert!(matches!(elsewhere, Err(RequestError::NoRoute(_))), "{method} {path} on {other:?}");
                 }
             }
         }
@@ -241,7 +323,7 @@ mod tests {
 
     #[test]
     fn every_api_and_admin_route_of_the_router_is_documented() {
-        let doc = doc();
+        let (doc, admin) = (doc(), admin_doc());
         let source = include_str!("http/router.rs");
         // The route templates are string literals of the matcher; its own tests come after `cfg(test)`.
         let matcher = source.split("#[cfg(test)]").next().unwrap();
@@ -249,8 +331,9 @@ mod tests {
             .split('"')
             .filter(|s| (s.starts_with("/api/") || s.starts_with("/admin/")) && !s.contains(' '))
             .collect();
-        assert!(templates.len() >= 13, "{templates:?}");
+        assert!(templates.len() >= 14, "{templates:?}");
         for template in templates {
+            let doc = if template.starts_with("/admin") { &admin } else { &doc };
             assert!(doc["paths"].get(template).is_some(), "{template} is routed but not in the OpenAPI document");
         }
     }

@@ -4,14 +4,20 @@
 //! # async fn demo(config: booking_core::Config) -> Result<(), Box<dyn std::error::Error>> {
 //! let app = booking_core::Application::build(config).await?; // config.server.listen = "127.0.0.1:0"
 //! let running = app.spawn();
-//! println!("listening on http://{}", running.addr);
+//! println!("listening on http://{}, operators on {:?}", running.addr, running.admin_addr);
 //! running.stop().await?;
 //! # Ok(()) }
 //! ```
 //!
+//! Two listeners: the public one (`server.listen`: `/api`, the event page)
+//! and the operator one (`admin.listen`: `/admin`, `/metrics`, `/healthz`),
+//! so operator routes can stay on a private interface.
+//!
+//! Background tasks: the hold sweeper, the claim gate's reconciler (its first
+//! pass runs at once), the idempotency sweeper and the seat-map fan-out.
 //! Shutdown is explicit: [`ShutdownHandle::shutdown`] flips a watch channel
-//! that the accept loop, the sweeper and the pub/sub listener all select on;
-//! the server then drains its connections and the pools are closed.
+//! that the accept loops and every task select on; the servers then drain
+//! their connections and the pools are closed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +34,7 @@ use crate::coupons::Coupons;
 use crate::coupons::gate::Gate;
 use crate::fanout::{self, Fanout};
 use crate::holds::Holds;
+use crate::http::Listener;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::store::{self, Store};
@@ -44,9 +51,11 @@ pub enum StartError {
     /// Redis could not be reached.
     #[error("redis.url: cannot connect: {0}")]
     Redis(#[from] redis::RedisError),
-    /// The listen address could not be bound.
-    #[error("server.listen: cannot bind {addr}: {source}")]
+    /// A listen address could not be bound.
+    #[error("{key}: cannot bind {addr}: {source}")]
     Bind {
+        /// The config key.
+        key: &'static str,
         /// The address.
         addr: String,
         /// Why.
@@ -71,10 +80,11 @@ impl ShutdownHandle {
     }
 }
 
-/// A built application, bound to its port, not yet serving.
+/// A built application, bound to its ports, not yet serving.
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    admin: Option<(TcpListener, SocketAddr)>,
     state: AppState,
     shutdown: ShutdownHandle,
     tasks: Vec<JoinHandle<()>>,
@@ -84,6 +94,7 @@ impl Application {
     /// Connect, migrate, bind and start the background tasks.
     pub async fn build(config: Config) -> Result<Application, StartError> {
         let addr = config.listen_addr()?;
+        let admin_addr = config.admin_addr()?;
         let metrics = Metrics::new()?;
         let auth = Auth::new(&config, metrics.clone())?;
         let store = Store::connect(&config.database, metrics.clone()).await?;
@@ -92,6 +103,7 @@ impl Application {
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let prefix = config.redis.prefix.clone();
         let ttl_ms = i64::try_from(config.catalogue.seat_map_ttl.as_millis()).unwrap_or(i64::MAX);
+        let lease_ms = i64::try_from(config.coupons.lease.as_millis()).unwrap_or(i64::MAX);
 
         let redis = if config.redis.url.is_empty() {
             None
@@ -101,35 +113,49 @@ impl Application {
             Some((client, conn))
         };
         let (fanout, popular, gate) = match &redis {
-            None => (Fanout::disabled(), Popular::Local(Default::default()), Gate::local(store.clone())),
+            None => (
+                Fanout::disabled(),
+                Popular::Local(Default::default()),
+                Gate::local(store.clone(), metrics.clone(), lease_ms),
+            ),
             Some((_, conn)) => (
-                Fanout::redis(conn.clone(), format!("{prefix}:seatmap"), origin.clone()),
+                Fanout::redis(conn.clone(), format!("{prefix}:seatmap"), origin.clone(), shutdown_rx.clone()),
                 Popular::Redis { conn: conn.clone(), key: format!("{prefix}:views") },
-                Gate::redis(conn.clone(), &prefix, store.clone(), metrics.clone()),
+                Gate::redis(conn.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
             ),
         };
         let catalogue = Catalogue::new(store.clone(), fanout, popular, ttl_ms, metrics.clone());
-        let holds = Holds::new(store.clone(), catalogue.clone(), metrics.clone(), config.holds.length);
-        let coupons = Coupons::new(store.clone(), gate, metrics.clone());
+        let holds = Holds::new(store.clone(), catalogue.clone(), metrics.clone(), &config.holds);
+        let coupons = Coupons::new(store.clone(), gate, metrics.clone(), lease_ms);
 
-        let mut tasks = vec![holds.clone().spawn_sweeper(config.holds.sweep_interval, shutdown_rx.clone())];
+        let (listener, addr) = bind("server.listen", addr).await?;
+        let admin = match admin_addr {
+            Some(a) => Some(bind("admin.listen", a).await?),
+            None => None,
+        };
+        let mut tasks = vec![
+            holds.clone().spawn_sweeper(config.holds.sweep_interval, shutdown_rx.clone()),
+            coupons.clone().spawn_reconciler(config.coupons.reconcile_interval, shutdown_rx.clone()),
+        ];
         if let Some((client, _)) = redis {
             let channel = format!("{prefix}:seatmap");
-            tasks.push(fanout::listen(client, channel, origin, catalogue.clone(), shutdown_rx).await?);
+            tasks.push(fanout::listen(client, channel, origin, catalogue.clone(), shutdown_rx.clone()).await?);
         }
-
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr: config.server.listen.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr: addr.to_string(), source })?;
         let state = AppState::new(config, store, auth, catalogue, holds, coupons, metrics);
-        tracing::info!(%addr, "booking core listening");
-        Ok(Application { listener, addr, state, shutdown: ShutdownHandle(Arc::new(shutdown_tx)), tasks })
+        tasks.push(crate::idempotency::spawn_sweeper(state.clone(), shutdown_rx));
+        let admin_at = admin.as_ref().map(|(_, a)| a.to_string()).unwrap_or_else(|| "off".into());
+        tracing::info!(%addr, admin = %admin_at, "booking core listening");
+        Ok(Application { listener, addr, admin, state, shutdown: ShutdownHandle(Arc::new(shutdown_tx)), tasks })
     }
 
     /// The bound address (the real port when the config said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The operator listener's bound address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, a)| *a)
     }
 
     /// The services, for in-process use (tests, the benchmark).
@@ -145,9 +171,15 @@ impl Application {
     /// Serve until shut down, then drain connections, stop the background
     /// tasks and close the database.
     pub async fn run_until_stopped(self) {
-        let Application { listener, state, shutdown, tasks, .. } = self;
-        crate::http::serve(listener, state.clone(), shutdown.0.subscribe()).await;
+        let Application { listener, admin, state, shutdown, tasks, .. } = self;
+        let operator = admin.map(|(listener, _)| {
+            tokio::spawn(crate::http::serve(listener, Listener::Operator, state.clone(), shutdown.0.subscribe()))
+        });
+        crate::http::serve(listener, Listener::Public, state.clone(), shutdown.0.subscribe()).await;
         shutdown.shutdown();
+        if let Some(operator) = operator {
+            let _ = operator.await;
+        }
         for task in tasks {
             let _ = task.await;
         }
@@ -158,17 +190,27 @@ impl Application {
     /// Serve on a background task.
     pub fn spawn(self) -> RunningApp {
         let addr = self.addr;
+        let admin_addr = self.admin_addr();
         let state = self.state.clone();
         let handle = self.shutdown.clone();
         let join = tokio::spawn(self.run_until_stopped());
-        RunningApp { addr, state, handle, join }
+        RunningApp { addr, admin_addr, state, handle, join }
     }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener =
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr: addr.to_string(), source })?;
+    let bound = listener.local_addr().map_err(|source| StartError::Bind { key, addr: addr.to_string(), source })?;
+    Ok((listener, bound))
 }
 
 /// An application serving on a background task.
 pub struct RunningApp {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where the operator listener listens (`admin.listen`), if it does.
+    pub admin_addr: Option<SocketAddr>,
     /// Its services.
     pub state: AppState,
     handle: ShutdownHandle,
@@ -179,6 +221,12 @@ impl RunningApp {
     /// `http://<addr><path>`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://<admin addr><path>` (the operator listener; the public address
+    /// when there is none, which then answers 404).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin_addr.unwrap_or(self.addr))
     }
 
     /// A handle that stops it.

@@ -8,6 +8,7 @@ use crate::catalogue::Catalogue;
 use crate::config::Config;
 use crate::coupons::Coupons;
 use crate::holds::Holds;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -23,6 +24,7 @@ struct Inner {
     holds: Holds,
     coupons: Coupons,
     metrics: Metrics,
+    limits: Limits,
 }
 
 impl AppState {
@@ -36,7 +38,8 @@ impl AppState {
         coupons: Coupons,
         metrics: Metrics,
     ) -> AppState {
-        AppState(Arc::new(Inner { config, store, auth, catalogue, holds, coupons, metrics }))
+        let limits = Limits::new(&config);
+        AppState(Arc::new(Inner { config, store, auth, catalogue, holds, coupons, metrics, limits }))
     }
 
     /// The validated config.
@@ -72,5 +75,10 @@ impl AppState {
     /// The application's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Rate limits (per visitor, per admin client).
+    pub fn limits(&self) -> &Limits {
+        &self.0.limits
     }
 }

@@ -56,6 +56,11 @@ struct PageState {
     queue: String,
     session_ends_at: Option<String>,
     hold_seconds: u64,
+    /// Most seats one visitor may hold or book on this event.
+    max_per_visitor: i64,
+    /// Which purchases end the session (`confirm`, `claim`), so the page can
+    /// say what will happen before it does.
+    end_session_on: Vec<&'static str>,
 }
 
 /// `GET /events/{id}` → 200 HTML; 401/403 like the API; 404 no such event.
@@ -71,8 +76,10 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
         campaigns: campaigns.iter().map(CampaignView::from).collect(),
         holds,
         queue: visitor.queue.clone(),
-        session_ends_at: token_expiry(cx).map(|s| clock::rfc3339(s.saturating_mul(1000))),
+        session_ends_at: Some(clock::rfc3339(visitor.session_ends_at)),
         hold_seconds: cx.state.config().holds.length.as_secs(),
+        max_per_visitor: cx.state.config().holds.max_per_visitor,
+        end_session_on: cx.state.config().end_session_on.iter().map(|e| e.reason()).collect(),
     };
     let rejoin = format!("/wr/{}?return_to={}", encode(&visitor.queue), encode(&cx.path));
     let page = render(TEMPLATE, |key| match key {
@@ -134,39 +141,6 @@ async fn live_holds(store: &Store, event_id: i64, visitor: &str, now: i64) -> Re
             Some(HoldState { hold_id: hold_id?, seat_id, label, expires_at: expires_at? })
         })
         .collect())
-}
-
-/// The `exp` (epoch seconds) of the request's entry token. Only called after
-/// the token verified, so its payload is trusted; absent if it cannot be read.
-fn token_expiry(cx: &Ctx) -> Option<i64> {
-    let header = |name: http::HeaderName| cx.headers.get(name).and_then(|v| v.to_str().ok());
-    let token = shared::bearer_or_cookie(header(http::header::AUTHORIZATION), header(http::header::COOKIE))?;
-    let payload = token.split('.').nth(1)?;
-    let claims: serde_json::Value = serde_json::from_slice(&base64url_decode(payload)?).ok()?;
-    claims.get("exp")?.as_i64()
-}
-
-/// Unpadded base64url (RFC 4648 §5), as in JWTs.
-fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for b in text.trim_end_matches('=').bytes() {
-        let v = match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push(u8::try_from((acc >> bits) & 0xff).ok()?);
-        }
-    }
-    Some(out)
 }
 
 /// Replace every `{{key}}` in one pass, so a value containing `{{…}}` is
@@ -267,14 +241,6 @@ mod tests {
         assert!(!json.contains('<') && !json.contains('>') && !json.contains('&'));
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["name"], "</script><script>alert(1)</script>&");
-    }
-
-    #[test]
-    fn jwt_payloads_decode_as_base64url() {
-        // {"exp":1700000000} encoded without padding.
-        assert_eq!(base64url_decode("eyJleHAiOjE3MDAwMDAwMDB9").unwrap(), br#"{"exp":1700000000}"#);
-        assert_eq!(base64url_decode("_-8").unwrap(), vec![0xff, 0xef]);
-        assert_eq!(base64url_decode("a+b"), None);
     }
 
     #[test]

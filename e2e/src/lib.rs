@@ -122,6 +122,8 @@ pub struct Stack {
     pub proxy_admin: String,
     /// The booking core, directly (bypassing the proxy).
     pub booking: String,
+    /// The booking core's operator listener (`/admin`, `/metrics`, `/healthz`).
+    pub booking_admin: String,
     /// Working directory (configs, keys, logs, SQLite file).
     pub dir: PathBuf,
     /// Redis key prefix of this stack (queue and claim gate).
@@ -181,12 +183,13 @@ impl Stack {
         let database_url =
             if o.postgres { fresh_postgres().await? } else { format!("sqlite://{}", dir.join("booking.db").display()) };
         let (bport, pport, mport, aport) = (free_port(), free_port(), free_port(), free_port());
+        let bcport = free_port();
 
         let redis_line =
             if o.redis { format!("url = \"{}\"\nprefix = \"{prefix}\"", redis_url()) } else { String::new() };
         let booking_toml = format!(
             "[server]\nlisten = \"127.0.0.1:{bport}\"\n[database]\nurl = \"{database_url}\"\n[redis]\n{redis_line}\n\
-             [keys]\npublic_dir = \"{}\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"\n\
+             [keys]\npublic_dir = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{bcport}\"\ntoken = \"{ADMIN_TOKEN}\"\n\
              [[queues]]\nid = \"{}\"\nall_events = true\n",
             keys.join("public").display(),
             o.queue
@@ -229,6 +232,7 @@ impl Stack {
             proxy_metrics: format!("http://127.0.0.1:{mport}/metrics"),
             proxy_admin: format!("http://127.0.0.1:{aport}"),
             booking: format!("http://127.0.0.1:{bport}"),
+            booking_admin: format!("http://127.0.0.1:{bcport}"),
             dir: dir.clone(),
             prefix,
             database_url,
@@ -237,7 +241,7 @@ impl Stack {
         };
         stack.children.push(spawn(&booking_bin, "booking-core.toml", "booking-core.log")?);
         let booking_log = dir.join("booking-core.log");
-        wait_healthy(&format!("{}/healthz", stack.booking), &mut stack.children[0], &booking_log).await?;
+        wait_healthy(&format!("{}/healthz", stack.booking_admin), &mut stack.children[0], &booking_log).await?;
         stack.children.push(spawn(&proxy_bin, "waiting-room.toml", "waiting-room.log")?);
         let proxy_log = dir.join("waiting-room.log");
         wait_healthy(&format!("{}/wr/healthz", stack.proxy), &mut stack.children[1], &proxy_log).await?;
@@ -249,7 +253,7 @@ impl Stack {
     pub async fn seed(&self, rows: i64, seats_per_row: i64, stock: i64) -> Result<(i64, i64)> {
         let c = reqwest::Client::new();
         let event: Value = c
-            .post(format!("{}/admin/events", self.booking))
+            .post(format!("{}/admin/events", self.booking_admin))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({"name": "E2E concert", "venue": "Test hall", "starts_at": "2030-05-01T19:30:00Z",
                           "rows": rows, "seats_per_row": seats_per_row, "price_cents": 4500}))
@@ -276,7 +280,7 @@ impl Stack {
             format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", s / 3600, s % 3600 / 60, s % 60)
         };
         let campaign: Value = c
-            .post(format!("{}/admin/campaigns", self.booking))
+            .post(format!("{}/admin/campaigns", self.booking_admin))
             .bearer_auth(ADMIN_TOKEN)
             .json(&json!({"event_id": event_id, "name": "E2E coupons", "stock": stock,
                           "opens_at": at(now - 60), "closes_at": at(now + 3600)}))

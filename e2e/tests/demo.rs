@@ -142,6 +142,18 @@ async fn a_browser_queues_for_the_demo_event_page_then_books_a_seat_and_claims_a
     assert_eq!(state["campaigns"][0]["stock"], demo.coupon_stock);
     let campaign = state["campaigns"][0]["id"].as_i64().unwrap();
 
+    assert_eq!(state["end_session_on"], json!(["confirm"]));
+    assert_eq!(state["max_per_visitor"], 4);
+
+    // Coupon first (the booking ends the session): a code, then the same code
+    // again as the reason for a second claim.
+    let r = post(format!("/api/coupons/{campaign}/claims"), "claim-1", None).await.unwrap();
+    assert_eq!(r.status(), 201);
+    let code = r.json::<Value>().await.unwrap()["code"].clone();
+    let r = post(format!("/api/coupons/{campaign}/claims"), "claim-2", None).await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], code);
+
     // Seat map → hold (retried with the same key: replayed) → the page keeps it on reload → confirm.
     let seats: Value = get(format!("/api/events/{EVENT}/seats")).await.unwrap().json().await.unwrap();
     assert_eq!(seats["available"], demo.rows * demo.seats_per_row);
@@ -158,21 +170,16 @@ async fn a_browser_queues_for_the_demo_event_page_then_books_a_seat_and_claims_a
     assert_eq!(state["holds"][0]["label"], seat["label"]);
     let r = post(format!("/api/holds/{}/confirm", hold["hold_id"].as_str().unwrap()), "confirm-1", None).await.unwrap();
     assert_eq!(r.status(), 200);
-    let seats: Value = get(format!("/api/events/{EVENT}/seats")).await.unwrap().json().await.unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["session_end"], "confirm", "the purchase ends the session");
+
+    // What the visitor holds now, asked of the booking core directly (the
+    // proxy no longer admits a token whose session ended).
+    let direct = |path: &str| c.get(format!("{}{path}", stack.booking)).header("cookie", jar.header()).send();
+    let seats: Value = direct(&format!("/api/events/{EVENT}/seats")).await.unwrap().json().await.unwrap();
     assert_eq!((&seats["seats"][0]["status"], &seats["seats"][0]["mine"]), (&json!("BOOKED"), &json!(true)));
-
-    // Coupon: a code, then the same code again as the reason for a second claim.
-    let r = post(format!("/api/coupons/{campaign}/claims"), "claim-1", None).await.unwrap();
-    assert_eq!(r.status(), 201);
-    let code = r.json::<Value>().await.unwrap()["code"].clone();
-    let r = post(format!("/api/coupons/{campaign}/claims"), "claim-2", None).await.unwrap();
-    assert_eq!(r.status(), 409);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], code);
-
-    // "My bookings / coupons" as the page lists them.
-    let bookings: Value = get("/api/me/bookings".into()).await.unwrap().json().await.unwrap();
+    let bookings: Value = direct("/api/me/bookings").await.unwrap().json().await.unwrap();
     assert_eq!(bookings[0]["seat_label"], seat["label"]);
-    let coupons: Value = get("/api/me/coupons".into()).await.unwrap().json().await.unwrap();
+    let coupons: Value = direct("/api/me/coupons").await.unwrap().json().await.unwrap();
     assert_eq!(coupons[0]["code"], code);
 
     // The token admits to the demo event only; bad ids are a 400 problem, not a crash.
@@ -225,6 +232,10 @@ async fn in_chromium_the_event_page_holds_confirms_and_claims_after_the_queue() 
     let code = steps["code"].as_str().unwrap();
     assert!(code.starts_with('C') && steps["myCoupons"].as_str().unwrap().contains(code), "{r:#}");
     assert_eq!(steps["claimButton"], json!({"text": "Claimed", "disabled": true}));
+    assert_eq!(steps["sessionOpenAfterClaim"], true, "a claim does not end the session by default: {r:#}");
+    let ended = steps["ended"].as_str().unwrap();
+    assert!(ended.contains("Your session has ended") && ended.contains("completed your purchase"), "{r:#}");
+    assert_eq!(steps["seatButtonsDisabled"], true, "{r:#}");
     assert!(r["phonePageOverflow"].as_i64().unwrap() <= 0, "the page scrolls sideways on a phone: {r:#}");
     for name in ["phone", "desktop"] {
         assert!(shots.join(format!("event-page-{name}.png")).is_file());

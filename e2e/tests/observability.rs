@@ -309,12 +309,12 @@ impl Prometheus {
     /// compose targets replaced by the stack's and scraping every second.
     async fn start(stack: &Stack) -> Prometheus {
         let shipped = std::fs::read_to_string(workspace_root().join("configs/prometheus.yml")).unwrap();
-        for needle in ["waiting-room:9091", "booking-core:8081", "job_name: waiting-room", "job_name: booking-core"] {
+        for needle in ["waiting-room:9091", "booking-core:9093", "job_name: waiting-room", "job_name: booking-core"] {
             assert!(shipped.contains(needle), "configs/prometheus.yml lost {needle:?}");
         }
         let config = shipped
             .replace("waiting-room:9091", &host_port(&stack.proxy_metrics))
-            .replace("booking-core:8081", &host_port(&stack.booking))
+            .replace("booking-core:9093", &host_port(&stack.booking_admin))
             .replace("scrape_interval: 5s", "scrape_interval: 1s")
             .replace("evaluation_interval: 5s", "evaluation_interval: 1s")
             .replace("scrape_timeout: 4s", "scrape_timeout: 1s");
@@ -513,6 +513,12 @@ async fn sale_round(stack: &Stack, event: i64, campaign: i64, round: usize) {
             seat_ids = map["seats"].as_array().unwrap().iter().map(|s| s["id"].as_i64().unwrap()).collect();
         }
         seat_ids.sort_unstable();
+        // The coupon first: a confirmed booking ends the visitor's session.
+        let claim = format!("{}/api/coupons/{campaign}/claims", stack.proxy);
+        let first = c.post(&claim).bearer_auth(token).send().await.unwrap().status().as_u16();
+        assert!(first == 201 || first == 410, "claim: {first}");
+        let second = c.post(&claim).bearer_auth(token).send().await.unwrap().status().as_u16();
+        assert_eq!(second, if first == 201 { 409 } else { 410 }, "second claim");
         let seat = seat_ids[round * VISITORS + i];
         let r = c
             .post(format!("{}/api/events/{event}/holds", stack.proxy))
@@ -533,11 +539,6 @@ async fn sale_round(stack: &Stack, event: i64, campaign: i64, round: usize) {
             1 => assert_eq!(c.delete(&hold_url).bearer_auth(token).send().await.unwrap().status(), 204),
             _ => {} // left to expire
         }
-        let claim = format!("{}/api/coupons/{campaign}/claims", stack.proxy);
-        let first = c.post(&claim).bearer_auth(token).send().await.unwrap().status().as_u16();
-        assert!(first == 201 || first == 410, "claim: {first}");
-        let second = c.post(&claim).bearer_auth(token).send().await.unwrap().status().as_u16();
-        assert_eq!(second, if first == 201 { 409 } else { 410 }, "second claim");
     }
     // A booked seat cannot be held again.
     let r = c
@@ -554,7 +555,7 @@ async fn sale_round(stack: &Stack, event: i64, campaign: i64, round: usize) {
 /// with their `_bucket`/`_sum`/`_count` suffixes, as Prometheus stores them).
 async fn exported_names(stack: &Stack) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for url in [stack.proxy_metrics.clone(), format!("{}/metrics", stack.booking)] {
+    for url in [stack.proxy_metrics.clone(), format!("{}/metrics", stack.booking_admin)] {
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
         for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
             let end = line.find(['{', ' ']).unwrap_or(line.len());

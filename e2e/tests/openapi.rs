@@ -328,6 +328,7 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     let (event, campaign) = stack.seed(2, 5, 1).await.unwrap();
     let mut wr = Api::fetch("waiting-room", &stack.proxy, "/wr/openapi.json").await;
     let mut bc = Api::fetch("booking-core", &stack.booking, "/api/openapi.json").await;
+    let mut ops = Api::fetch("booking-core operator", &stack.booking_admin, "/admin/openapi.json").await;
 
     // The booking core's document is public, and reachable through the proxy too.
     let through_proxy = reqwest::get(format!("{}/api/openapi.json", stack.proxy)).await.unwrap();
@@ -417,8 +418,15 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     let bearer = |request: RequestBuilder, token: &str| request.bearer_auth(token);
     let admin = |request: RequestBuilder| request.bearer_auth(ADMIN_TOKEN);
 
-    for path in ["/healthz", "/metrics", "/api/openapi.json", "/api/events", "/api/me/bookings", "/api/me/coupons"] {
+    for path in ["/api/openapi.json", "/api/events", "/api/me/bookings", "/api/me/coupons"] {
         assert!((200..300).contains(&bc.call(bearer(get(&bc, path), &token_a)).await.status), "{path}");
+    }
+    for path in ["/healthz", "/metrics", "/admin/openapi.json"] {
+        assert_eq!(ops.call(get(&ops, path)).await.status, 200, "{path}");
+    }
+    // Operator routes do not exist on the public listener, whatever the credentials.
+    for path in ["/healthz", "/metrics", "/admin/stats", "/admin/openapi.json"] {
+        assert_eq!(bc.call(admin(get(&bc, path))).await.status, 404, "{path}");
     }
     let e = format!("/api/events/{event}");
     assert_eq!(bc.call(bearer(get(&bc, &e), &token_a)).await.status, 200);
@@ -472,7 +480,7 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     assert_eq!(bc.call(bearer(post(&bc, &claims(campaign)), &token_b)).await.status, 410);
     let later =
         json!({"event_id": event, "stock": 5, "opens_at": "2099-01-01T00:00:00Z", "closes_at": "2099-01-02T00:00:00Z"});
-    let later = bc.call(admin(post(&bc, "/admin/campaigns")).json(&later)).await;
+    let later = ops.call(admin(post(&ops, "/admin/campaigns")).json(&later)).await;
     assert_eq!(later.status, 201);
     let later_id = later.json()["id"].as_i64().unwrap();
     assert_eq!(bc.call(bearer(post(&bc, &claims(later_id)), &token_a)).await.status, 403);
@@ -481,80 +489,124 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     // The operator API.
     let event_body = json!({"name": "Second", "venue": "Hall", "starts_at": "2030-01-01T20:00:00Z",
                             "rows": 1, "seats_per_row": 2, "price_cents": 100});
-    assert_eq!(bc.call(admin(post(&bc, "/admin/events")).json(&event_body)).await.status, 201);
+    assert_eq!(ops.call(admin(post(&ops, "/admin/events")).json(&event_body)).await.status, 201);
     let mut too_many = event_body.clone();
     too_many["rows"] = json!(703);
-    assert_eq!(bc.call(admin(post(&bc, "/admin/events")).json(&too_many)).await.status, 422);
+    assert_eq!(ops.call(admin(post(&ops, "/admin/events")).json(&too_many)).await.status, 422);
     let backwards =
         json!({"event_id": event, "stock": 1, "opens_at": "2030-01-02T00:00:00Z", "closes_at": "2030-01-01T00:00:00Z"});
-    assert_eq!(bc.call(admin(post(&bc, "/admin/campaigns")).json(&backwards)).await.status, 422);
+    assert_eq!(ops.call(admin(post(&ops, "/admin/campaigns")).json(&backwards)).await.status, 422);
     let orphan = json!({
         "event_id": 999_999, "stock": 1, "opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z"
     });
-    assert_eq!(bc.call(admin(post(&bc, "/admin/campaigns")).json(&orphan)).await.status, 404);
-    assert_eq!(bc.call(admin(get(&bc, "/admin/stats"))).await.status, 200);
+    assert_eq!(ops.call(admin(post(&ops, "/admin/campaigns")).json(&orphan)).await.status, 404);
+    assert_eq!(ops.call(admin(get(&ops, "/admin/stats"))).await.status, 200);
 
-    // Probes over every documented operation: no credentials (401), a token of an
-    // unknown queue (403 on /api), a body over the limit (413), a non-integer id
-    // (400), and for JSON bodies: not JSON (415), malformed (400), wrong shape (422).
-    let concrete: BTreeMap<String, String> = bc.doc["paths"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|t| {
-            let path = t
-                .replace("{id}", &event.to_string())
-                .replace("{campaign_id}", &campaign.to_string())
-                .replace("{hold_id}", &h3);
-            (t.clone(), path)
-        })
-        .collect();
-    let operations: Vec<(String, String, Value)> = bc.doc["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(t, item)| item.as_object().unwrap().iter().map(|(m, op)| (t.clone(), m.to_uppercase(), op.clone())))
-        .collect();
-    for (template, method, op) in &operations {
-        let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let path = &concrete[template];
-        let documents = |status: &str| op["responses"].get(status).is_some();
-        let credentials = |request: RequestBuilder| {
-            if template.starts_with("/admin") { admin(request) } else { bearer(request, &token_b) }
-        };
-        if documents("401") {
-            assert_eq!(bc.call(bc.req(method.clone(), path)).await.status, 401, "{method} {template}");
-        }
-        if documents("403") && template.starts_with("/api") {
-            assert_eq!(
-                bc.call(bearer(bc.req(method.clone(), path), &stranger)).await.status,
-                403,
-                "{method} {template}"
-            );
-        }
-        let large = credentials(bc.req(method.clone(), path)).header("content-type", "application/json");
-        assert_eq!(bc.call(large.body(vec![b' '; 17 * 1024])).await.status, 413, "{method} {template}");
-        if template.contains("{id}") || template.contains("{campaign_id}") {
-            let bad = template.replace("{id}", "abc").replace("{campaign_id}", "abc");
-            assert_eq!(bc.call(credentials(bc.req(method.clone(), &bad))).await.status, 400, "{method} {template}");
-        }
-        if documents("415") {
-            for (content_type, body, expected) in [
-                ("text/plain", "seat 1", 415),
-                ("application/json", "{", 400),
-                ("application/json", r#"{"surprise": 1}"#, 422),
-            ] {
-                let request = credentials(bc.req(method.clone(), path)).header("content-type", content_type).body(body);
-                assert_eq!(bc.call(request).await.status, expected, "{method} {template} {body}");
+    // Probes over every documented operation of both listeners: no credentials
+    // (401), a token of an unknown queue (403 on /api), a body over the limit
+    // (413), a non-integer id (400), and for JSON bodies: not JSON (415),
+    // malformed (400), wrong shape (422).
+    for api in [&mut bc, &mut ops] {
+        let concrete: BTreeMap<String, String> = api.doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|t| {
+                let path = t
+                    .replace("{id}", &event.to_string())
+                    .replace("{campaign_id}", &campaign.to_string())
+                    .replace("{hold_id}", &h3);
+                (t.clone(), path)
+            })
+            .collect();
+        let operations: Vec<(String, String, Value)> = api.doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(t, item)| {
+                item.as_object().unwrap().iter().map(|(m, op)| (t.clone(), m.to_uppercase(), op.clone()))
+            })
+            .collect();
+        for (template, method, op) in &operations {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            let path = &concrete[template];
+            let documents = |status: &str| op["responses"].get(status).is_some();
+            let credentials = |request: RequestBuilder| {
+                if template.starts_with("/admin") { admin(request) } else { bearer(request, &token_b) }
+            };
+            if documents("401") {
+                assert_eq!(api.call(api.req(method.clone(), path)).await.status, 401, "{method} {template}");
+            }
+            if documents("403") && template.starts_with("/api") {
+                let request = bearer(api.req(method.clone(), path), &stranger);
+                assert_eq!(api.call(request).await.status, 403, "{method} {template}");
+            }
+            let large = credentials(api.req(method.clone(), path)).header("content-type", "application/json");
+            assert_eq!(api.call(large.body(vec![b' '; 17 * 1024])).await.status, 413, "{method} {template}");
+            if template.contains("{id}") || template.contains("{campaign_id}") {
+                let bad = template.replace("{id}", "abc").replace("{campaign_id}", "abc");
+                assert_eq!(
+                    api.call(credentials(api.req(method.clone(), &bad))).await.status,
+                    400,
+                    "{method} {template}"
+                );
+            }
+            if documents("415") {
+                for (content_type, body, expected) in [
+                    ("text/plain", "seat 1", 415),
+                    ("application/json", "{", 400),
+                    ("application/json", r#"{"surprise": 1}"#, 422),
+                ] {
+                    let request =
+                        credentials(api.req(method.clone(), path)).header("content-type", content_type).body(body);
+                    assert_eq!(api.call(request).await.status, expected, "{method} {template} {body}");
+                }
             }
         }
+        api.probe_other_methods(&concrete).await;
     }
     bc.call(get(&bc, "/api/nothing-here")).await;
-    bc.probe_other_methods(&concrete).await;
+    ops.call(get(&ops, "/api/events")).await;
+
+    // Limits: a visitor past the rate limit of requests that change something
+    // (429 on each such route), and an address past the admin failures (429 on
+    // each admin route, even with the right token; last, as it locks the admin API).
+    let eager = keys
+        .signer
+        .sign(&EntryClaims {
+            sub: "fedcba9876543210fedcba9876543210".into(),
+            aud: "sale".into(),
+            iat: now_secs(),
+            exp: now_secs() + 600,
+            jti: "e2e-eager".into(),
+        })
+        .unwrap();
+    let fake = format!("/api/holds/{event}-{}", "0".repeat(32));
+    for _ in 0..70 {
+        let r = bc.call(bearer(post(&bc, &format!("{fake}/confirm")), &eager)).await;
+        assert!(r.status == 404 || r.status == 429, "{}", r.status);
+    }
+    let limited = [
+        bearer(post(&bc, &holds), &eager).json(&hold(seat_ids[4])),
+        bearer(bc.req(Method::DELETE, &fake), &eager),
+        bearer(post(&bc, &claims(campaign)), &eager),
+    ];
+    for request in limited {
+        assert_eq!(bc.call(request).await.status, 429);
+    }
+    for _ in 0..12 {
+        ops.call(get(&ops, "/admin/stats").bearer_auth("not-the-admin-token")).await;
+    }
+    assert_eq!(ops.call(admin(get(&ops, "/admin/stats"))).await.status, 429);
+    assert_eq!(ops.call(admin(post(&ops, "/admin/events")).json(&event_body)).await.status, 429);
+    let campaign_body =
+        json!({"event_id": event, "stock": 1, "opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z"});
+    assert_eq!(ops.call(admin(post(&ops, "/admin/campaigns")).json(&campaign_body)).await.status, 429);
 
     // ---- Everything documented was exercised; every answer conformed.
-    let mut problems: Vec<String> = wr.failures.iter().chain(&bc.failures).cloned().collect();
-    problems.extend(wr.unexercised().into_iter().map(|m| format!("never exercised: {m}")));
-    problems.extend(bc.unexercised().into_iter().map(|m| format!("never exercised: {m}")));
+    let mut problems: Vec<String> = wr.failures.iter().chain(&bc.failures).chain(&ops.failures).cloned().collect();
+    for api in [&wr, &bc, &ops] {
+        problems.extend(api.unexercised().into_iter().map(|m| format!("never exercised: {m}")));
+    }
     assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }

@@ -17,8 +17,9 @@ fn booking_core(bin: &Path, dir: &Path, port: u16, keys: &Path) -> Child {
     std::fs::write(
         &config,
         format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[database]\nurl = \"sqlite://{}\"\n[keys]\npublic_dir = \"{}\"\n\
-             [[queues]]\nid = \"q\"\nall_events = true\n",
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[admin]\nlisten = \"127.0.0.1:{}\"\n\
+             [database]\nurl = \"sqlite://{}\"\n[keys]\npublic_dir = \"{}\"\n[[queues]]\nid = \"q\"\nall_events = true\n",
+            free_port(),
             dir.join(format!("booking-{port}.db")).display(),
             keys.join("public").display()
         ),

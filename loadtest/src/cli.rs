@@ -121,10 +121,14 @@ pub struct Args {
     /// Waiting room admin API (e.g. http://127.0.0.1:9092): N and T for the audit, tick counters.
     #[arg(long, env = "LOADTEST_PROXY_ADMIN", help_heading = "Audit sources")]
     pub proxy_admin: Option<String>,
-    /// Booking core base URL (direct, e.g. http://127.0.0.1:8081): /admin/stats, --create-sale,
-    /// and each visitor's /api/me/coupons when there is no --database-url.
+    /// Booking core base URL (direct, e.g. http://127.0.0.1:8081): each visitor's
+    /// /api/me/coupons when there is no --database-url.
     #[arg(long, env = "LOADTEST_BOOKING", help_heading = "Audit sources")]
     pub booking: Option<String>,
+    /// Booking core operator listener (its `admin.listen`, e.g. http://127.0.0.1:9093):
+    /// /admin/stats for the audit, and --create-sale.
+    #[arg(long, env = "LOADTEST_BOOKING_ADMIN", help_heading = "Audit sources")]
+    pub booking_admin: Option<String>,
     /// Bearer token of both admin APIs.
     #[arg(long, env = "LOADTEST_ADMIN_TOKEN", hide_env_values = true, help_heading = "Audit sources")]
     #[serde(skip)]

@@ -31,7 +31,10 @@ use crate::visitor::{self, Ctx, Plan};
 /// The event and campaign to use: given, or created with `--create-sale`.
 async fn sale(args: &Args) -> Result<(i64, i64)> {
     if let Some(spec) = args.create_sale {
-        let booking = args.booking.as_deref().context("--create-sale needs --booking (the booking core's URL)")?;
+        let booking = args
+            .booking_admin
+            .as_deref()
+            .context("--create-sale needs --booking-admin (the booking core's operator listener)")?;
         let token = args.admin_token.as_deref().context("--create-sale needs --admin-token")?;
         return services::create_sale(booking, token, spec.rows, spec.seats_per_row, spec.stock)
             .await

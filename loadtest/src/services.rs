@@ -1,7 +1,8 @@
 //! The services' operator endpoints the harness reads: the waiting room's
 //! `GET /admin/queues/{q}` (N, T, tick counters), the booking core's
 //! `GET /admin/stats` (claims and stock per campaign) and `POST /admin/…`
-//! (creating the sale), and a visitor's own `GET /api/me/coupons`.
+//! (creating the sale) on its operator listener, and a visitor's own
+//! `GET /api/me/coupons` on its public one.
 
 use std::time::Duration;
 
@@ -71,9 +72,9 @@ pub struct CampaignStock {
     pub claimed: i64,
 }
 
-/// `GET {booking}/admin/stats`: the campaign's stock and claims.
-pub async fn campaign_stock(booking: &str, token: &str, campaign: i64) -> Result<CampaignStock> {
-    let v = get_json(&format!("{}/admin/stats", booking.trim_end_matches('/')), token).await?;
+/// `GET {booking_admin}/admin/stats`: the campaign's stock and claims.
+pub async fn campaign_stock(booking_admin: &str, token: &str, campaign: i64) -> Result<CampaignStock> {
+    let v = get_json(&format!("{}/admin/stats", booking_admin.trim_end_matches('/')), token).await?;
     let c = v["campaigns"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["id"].as_i64() == Some(campaign)))
@@ -90,8 +91,14 @@ fn rfc3339(t: OffsetDateTime) -> Result<String> {
 
 /// Create an event of `rows × seats_per_row` seats and a campaign of `stock`
 /// codes open from a minute ago for a day; returns (event id, campaign id).
-pub async fn create_sale(booking: &str, token: &str, rows: i64, seats_per_row: i64, stock: i64) -> Result<(i64, i64)> {
-    let base = booking.trim_end_matches('/');
+pub async fn create_sale(
+    booking_admin: &str,
+    token: &str,
+    rows: i64,
+    seats_per_row: i64,
+    stock: i64,
+) -> Result<(i64, i64)> {
+    let base = booking_admin.trim_end_matches('/');
     let now = OffsetDateTime::now_utc();
     let post = |path: &str, body: Value| {
         let url = format!("{base}{path}");

@@ -6,7 +6,8 @@
 //! wait: WebSocket messages until READY, or poll /status honouring retry_after_seconds
 //!       (abandoners leave after a random time; no WebSocket permit or a dropped socket → poll)
 //! GET seats ─► POST hold on a random AVAILABLE seat (another one after a 409)
-//!          ─► POST confirm (probability --confirm) ─► POST claim (twice with --claim-twice)
+//!          ─► POST claim (twice with --claim-twice) ─► POST confirm (probability --confirm;
+//!              last: a confirmed booking ends the session)
 //! ```
 //!
 //! Each step's latency is measured from its intended start (see
@@ -410,7 +411,8 @@ async fn wait_polling(
     }
 }
 
-/// Seat map, hold, confirm, claim (and maybe a second claim).
+/// Seat map, hold, claim (and maybe a second claim), confirm: the booking
+/// last, because a confirmed booking ends the visitor's session.
 async fn book(
     ctx: &Ctx,
     plan: &Plan,
@@ -483,15 +485,6 @@ async fn book(
         ctx.metrics.count(Step::Hold, "no_seat_available");
     }
 
-    if let Some(i) = held
-        && plan.confirm
-    {
-        let at = think(rng).await;
-        let url = ctx.url(&format!("/api/holds/{}/confirm", rec.holds[i].hold_id));
-        let a = call(ctx, Step::Confirm, client.post(url).header("authorization", &bearer), at, &[200, 410]).await?;
-        rec.holds[i].confirmed = a.status == 200;
-    }
-
     let claims = if plan.claim_twice { 2 } else { 1 };
     for _ in 0..claims {
         let at = think(rng).await;
@@ -514,6 +507,16 @@ async fn book(
                 code: c["code"].as_str().unwrap_or_default().to_owned(),
             });
         }
+    }
+
+    // Confirming last: a confirmed booking ends the visitor's session.
+    if let Some(i) = held
+        && plan.confirm
+    {
+        let at = think(rng).await;
+        let url = ctx.url(&format!("/api/holds/{}/confirm", rec.holds[i].hold_id));
+        let a = call(ctx, Step::Confirm, client.post(url).header("authorization", &bearer), at, &[200, 410]).await?;
+        rec.holds[i].confirmed = a.status == 200;
     }
     Ok(())
 }

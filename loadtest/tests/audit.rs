@@ -292,6 +292,8 @@ async fn run_against(fault: Fault) -> loadtest::Report {
         &url,
         "--booking",
         &url,
+        "--booking-admin",
+        &url,
         "--admin-token",
         "t",
         "--allowed-errors",

@@ -51,6 +51,8 @@ async fn a_short_sale_through_the_real_stack_passes_every_audit_check() {
         &stack.proxy_admin,
         "--booking",
         &stack.booking,
+        "--booking-admin",
+        &stack.booking_admin,
         "--admin-token",
         e2e::ADMIN_TOKEN,
         "--database-url",

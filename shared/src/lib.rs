@@ -45,18 +45,6 @@ pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// The token a request carries: `Authorization: Bearer` wins over the cookie,
-/// because an API client that sets it explicitly means it.
-pub fn bearer_or_cookie<'a>(authorization: Option<&'a str>, cookie: Option<&'a str>) -> Option<&'a str> {
-    authorization
-        .and_then(|a| {
-            let (scheme, rest) = a.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        })
-        .filter(|t| !t.is_empty())
-        .or_else(|| cookie.and_then(|c| cookie_value(c, ENTRY_COOKIE)).filter(|t| !t.is_empty()))
-}
-
 /// Why a request's entry token cannot be told: it names more than one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AmbiguousToken {
@@ -139,14 +127,6 @@ mod tests {
         assert_eq!(t(&["Bearer "], &["wr_entry="]), Ok(None));
         assert_eq!(t(&[], &[]), Ok(None));
         assert_eq!(entry_token([b"Bearer \xff".as_slice()], [b"wr_entry=ok".as_slice()]), Ok(Some("ok")));
-    }
-
-    #[test]
-    fn bearer_wins_over_cookie_and_empty_values_are_ignored() {
-        assert_eq!(bearer_or_cookie(Some("Bearer abc"), Some("wr_entry=def")), Some("abc"));
-        assert_eq!(bearer_or_cookie(Some("Basic abc"), Some("wr_entry=def")), Some("def"));
-        assert_eq!(bearer_or_cookie(Some("Bearer "), Some("wr_entry=")), None);
-        assert_eq!(bearer_or_cookie(None, None), None);
     }
 
     proptest::proptest! {

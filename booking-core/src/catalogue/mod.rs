@@ -206,7 +206,7 @@ impl Catalogue {
     /// tell the other instances.
     pub async fn seats_changed(&self, event_id: i64) {
         self.0.seat_maps.invalidate(event_id);
-        self.0.fanout.publish(event_id).await;
+        self.0.fanout.publish(event_id);
     }
 
     /// Drop one event's map here only (an invalidation from another instance).

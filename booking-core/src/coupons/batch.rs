@@ -8,7 +8,9 @@
 //! "201 only when durable" rule holds. Any visitor the batch could not serve
 //! (a duplicate aborting the statement, fewer free codes than claimers past
 //! the random start, an error) falls back to claiming alone, where the exact
-//! outcome — duplicate, sold out, busy, error — is decided.
+//! outcome — duplicate, sold out, busy, too late, error — is decided. Each
+//! visitor's lease deadline goes into the statement, which skips a visitor
+//! whose deadline the database's clock has passed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +26,7 @@ pub const MAX_BATCH: usize = 128;
 
 struct Job {
     visitor: String,
+    commit_by: i64,
     reply: oneshot::Sender<Option<ClaimRow>>,
 }
 
@@ -42,12 +45,12 @@ impl Batcher {
     }
 
     /// Claim through a batch. `None`: not served by a batch; claim alone.
-    pub async fn claim(self: &Arc<Self>, campaign: &CampaignRow, visitor: &str) -> Option<ClaimRow> {
+    pub async fn claim(self: &Arc<Self>, campaign: &CampaignRow, visitor: &str, commit_by: i64) -> Option<ClaimRow> {
         if !self.enabled {
             return None;
         }
         let (reply, answer) = oneshot::channel();
-        let job = Job { visitor: visitor.to_owned(), reply };
+        let job = Job { visitor: visitor.to_owned(), commit_by, reply };
         let sent = self.queues.entry(campaign.id).or_insert_with(|| self.spawn(campaign.clone())).send(job);
         if sent.is_err() {
             // The campaign's task is gone (it panicked): start over next time.
@@ -70,9 +73,10 @@ impl Batcher {
                     }
                 }
                 let visitors: Vec<String> = jobs.iter().map(|j| j.visitor.clone()).collect();
+                let deadlines: Vec<i64> = jobs.iter().map(|j| j.commit_by).collect();
                 let start = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=campaign.stock.max(1));
                 let mut claimed: HashMap<String, ClaimRow> =
-                    match store.claim_codes_batch(campaign.id, &visitors, now_ms(), start).await {
+                    match store.claim_codes_batch(campaign.id, &visitors, &deadlines, now_ms(), start).await {
                         Ok(rows) => rows.into_iter().collect(),
                         Err(e) => {
                             tracing::debug!(error = %e, size = jobs.len(), "claim batch failed; claiming one by one");

@@ -1,6 +1,7 @@
 //! The hyper server: accept loop with graceful shutdown, per-request span and
 //! metrics, body reading, and dispatch from [`router::Route`] to each area's
-//! handlers.
+//! handlers. The same code serves both listeners; [`Listener`] says which
+//! routes exist on each.
 //!
 //! Each request runs in its own spawned task: a client that disconnects must
 //! not cancel a hold or a claim halfway (the gate would be left admitted, or an
@@ -11,10 +12,11 @@ pub mod problem;
 pub mod router;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue};
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -30,10 +32,27 @@ use tracing::Instrument;
 use self::problem::{Failure, HandlerPanicked};
 use self::router::Route;
 use crate::auth::Visitor;
+use crate::config::SessionEndOn;
 use crate::state::AppState;
 
 /// Header set on a response replayed from an idempotency record.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+
+/// Where a request came from: which listener, which client address.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    kind: Listener,
+    peer: SocketAddr,
+}
+
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.listen`: `/api`, the event page, the API document.
+    Public,
+    /// `admin.listen`: `/admin`, `/metrics`, `/healthz`.
+    Operator,
+}
 
 /// A successful (or replayed) response.
 #[derive(Debug, Clone)]
@@ -46,6 +65,8 @@ pub struct Reply {
     pub content_type: &'static str,
     /// True when replayed from an idempotency record.
     pub replayed: bool,
+    /// The purchase ended the visitor's session: send `wr-session: end`.
+    pub session_end: Option<SessionEndOn>,
 }
 
 impl Reply {
@@ -53,17 +74,17 @@ impl Reply {
     pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
         // Serializing our own view structs cannot fail; an empty object is the fallback.
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Reply { status, body: Bytes::from(body), content_type: "application/json", replayed: false }
+        Reply::raw(status, "application/json", body)
     }
 
     /// No body.
     pub fn empty(status: StatusCode) -> Reply {
-        Reply { status, body: Bytes::new(), content_type: "application/json", replayed: false }
+        Reply::raw(status, "application/json", Bytes::new())
     }
 
     /// A body of another media type.
     pub fn raw(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
-        Reply { status, body: body.into(), content_type, replayed: false }
+        Reply { status, body: body.into(), content_type, replayed: false, session_end: None }
     }
 }
 
@@ -79,6 +100,8 @@ pub struct Ctx {
     pub template: &'static str,
     /// The request path as sent.
     pub path: String,
+    /// The client's address (the proxy's, for visitors).
+    pub peer: SocketAddr,
 }
 
 impl Ctx {
@@ -86,11 +109,19 @@ impl Ctx {
     pub fn visitor(&self) -> Result<Visitor, crate::auth::AuthError> {
         self.state.auth().authenticate(&self.headers)
     }
+
+    /// Verify the entry token of a request that changes something and take
+    /// one unit of the visitor's rate limit (no database work either).
+    pub fn mutating_visitor(&self) -> Result<Visitor, Failure> {
+        let visitor = self.visitor()?;
+        self.state.limits().mutation(&visitor.id)?;
+        Ok(visitor)
+    }
 }
 
-/// Serve `listener` until `shutdown` flips to true, then stop accepting and
-/// give in-flight connections `grace` to finish.
-pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::Receiver<bool>) {
+/// Serve `listener` (the `kind` of listener it is) until `shutdown` flips to
+/// true, then stop accepting and give in-flight connections `grace` to finish.
+pub async fn serve(listener: TcpListener, kind: Listener, state: AppState, mut shutdown: watch::Receiver<bool>) {
     let config = &state.config().server;
     let grace = config.shutdown_grace;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -99,7 +130,7 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, _) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
@@ -112,7 +143,7 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
                 let state = state.clone();
                 let service = service_fn(move |req| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(spawn_request(state, req).await) }
+                    async move { Ok::<_, Infallible>(spawn_request(state, Origin { kind, peer }, req).await) }
                 });
                 let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
                 tokio::spawn(async move {
@@ -130,7 +161,7 @@ pub async fn serve(listener: TcpListener, state: AppState, mut shutdown: watch::
     }
 }
 
-async fn spawn_request(state: AppState, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+async fn spawn_request(state: AppState, origin: Origin, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let request_id = req
         .headers()
         .get(shared::REQUEST_ID_HEADER)
@@ -141,7 +172,7 @@ async fn spawn_request(state: AppState, req: hyper::Request<Incoming>) -> Respon
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     let id = request_id.clone();
-    let mut response = match tokio::spawn(handle(state, req).instrument(span)).await {
+    let mut response = match tokio::spawn(handle(state, origin, req).instrument(span)).await {
         Ok(response) => response,
         Err(e) => to_response(Err(HandlerPanicked(e.to_string()).into())),
     };
@@ -151,10 +182,10 @@ async fn spawn_request(state: AppState, req: hyper::Request<Incoming>) -> Respon
     response
 }
 
-async fn handle(state: AppState, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(state: AppState, origin: Origin, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let method = req.method().clone();
-    let (template, result) = match router::route(&method, req.uri().path()) {
+    let (template, result) = match router::route(origin.kind, &method, req.uri().path()) {
         Err(e) => ("unmatched", Err(Failure::from(e))),
         Ok((route, template)) => {
             let path = req.uri().path().to_owned();
@@ -163,7 +194,8 @@ async fn handle(state: AppState, req: hyper::Request<Incoming>) -> Response<Full
             let result = match body::read(incoming, &parts.headers, limit).await {
                 Err(e) => Err(e.into()),
                 Ok(body) => {
-                    let cx = Ctx { state: state.clone(), headers: parts.headers, body, template, path };
+                    let cx =
+                        Ctx { state: state.clone(), headers: parts.headers, body, template, path, peer: origin.peer };
                     dispatch(&cx, route).await
                 }
             };
@@ -187,25 +219,26 @@ async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
         Route::Popular => crate::catalogue::popular_events(cx).await,
         Route::Event(id) => crate::catalogue::get_event(cx, id).await,
         Route::Seats(id) => crate::catalogue::get_seats(cx, id).await,
-        Route::Hold(event_id) => crate::holds::post_hold(cx, event_id).await,
-        Route::Confirm(hold_id) => crate::holds::post_confirm(cx, &hold_id).await,
-        Route::Release(hold_id) => crate::holds::delete_hold(cx, &hold_id).await,
-        Route::Claim(campaign_id) => crate::coupons::post_claim(cx, campaign_id).await,
-        Route::MyBookings => crate::holds::my_bookings(cx).await,
-        Route::MyCoupons => crate::coupons::my_coupons(cx).await,
+        Route::Hold(event_id) => crate::holds::api::post_hold(cx, event_id).await,
+        Route::Confirm(hold_id) => crate::holds::api::post_confirm(cx, &hold_id).await,
+        Route::Release(hold_id) => crate::holds::api::delete_hold(cx, &hold_id).await,
+        Route::Claim(campaign_id) => crate::coupons::api::post_claim(cx, campaign_id).await,
+        Route::MyBookings => crate::holds::api::my_bookings(cx).await,
+        Route::MyCoupons => crate::coupons::api::my_coupons(cx).await,
         Route::AdminEvents => crate::admin::create_event(cx).await,
         Route::AdminCampaigns => crate::admin::create_campaign(cx).await,
         Route::AdminStats => crate::admin::stats(cx).await,
+        Route::AdminOpenApi => crate::openapi::serve_admin(cx).await,
         Route::EventPage(id) => crate::web::event_page(cx, id).await,
     }
 }
 
 fn to_response(result: Result<Reply, Failure>) -> Response<Full<Bytes>> {
-    let (status, body, content_type, replayed, allow) = match result {
-        Ok(reply) => (reply.status, reply.body, reply.content_type, reply.replayed, None),
+    let (status, body, content_type, replayed, session_end, allow, retry_after) = match result {
+        Ok(reply) => (reply.status, reply.body, reply.content_type, reply.replayed, reply.session_end, None, None),
         Err(failure) => {
             let (status, body) = failure.render();
-            (status, body, shared::problem::CONTENT_TYPE, false, failure.allow())
+            (status, body, shared::problem::CONTENT_TYPE, false, None, failure.allow(), failure.retry_after())
         }
     };
     let mut response = Response::new(Full::new(body));
@@ -220,6 +253,12 @@ fn to_response(result: Result<Reply, Failure>) -> Response<Full<Bytes>> {
     }
     if let Some(allow) = allow {
         headers.insert(ALLOW, HeaderValue::from_static(allow));
+    }
+    if let Some(seconds) = retry_after {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    if let Some(end) = session_end {
+        headers.insert(HeaderName::from_static(crate::session::HEADER), crate::session::header_value(end));
     }
     response
 }

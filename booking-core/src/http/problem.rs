@@ -24,6 +24,11 @@ pub trait ApiError: std::error::Error + Send + Sync + 'static {
     fn allow(&self) -> Option<&'static str> {
         None
     }
+
+    /// Seconds for a `Retry-After` header (429, 503 and "still in flight" 409s).
+    fn retry_after(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Any [`ApiError`], boxed, so handlers can use `?` on every area's errors.
@@ -50,6 +55,12 @@ impl Failure {
     /// The `Allow` header value, for a 405.
     pub fn allow(&self) -> Option<&'static str> {
         self.0.allow()
+    }
+
+    /// Seconds for a `Retry-After` header. Every 503 has one: an outage is
+    /// worth retrying shortly.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.0.retry_after().or_else(|| (self.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(1))
     }
 
     /// Status and problem+json body. 5xx are logged with their cause chain and

@@ -19,6 +19,7 @@ use crate::coupons::{ClaimError, ClaimView};
 use crate::holds::HoldError;
 use crate::http::problem::{Failure, HandlerPanicked, RequestError};
 use crate::idempotency::IdempotencyError;
+use crate::limits::RateLimited;
 use crate::store::StoreError;
 
 /// A set of errors a route can answer with: one named sample of each.
@@ -141,6 +142,7 @@ impl ErrorSet for PathId {
 fn auth_name(e: &AuthError) -> &'static str {
     match e {
         AuthError::Missing => "token_missing",
+        AuthError::Ambiguous(_) => "token_ambiguous",
         AuthError::Expired => "token_expired",
         AuthError::Invalid(_) => "token_invalid",
         AuthError::BadSubject => "token_bad_subject",
@@ -164,6 +166,18 @@ impl ErrorSet for Token {
             AuthError::BadSubject,
             AuthError::UnknownQueue("other-sale".into()),
         ])
+    }
+}
+
+/// The token check of a route that changes something: [`Token`]'s answers,
+/// and 429 (with `Retry-After`) past the per-visitor rate limit.
+pub struct Mutating;
+impl ErrorSet for Mutating {
+    fn samples() -> Vec<(&'static str, Failure)> {
+        let mut all = Token::samples();
+        let limited = RateLimited::Mutations { limit: 60, window: "1m".into(), retry_after: 1 };
+        all.push(("rate_limited", limited.into()));
+        all
     }
 }
 
@@ -225,6 +239,8 @@ fn hold_name(e: &HoldError) -> &'static str {
         HoldError::Expired(_) => "hold_expired",
         HoldError::Released(_) => "hold_released",
         HoldError::Confirmed(_) => "hold_confirmed",
+        HoldError::LimitReached { .. } => "visitor_limit",
+        HoldError::SessionOver => "session_over",
         HoldError::Store(StoreError::Constraint(_)) => "seat_booked",
         HoldError::Store(_) => "database",
     }
@@ -234,7 +250,9 @@ fn named_holds(errors: Vec<HoldError>) -> Vec<(&'static str, Failure)> {
     errors.into_iter().map(|e| (hold_name(&e), e.into())).collect()
 }
 
-/// Taking a hold: 404 no such seat, 409 taken (or already yours, with `hold_id`).
+/// Taking a hold: 404 no such seat, 409 taken (or already yours, with
+/// `hold_id`; or the per-visitor limit reached, with `limit`), 401 when the
+/// session ends before a hold could start.
 pub struct TakeHold;
 impl ErrorSet for TakeHold {
     fn samples() -> Vec<(&'static str, Failure)> {
@@ -242,6 +260,8 @@ impl ErrorSet for TakeHold {
             HoldError::NoSeat { event_id: 7, seat_id: 17 },
             HoldError::SeatTaken { seat_id: 17, state: "held by another visitor" },
             HoldError::AlreadyYours { seat_id: 17, hold_id: HOLD_ID.into() },
+            HoldError::LimitReached { event_id: 7, limit: 4 },
+            HoldError::SessionOver,
         ])
     }
 }
@@ -275,13 +295,15 @@ fn claim_name(e: &ClaimError) -> &'static str {
         ClaimError::SoldOut(_) => "sold_out",
         ClaimError::Duplicate { existing: Some(_), .. } => "already_claimed",
         ClaimError::Duplicate { existing: None, .. } => "already_claiming",
+        ClaimError::InFlight { .. } => "claim_in_flight",
         ClaimError::Busy => "busy",
         ClaimError::Store(_) => "database",
     }
 }
 
 /// Claiming a coupon: 404, 403 outside the window (`opens_at`/`closes_at`),
-/// 409 one per visitor (with `claim_id` and `code` once committed), 410 sold out, 503 busy.
+/// 409 one per visitor (with `claim_id` and `code` when known) or the
+/// visitor's own claim still in flight (`Retry-After`), 410 sold out, 503 busy.
 pub struct Claim;
 impl ErrorSet for Claim {
     fn samples() -> Vec<(&'static str, Failure)> {
@@ -293,6 +315,7 @@ impl ErrorSet for Claim {
             ClaimError::SoldOut(3),
             ClaimError::Duplicate { campaign_id: 3, existing: Some(existing) },
             ClaimError::Duplicate { campaign_id: 3, existing: None },
+            ClaimError::InFlight { campaign_id: 3, retry_after: 8 },
             ClaimError::Busy,
         ]
         .into_iter()
@@ -334,11 +357,14 @@ fn named_admin(errors: Vec<AdminError>) -> Vec<(&'static str, Failure)> {
     errors.into_iter().map(|e| (admin_name(&e), e.into())).collect()
 }
 
-/// The admin bearer token: 401 wrong or missing, 403 admin API disabled.
+/// The admin bearer token: 401 wrong or missing, 403 admin API disabled, 429
+/// (with `Retry-After`) after too many failures from the client's address.
 pub struct AdminAuth;
 impl ErrorSet for AdminAuth {
     fn samples() -> Vec<(&'static str, Failure)> {
-        named_admin(vec![AdminError::Unauthorized, AdminError::Disabled])
+        let mut all = named_admin(vec![AdminError::Unauthorized, AdminError::Disabled]);
+        all.push(("admin_rate_limited", RateLimited::AdminFailures { retry_after: 42 }.into()));
+        all
     }
 }
 

@@ -32,6 +32,10 @@ pub struct CampaignStats {
     pub claimed: i64,
     /// Codes left.
     pub stock_left: i64,
+    /// The claim gate's counts (free + reserved + issued == stock), when it
+    /// has been built; read after the database columns.
+    #[sqlx(skip)]
+    pub gate: Option<crate::coupons::gate::GateCounts>,
 }
 
 impl Store {

@@ -9,6 +9,7 @@
 //! SQLite serializes writers on its single connection anyway.
 
 use super::{Backend, Store, StoreError, on_reader, on_writer};
+use crate::clock::now_ms;
 
 /// A coupon campaign.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -64,24 +65,33 @@ pub enum ClaimAttempt {
     SoldOut,
     /// Every free code is locked by claims still in flight; try again shortly.
     Busy,
+    /// The claim's deadline passed before a code was taken; nothing was written.
+    TooLate,
 }
 
 const CLAIM_COLUMNS: &str = "id AS claim_id, campaign_id, code, claimed_at";
 
-const PG_CLAIM: &str = "UPDATE coupon_codes SET visitor_id = $2, claimed_at = $3 \
-     WHERE id = (SELECT id FROM coupon_codes WHERE campaign_id = $1 AND visitor_id IS NULL AND slot >= $4 \
-                 ORDER BY slot LIMIT 1 FOR UPDATE SKIP LOCKED) \
-     RETURNING id AS claim_id, campaign_id, code, claimed_at";
+/// The database's clock in epoch ms: a claim's deadline is checked by the
+/// clock of the database that commits it, not by the claimant's.
+const PG_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+const SQLITE_NOW_MS: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
 
-const SQLITE_CLAIM: &str = "UPDATE coupon_codes SET visitor_id = $2, claimed_at = $3 \
-     WHERE id = (SELECT id FROM coupon_codes WHERE campaign_id = $1 AND visitor_id IS NULL AND slot >= $4 \
-                 ORDER BY slot LIMIT 1) \
-     RETURNING id AS claim_id, campaign_id, code, claimed_at";
+fn claim_sql(lock: &str, now_ms: &str) -> String {
+    format!(
+        "UPDATE coupon_codes SET visitor_id = $2, claimed_at = $3 \
+         WHERE id = (SELECT id FROM coupon_codes WHERE campaign_id = $1 AND visitor_id IS NULL AND slot >= $4 \
+                     AND $5 > {now_ms} ORDER BY slot LIMIT 1 {lock}) \
+         RETURNING id AS claim_id, campaign_id, code, claimed_at"
+    )
+}
 
 /// Pairs the free codes found (in slot order, skipping rows other claims have
-/// locked) with the visitors of the batch, by position.
+/// locked) with the visitors of the batch whose deadline ($6) has not passed,
+/// by position.
 const PG_CLAIM_BATCH: &str = "WITH want AS (\
-        SELECT v, ord FROM unnest($2::text[]) WITH ORDINALITY AS w(v, ord)), \
+        SELECT v, row_number() OVER (ORDER BY ord) AS ord \
+        FROM unnest($2::text[], $6::bigint[]) WITH ORDINALITY AS w(v, d, ord) \
+        WHERE d > (extract(epoch FROM clock_timestamp()) * 1000)::bigint), \
      free AS (\
         SELECT id, row_number() OVER (ORDER BY slot) AS ord FROM (\
             SELECT id, slot FROM coupon_codes WHERE campaign_id = $1 AND visitor_id IS NULL AND slot >= $4 \
@@ -152,7 +162,8 @@ impl Store {
     }
 
     /// Take one free code for `visitor_id`, searching from `start_slot` (then
-    /// from the first slot): a single autocommitted statement, so a `Claimed`
+    /// from the first slot), if the database's clock is still before
+    /// `commit_by` (epoch ms): a single autocommitted statement, so a `Claimed`
     /// result is durable when this returns. A second claim by the same visitor
     /// fails with `Constraint("coupon_codes_campaign_visitor_key")`.
     pub async fn claim_code(
@@ -161,38 +172,35 @@ impl Store {
         visitor_id: &str,
         now: i64,
         start_slot: i64,
+        commit_by: i64,
     ) -> Result<ClaimAttempt, StoreError> {
+        let sql = match &self.backend {
+            Backend::Postgres(_) => claim_sql("FOR UPDATE SKIP LOCKED", PG_NOW_MS),
+            Backend::Sqlite { .. } => claim_sql("", SQLITE_NOW_MS),
+        };
         for start in [start_slot, 1] {
-            let claimed: Option<ClaimRow> = self
-                .timed("claim", async {
-                    match &self.backend {
-                        Backend::Postgres(pool) => {
-                            sqlx::query_as(PG_CLAIM)
-                                .bind(campaign_id)
-                                .bind(visitor_id)
-                                .bind(now)
-                                .bind(start)
-                                .fetch_optional(pool)
-                                .await
-                        }
-                        Backend::Sqlite { writer, .. } => {
-                            sqlx::query_as(SQLITE_CLAIM)
-                                .bind(campaign_id)
-                                .bind(visitor_id)
-                                .bind(now)
-                                .bind(start)
-                                .fetch_optional(writer)
-                                .await
-                        }
-                    }
-                })
-                .await?;
+            if now_ms() >= commit_by {
+                return Ok(ClaimAttempt::TooLate);
+            }
+            let claimed: Option<ClaimRow> = on_writer!(self, "claim", |pool| {
+                sqlx::query_as(&sql)
+                    .bind(campaign_id)
+                    .bind(visitor_id)
+                    .bind(now)
+                    .bind(start)
+                    .bind(commit_by)
+                    .fetch_optional(pool)
+                    .await
+            })?;
             if let Some(row) = claimed {
                 return Ok(ClaimAttempt::Claimed(row));
             }
             if start <= 1 {
                 break;
             }
+        }
+        if now_ms() >= commit_by {
+            return Ok(ClaimAttempt::TooLate);
         }
         // SKIP LOCKED also skips rows that in-flight claims have locked; one of
         // those may still roll back. Only committed state may say "sold out".
@@ -201,14 +209,17 @@ impl Store {
 
     /// PostgreSQL only: claim one code for each of `visitors` in a single
     /// statement (one commit for the whole batch), searching from
-    /// `start_slot`. Returns (visitor, claim) for those who got a code;
-    /// visitors left out (fewer free codes past `start_slot`) must claim one
-    /// by one. If any visitor already holds a code the whole statement fails
-    /// with the one-per-visitor constraint and nothing is claimed.
+    /// `start_slot`, each only while the database's clock is before its
+    /// entry in `commit_by`. Returns (visitor, claim) for those who got a
+    /// code; visitors left out (fewer free codes past `start_slot`, deadline
+    /// passed) must claim one by one. If any visitor already holds a code the
+    /// whole statement fails with the one-per-visitor constraint and nothing
+    /// is claimed.
     pub async fn claim_codes_batch(
         &self,
         campaign_id: i64,
         visitors: &[String],
+        commit_by: &[i64],
         now: i64,
         start_slot: i64,
     ) -> Result<Vec<(String, ClaimRow)>, StoreError> {
@@ -221,6 +232,7 @@ impl Store {
                     .bind(now)
                     .bind(start_slot)
                     .bind(i64::try_from(visitors.len()).unwrap_or(i64::MAX))
+                    .bind(commit_by)
                     .fetch_all(pool)
                     .await
             })
@@ -237,6 +249,51 @@ impl Store {
                 (r.visitor_id, claim)
             })
             .collect())
+    }
+
+    /// Which of `visitors` hold a code of the campaign (committed state).
+    pub async fn claimed_among(&self, campaign_id: i64, visitors: &[String]) -> Result<Vec<String>, StoreError> {
+        match &self.backend {
+            Backend::Postgres(pool) => {
+                self.timed("claimed_among", async {
+                    sqlx::query_scalar(
+                        "SELECT visitor_id FROM coupon_codes WHERE campaign_id = $1 AND visitor_id = ANY($2)",
+                    )
+                    .bind(campaign_id)
+                    .bind(visitors)
+                    .fetch_all(pool)
+                    .await
+                })
+                .await
+            }
+            Backend::Sqlite { writer, .. } => {
+                let list =
+                    serde_json::to_string(visitors).map_err(|e| StoreError::Other(sqlx::Error::Encode(Box::new(e))))?;
+                self.timed("claimed_among", async {
+                    sqlx::query_scalar(
+                        "SELECT visitor_id FROM coupon_codes WHERE campaign_id = $1 \
+                         AND visitor_id IN (SELECT value FROM json_each($2))",
+                    )
+                    .bind(campaign_id)
+                    .bind(list)
+                    .fetch_all(writer)
+                    .await
+                })
+                .await
+            }
+        }
+    }
+
+    /// Campaigns closing after `after` (epoch ms): the ones the reconciler looks at.
+    pub async fn campaigns_closing_after(&self, after: i64) -> Result<Vec<CampaignRow>, StoreError> {
+        on_reader!(self, "campaigns", |pool| {
+            sqlx::query_as(
+                "SELECT id, event_id, name, stock, opens_at, closes_at FROM coupon_campaigns WHERE closes_at > $1 ORDER BY id",
+            )
+            .bind(after)
+            .fetch_all(pool)
+            .await
+        })
     }
 
     /// Codes not yet claimed (committed state).

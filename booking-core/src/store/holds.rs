@@ -4,10 +4,14 @@
 //! only a seat that is `AVAILABLE`, or `HELD` with a hold that has already
 //! expired. Concurrent attempts queue on the row lock and re-check the
 //! condition against the winner's version of the row, so exactly one wins and
-//! no application lock or read-then-write is involved. On PostgreSQL the hold
-//! record is inserted by the same statement (a data-modifying CTE); SQLite,
-//! which has no such CTE, runs the `UPDATE … RETURNING` and the insert in one
-//! transaction on its single writer.
+//! no application lock or read-then-write is involved.
+//!
+//! The same statement enforces the per-visitor limit (`holds.max_per_visitor`
+//! live holds and bookings per event). On PostgreSQL it is the `take_hold`
+//! function (see its migration): an advisory lock on (visitor, event), the
+//! count, the conditional `UPDATE` and the hold record, all in one call.
+//! SQLite, with a single writer, puts the count into the `UPDATE`'s condition
+//! and runs it and the insert in one transaction.
 
 use super::{Backend, Store, StoreError, on_reader, on_writer};
 
@@ -63,20 +67,17 @@ pub struct NewHold<'a> {
     pub now: i64,
     /// When the new hold ends.
     pub expires_at: i64,
+    /// Most live holds plus bookings the visitor may have on the event.
+    pub max_per_visitor: i64,
 }
 
-const PG_HOLD: &str = "WITH taken AS (\
-        UPDATE seats SET status = 'HELD', hold_id = $3, held_by = $4, hold_expires_at = $6 \
-        WHERE id = $2 AND event_id = $1 \
-          AND (status = 'AVAILABLE' OR (status = 'HELD' AND hold_expires_at <= $5)) \
-        RETURNING id, event_id) \
-     INSERT INTO holds (id, seat_id, event_id, visitor_id, created_at, expires_at) \
-     SELECT $3, id, event_id, $4, $5, $6 FROM taken \
-     RETURNING id, seat_id, event_id, visitor_id, expires_at, state";
+const PG_HOLD: &str = "SELECT take_hold($1, $2, $3, $4, $5, $6, $7)";
 
 const SQLITE_HOLD_SEAT: &str = "UPDATE seats SET status = 'HELD', hold_id = $3, held_by = $4, hold_expires_at = $6 \
      WHERE id = $2 AND event_id = $1 \
        AND (status = 'AVAILABLE' OR (status = 'HELD' AND hold_expires_at <= $5)) \
+       AND (SELECT count(*) FROM seats WHERE held_by = $4 AND event_id = $1 \
+            AND (status = 'BOOKED' OR (status = 'HELD' AND hold_expires_at > $5))) < $7 \
      RETURNING id";
 
 const SQLITE_HOLD_RECORD: &str = "INSERT INTO holds (id, seat_id, event_id, visitor_id, created_at, expires_at) \
@@ -94,15 +95,25 @@ impl Store {
         self.timed("hold", async {
             match &self.backend {
                 Backend::Postgres(pool) => {
-                    sqlx::query_as(PG_HOLD)
+                    let held: bool = sqlx::query_scalar(PG_HOLD)
                         .bind(h.event_id)
                         .bind(h.seat_id)
                         .bind(h.hold_id)
                         .bind(h.visitor_id)
                         .bind(h.now)
                         .bind(h.expires_at)
-                        .fetch_optional(pool)
-                        .await
+                        .bind(h.max_per_visitor)
+                        .fetch_one(pool)
+                        .await?;
+                    // The record it inserted is exactly the attempt.
+                    Ok(held.then(|| HoldRow {
+                        id: h.hold_id.to_owned(),
+                        seat_id: h.seat_id,
+                        event_id: h.event_id,
+                        visitor_id: h.visitor_id.to_owned(),
+                        expires_at: h.expires_at,
+                        state: "ACTIVE".to_owned(),
+                    }))
                 }
                 Backend::Sqlite { writer, .. } => {
                     let mut tx = writer.begin().await?;
@@ -113,6 +124,7 @@ impl Store {
                         .bind(h.visitor_id)
                         .bind(h.now)
                         .bind(h.expires_at)
+                        .bind(h.max_per_visitor)
                         .fetch_optional(&mut *tx)
                         .await?;
                     if taken.is_none() {
@@ -145,6 +157,35 @@ impl Store {
             .bind(event_id)
             .bind(seat_id)
             .fetch_optional(pool)
+            .await
+        })
+    }
+
+    /// How many seats of `event_id` the visitor has booked or holds live at
+    /// `now` (what the per-visitor limit counts), to explain a refused hold.
+    pub async fn live_seats_of(&self, event_id: i64, visitor_id: &str, now: i64) -> Result<i64, StoreError> {
+        on_writer!(self, "count_live", |pool| {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM seats WHERE held_by = $2 AND event_id = $1 \
+                 AND (status = 'BOOKED' OR (status = 'HELD' AND hold_expires_at > $3))",
+            )
+            .bind(event_id)
+            .bind(visitor_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await
+        })
+    }
+
+    /// The events on which the visitor holds a live hold at `now` (one entry per hold).
+    pub async fn live_hold_events(&self, visitor_id: &str, now: i64) -> Result<Vec<i64>, StoreError> {
+        on_writer!(self, "live_holds", |pool| {
+            sqlx::query_scalar(
+                "SELECT event_id FROM seats WHERE held_by = $1 AND status = 'HELD' AND hold_expires_at > $2",
+            )
+            .bind(visitor_id)
+            .bind(now)
+            .fetch_all(pool)
             .await
         })
     }

@@ -84,7 +84,7 @@
         if (text) {
           try { data = JSON.parse(text); } catch (e) { data = { detail: text.slice(0, 200) }; }
         }
-        if (res.status === 401) sessionEnded();
+        if (res.status === 401) sessionEnded("expired");
         return { ok: res.ok, status: res.status, data: data || {} };
       });
     }, function () {
@@ -109,12 +109,22 @@
 
   function detail(r) { return (r.data && r.data.detail) || "Something went wrong (HTTP " + r.status + "). Try again."; }
 
-  function sessionEnded() {
+  // Why the session ended: its time ran out (or the proxy stopped admitting
+  // the token), or a purchase ended it (`session_end` of a confirm or claim).
+  var ENDED_WHY = {
+    expired: "Entry passes last a limited time so everyone in line gets a turn.",
+    confirm: "You completed your purchase, so your place goes to the next person in line. Your booking is safe: it is listed below.",
+    claim: "You claimed your coupon, so your place goes to the next person in line. Your code is shown below.",
+  };
+  function sessionEnded(reason) {
     if (ended) return;
     ended = true;
+    $("ended-why").textContent = ENDED_WHY[reason] || ENDED_WHY.expired;
     $("ended").hidden = false;
+    $("session").hidden = false;
+    $("session").textContent = "Session ended";
     $("rejoin").focus();
-    document.querySelectorAll("button").forEach(function (b) { b.disabled = true; });
+    document.querySelectorAll("main button").forEach(function (b) { b.disabled = true; });
   }
 
   // ---- Session countdown (the entry token's expiry) ----
@@ -124,9 +134,10 @@
     var left = sessionEnd - Date.now();
     var s = $("session");
     s.hidden = false;
+    if (ended) return;
     s.textContent = left > 0 ? "Session ends in " + clock(left) : "Session ended";
     s.classList.toggle("low", left < 60000);
-    if (left <= 0) sessionEnded();
+    if (left <= 0) sessionEnded("expired");
   }
 
   // ---- Seat map ----
@@ -233,7 +244,12 @@
       busySeats.delete(id);
       if (r.status === 201) {
         holds.set(id, { hold_id: r.data.hold_id, seat_id: id, label: seat.label, expires_ms: Date.parse(r.data.expires_at) });
-        say("Seat " + seat.label + " is held for you for " + clock(Date.parse(r.data.expires_at) - Date.now()) + ". Confirm to book it.");
+        var span = clock(Date.parse(r.data.expires_at) - Date.now());
+        say(r.data.ends_with_session
+          ? "Seat " + seat.label + " is held for you until your session ends, in " + span + ". Confirm to book it."
+          : "Seat " + seat.label + " is held for you for " + span + ". Confirm to book it.");
+      } else if (r.status === 409 && r.data.limit) {
+        say(detail(r));
       } else if (r.status === 409 && r.data.hold_id) {
         holds.set(id, { hold_id: r.data.hold_id, seat_id: id, label: seat.label, expires_ms: NaN });
         say("You already hold seat " + seat.label + ".");
@@ -302,9 +318,23 @@
     confirm.disabled = release.disabled = true;
     confirm.textContent = "Booking\u2026";
     post("/api/holds/" + encodeURIComponent(h.hold_id) + "/confirm").then(function (r) {
+      if (r.ok && r.data.session_end) {
+        // The purchase ended the session: the token is no longer admitted,
+        // so show what was bought from this answer instead of asking again.
+        holds.delete(h.seat_id);
+        booked.push(r.data);
+        showBookings();
+        var btn = buttons.get(h.seat_id), seat = seatsById.get(h.seat_id);
+        if (btn && seat) { seat.status = "BOOKED"; seat.mine = true; paintSeat(btn, seat); }
+        renderHolds();
+        say("Booked! Seat " + h.label + " is yours.");
+        sessionEnded(r.data.session_end);
+        return;
+      }
       if (r.ok) {
         holds.delete(h.seat_id);
-        say("Booked! Seat " + h.label + " is yours.");
+        say(holds.size ? "Booked! Seat " + h.label + " is yours. Confirm your other holds to complete your purchase."
+          : "Booked! Seat " + h.label + " is yours.");
       } else if (r.status === 410 || r.status === 404) {
         holds.delete(h.seat_id);
         say(detail(r));
@@ -394,7 +424,13 @@
       if (r.status === 201) {
         markClaimed(c, r.data.code, "Your code:", "ok");
         say("Coupon claimed: " + r.data.code);
-        loadMine();
+        if (r.data.session_end) {
+          coupons.push(r.data);
+          showCoupons();
+          sessionEnded(r.data.session_end);
+        } else {
+          loadMine();
+        }
         return;
       }
       if (r.status === 409 && r.data.code) {
@@ -426,32 +462,43 @@
     items.forEach(function (item) { list.appendChild(render(item)); });
   }
 
+  var booked = []; // this visitor's bookings of this event
+  var coupons = []; // this visitor's coupon claims
+
+  function showBookings() {
+    fill("bookings", booked, function (b) {
+      return el("li", {}, [
+        el("span", {}, [el("strong", { text: "Seat " + b.seat_label }), " \u00b7 " + price(b.price_cents)]),
+        el("span", { class: "campaign-meta", text: "booked " + when(b.booked_at) }),
+      ]);
+    });
+  }
+
+  function showCoupons() {
+    var names = new Map(state.campaigns.map(function (c) { return [c.id, c]; }));
+    coupons.forEach(function (claim) {
+      var c = names.get(claim.campaign_id);
+      if (c && !claimed.has(c.id)) markClaimed(c, claim.code, "Your code:", "ok");
+    });
+    fill("my-coupons", coupons, function (claim) {
+      var c = names.get(claim.campaign_id);
+      return el("li", {}, [
+        el("code", { class: "coupon", text: claim.code }),
+        el("span", { class: "campaign-meta", text: c ? c.name : "campaign " + claim.campaign_id }),
+      ]);
+    });
+  }
+
   function loadMine() {
     api("GET", "/api/me/bookings").then(function (r) {
       if (!r.ok) return;
-      var mine = (Array.isArray(r.data) ? r.data : []).filter(function (b) { return b.event_id === ev.id; });
-      fill("bookings", mine, function (b) {
-        return el("li", {}, [
-          el("span", {}, [el("strong", { text: "Seat " + b.seat_label }), " \u00b7 " + price(b.price_cents)]),
-          el("span", { class: "campaign-meta", text: "booked " + when(b.booked_at) }),
-        ]);
-      });
+      booked = (Array.isArray(r.data) ? r.data : []).filter(function (b) { return b.event_id === ev.id; });
+      showBookings();
     });
     api("GET", "/api/me/coupons").then(function (r) {
       if (!r.ok) return;
-      var names = new Map(state.campaigns.map(function (c) { return [c.id, c]; }));
-      var mine = Array.isArray(r.data) ? r.data : [];
-      mine.forEach(function (claim) {
-        var c = names.get(claim.campaign_id);
-        if (c && !claimed.has(c.id)) markClaimed(c, claim.code, "Your code:", "ok");
-      });
-      fill("my-coupons", mine, function (claim) {
-        var c = names.get(claim.campaign_id);
-        return el("li", {}, [
-          el("code", { class: "coupon", text: claim.code }),
-          el("span", { class: "campaign-meta", text: c ? c.name : "campaign " + claim.campaign_id }),
-        ]);
-      });
+      coupons = Array.isArray(r.data) ? r.data : [];
+      showCoupons();
     });
   }
 
@@ -460,6 +507,9 @@
   starts.textContent = when(ev.starts_at, true);
   var minutes = Math.round(state.hold_seconds / 60);
   $("hold-minutes").textContent = minutes >= 1 ? minutes + (minutes === 1 ? " minute" : " minutes") : state.hold_seconds + " seconds";
+  var ends = (state.end_session_on || []).map(function (e) { return e === "confirm" ? "your booking" : "your coupon claim"; });
+  $("limit-hint").textContent = "Up to " + state.max_per_visitor + " seats per visitor." +
+    (ends.length ? " Your session ends with " + ends.join(" or ") + " once no other seat is held, so book every seat you want first." : "");
   (state.holds || []).forEach(function (h) {
     holds.set(h.seat_id, { hold_id: h.hold_id, seat_id: h.seat_id, label: h.label, expires_ms: Date.parse(h.expires_at) });
   });

@@ -1,13 +1,18 @@
 //! The operator API.
 
+use std::time::Duration;
+
+use futures_util::future::join_all;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
     admin_routes_need_the_admin_token,
+    failed_admin_attempts_are_rate_limited_per_client_address,
+    operator_routes_are_served_on_the_operator_listener_only,
     stats_count_holds_bookings_claims_and_stock_left,
     invalid_events_and_campaigns_are_refused_with_the_field_named,
 );
@@ -15,12 +20,70 @@ on_both_backends!(
 async fn admin_routes_need_the_admin_token(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, visitor_token) = app.visitor();
-    for token in [None, Some("wrong-token-wrong-token"), Some(visitor_token.as_str())] {
-        let r = app.request(Method::GET, "/admin/stats", token, None).await;
+    let longer = format!("{ADMIN_TOKEN}x");
+    let shorter = &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1];
+    for token in [None, Some("wrong-token-wrong-token"), Some(visitor_token.as_str()), Some(&longer), Some(shorter)] {
+        let r = app.operator(Method::GET, "/admin/stats", token, None).await;
         r.assert_problem(StatusCode::UNAUTHORIZED);
     }
+    assert_eq!(app.admin(Method::GET, "/admin/stats", None).await.status, StatusCode::OK);
     let disabled = TestApp::spawn_with(backend, |c| c.admin.token = Default::default()).await;
     disabled.admin(Method::GET, "/admin/stats", None).await.assert_problem(StatusCode::FORBIDDEN);
+}
+
+async fn failed_admin_attempts_are_rate_limited_per_client_address(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.admin.max_failures = 3;
+        c.admin.failure_window = Duration::from_secs(60);
+    })
+    .await;
+    // Concurrent guesses: exactly the allowance is judged, the rest are refused unseen.
+    let guesses = join_all((0..20).map(|i| {
+        let guess = format!("guess-{i:02}-0123456789abcdef");
+        let app = &app;
+        async move { app.operator(Method::GET, "/admin/stats", Some(&guess), None).await }
+    }))
+    .await;
+    let unauthorized = guesses.iter().filter(|r| r.status == StatusCode::UNAUTHORIZED).count();
+    assert_eq!(unauthorized, 3, "exactly admin.max_failures guesses are judged");
+    for r in guesses.iter().filter(|r| r.status != StatusCode::UNAUTHORIZED) {
+        r.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+        let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    }
+    // Now even the right token waits for the window: guessing cannot continue by interleaving it.
+    app.admin(Method::GET, "/admin/stats", None).await.assert_problem(StatusCode::TOO_MANY_REQUESTS);
+    // The operator routes without a token, and the public API, are not affected.
+    assert_eq!(app.client.get(app.admin_url("/metrics")).send().await.unwrap().status(), StatusCode::OK);
+    let (_, token) = app.visitor();
+    assert_eq!(app.get("/api/events", &token).await.status, StatusCode::OK);
+}
+
+async fn operator_routes_are_served_on_the_operator_listener_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_ne!(app.url("/"), app.admin_url("/"));
+    for (method, path) in [
+        (Method::GET, "/healthz"),
+        (Method::GET, "/metrics"),
+        (Method::GET, "/admin/stats"),
+        (Method::POST, "/admin/events"),
+        (Method::GET, "/admin/openapi.json"),
+        (Method::DELETE, "/metrics"),
+    ] {
+        let r = app.request(method.clone(), path, Some(ADMIN_TOKEN), None).await;
+        r.assert_problem(StatusCode::NOT_FOUND);
+        assert!(!r.headers.contains_key("allow"), "{method} {path}: the public listener reveals the route");
+    }
+    assert_eq!(app.operator(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    assert!(app.metrics().await.contains("booking_core_holds_total"));
+    assert_eq!(app.admin(Method::GET, "/admin/stats", None).await.status, StatusCode::OK);
+    let doc = app.operator(Method::GET, "/admin/openapi.json", None, None).await;
+    assert!(doc.json["paths"]["/admin/stats"].is_object(), "{}", doc.text);
+    let (_, token) = app.visitor();
+    app.operator(Method::GET, "/api/events", Some(&token), None).await.assert_problem(StatusCode::NOT_FOUND);
+    let public_doc = app.request(Method::GET, "/api/openapi.json", None, None).await;
+    assert!(public_doc.json["paths"]["/admin/stats"].is_null(), "the public document lists operator routes");
+    assert!(public_doc.json["paths"]["/api/events"].is_object());
 }
 
 async fn stats_count_holds_bookings_claims_and_stock_left(backend: Backend) {

@@ -9,7 +9,8 @@ use crate::on_both_backends;
 on_both_backends!(malformed_unknown_oversized_and_misrouted_requests_are_4xx_problems);
 
 async fn raw(app: &TestApp, method: Method, path: &str, token: &str, body: Vec<u8>) -> Response {
-    let req = app.client.request(method, app.url(path)).bearer_auth(token).header("content-type", "application/json");
+    let url = if path.starts_with("/admin") { app.admin_url(path) } else { app.url(path) };
+    let req = app.client.request(method, url).bearer_auth(token).header("content-type", "application/json");
     Response::from_raw(req.body(body).send().await.unwrap()).await
 }
 

@@ -148,6 +148,7 @@ impl TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".into();
+        config.admin.listen = "127.0.0.1:0".into();
         config.keys.public_dir = keys_dir.path().join("public");
         config.admin.token = Secret::new(ADMIN_TOKEN);
         config.holds.sweep_interval = Duration::from_secs(3600);
@@ -205,15 +206,24 @@ impl TestApp {
 
     /// A token for `visitor` in `queue`, valid for ten minutes.
     pub fn token_for(&self, visitor: &str, queue: &str) -> String {
-        let now = now_secs();
+        self.token_until(visitor, queue, now_secs() + 600)
+    }
+
+    /// A token for `visitor` in `queue` whose session ends at `exp` (epoch seconds).
+    pub fn token_until(&self, visitor: &str, queue: &str, exp: i64) -> String {
         let claims = EntryClaims {
             sub: visitor.into(),
             aud: queue.into(),
-            iat: now,
-            exp: now + 600,
+            iat: now_secs(),
+            exp,
             jti: uuid::Uuid::new_v4().to_string(),
         };
         self.keys.signer.sign(&claims).unwrap()
+    }
+
+    /// `http://<operator listener><path>`.
+    pub fn admin_url(&self, path: &str) -> String {
+        self.app.admin_url(path)
     }
 
     /// A new visitor admitted through the main queue: (visitor id, token).
@@ -224,7 +234,16 @@ impl TestApp {
     }
 
     pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
-        let mut req = self.client.request(method, self.url(path));
+        self.request_to(self.url(path), method, token, body).await
+    }
+
+    /// A request to the operator listener.
+    pub async fn operator(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Response {
+        self.request_to(self.admin_url(path), method, token, body).await
+    }
+
+    async fn request_to(&self, url: String, method: Method, token: Option<&str>, body: Option<Value>) -> Response {
+        let mut req = self.client.request(method, url);
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -269,8 +288,19 @@ impl TestApp {
         r.json
     }
 
+    /// An admin API call (operator listener, admin token).
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Response {
-        self.request(method, path, Some(ADMIN_TOKEN), body).await
+        self.operator(method, path, Some(ADMIN_TOKEN), body).await
+    }
+
+    /// The claim gate's counts of `campaign` from `/admin/stats`, and the
+    /// database's claimed count (read before the gate).
+    pub async fn gate_and_claimed(&self, campaign: i64) -> (Option<Value>, i64) {
+        let stats = self.admin(Method::GET, "/admin/stats", None).await;
+        assert_eq!(stats.status, StatusCode::OK, "{}", stats.text);
+        let c = stats.json["campaigns"].as_array().unwrap().iter().find(|c| c["id"] == campaign).unwrap().clone();
+        let gate = Some(c["gate"].clone()).filter(|g| !g.is_null());
+        (gate, c["claimed"].as_i64().unwrap())
     }
 
     /// Create an event with `rows × per_row` seats; returns (event id, seat ids).
@@ -335,9 +365,9 @@ impl TestApp {
         }
     }
 
-    /// The `/metrics` page.
+    /// The `/metrics` page (operator listener).
     pub async fn metrics(&self) -> String {
-        self.client.get(self.url("/metrics")).send().await.unwrap().text().await.unwrap()
+        self.client.get(self.admin_url("/metrics")).send().await.unwrap().text().await.unwrap()
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use reqwest::StatusCode;
 
-use crate::helpers::{Backend, TestApp, metric_sum};
+use crate::helpers::{Backend, MAIN_QUEUE, TestApp, metric_sum, now_secs};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -16,6 +16,9 @@ on_both_backends!(
     a_released_seat_can_be_held_again_and_its_hold_is_gone,
     another_visitors_hold_can_be_neither_confirmed_nor_released,
     a_seat_outside_the_event_is_404_and_a_second_hold_by_its_holder_is_409,
+    fifty_concurrent_holds_by_one_visitor_on_fifty_seats_grant_exactly_the_cap,
+    the_cap_counts_bookings_and_frees_up_with_releases_and_expiries,
+    a_hold_ends_with_the_session_and_frees_its_seat_at_once,
 );
 
 async fn a_thousand_concurrent_holds_on_one_seat_grant_exactly_one(backend: Backend) {
@@ -170,4 +173,95 @@ async fn a_seat_outside_the_event_is_404_and_a_second_hold_by_its_holder_is_409(
     let again = app.hold(first, seats[0], &token).await;
     again.assert_problem(StatusCode::CONFLICT);
     assert_eq!(again.json["hold_id"], hold.json["hold_id"], "the 409 names the caller's own hold");
+}
+
+async fn fifty_concurrent_holds_by_one_visitor_on_fifty_seats_grant_exactly_the_cap(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let cap = app.config.holds.max_per_visitor;
+    assert_eq!(cap, 4, "the default cap");
+    let (event, seats) = app.create_event(5, 10).await;
+    let (visitor, token) = app.visitor();
+
+    let responses = join_all(seats.iter().map(|seat| app.hold(event, *seat, &token))).await;
+
+    let granted = responses.iter().filter(|r| r.status == StatusCode::CREATED).count() as i64;
+    assert_eq!(granted, cap, "exactly the cap is granted");
+    for r in responses.iter().filter(|r| r.status != StatusCode::CREATED) {
+        r.assert_problem(StatusCode::CONFLICT);
+        assert_eq!(r.json["limit"], cap, "{}", r.text);
+        assert!(r.json["detail"].as_str().unwrap().contains(&format!("{cap} seats")), "{}", r.text);
+    }
+    let held = app
+        .query_pairs(&format!("SELECT held_by, count(*) FROM seats WHERE held_by = '{visitor}' GROUP BY held_by"))
+        .await;
+    assert_eq!(held, vec![(visitor.clone(), cap)], "the database agrees");
+    // Another visitor is not limited by the first; another event has its own cap.
+    let (_, other) = app.visitor();
+    let free = responses.iter().zip(&seats).find(|(r, _)| r.status != StatusCode::CREATED).unwrap().1;
+    assert_eq!(app.hold(event, *free, &other).await.status, StatusCode::CREATED);
+    let (second, second_seats) = app.create_event(1, 1).await;
+    assert_eq!(app.hold(second, second_seats[0], &token).await.status, StatusCode::CREATED);
+}
+
+async fn the_cap_counts_bookings_and_frees_up_with_releases_and_expiries(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.holds.max_per_visitor = 2).await;
+    let (event, seats) = app.create_event(1, 5).await;
+    let (_, token) = app.visitor();
+    let first = app.hold(event, seats[0], &token).await;
+    let booked = app.confirm(first.json["hold_id"].as_str().unwrap(), &token).await;
+    assert_eq!(booked.status, StatusCode::OK, "{}", booked.text);
+    let second = app.hold(event, seats[1], &token).await;
+    assert_eq!(second.status, StatusCode::CREATED);
+    let refused = app.hold(event, seats[2], &token).await;
+    refused.assert_problem(StatusCode::CONFLICT);
+    assert_eq!(refused.json["limit"], 2, "a booking and a hold make two: {}", refused.text);
+    assert_eq!(app.release(second.json["hold_id"].as_str().unwrap(), &token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.hold(event, seats[2], &token).await.status, StatusCode::CREATED, "a release frees a place");
+
+    // An expired hold stops counting at once (no sweeper runs in these tests).
+    app.execute("UPDATE seats SET hold_expires_at = 1 WHERE status = 'HELD'").await;
+    assert_eq!(app.hold(event, seats[3], &token).await.status, StatusCode::CREATED, "an expiry frees a place");
+}
+
+async fn a_hold_ends_with_the_session_and_frees_its_seat_at_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (event, seats) = app.create_event(1, 3).await;
+    let alice = uuid::Uuid::new_v4().simple().to_string();
+    let (_, bob) = app.visitor();
+
+    // Eight minutes into a ten-minute session: the hold ends with the session, not five minutes later.
+    let session_end = now_secs() + 120;
+    let late = app.token_until(&alice, MAIN_QUEUE, session_end);
+    let hold = app.hold(event, seats[0], &late).await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{}", hold.text);
+    assert_eq!(hold.json["expires_at"], crate::helpers::rfc3339(session_end), "{}", hold.text);
+    assert_eq!(hold.json["ends_with_session"], true);
+    let (_, early_token) = app.visitor();
+    let early = app.hold(event, seats[1], &early_token).await;
+    assert_eq!(early.json["ends_with_session"], false, "a full hold period fits in a fresh session");
+    // The event page shows when the session ends, and the hold's end with it.
+    let page = app.get(&format!("/events/{event}"), &late).await;
+    assert!(page.text.contains(&crate::helpers::rfc3339(session_end)), "the page shows the session's end");
+
+    // A session that ends in two seconds: once it has, the seat is free for the next visitor.
+    let ending = now_secs() + 2;
+    let short = app.token_until(&alice, MAIN_QUEUE, ending);
+    let hold = app.hold(event, seats[2], &short).await;
+    assert_eq!(hold.status, StatusCode::CREATED, "{}", hold.text);
+    app.hold(event, seats[2], &bob).await.assert_problem(StatusCode::CONFLICT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = app.hold(event, seats[2], &bob).await;
+        if r.status == StatusCode::CREATED {
+            assert!(now_secs() >= ending, "the seat was freed before the session ended");
+            break;
+        }
+        r.assert_problem(StatusCode::CONFLICT);
+        assert!(tokio::time::Instant::now() < deadline, "the seat stayed blocked after the session ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Within the verifier's leeway the token still authenticates, but no hold can start.
+    let r = app.hold(event, seats[0], &short).await;
+    r.assert_problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json["reason"], "expired");
 }

@@ -1,5 +1,8 @@
 //! `Idempotency-Key` on holds, confirms and claims.
 
+use std::time::Duration;
+
+use futures_util::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -11,6 +14,8 @@ on_both_backends!(
     the_same_key_with_a_different_body_is_422,
     a_key_whose_first_request_is_still_running_is_409,
     a_retried_claim_and_confirm_return_the_first_answer,
+    refusals_that_change_nothing_leave_no_record,
+    records_expire_and_the_sweeper_deletes_them,
 );
 
 async fn a_retried_hold_returns_the_same_hold_and_expiry(backend: Backend) {
@@ -86,4 +91,88 @@ async fn a_retried_claim_and_confirm_return_the_first_answer(backend: Backend) {
     assert_eq!(booked.status, StatusCode::OK, "{}", booked.text);
     let again = app.post_with_key(&confirm, &token, "b-1", json!({})).await;
     assert_eq!(again.text, booked.text);
+}
+
+async fn records(app: &TestApp) -> i64 {
+    app.query_pairs("SELECT 'all', count(*) FROM idempotency_keys").await[0].1
+}
+
+async fn refusals_that_change_nothing_leave_no_record(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.rate_limit.mutations = 1000).await;
+    let (event, seats) = app.create_event(1, 2).await;
+    let (_, token) = app.visitor();
+    // The attack of the issue: confirming made-up hold ids with fresh keys, concurrently.
+    let made_up: Vec<String> = (0..100).map(|_| format!("{event}-{}", uuid::Uuid::new_v4().simple())).collect();
+    let answers = join_all(made_up.iter().enumerate().map(|(i, hold)| {
+        let (app, token) = (&app, &token);
+        async move {
+            app.post_with_key(&format!("/api/holds/{hold}/confirm"), token, &format!("fresh-{i}"), json!({})).await
+        }
+    }))
+    .await;
+    for r in &answers {
+        r.assert_problem(StatusCode::NOT_FOUND);
+    }
+    let path = format!("/api/events/{event}/holds");
+    app.post_with_key(&path, &token, "no-seat", json!({ "seat_id": 999_999 }))
+        .await
+        .assert_problem(StatusCode::NOT_FOUND);
+    assert_eq!(records(&app).await, 0, "404s were stored");
+
+    // What changed something, or refused on the state of things (409/410), is kept for replay.
+    let first = app.post_with_key(&path, &token, "real", json!({ "seat_id": seats[0] })).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let (_, other) = app.visitor();
+    let taken = app.post_with_key(&path, &other, "taken", json!({ "seat_id": seats[0] })).await;
+    taken.assert_problem(StatusCode::CONFLICT);
+    assert_eq!(records(&app).await, 2);
+}
+
+async fn records_expire_and_the_sweeper_deletes_them(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.idempotency.ttl = Duration::from_secs(3600);
+        c.idempotency.sweep_interval = Duration::from_millis(100);
+    })
+    .await;
+    let (event, seats) = app.create_event(1, 2).await;
+    let (visitor, token) = app.visitor();
+    let path = format!("/api/events/{event}/holds");
+    let fresh = app.post_with_key(&path, &token, "fresh", json!({ "seat_id": seats[0] })).await;
+    assert_eq!(fresh.status, StatusCode::CREATED);
+    // A record from two hours ago: past idempotency.ttl.
+    let old = crate::helpers::now_secs() * 1000 - 7_200_000;
+    app.execute(&format!(
+        "INSERT INTO idempotency_keys (visitor_id, key, fingerprint, state, status, body, created_at) \
+         VALUES ('{visitor}', 'old', 'f', 'done', 201, '{{}}', {old})"
+    ))
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys = app.query_pairs("SELECT key, created_at FROM idempotency_keys").await;
+        if keys.len() == 1 {
+            assert_eq!(keys[0].0, "fresh", "the live record stays");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the sweeper did not delete the expired record: {keys:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An expired key that no sweeper has reached yet runs anew, not as a replay.
+    let lazy = TestApp::spawn_with(backend, |c| {
+        c.idempotency.ttl = Duration::from_secs(3600);
+        c.idempotency.sweep_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (event, seats) = lazy.create_event(1, 1).await;
+    let (visitor, token) = lazy.visitor();
+    lazy.execute(&format!(
+        "INSERT INTO idempotency_keys (visitor_id, key, fingerprint, state, status, body, created_at) \
+         VALUES ('{visitor}', 'stale', 'f', 'done', 410, '{{}}', {old})"
+    ))
+    .await;
+    let path = format!("/api/events/{event}/holds");
+    let again = lazy.post_with_key(&path, &token, "stale", json!({ "seat_id": seats[0] })).await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.text);
+    assert!(again.headers.get("idempotent-replayed").is_none());
+    let replay = lazy.post_with_key(&path, &token, "stale", json!({ "seat_id": seats[0] })).await;
+    assert_eq!((replay.status, replay.text), (StatusCode::CREATED, again.text), "the new answer is kept");
 }

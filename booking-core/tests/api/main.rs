@@ -15,4 +15,6 @@ mod catalogue;
 mod coupons;
 mod holds;
 mod idempotency;
+mod limits;
 mod service;
+mod session;

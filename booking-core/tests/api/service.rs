@@ -12,7 +12,7 @@ async fn health_and_metrics_are_served_without_a_token(backend: Backend) {
     let (event, seats) = app.create_event(1, 1).await;
     let (_, token) = app.visitor();
     app.hold(event, seats[0], &token).await;
-    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let health = app.client.get(app.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     let page = app.metrics().await;
     for name in [
@@ -33,11 +33,13 @@ async fn health_and_metrics_are_served_without_a_token(backend: Backend) {
 
 async fn shutdown_stops_serving(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let url = app.url("/healthz");
-    assert_eq!(app.client.get(&url).send().await.unwrap().status(), StatusCode::OK);
+    let (health, api) = (app.admin_url("/healthz"), app.url("/api/openapi.json"));
+    assert_eq!(app.client.get(&health).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.client.get(&api).send().await.unwrap().status(), StatusCode::OK);
     let TestApp { app: running, client, .. } = app;
     running.stop().await.unwrap();
-    assert!(client.get(&url).send().await.is_err(), "nothing listens after shutdown");
+    assert!(client.get(&health).send().await.is_err(), "nothing listens on the operator listener after shutdown");
+    assert!(client.get(&api).send().await.is_err(), "nothing listens after shutdown");
 }
 
 #[test]

@@ -3,8 +3,9 @@
 //   node event-page.js <event-page-url> <out-dir>
 //
 // Opens the protected event page, is sent to the queue, comes back admitted,
-// then uses the page as a person would: holds a seat, confirms it, claims the
-// coupon, and checks what the page shows after each step. Prints one JSON
+// then uses the page as a person would: claims the coupon, holds a seat,
+// confirms it (which ends the session), and checks what the page shows after
+// each step. Prints one JSON
 // line {"event":"result", ...} (or {"event":"error"}), with screenshots of
 // the page at phone and desktop sizes in <out-dir>. Uses playwright-core from
 // waiting-room/tests/browser and Debian's Chromium; never downloads a browser.
@@ -35,6 +36,17 @@ async function main() {
     result.title = await page.title();
     result.heading = (await page.textContent("h1")).trim();
 
+    // The coupon first: confirming the booking ends the session.
+    const claim = page.locator("#campaigns button.primary").first();
+    await claim.click();
+    const code = page.locator("#campaigns .result code.coupon").first();
+    await code.waitFor({ timeout: 10000 });
+    result.steps.code = (await code.textContent()).trim();
+    result.steps.claimButton = { text: (await claim.textContent()).trim(), disabled: await claim.isDisabled() };
+    await page.waitForFunction(() => document.querySelector("#my-coupons code"), null, { timeout: 10000 });
+    result.steps.myCoupons = (await page.textContent("#my-coupons")).replace(/\s+/g, " ").trim();
+    result.steps.sessionOpenAfterClaim = await page.isHidden("#ended");
+
     const available = page.locator('#seatmap button[aria-disabled="false"]').first();
     await available.waitFor({ timeout: 10000 });
     result.seatButtons = await page.locator("#seatmap button").count();
@@ -61,15 +73,11 @@ async function main() {
     await page.waitForFunction(() => /Seat /.test(document.querySelector("#bookings").textContent), null, { timeout: 10000 });
     result.steps.bookings = (await page.textContent("#bookings")).replace(/\s+/g, " ").trim();
     result.steps.bookedMine = await page.locator("#seatmap button.mine.booked").count();
+    // The purchase ended the session, and the page says why.
+    await page.waitForSelector("#ended", { state: "visible", timeout: 10000 });
+    result.steps.ended = (await page.textContent("#ended")).replace(/\s+/g, " ").trim();
+    result.steps.seatButtonsDisabled = await page.locator("#seatmap button:not([disabled])").count() === 0;
 
-    const claim = page.locator("#campaigns button.primary").first();
-    await claim.click();
-    const code = page.locator("#campaigns .result code.coupon").first();
-    await code.waitFor({ timeout: 10000 });
-    result.steps.code = (await code.textContent()).trim();
-    result.steps.claimButton = { text: (await claim.textContent()).trim(), disabled: await claim.isDisabled() };
-    await page.waitForFunction(() => document.querySelector("#my-coupons code"), null, { timeout: 10000 });
-    result.steps.myCoupons = (await page.textContent("#my-coupons")).replace(/\s+/g, " ").trim();
     result.liveRegions = await page.locator("[aria-live]").count();
     await context.close();
   } finally {

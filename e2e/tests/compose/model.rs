@@ -26,7 +26,13 @@ impl Loaded {
                 }
                 l
             }
-            Loaded::Booking(c, _) => vec![(c.server.listen.clone(), "/healthz")],
+            Loaded::Booking(c, _) => {
+                let mut l = vec![(c.server.listen.clone(), "")];
+                if !c.admin.listen.is_empty() {
+                    l.push((c.admin.listen.clone(), "/healthz"));
+                }
+                l
+            }
         }
     }
 

@@ -99,10 +99,10 @@ impl Evidence {
                 Err(err) => e.source_errors.push(format!("waiting room admin API: {err:#}")),
             }
         }
-        if let Some(booking) = &args.booking
+        if let Some(booking_admin) = &args.booking_admin
             && args.admin_token.is_some()
         {
-            match services::campaign_stock(booking, &token, campaign).await {
+            match services::campaign_stock(booking_admin, &token, campaign).await {
                 Ok(s) => e.stats = Some(s),
                 Err(err) => e.source_errors.push(format!("booking core /admin/stats: {err:#}")),
             }

@@ -8,6 +8,13 @@
 //!
 //! Hold ids are `<event id>-<32 hex>`: the event is readable from the id, so
 //! confirm and release check the token's queue before any database work.
+//!
+//! A hold never outlives the session it belongs to: it ends at the hold period
+//! or at the entry token's `exp`, whichever comes first, so a seat held late
+//! in a session is free for the next visitor the moment that session ends
+//! (the visitor could not have confirmed it anyway). A visitor may have at
+//! most `holds.max_per_visitor` live holds and bookings per event, enforced by
+//! the hold statement itself.
 
 use std::time::Duration;
 
@@ -17,14 +24,14 @@ use shared::problem::Problem;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod api;
+
+pub use self::api::HoldRequest;
 use crate::catalogue::Catalogue;
 use crate::clock::{self, now_ms};
-use crate::http::problem::{ApiError, Failure};
-use crate::http::{Ctx, Reply, body};
+use crate::config::HoldsConfig;
+use crate::http::problem::ApiError;
 use crate::metrics::Metrics;
-use crate::openapi::{
-    BodyRead, ConfirmHold, Errors, Idempotency, JsonBody, PathId, ReleaseHold, Scope, Server, TakeHold, Token,
-};
 use crate::store::holds::NewHold;
 use crate::store::{BookingRow, HoldRow, Store, StoreError};
 
@@ -47,6 +54,20 @@ pub enum HoldError {
         /// `held by another visitor` or `already booked`.
         state: &'static str,
     },
+    /// → 409: the caller has reached `holds.max_per_visitor` on this event.
+    #[error(
+        "you already hold or booked {limit} seats of event {event_id}, the most one visitor may; \
+         confirm or release a hold first"
+    )]
+    LimitReached {
+        /// The event.
+        event_id: i64,
+        /// `holds.max_per_visitor`.
+        limit: i64,
+    },
+    /// → 401: the session ends before a hold could start.
+    #[error("your session has ended, so no seat can be held for you; join the waiting room again")]
+    SessionOver,
     /// → 409: the caller already holds this seat.
     #[error("you already hold seat {seat_id} (hold {hold_id}); confirm it or release it")]
     AlreadyYours {
@@ -76,9 +97,11 @@ impl ApiError for HoldError {
     fn status(&self) -> StatusCode {
         match self {
             HoldError::NoSeat { .. } | HoldError::NoHold(_) => StatusCode::NOT_FOUND,
-            HoldError::SeatTaken { .. } | HoldError::AlreadyYours { .. } | HoldError::Confirmed(_) => {
-                StatusCode::CONFLICT
-            }
+            HoldError::SeatTaken { .. }
+            | HoldError::AlreadyYours { .. }
+            | HoldError::Confirmed(_)
+            | HoldError::LimitReached { .. } => StatusCode::CONFLICT,
+            HoldError::SessionOver => StatusCode::UNAUTHORIZED,
             HoldError::Expired(_) | HoldError::Released(_) => StatusCode::GONE,
             // A double booking reaching the database's unique constraint is a
             // conflict, not a server error.
@@ -90,6 +113,8 @@ impl ApiError for HoldError {
     fn extend(&self, problem: Problem) -> Problem {
         match self {
             HoldError::AlreadyYours { hold_id, .. } => problem.with("hold_id", hold_id.as_str()),
+            HoldError::LimitReached { limit, .. } => problem.with("limit", *limit),
+            HoldError::SessionOver => problem.with("reason", "expired"),
             _ => problem,
         }
     }
@@ -104,15 +129,24 @@ pub struct HoldView {
     pub seat_id: i64,
     /// Its event.
     pub event_id: i64,
-    /// When the hold ends (RFC 3339).
+    /// When the hold ends (RFC 3339): the hold period, or the end of the
+    /// caller's session if that comes first.
     #[serde(with = "clock::serde_ms")]
     #[schema(value_type = String, format = DateTime)]
     pub expires_at: i64,
+    /// True when the hold ends with the session, before the full hold period.
+    pub ends_with_session: bool,
 }
 
-impl From<&HoldRow> for HoldView {
-    fn from(h: &HoldRow) -> Self {
-        HoldView { hold_id: h.id.clone(), seat_id: h.seat_id, event_id: h.event_id, expires_at: h.expires_at }
+impl HoldView {
+    fn new(h: &HoldRow, ends_with_session: bool) -> Self {
+        HoldView {
+            hold_id: h.id.clone(),
+            seat_id: h.seat_id,
+            event_id: h.event_id,
+            expires_at: h.expires_at,
+            ends_with_session,
+        }
     }
 }
 
@@ -165,37 +199,80 @@ pub struct Holds {
     catalogue: Catalogue,
     metrics: Metrics,
     length_ms: i64,
+    max_per_visitor: i64,
 }
 
 impl Holds {
-    /// Holds lasting `length`.
-    pub fn new(store: Store, catalogue: Catalogue, metrics: Metrics, length: Duration) -> Holds {
-        Holds { store, catalogue, metrics, length_ms: i64::try_from(length.as_millis()).unwrap_or(i64::MAX) }
+    /// Holds as `config` says (period, per-visitor limit).
+    pub fn new(store: Store, catalogue: Catalogue, metrics: Metrics, config: &HoldsConfig) -> Holds {
+        let length_ms = i64::try_from(config.length.as_millis()).unwrap_or(i64::MAX);
+        Holds { store, catalogue, metrics, length_ms, max_per_visitor: config.max_per_visitor }
     }
 
-    /// Hold `seat_id` of `event_id` for `visitor_id`.
-    pub async fn hold(&self, event_id: i64, seat_id: i64, visitor_id: &str) -> Result<HoldView, HoldError> {
-        let hold_id = format!("{event_id}-{}", uuid::Uuid::new_v4().simple());
-        let now = now_ms();
-        let attempt =
-            NewHold { event_id, seat_id, hold_id: &hold_id, visitor_id, now, expires_at: now + self.length_ms };
-        if let Some(hold) = self.store.try_hold(&attempt).await? {
-            self.metrics.holds.inc();
-            self.catalogue.seats_changed(event_id).await;
-            return Ok(HoldView::from(&hold));
+    /// Hold `seat_id` of `event_id` for `visitor_id` until the hold period
+    /// ends or `session_ends_at` (epoch ms), whichever is first.
+    pub async fn hold(
+        &self,
+        event_id: i64,
+        seat_id: i64,
+        visitor_id: &str,
+        session_ends_at: i64,
+    ) -> Result<HoldView, HoldError> {
+        // One more try when the refusal cannot be explained (a hold of the
+        // visitor's ended between the attempt and the explanation).
+        for _ in 0..2 {
+            let hold_id = format!("{event_id}-{}", uuid::Uuid::new_v4().simple());
+            let now = now_ms();
+            let full_period = now.saturating_add(self.length_ms);
+            let expires_at = full_period.min(session_ends_at);
+            if expires_at <= now {
+                return Err(HoldError::SessionOver);
+            }
+            let attempt = NewHold {
+                event_id,
+                seat_id,
+                hold_id: &hold_id,
+                visitor_id,
+                now,
+                expires_at,
+                max_per_visitor: self.max_per_visitor,
+            };
+            if let Some(hold) = self.store.try_hold(&attempt).await? {
+                self.metrics.holds.inc();
+                self.catalogue.seats_changed(event_id).await;
+                return Ok(HoldView::new(&hold, expires_at < full_period));
+            }
+            // Lost: say why. These reads explain the refusal; they decide nothing.
+            self.metrics.hold_conflicts.inc();
+            if let Some(refusal) = self.explain(event_id, seat_id, visitor_id, now).await? {
+                return Err(refusal);
+            }
         }
-        // Lost: say why. This read explains the refusal; it decides nothing.
-        self.metrics.hold_conflicts.inc();
+        Err(HoldError::SeatTaken { seat_id, state: "held by another visitor" })
+    }
+
+    async fn explain(
+        &self,
+        event_id: i64,
+        seat_id: i64,
+        visitor_id: &str,
+        now: i64,
+    ) -> Result<Option<HoldError>, HoldError> {
         let seat = self.store.seat(event_id, seat_id).await?.ok_or(HoldError::NoSeat { event_id, seat_id })?;
-        Err(match (seat.status.as_str(), seat.held_by.as_deref()) {
+        let live = seat.hold_expires_at.is_some_and(|t| t > now);
+        Ok(Some(match (seat.status.as_str(), seat.held_by.as_deref()) {
             ("BOOKED", _) => HoldError::SeatTaken { seat_id, state: "already booked" },
-            ("HELD", Some(v)) if v == visitor_id => {
+            ("HELD", Some(v)) if live && v == visitor_id => {
                 // Their own live hold; its id is on the seat row.
                 let hold_id = self.store.seat_hold_id(seat_id).await?.unwrap_or_default();
                 HoldError::AlreadyYours { seat_id, hold_id }
             }
-            _ => HoldError::SeatTaken { seat_id, state: "held by another visitor" },
-        })
+            ("HELD", _) if live => HoldError::SeatTaken { seat_id, state: "held by another visitor" },
+            _ if self.store.live_seats_of(event_id, visitor_id, now).await? >= self.max_per_visitor => {
+                HoldError::LimitReached { event_id, limit: self.max_per_visitor }
+            }
+            _ => return Ok(None),
+        }))
     }
 
     /// Confirm the visitor's hold into a booking. Confirming again returns the
@@ -260,119 +337,20 @@ impl Holds {
     }
 
     /// Run [`Holds::sweep`] every `interval` until `shutdown` flips.
-    pub fn spawn_sweeper(self, interval: Duration, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {
-                        if let Err(e) = self.sweep().await {
-                            tracing::warn!(error = %e, "hold sweep failed; retrying next tick");
-                        }
-                    }
-                    _ = shutdown.changed() => return,
+    pub fn spawn_sweeper(self, interval: Duration, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+        crate::tasks::every(interval, false, shutdown, move || {
+            let holds = self.clone();
+            async move {
+                if let Err(e) = holds.sweep().await {
+                    tracing::warn!(error = %e, "hold sweep failed; retrying next tick");
                 }
             }
         })
     }
 }
 
-fn no_hold(hold_id: &str) -> HoldError {
+pub(crate) fn no_hold(hold_id: &str) -> HoldError {
     HoldError::NoHold(hold_id.chars().take(100).collect())
-}
-
-/// Body of `POST /api/events/{id}/holds`.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HoldRequest {
-    /// The seat to hold (an `id` from the seat map).
-    pub seat_id: i64,
-}
-
-/// Hold a seat for a few minutes (until `expires_at`); confirm it to book it.
-#[utoipa::path(post, path = "/api/events/{id}/holds", tag = "holds",
-    params(
-        ("id" = i64, Path, description = "Event id", minimum = 1),
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "Retry safely: the same key and request replay the first answer"),
-    ),
-    request_body = HoldRequest,
-    responses(
-        (status = 201, description = "The seat is yours until `expires_at`", body = HoldView,
-            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer"))),
-        Errors<(BodyRead, PathId, Token, Scope, JsonBody, TakeHold, Idempotency, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
-    let visitor = cx.visitor()?;
-    cx.state.auth().authorize(&visitor, event_id)?;
-    let request: HoldRequest = body::json(&cx.headers, &cx.body, r#"{"seat_id": 17}"#)?;
-    crate::idempotency::guarded(cx, &visitor, || async {
-        let hold = cx.state.holds().hold(event_id, request.seat_id, &visitor.id).await?;
-        Ok(Reply::json(StatusCode::CREATED, &hold))
-    })
-    .await
-}
-
-/// Turn a live hold into a booking; confirming again answers the same booking.
-/// The body is empty or `{}`.
-#[utoipa::path(post, path = "/api/holds/{hold_id}/confirm", tag = "holds",
-    params(
-        ("hold_id" = String, Path, description = "Hold id (`<event id>-<32 hex>`)"),
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "Retry safely: the same key and request replay the first answer"),
-    ),
-    responses(
-        (status = 200, description = "The booking", body = BookingView,
-            headers(("idempotent-replayed" = String, description = "`true` on a replayed answer"))),
-        Errors<(BodyRead, Token, ConfirmHold, Scope, JsonBody, Idempotency, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
-    let visitor = cx.visitor()?;
-    let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
-    cx.state.auth().authorize(&visitor, event_id)?;
-    let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
-    crate::idempotency::guarded(cx, &visitor, || async {
-        let booking = cx.state.holds().confirm(hold_id, &visitor.id).await?;
-        Ok(Reply::json(StatusCode::OK, &booking))
-    })
-    .await
-}
-
-/// Release a hold; releasing an expired or released hold again is a no-op.
-#[utoipa::path(delete, path = "/api/holds/{hold_id}", tag = "holds",
-    params(("hold_id" = String, Path, description = "Hold id (`<event id>-<32 hex>`)")),
-    responses(
-        (status = 204, description = "Released (the seat is available again)"),
-        Errors<(BodyRead, Token, ReleaseHold, Scope, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn delete_hold(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
-    let visitor = cx.visitor()?;
-    let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
-    cx.state.auth().authorize(&visitor, event_id)?;
-    cx.state.holds().release(hold_id, &visitor.id).await?;
-    Ok(Reply::empty(StatusCode::NO_CONTENT))
-}
-
-/// The caller's bookings.
-#[utoipa::path(get, path = "/api/me/bookings", tag = "me",
-    responses(
-        (status = 200, description = "Oldest first", body = [BookingView]),
-        Errors<(BodyRead, Token, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn my_bookings(cx: &Ctx) -> Result<Reply, Failure> {
-    let visitor = cx.visitor()?;
-    let bookings = cx.state.store().bookings_of(&visitor.id).await.map_err(HoldError::from)?;
-    let views: Vec<BookingView> = bookings.iter().map(BookingView::from).collect();
-    Ok(Reply::json(StatusCode::OK, &views))
 }
 
 #[cfg(test)]

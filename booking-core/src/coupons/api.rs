@@ -1,0 +1,59 @@
+//! The coupon routes: claim a code, list the caller's codes.
+
+use http::StatusCode;
+
+use super::{ClaimError, ClaimView, Coupons};
+use crate::clock::now_ms;
+use crate::config::SessionEndOn;
+use crate::http::problem::Failure;
+use crate::http::{Ctx, Reply, body};
+use crate::openapi::{BodyRead, Claim, Errors, Idempotency, JsonBody, Mutating, PathId, Scope, Server, Token};
+use crate::session::{self, Purchased};
+
+/// Claim one coupon code of a campaign: first come, one per visitor, answered
+/// only once committed. The body is empty or `{}`.
+#[utoipa::path(post, path = "/api/coupons/{campaign_id}/claims", tag = "coupons",
+    params(
+        ("campaign_id" = i64, Path, description = "Campaign id", minimum = 1),
+        ("Idempotency-Key" = Option<String>, Header,
+            description = "Retry safely: the same key and request replay the first answer"),
+    ),
+    responses(
+        (status = 201, description = "The code is yours", body = Purchased<ClaimView>,
+            headers(
+                ("idempotent-replayed" = String, description = "`true` on a replayed answer"),
+                ("wr-session" = String,
+                    description = "`end; reason=\"claim\"` when the claim ended the session (the proxy consumes it)"),
+            )),
+        Errors<(BodyRead, PathId, Mutating, JsonBody, Claim, Scope, Idempotency, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
+pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
+    let visitor = cx.mutating_visitor()?;
+    let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
+    let coupons = cx.state.coupons();
+    let campaign = coupons.campaign(campaign_id).await?;
+    cx.state.auth().authorize(&visitor, campaign.event_id)?;
+    Coupons::check_window(&campaign, now_ms())?;
+    crate::idempotency::guarded(cx, &visitor, || async {
+        let claim = coupons.claim(&campaign, &visitor.id).await?;
+        Ok(session::reply(&cx.state, &visitor, SessionEndOn::Claim, StatusCode::CREATED, claim).await)
+    })
+    .await
+}
+
+/// The caller's coupon codes.
+#[utoipa::path(get, path = "/api/me/coupons", tag = "me",
+    responses(
+        (status = 200, description = "Oldest first", body = [ClaimView]),
+        Errors<(BodyRead, Token, Server)>,
+    ),
+    security(("entry_token" = []), ("entry_cookie" = [])),
+)]
+pub async fn my_coupons(cx: &Ctx) -> Result<Reply, Failure> {
+    let visitor = cx.visitor()?;
+    let claims = cx.state.store().claims_of(&visitor.id).await.map_err(ClaimError::from)?;
+    let views: Vec<ClaimView> = claims.iter().map(ClaimView::from).collect();
+    Ok(Reply::json(StatusCode::OK, &views))
+}

@@ -1,0 +1,376 @@
+//! The Redis gate, shared by every instance.
+//!
+//! Campaign `c` has a hash `<prefix>:{gate:c}` (`#total`, `#free`, `#issued`,
+//! and one field per visitor: `L` while their lease runs, then `C` or the
+//! committed claim's JSON) and a sorted set `<prefix>:{gate:c}:leases`
+//! (visitor → lease deadline, epoch ms of Redis `TIME`, so instances with
+//! skewed clocks agree). `reserved` is the sorted set's size. Each step is one
+//! Lua script, so duplicate check, stock check, reservation and lease cannot
+//! interleave (the retailer's SADD + INCR did, and over-issued), and each
+//! keeps `#free + reserved + #issued == #total`.
+//!
+//! If the hash is missing — first use, Redis flushed or restarted — it is
+//! built from the database into a staging key and renamed into place only if
+//! no other instance got there first. Claims that were in flight across the
+//! loss settle against the new gate: a commit it does not know about takes a
+//! unit from `#free`, an undo it does not know about changes nothing (its
+//! read already counted that unit as free).
+
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use super::{Admission, GateCounts, GateError, Lease, snapshot};
+use crate::metrics::Metrics;
+use crate::store::{CampaignRow, Store};
+
+/// Redis time in epoch ms, for the scripts.
+const NOW: &str = "local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// → {-1} gate missing (build it), {1, deadline} admitted, {2, deadline, now}
+/// the visitor's lease, {3, mark} claimed (`C` or JSON), {4, earliest, now}
+/// nothing free but leases run, {0} sold out.
+const ADMIT: &str = "
+if redis.call('HEXISTS', KEYS[1], '#total') == 0 then return {-1} end
+local mark = redis.call('HGET', KEYS[1], ARGV[1])
+if mark == 'L' then
+  return {2, tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0'), now}
+elseif mark then
+  return {3, mark}
+end
+if tonumber(redis.call('HGET', KEYS[1], '#free')) <= 0 then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if first[2] then return {4, tonumber(first[2]), now} end
+  return {0}
+end
+local deadline = now + tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[1], '#free', -1)
+redis.call('HSET', KEYS[1], ARGV[1], 'L')
+redis.call('ZADD', KEYS[2], deadline, ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+return {1, deadline}
+";
+
+/// The visitor holds a committed code; ARGV[2] is its JSON, or `C`. A lease
+/// becomes issued; no mark at all means the gate was built after this claim
+/// was admitted from a read without it, so the unit it counted free is taken.
+const COMMITTED: &str = "
+if redis.call('HEXISTS', KEYS[1], '#total') == 0 then return 0 end
+local mark = redis.call('HGET', KEYS[1], ARGV[1])
+if mark == 'L' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], '#issued', 1)
+elseif not mark then
+  redis.call('HINCRBY', KEYS[1], '#free', -1)
+  redis.call('HINCRBY', KEYS[1], '#issued', 1)
+end
+if not mark or mark == 'L' or mark == 'C' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+";
+
+/// The commit failed and the visitor got nothing: the lease's unit is free again.
+const UNDO: &str = "
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'L' then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HINCRBY', KEYS[1], '#free', 1)
+return 1
+";
+
+/// The database has no free code (codes are never un-claimed): nothing is
+/// free, every unit not reserved is issued.
+const SOLD_OUT: &str = "
+if redis.call('HEXISTS', KEYS[1], '#total') == 0 then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[1]) == 'L' then
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+local total = tonumber(redis.call('HGET', KEYS[1], '#total'))
+redis.call('HSET', KEYS[1], '#free', 0, '#issued', total - redis.call('ZCARD', KEYS[2]))
+return 1
+";
+
+/// → {now, visitor, deadline, …}: up to ARGV[1] leases past their deadline.
+const EXPIRED: &str = "
+local r = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+table.insert(r, 1, now)
+return r
+";
+
+/// Settle one expired lease (ARGV: visitor, its deadline, `claimed` or `free`)
+/// if it is still that lease.
+const SETTLE: &str = "
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'L' then return 0 end
+local d = redis.call('ZSCORE', KEYS[2], ARGV[1])
+if not d or tonumber(d) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[3] == 'claimed' then
+  redis.call('HINCRBY', KEYS[1], '#issued', 1)
+  redis.call('HSET', KEYS[1], ARGV[1], 'C')
+else
+  redis.call('HINCRBY', KEYS[1], '#free', 1)
+  redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 1
+";
+
+/// → {total, free, issued, reserved}, or {} when the gate is missing.
+const COUNTS: &str = "
+local v = redis.call('HMGET', KEYS[1], '#total', '#free', '#issued')
+if not v[1] then return {} end
+return {tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), redis.call('ZCARD', KEYS[2])}
+";
+
+/// Install a staged build (KEYS: gate, staging, leases) unless a gate exists
+/// and ARGV[2] is not `1` (replace). The leases of a replaced gate go with it.
+const INSTALL: &str = "
+if ARGV[2] ~= '1' and redis.call('HEXISTS', KEYS[1], '#total') == 1 then
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('RENAME', KEYS[2], KEYS[1])
+redis.call('DEL', KEYS[3])
+redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+return 1
+";
+
+/// Gate state kept after a campaign closes, for late duplicate answers.
+const KEEP_AFTER_CLOSE_MS: i64 = 24 * 3600 * 1000;
+
+struct Scripts {
+    admit: Script,
+    committed: Script,
+    undo: Script,
+    sold_out: Script,
+    expired: Script,
+    settle: Script,
+    counts: Script,
+    install: Script,
+}
+
+/// The Redis gate.
+pub struct RedisGate {
+    conn: ConnectionManager,
+    prefix: String,
+    store: Store,
+    metrics: Metrics,
+    lease_ms: i64,
+    scripts: Scripts,
+    /// One build at a time per campaign in this process, so a flushed Redis
+    /// under load costs one database read per instance, not one per request.
+    building: DashMap<i64, Arc<tokio::sync::Mutex<()>>>,
+}
+
+fn int(v: Option<&Value>) -> Option<i64> {
+    match v? {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse::<f64>().ok().map(|f| f as i64),
+        _ => None,
+    }
+}
+
+fn text(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        _ => None,
+    }
+}
+
+impl RedisGate {
+    pub(super) fn new(conn: ConnectionManager, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> Self {
+        let with_now = |body: &str| Script::new(&format!("{NOW}{body}"));
+        RedisGate {
+            conn,
+            prefix: prefix.to_owned(),
+            store,
+            metrics,
+            lease_ms,
+            scripts: Scripts {
+                admit: with_now(ADMIT),
+                committed: Script::new(COMMITTED),
+                undo: Script::new(UNDO),
+                sold_out: Script::new(SOLD_OUT),
+                expired: with_now(EXPIRED),
+                settle: Script::new(SETTLE),
+                counts: Script::new(COUNTS),
+                install: Script::new(INSTALL),
+            },
+            building: DashMap::new(),
+        }
+    }
+
+    /// The gate's hash and lease keys. The `{…}` hash tag keeps them (and the
+    /// staging key) in one slot on a Redis cluster.
+    fn keys(&self, campaign_id: i64) -> (String, String) {
+        let hash = format!("{}:{{gate:{campaign_id}}}", self.prefix);
+        let leases = format!("{hash}:leases");
+        (hash, leases)
+    }
+
+    async fn call(&self, script: &Script, campaign_id: i64, args: &[String]) -> Result<Value, GateError> {
+        let (hash, leases) = self.keys(campaign_id);
+        let mut invocation = script.key(hash);
+        invocation.key(leases);
+        for a in args {
+            invocation.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        Ok(invocation.invoke_async(&mut conn).await?)
+    }
+
+    pub(super) async fn admit(&self, campaign: &CampaignRow, visitor: &str) -> Admission {
+        // Twice: a missing gate is built once, then asked again.
+        for _ in 0..2 {
+            let args = [visitor.to_owned(), self.lease_ms.to_string()];
+            let answer = match self.call(&self.scripts.admit, campaign.id, &args).await {
+                Ok(Value::Array(items)) => items,
+                Ok(other) => {
+                    tracing::warn!(answer = ?other, "unexpected claim gate answer");
+                    return Admission::Unguarded;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "claim gate unavailable; claiming unguarded");
+                    self.metrics.gate_errors.inc();
+                    return Admission::Unguarded;
+                }
+            };
+            let (a, b) = (int(answer.get(1)), int(answer.get(2)));
+            match (int(answer.first()), a, b) {
+                (Some(1), Some(deadline), _) => return Admission::Admitted { deadline },
+                (Some(2), Some(deadline), Some(now)) => return Admission::InFlight { deadline, now },
+                (Some(3), _, _) => {
+                    return Admission::Claimed(text(answer.get(1)).filter(|m| m != "C"));
+                }
+                (Some(4), Some(earliest), Some(now)) => return Admission::Busy { earliest, now },
+                (Some(0), _, _) => return Admission::SoldOut,
+                (Some(-1), _, _) => {
+                    if let Err(e) = self.rebuild(campaign, false).await {
+                        tracing::warn!(error = %e, campaign = campaign.id, "claim gate build failed");
+                        self.metrics.gate_errors.inc();
+                        return Admission::Unguarded;
+                    }
+                }
+                _ => {
+                    tracing::warn!(answer = ?answer, "unexpected claim gate answer");
+                    return Admission::Unguarded;
+                }
+            }
+        }
+        Admission::Unguarded
+    }
+
+    /// Run a correction; a failure is logged (the reconciler or the next
+    /// build corrects the count).
+    async fn correct(&self, script: &Script, campaign_id: i64, args: &[String]) {
+        if let Err(e) = self.call(script, campaign_id, args).await {
+            tracing::warn!(error = %e, "claim gate correction failed");
+            self.metrics.gate_errors.inc();
+        }
+    }
+
+    pub(super) async fn committed(&self, campaign_id: i64, visitor: &str, claim_json: &str) {
+        self.correct(&self.scripts.committed, campaign_id, &[visitor.to_owned(), claim_json.to_owned()]).await;
+    }
+
+    pub(super) async fn undo(&self, campaign_id: i64, visitor: &str) {
+        self.correct(&self.scripts.undo, campaign_id, &[visitor.to_owned()]).await;
+    }
+
+    pub(super) async fn sold_out(&self, campaign_id: i64, visitor: &str) {
+        self.correct(&self.scripts.sold_out, campaign_id, &[visitor.to_owned()]).await;
+    }
+
+    pub(super) async fn expired(&self, campaign_id: i64, limit: usize) -> Result<Vec<Lease>, GateError> {
+        let answer = self.call(&self.scripts.expired, campaign_id, &[limit.to_string()]).await?;
+        let Value::Array(items) = answer else { return Err(GateError::Unexpected(format!("{answer:?}"))) };
+        Ok(items[1.min(items.len())..]
+            .chunks(2)
+            .filter_map(|pair| Some(Lease { visitor: text(pair.first())?, deadline: int(pair.get(1))? }))
+            .collect())
+    }
+
+    pub(super) async fn settle(&self, campaign_id: i64, lease: &Lease, claimed: bool) -> Result<bool, GateError> {
+        let verdict = if claimed { "claimed" } else { "free" };
+        let args = [lease.visitor.clone(), lease.deadline.to_string(), verdict.to_owned()];
+        Ok(int(Some(&self.call(&self.scripts.settle, campaign_id, &args).await?)) == Some(1))
+    }
+
+    pub(super) async fn counts(&self, campaign_id: i64) -> Result<Option<GateCounts>, GateError> {
+        let answer = self.call(&self.scripts.counts, campaign_id, &[]).await?;
+        let Value::Array(v) = answer else { return Err(GateError::Unexpected(format!("{answer:?}"))) };
+        if v.is_empty() {
+            return Ok(None);
+        }
+        match (int(v.first()), int(v.get(1)), int(v.get(2)), int(v.get(3))) {
+            (Some(total), Some(free), Some(issued), Some(reserved)) => {
+                Ok(Some(GateCounts { total, free, reserved, issued }))
+            }
+            _ => Err(GateError::Unexpected(format!("{v:?}"))),
+        }
+    }
+
+    /// Build the gate from the database into a staging key, then install it
+    /// if there is none (or always, with `replace`).
+    pub(super) async fn rebuild(&self, campaign: &CampaignRow, replace: bool) -> Result<(), GateError> {
+        let lock = self.building.entry(campaign.id).or_default().clone();
+        let _one_at_a_time = lock.lock().await;
+        let (hash, leases) = self.keys(campaign.id);
+        let mut conn = self.conn.clone();
+        if !replace {
+            let exists: bool = redis::cmd("HEXISTS").arg(&hash).arg("#total").query_async(&mut conn).await?;
+            if exists {
+                return Ok(());
+            }
+        }
+        let (counts, claimants) = snapshot(&self.store, campaign).await?;
+        let staging = format!("{hash}:staging:{}", uuid::Uuid::new_v4().simple());
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(&staging)
+            .arg("#total")
+            .arg(counts.total)
+            .arg("#free")
+            .arg(counts.free)
+            .arg("#issued")
+            .arg(counts.issued)
+            .ignore();
+        for chunk in claimants.chunks(1000) {
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&staging);
+            for visitor in chunk {
+                hset.arg(visitor).arg("C");
+            }
+            pipe.add_command(hset).ignore();
+        }
+        // A crashed build must not leave its staging key behind.
+        pipe.cmd("PEXPIRE").arg(&staging).arg(60_000).ignore();
+        pipe.query_async::<()>(&mut conn).await?;
+        let keep_until = campaign.closes_at.max(crate::clock::now_ms()).saturating_add(KEEP_AFTER_CLOSE_MS);
+        let installed: i64 = self
+            .scripts
+            .install
+            .key(&hash)
+            .key(&staging)
+            .key(&leases)
+            .arg(keep_until)
+            .arg(if replace { "1" } else { "0" })
+            .invoke_async(&mut conn)
+            .await?;
+        if installed == 1 {
+            self.metrics.gate_rebuilds.inc();
+            tracing::info!(
+                campaign = campaign.id,
+                free = counts.free,
+                issued = counts.issued,
+                replace,
+                "claim gate built"
+            );
+        }
+        Ok(())
+    }
+}
