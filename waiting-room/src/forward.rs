@@ -27,6 +27,12 @@ const OURS: [&str; 5] = [VISITOR_HEADER, REQUEST_ID_HEADER, "forwarded", "x-forw
 /// Kept only from a trusted proxy.
 const FROM_PROXIES: [&str; 3] = ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"];
 
+/// Methods that change nothing (RFC 9110 §9.2.1): a request with one that
+/// failed before any answer may be sent to another upstream instance.
+pub fn safe_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS")
+}
+
 /// What the proxy knows of one request it sends upstream.
 #[derive(Debug, Clone, Copy)]
 pub struct Rewrite<'a> {

@@ -43,8 +43,10 @@ pub struct Ctx {
     path: String,
     /// Status of a response written outside Pingora (101).
     status: u16,
-    /// Upstream instances that refused a connection for this request.
+    /// Upstream instances that failed this request before answering.
     tried: Vec<SocketAddr>,
+    /// The upstream's response head has arrived.
+    answered: bool,
 }
 
 /// The `ProxyHttp` implementation.
@@ -271,6 +273,7 @@ impl ProxyHttp for WaitingRoom {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
+        ctx.answered = true;
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         Ok(())
     }
@@ -288,6 +291,34 @@ impl ProxyHttp for WaitingRoom {
         }
         if self.upstreams.pick(&ctx.tried).is_some() {
             e.set_retry(true);
+        }
+        e
+    }
+
+    /// A safe request (GET, HEAD, OPTIONS: nothing happens twice) whose
+    /// instance failed before answering — it died, or closed the
+    /// connection — goes to another healthy instance, as in the fast lane.
+    /// Anything else keeps Pingora's rule: retried only on a reused
+    /// connection, never when the method is not idempotent.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<pingora::Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<pingora::Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let method = &session.req_header().method;
+        if !method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
+            e.set_retry(false);
+        } else if crate::forward::safe_method(method.as_str()) && !ctx.answered {
+            if let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet() {
+                ctx.tried.push(*addr);
+            }
+            e.set_retry(self.upstreams.pick(&ctx.tried).is_some());
+        } else {
+            e.retry.decide_reuse(client_reused);
         }
         e
     }

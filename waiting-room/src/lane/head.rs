@@ -265,7 +265,16 @@ impl FastLane {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(&buf[head_len..consumed]);
 
-        Plan::Fast(Request { out, consumed, head: method == "HEAD", close, queue, path: path.into_owned(), request_id })
+        Plan::Fast(Request {
+            out,
+            consumed,
+            head: method == "HEAD",
+            safe: crate::forward::safe_method(method),
+            close,
+            queue,
+            path: path.into_owned(),
+            request_id,
+        })
     }
 }
 

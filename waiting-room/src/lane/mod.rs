@@ -425,12 +425,17 @@ impl FastLane {
             };
             match upstream::exchange(addr, &self.descriptors, &req.out, rbuf).await {
                 Ok((up, head)) => break Ok((addr, up, head)),
-                // Nothing was sent: another instance may take it.
+                // Nothing was sent, or nothing came back for a request that
+                // changes nothing: another instance may take it.
                 Err(Exchange::Connect(e)) => {
                     tracing::warn!(upstream = %addr, error = %e, "upstream connect failed; trying another");
                     tried.push(addr);
                 }
-                Err(Exchange::Failed(e)) => break Err(e),
+                Err(Exchange::NoAnswer(e)) if req.safe => {
+                    tracing::warn!(upstream = %addr, error = %e, "no answer to a safe request; trying another");
+                    tried.push(addr);
+                }
+                Err(Exchange::NoAnswer(e) | Exchange::Failed(e)) => break Err(e),
             }
         };
         let (addr, mut up, head) = match exchanged {
@@ -504,6 +509,8 @@ struct Request {
     consumed: usize,
     /// A HEAD request: the response has no body.
     head: bool,
+    /// A safe method (`forward::safe_method`): may be sent again elsewhere.
+    safe: bool,
     /// The client asked to close after this response.
     close: bool,
     queue: Option<String>,

@@ -87,7 +87,10 @@ pub(super) enum UpError {
 pub(super) enum Exchange {
     /// No connection: nothing was sent, another instance may take it.
     Connect(String),
-    /// The request may have been sent: never sent again.
+    /// Sent on a fresh connection, and nothing came back (the instance died
+    /// or closed it): a safe request may go to another instance.
+    NoAnswer(String),
+    /// A broken answer, or a failure after part of one.
     Failed(String),
 }
 
@@ -114,7 +117,7 @@ pub(super) async fn exchange(
         match send_and_read_head(&mut up.stream, out, rbuf).await {
             Ok(head) => return Ok((up, head)),
             Err(UpError::Stale(_)) if reused => continue,
-            Err(UpError::Stale(e)) => return Err(Exchange::Failed(e.to_string())),
+            Err(UpError::Stale(e)) => return Err(Exchange::NoAnswer(e.to_string())),
             Err(UpError::Bad(e)) => return Err(Exchange::Failed(e)),
         }
     }

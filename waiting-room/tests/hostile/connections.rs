@@ -25,32 +25,39 @@ async fn pass_ok(from: std::net::IpAddr, proxy: &Proxy) -> u16 {
 }
 
 /// Open `n` idle connections, client `from(i)` for the i-th, and sort them
-/// into those the proxy holds and those it refused at once, each refusal
-/// being a canned `expect` answer or a bare close.
+/// into those the proxy holds and those it refused, each refusal being a
+/// canned `expect` answer or a bare close.
 async fn open_idle(
     proxy: &Proxy,
     n: u32,
     from: impl Fn(u32) -> std::net::IpAddr,
     expect: u16,
 ) -> (Vec<tokio::net::TcpStream>, usize) {
-    let mut open = Vec::new();
-    let mut refused = 0;
+    let mut opened = Vec::new();
     for i in 0..n {
-        let Ok(mut s) = connect_from(from(i), &proxy.base).await else {
-            refused += 1;
-            continue;
-        };
-        // An accepted connection hears nothing until it sends a request.
+        // A connect the kernel refuses (the backlog full) is a refusal too.
+        if let Ok(s) = connect_from(from(i), &proxy.base).await {
+            opened.push(s);
+        }
+    }
+    // The kernel completes a handshake before the proxy accepts it: give
+    // every connection half a second (all at once) to be refused. An
+    // accepted one hears nothing until it sends a request.
+    let settled = futures_util::future::join_all(opened.into_iter().map(|mut s| async move {
         let mut buf = [0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(20), s.read(&mut buf)).await {
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
             Ok(Ok(n)) => {
                 let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
                 assert!(n == 0 || status(&answer) == expect, "{answer}");
-                refused += 1;
+                None
             }
-            _ => open.push(s),
+            Ok(Err(_)) => None,
+            Err(_) => Some(s),
         }
-    }
+    }))
+    .await;
+    let open: Vec<_> = settled.into_iter().flatten().collect();
+    let refused = n as usize - open.len();
     (open, refused)
 }
 
