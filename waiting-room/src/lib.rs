@@ -18,6 +18,9 @@
 //! - [`limits`]: per-client budgets and the refusal counter.
 //! - [`edge`]: what the public listener passes (methods, paths, origins).
 //! - [`api`]: the queue API under `/wr`.
+//! - [`join`]: joining a queue, the one path the page, the join call and the
+//!   WebSocket share (per-client budgets, places cap, challenge).
+//! - [`challenge`]: the proof-of-work challenge before a new place.
 //! - [`openapi`]: its OpenAPI 3.1 document, generated from the route functions.
 //! - [`page`]: the queue page.
 //! - [`ws`]: the WebSocket endpoint and its connection tasks.
@@ -35,6 +38,7 @@ pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -43,6 +47,7 @@ pub mod estimate;
 pub mod gate;
 pub mod http;
 pub mod identity;
+pub mod join;
 pub mod lane;
 pub mod limits;
 pub mod metrics;

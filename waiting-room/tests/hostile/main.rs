@@ -6,6 +6,9 @@
 #[path = "../proxy/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+mod joiners;
 mod net;
 
+mod challenge;
+mod places;
 mod websockets;
