@@ -188,6 +188,7 @@
     if (done) return;
     done = true;
     clearTimeout(pollTimer);
+    clearTimeout(joinTimer);
     apply(m);
     setLink("live", "You're in. Opening the site…");
     announce("You're in! Taking you to the site now.", true);

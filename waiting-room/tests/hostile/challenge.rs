@@ -212,3 +212,75 @@ async fn the_difficulty_follows_the_pressure_on_every_instance() {
     until_difficulty(&c, &ticking, |d| d == 4, "the difficulty never fell back").await;
     until_difficulty(&c, &edge, |d| d == 4, "the edge instance never saw it fall").await;
 }
+
+/// A Redis server of this test's own, on a free port.
+struct OwnRedis {
+    child: std::process::Child,
+    url: String,
+}
+
+impl OwnRedis {
+    async fn start() -> OwnRedis {
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/ensure-deps.sh)");
+        let url = format!("redis://127.0.0.1:{port}");
+        eventually("the test's Redis never answered", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map(|_| ()).map_err(|e| e.to_string())
+        })
+        .await;
+        OwnRedis { child, url }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.child.id().to_string()).status();
+        assert!(ok.unwrap().success());
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.signal("CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_redis_stalls_challenges_are_still_handed_out_and_answers_wait_for_it() {
+    let redis = OwnRedis::start().await;
+    let upstream = Upstream::start().await;
+    let q = pow_queue("q", "/a", 1, "1h", 8, 8);
+    let mut spec = ProxySpec::redis(&q, upstream.addr, "stall");
+    spec.redis_url = Some(&redis.url);
+    let proxy = Proxy::start(spec).await;
+    let c = client();
+    redis.signal("STOP");
+    // Handing out a challenge needs no store.
+    let stalled = challenge(&c, &proxy, "q").await;
+    // An answer needs the store: a 503 saying so, not a hang.
+    let answer = answer_to(&stalled.body);
+    let a = join(&c, &proxy, "q", None, Some(answer.clone())).await;
+    assert_eq!(a.status, 503, "{a:?}");
+    assert!(a.header("retry-after").is_some() && detail(&a).contains("store"), "{a:?}");
+    redis.signal("CONT");
+    // The stalled join may have run once Redis woke (its answer then spent):
+    // the visitor still gets in, at worst by solving the fresh challenge of
+    // the 428, as the page does; a 503 is retried.
+    let mut body = answer;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let placed = loop {
+        let a = join(&c, &proxy, "q", None, Some(body.clone())).await;
+        match a.status {
+            200 => break a,
+            428 => body = answer_to(&a.body),
+            status => assert_eq!(status, 503, "{a:?}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "the visitor never got in after the stall: {a:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(placed.body["status"], "WAITING");
+}
