@@ -165,6 +165,7 @@ impl Prepared {
             client: (max > 0).then(|| state.challenges.client_tag(self.client)),
             max_per_client: max,
             proof: self.proof,
+            fresh: self.set_cookie.is_some(),
         };
         let (standing, kind) = match store.join(queue.id(), self.visitor, &queue.params(), &checks).await {
             Ok(joined) => joined,

@@ -160,6 +160,7 @@ impl RedisStore {
             .arg(checks.max_per_client)
             .arg(proof)
             .arg(remember_ms)
+            .arg(if checks.fresh { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;

@@ -2,10 +2,10 @@
 
 use shared::visitor::VisitorId;
 use waiting_room::store::redis::{Keys, RedisStore};
-use waiting_room::store::{JoinChecks, JoinKind, Proof, QueueStore};
+use waiting_room::store::{JoinChecks, JoinKind, QueueStore};
 
 fn counted(max: u64) -> JoinChecks {
-    JoinChecks { client: Some("client-a".into()), max_per_client: max, proof: Proof::NotRequired }
+    JoinChecks { client: Some("client-a".into()), max_per_client: max, ..JoinChecks::default() }
 }
 
 #[tokio::test]

@@ -6,7 +6,8 @@
 -- ARGV: 1 visitor, 2 mode ("join" | "status"), 3 free_entry, 4 max_active, 5 session_ms,
 --       6 abandon_after_ms, 7 queue_all ("1" | "0"), 8 client ("" = not counted),
 --       9 max places per client (0 = none), 10 proof ("" = not required | "missing" | "solved"),
---       11 how long to remember a spent proof (ms)
+--       11 how long to remember a spent proof (ms), 12 fresh ("1": the visitor id was minted for
+--       this join and can hold nothing yet, so the lookups of a session and a place are skipped)
 -- KEYS 6-8 and ARGV 8-11 may be left out (no cap, no proof): bench/proxy.sh calls the script so.
 -- Returns {kind, a, b, join_kind}: kind "READY" (a = admitted ms, b = expires ms),
 --   "WAITING" (a = position, b = waiting), "NOT_IN_QUEUE"; join_kind: existing | joined | free | rejoined,
@@ -17,6 +18,7 @@ local v = ARGV[1]
 local client = ARGV[8] or ''
 local max_places = tonumber(ARGV[9] or '0')
 local proof = ARGV[10] or ''
+local fresh = ARGV[12] == '1'
 
 -- A waiting visitor left the line: forget which client held the place.
 local function forget_place()
@@ -42,7 +44,7 @@ local function spend()
   return nil
 end
 
-local exp = redis.call('ZSCORE', KEYS[3], v)
+local exp = not fresh and redis.call('ZSCORE', KEYS[3], v)
 if exp then
   exp = tonumber(exp)
   if exp > now then
@@ -54,7 +56,7 @@ if exp then
 end
 
 local lost = false
-local rank = redis.call('ZRANK', KEYS[1], v)
+local rank = not fresh and redis.call('ZRANK', KEYS[1], v)
 if rank then
   local abandon = tonumber(ARGV[6])
   local seen = tonumber(redis.call('ZSCORE', KEYS[2], v) or '0')
