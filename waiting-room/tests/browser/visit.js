@@ -144,6 +144,9 @@ async function main() {
       redirectChain.unshift(r.url());
     }
     const queueUrl = page.url();
+    // The step the server rendered the queue page in (the script may have moved on already).
+    const served = response ? await response.text().catch(() => "") : "";
+    const queueStep = (served.match(/data-wr-step="([^"]*)"/) || [])[1];
 
     const samples = [];
     const screenshots = [];
@@ -182,7 +185,7 @@ async function main() {
     }));
     const body = arrived ? (await page.textContent("body").catch(() => null)) : null;
     emit({
-      event: "result", scenario, redirectChain, queueUrl, arrived, body, samples, screenshots, cookies, ...seen,
+      event: "result", scenario, redirectChain, queueUrl, queueStep, arrived, body, samples, screenshots, cookies, ...seen,
       elapsedMs: Date.now() - t0,
     });
     await context.close();
