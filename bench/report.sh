@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Write BENCHMARKS.md from the summaries of one `make bench` (bench/run-all.sh
 # calls it). To redo the page from earlier runs, point it at their folders:
-#   PROXY_DIR=bench/out/proxy-… WS_DIR=bench/out/ws-… BOOKING_DIR=bench/out/booking-… SALE_DIR=bench/out/sale-… bench/report.sh
+#   PROXY_DIR=bench/out/proxy-… WS_DIR=bench/out/ws-… BOOKING_DIR=bench/out/booking-… SALE_DIR=bench/out/sale-… \
+#   POW_DIR=bench/out/pow-… bench/report.sh
 # The *_RUNS, *_ARGS, SALE_* and QUICK variables only label the commands (see bench/run-all.sh).
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
-QUICK="${QUICK:-0}"; BENCH_ONLY="${BENCH_ONLY:-proxy ws booking sale}"; LOG="${LOG:-bench/out}"
+QUICK="${QUICK:-0}"; BENCH_ONLY="${BENCH_ONLY:-proxy ws booking sale pow}"; LOG="${LOG:-bench/out}"
 PROXY_DIR="${PROXY_DIR:-}"; WS_DIR="${WS_DIR:-}"; BOOKING_DIR="${BOOKING_DIR:-}"; SALE_DIR="${SALE_DIR:-}"
+POW_DIR="${POW_DIR:-}"; POW_BITS="${POW_BITS:-10 12 14 16 18 20}"; POW_SAMPLES="${POW_SAMPLES:-9}"
 PROXY_RUNS="${PROXY_RUNS:-5}"; PROXY_DURATION="${PROXY_DURATION:-10s}"
 WS_CONNECTIONS="${WS_CONNECTIONS:-15000}"; WS_SECONDS="${WS_SECONDS:-40}"
 BOOKING_RUNS="${BOOKING_RUNS:-3}"; BOOKING_ARGS="${BOOKING_ARGS:-}"
@@ -64,6 +66,15 @@ sale_rate=$(sed -n 's/^sustained_rate //p' "$S" 2>/dev/null); sale_conf=$(sed -n
 sale_best_line=$(grep "^rate ${sale_rate:-x} PASS" "$S" 2>/dev/null | tail -1 | cut -d' ' -f4-)
 sale_fail_line=$(grep '^rate [0-9]* FAIL' "$S" 2>/dev/null | head -1)
 
+O="$POW_DIR/summary.txt"
+pow_setup=$(sed -n 's/^setup: //p' "$O" 2>/dev/null)
+pow_row() { # pow_row BITS: the table row of one difficulty
+  local w p
+  w=$(grep "^difficulty $1 webcrypto:" "$O" 2>/dev/null | sed 's/^[^:]*: //; s/ (expected.*//')
+  p=$(grep "^difficulty $1 plain:" "$O" 2>/dev/null | sed 's/^[^:]*: //; s/ (expected.*//')
+  echo "| challenge solve time in headless Chromium, $1 bits ($(num $((1 << $1))) hashes expected) | WebCrypto: ${w:-not run}; plain JavaScript: ${p:-not run} | — | — | — | — | \`BITS=\"$POW_BITS\" SAMPLES=$POW_SAMPLES bench/pow.sh\` |"
+}
+
 na() { [ -n "$1" ] && echo "$2" || echo "$3"; }
 notrun() { wanted "$1" && echo "failed (see \`$LOG/$1.log\`)" || echo "not run"; }
 
@@ -117,7 +128,16 @@ mode=$([ "$QUICK" = 1 ] && echo "**quick** (BENCH_QUICK=1: short runs for checki
   else
     echo "| full sale | $(notrun sale) | | | | | \`bench/sale.sh\` |"
   fi
+  if [ -f "$O" ]; then
+    for b in $(sed -n 's/^difficulty \([0-9]*\) webcrypto:.*/\1/p' "$O"); do pow_row "$b"; done
+  else
+    echo "| challenge solve time in headless Chromium | $(notrun pow) | | | | | \`bench/pow.sh\` |"
+  fi
   echo
+  if [ -n "$pow_setup" ]; then
+    echo "Challenge solves: $pow_setup."
+    echo
+  fi
   if [ -n "$sale_best_line" ]; then
     echo "Full sale at $(num "$sale_rate")/s: $sale_best_line."
     [ -n "$sale_fail_line" ] && echo "First rate that did not hold: ${sale_fail_line#rate }."
@@ -126,7 +146,7 @@ mode=$([ "$QUICK" = 1 ] && echo "**quick** (BENCH_QUICK=1: short runs for checki
   echo "## Summaries"
   echo
   echo "Each script's own summary, verbatim (raw outputs under \`bench/out/\`, git-ignored)."
-  for f in "$P" "$W" "$BOOKING_DIR/summary.txt" "$S"; do
+  for f in "$P" "$W" "$BOOKING_DIR/summary.txt" "$S" "$O"; do
     if [ -n "$f" ] && [ -f "$f" ] && [ "$f" != "/summary.txt" ]; then
       echo; echo '```'; cat "$f"; echo '```'
     fi
@@ -136,7 +156,7 @@ mode=$([ "$QUICK" = 1 ] && echo "**quick** (BENCH_QUICK=1: short runs for checki
   echo
   echo '```sh'
   echo "make bench                 # this page (BENCH_QUICK=1 make bench for a short check)"
-  echo "bench/proxy.sh; bench/ws.sh; bench/booking/run.sh; bench/sale.sh   # one part"
+  echo "bench/proxy.sh; bench/ws.sh; bench/booking/run.sh; bench/sale.sh; bench/pow.sh   # one part"
   echo '```'
   echo
   echo "See [bench/README.md](bench/README.md) for what each figure measures."

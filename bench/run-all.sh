@@ -11,7 +11,8 @@
 #   BOOKING_RUNS=3/1 BOOKING_ARGS=""/"--claims 5000 …"         bench/booking/run.sh
 #   SALE_RATES="250 500 750 1000 1500 2000"/"100 200" SALE_DURATION=20s/5s SALE_CONFIRM=2/0   bench/sale.sh
 #   (and bench/sale.sh's own MAX_P99_MS, SEATS, STOCK, …)
-#   BENCH_ONLY="proxy ws booking sale"                         a subset (the other rows say "not run")
+#   POW_BITS="10 12 14 16 18 20"/"10 12 14" POW_SAMPLES=9/3    bench/pow.sh
+#   BENCH_ONLY="proxy ws booking sale pow"                     a subset (the other rows say "not run")
 # A part that fails leaves "failed" in its rows; the suite goes on. bench/report.sh writes the page.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -26,7 +27,8 @@ BOOKING_RUNS="${BOOKING_RUNS:-$(q 3 1)}"
 BOOKING_ARGS="${BOOKING_ARGS-$(q "" "--claims 5000 --visitors 2000 --stock 500 --seats 500")}"
 SALE_RATES="${SALE_RATES:-$(q "250 500 750 1000 1500 2000" "100 200")}"; SALE_DURATION="${SALE_DURATION:-$(q 20s 5s)}"
 SALE_CONFIRM="${SALE_CONFIRM:-$(q 2 0)}"
-BENCH_ONLY="${BENCH_ONLY:-proxy ws booking sale}"
+POW_BITS="${POW_BITS:-$(q "10 12 14 16 18 20" "10 12 14")}"; POW_SAMPLES="${POW_SAMPLES:-$(q 9 3)}"
+BENCH_ONLY="${BENCH_ONLY:-proxy ws booking sale pow}"
 STAMP="$(date +%Y%m%d-%H%M%S)"
 LOG="$OUT_BASE/all-$STAMP"; mkdir -p "$LOG"
 started=$(date +%s)
@@ -43,7 +45,7 @@ run_part() {
   fi
 }
 
-PROXY_DIR=""; WS_DIR=""; BOOKING_DIR=""; SALE_DIR=""
+PROXY_DIR=""; WS_DIR=""; BOOKING_DIR=""; SALE_DIR=""; POW_DIR=""
 if wanted proxy; then PROXY_DIR=$(run_part proxy env RUNS="$PROXY_RUNS" DURATION="$PROXY_DURATION" bench/proxy.sh); fi
 if wanted ws; then WS_DIR=$(run_part ws env CONNECTIONS="$WS_CONNECTIONS" SECONDS_="$WS_SECONDS" RUNS="$WS_RUNS" bench/ws.sh); fi
 if wanted booking; then
@@ -59,6 +61,8 @@ if wanted sale; then
   SALE_DIR=$(run_part sale env RATES="$SALE_RATES" DURATION="$SALE_DURATION" CONFIRM="$SALE_CONFIRM" bench/sale.sh)
 fi
 
-export QUICK PROXY_RUNS PROXY_DURATION WS_CONNECTIONS WS_SECONDS WS_RUNS BOOKING_RUNS BOOKING_ARGS SALE_RATES SALE_DURATION
+if wanted pow; then POW_DIR=$(run_part pow env BITS="$POW_BITS" SAMPLES="$POW_SAMPLES" bench/pow.sh); fi
+
+export QUICK POW_BITS POW_SAMPLES POW_DIR PROXY_RUNS PROXY_DURATION WS_CONNECTIONS WS_SECONDS WS_RUNS BOOKING_RUNS BOOKING_ARGS SALE_RATES SALE_DURATION
 export SALE_CONFIRM BENCH_ONLY PROXY_DIR WS_DIR BOOKING_DIR SALE_DIR
 MINUTES=$(( ($(date +%s) - started) / 60 )) LOG="$LOG" bench/report.sh

@@ -322,8 +322,18 @@ async fn websocket(proxy: &str, path: &str, extra: &str) -> (u16, String, Option
 
 #[tokio::test(flavor = "multi_thread")]
 async fn both_documents_describe_every_real_answer_of_the_running_services() {
-    // Two visitors are let in at once (free entry), everyone after them waits (no tick within the test).
-    let options = StackOptions { free_entry: 2, tick: "1h".into(), ..StackOptions::default() };
+    // Two visitors are let in at once (free entry), everyone after them waits (no tick within the test);
+    // one address holds one waiting place per queue; a second queue asks for a proof of work.
+    let options = StackOptions {
+        free_entry: 2,
+        tick: "1h".into(),
+        waiting_room_extra:
+            "\n[[queues]]\nid = \"guarded\"\npaths = [\"/guarded\"]\nrelease_per_tick = 1\ntick = \"1h\"\n\
+            session = \"10m\"\nchallenge = \"pow\"\n"
+                .into(),
+        env: vec![("WR_LIMITS__MAX_WAITING_PER_CLIENT".into(), "1".into())],
+        ..StackOptions::default()
+    };
     let stack = Stack::start(options).await.unwrap();
     let (event, campaign) = stack.seed(2, 5, 1).await.unwrap();
     let mut wr = Api::fetch("waiting-room", &stack.proxy, "/wr/openapi.json").await;
@@ -361,6 +371,16 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     }
     let page = wr.call(get(&wr, "/wr/sale?return_to=/events/1").header("cookie", &visitors[2])).await;
     assert_eq!(page.status, 200);
+    // Over the places cap (this address already waits once): join, page and socket say 429.
+    assert_eq!(wr.call(post(&wr, "/wr/sale/join")).await.status, 429);
+    let capped = wr.call(get(&wr, "/wr/sale")).await;
+    assert_eq!(capped.status, 429);
+    assert!(capped.headers.contains_key("retry-after"));
+    // A new place in the guarded queue needs a solved challenge.
+    let challenged = wr.call(post(&wr, "/wr/guarded/join")).await;
+    assert_eq!(challenged.status, 428, "{}", String::from_utf8_lossy(&challenged.body));
+    assert!(challenged.json()["challenge"].as_str().is_some_and(|c| c.starts_with("v1.guarded.")));
+    assert_eq!(wr.call(post(&wr, "/wr/guarded/join").body("{}")).await.status, 400, "not an answer");
     let big = "x".repeat(5000);
     for (method, path) in [(Method::GET, "/wr/sale"), (Method::POST, "/wr/sale/join"), (Method::GET, "/wr/sale/status")]
     {
@@ -375,6 +395,7 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
         ("/wr/sale/ws", "".to_owned(), 400),
         ("/wr/nope/ws", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n".to_owned(), 404),
         ("/wr/sale/ws", format!("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: {}\r\n", visitors[0]), 101),
+        ("/wr/sale/ws", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n".to_owned(), 429),
     ] {
         let (status, head, body) = websocket(&stack.proxy, path, &extra).await;
         assert_eq!(status, expected, "{head}");

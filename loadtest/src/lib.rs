@@ -8,6 +8,7 @@
 //! - [`cli`]: the flags ([`cli::Args`] is the whole configuration of a run).
 //! - [`arrivals`]: the open-model schedule (rate, ramp, spike; uniform or Poisson gaps).
 //! - [`visitor`]: one virtual visitor's flow, from the gate to the coupon.
+//! - [`challenge`]: answering the waiting room's proof-of-work challenge (428).
 //! - [`net`]: HTTP clients, WebSockets, source addresses and the socket budget.
 //! - [`metrics`]: per-step HdrHistograms and live counters.
 //! - [`record`]: what each visitor observed, the raw material of the audit.
@@ -23,6 +24,7 @@
 
 pub mod arrivals;
 pub mod audit;
+pub mod challenge;
 pub mod cli;
 pub mod metrics;
 pub mod net;

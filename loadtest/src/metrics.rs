@@ -24,8 +24,10 @@ use serde::Serialize;
 pub enum Step {
     /// The protected URL without a token (expects 401).
     Gate,
-    /// `POST /wr/{q}/join`.
+    /// `POST /wr/{q}/join` (each request: a 428 or 429 answer, then the one that joins).
     Join,
+    /// Solving a proof-of-work challenge (CPU time on the harness; not a request).
+    Challenge,
     /// WebSocket connect → first message.
     WsFirst,
     /// One `GET /wr/{q}/status` poll.
@@ -44,9 +46,10 @@ pub enum Step {
 
 impl Step {
     /// Every step, in flow order.
-    pub const ALL: [Step; 9] = [
+    pub const ALL: [Step; 10] = [
         Step::Gate,
         Step::Join,
+        Step::Challenge,
         Step::WsFirst,
         Step::Poll,
         Step::AdmissionWait,
@@ -61,6 +64,7 @@ impl Step {
         match self {
             Step::Gate => "gate",
             Step::Join => "join",
+            Step::Challenge => "challenge",
             Step::WsFirst => "ws_first_message",
             Step::Poll => "poll",
             Step::AdmissionWait => "admission_wait",
@@ -77,7 +81,7 @@ impl Step {
 
     /// Whether the step is one HTTP request (counted in the live p99).
     fn is_request(self) -> bool {
-        !matches!(self, Step::AdmissionWait | Step::WsFirst)
+        !matches!(self, Step::AdmissionWait | Step::WsFirst | Step::Challenge)
     }
 }
 

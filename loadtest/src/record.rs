@@ -86,6 +86,10 @@ pub struct VisitorRecord {
     pub rejoined: bool,
     /// Admitted at once by the join (free entry), not by a tick.
     pub free_entry: bool,
+    /// Proof-of-work challenges solved to join.
+    pub challenges: u32,
+    /// Nonces tried for them.
+    pub hashes: u64,
     /// `admitted_at` of the READY message (epoch ms, server clock).
     pub admitted_at_ms: Option<i64>,
     /// Status of the unauthenticated request to the protected URL.
@@ -118,6 +122,8 @@ impl VisitorRecord {
             join: None,
             rejoined: false,
             free_entry: false,
+            challenges: 0,
+            hashes: 0,
             admitted_at_ms: None,
             gate_status: None,
             position_increases: Vec::new(),

@@ -50,6 +50,12 @@ pub struct Visitors {
     pub polling: usize,
     /// Lost their place and joined again.
     pub rejoined: usize,
+    /// Visitors who had to solve a proof-of-work challenge to join.
+    pub challenged: usize,
+    /// Challenges solved in all.
+    pub challenges: u64,
+    /// Nonces tried for them.
+    pub hashes: u64,
     /// Holds granted.
     pub holds: usize,
     /// Bookings (confirmed holds).
@@ -80,6 +86,9 @@ impl Visitors {
                 Mode::Polling => v.polling += 1,
             }
             v.rejoined += usize::from(r.rejoined);
+            v.challenged += usize::from(r.challenges > 0);
+            v.challenges += u64::from(r.challenges);
+            v.hashes += r.hashes;
             v.holds += r.holds.len();
             v.bookings += r.holds.iter().filter(|h| h.confirmed).count();
             v.claims += r.claims.len();
@@ -158,6 +167,14 @@ impl Report {
             v.bookings,
             v.claims
         );
+        if v.challenges > 0 {
+            let _ = writeln!(
+                s,
+                "challenges: {} solved by {} visitors, {} hashes (solve times: step `challenge` below, CPU time on the \
+                 harness)",
+                v.challenges, v.challenged, v.hashes
+            );
+        }
         let _ = writeln!(s, "\nlatency from intended start (ms), corrected for coordinated omission:");
         let _ = writeln!(
             s,

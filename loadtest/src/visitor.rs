@@ -241,12 +241,57 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
     Ok(Fate::Done)
 }
 
-/// `POST /wr/{q}/join`; returns the answer and the `wr_visitor` cookie.
+/// Answers to a join the harness works through before it gives up: a 428
+/// (solve, answer) or a 429 (wait `Retry-After`) each.
+const JOIN_ATTEMPTS: u32 = 8;
+/// The longest `Retry-After` the harness waits out.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// `POST /wr/{q}/join`; returns the answer and the `wr_visitor` cookie. A 428
+/// is answered with the solved challenge, a 429 waited out, as a browser does.
 async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant) -> Result<(Value, String), Failed> {
     let client = ctx.net.client(plan.index);
-    let sent = Instant::now();
-    let a =
-        call(ctx, Step::Join, client.post(ctx.url(&format!("/wr/{}/join", ctx.args.queue))), intended, &[200]).await?;
+    let url = ctx.url(&format!("/wr/{}/join", ctx.args.queue));
+    let mut intended = intended;
+    let mut body: Option<Value> = None;
+    let mut attempts = 0;
+    let (a, sent) = loop {
+        let sent = Instant::now();
+        let mut request = client.post(&url);
+        if let Some(b) = &body {
+            request = request.json(b);
+        }
+        let a = call(ctx, Step::Join, request, intended, &[200, 428, 429]).await?;
+        attempts += 1;
+        match a.status.as_u16() {
+            200 => break (a, sent),
+            _ if attempts >= JOIN_ATTEMPTS => {
+                ctx.metrics.error(Step::Join, "gave_up", None);
+                return Err("join:gave_up".into());
+            }
+            428 => {
+                let started = Instant::now();
+                let solved = crate::challenge::answer(&a.json()).await.map_err(|kind| {
+                    ctx.metrics.error(Step::Challenge, kind, None);
+                    format!("challenge:{kind}")
+                })?;
+                ctx.metrics.record(Step::Challenge, started.elapsed(), &format!("bits:{}", solved.difficulty));
+                rec.challenges += 1;
+                rec.hashes += solved.hashes;
+                body = Some(solved.body);
+            }
+            _ => {
+                let wait = a
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok())
+                    .map_or(Duration::from_secs(1), Duration::from_secs);
+                tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
+            }
+        }
+        intended = Instant::now();
+    };
     let received = Instant::now();
     let cookie = a
         .headers

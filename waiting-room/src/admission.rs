@@ -102,6 +102,9 @@ pub fn observe(queue: &Queue, r: &Release) {
         .release_per_tick
         .with_label_values(&[id])
         .set(i64::try_from(queue.admission().release_per_tick).unwrap_or(i64::MAX));
+    // Every call reports the last tick's pressure, also when another
+    // instance performed it.
+    queue.note_pressure(r.joined);
     if r.ticked {
         queue.estimate.record(r.tick, r.now_ms, r.released.len() as u64, r.waiting);
         METRICS.ticks.with_label_values(&[id]).inc();
@@ -177,6 +180,13 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
                     if payload.starts_with("settings") {
                         let (state, queue) = (state.clone(), queue.clone());
                         tokio::spawn(async move { control::sync(&state, &queue).await });
+                        continue;
+                    }
+                    // "pressure <tick> <joined>": edge-only instances learn the difficulty here.
+                    if let Some(rest) = payload.strip_prefix("pressure ") {
+                        if let Some(joined) = rest.split(' ').nth(1).and_then(|j| j.parse().ok()) {
+                            queue.note_pressure(joined);
+                        }
                         continue;
                     }
                     // "<tick> <now_ms> <released> <abandoned> <waiting>"

@@ -10,7 +10,10 @@
 //! ```
 //!
 //! Every error is `application/problem+json` with a `detail` a person can act
-//! on; a malformed visitor cookie is ignored, never an error.
+//! on; a malformed visitor cookie is ignored, never an error. Joins (page,
+//! join, WebSocket) go through [`crate::join`]: per-client budgets (429), the
+//! places cap (429) and, on queues with `challenge = "pow"`, the proof of
+//! work (428).
 //!
 //! Each route is one function carrying its `#[utoipa::path]` documentation, so
 //! the document ([`crate::openapi`]) is generated from the code [`handle`] runs.
@@ -22,8 +25,10 @@ use serde::Serialize;
 use shared::problem::Problem;
 use shared::visitor::VisitorId;
 
+use crate::challenge::{Answer, ChallengeBody};
 use crate::http::{Reply, header_str, query_param, set_cookie};
 use crate::identity;
+use crate::join::{self, Refusal};
 use crate::metrics::METRICS;
 use crate::page;
 use crate::queues::Queue;
@@ -31,7 +36,8 @@ use crate::state::{State, now_ms};
 use crate::store::{JoinKind, QueueStore, Standing};
 use crate::tokens::Issued;
 
-/// Largest request body the queue API accepts (it expects none).
+/// Largest request body the queue API accepts (only a join carries one: the
+/// answer to a challenge).
 pub const MAX_BODY: usize = 4096;
 
 /// A route under `/wr`.
@@ -117,6 +123,11 @@ pub struct StatusMessage {
     /// Where to join (NOT_IN_QUEUE).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub join_url: Option<String>,
+    /// The challenge to solve before joining (NOT_IN_QUEUE, on a queue with
+    /// `challenge = "pow"`, sent by the WebSocket before it closes): answer
+    /// it with `POST join_url`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<ChallengeBody>,
 }
 
 /// Body of `GET /wr/healthz`.
@@ -145,6 +156,7 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         paused: false,
         entry: None,
         join_url: None,
+        challenge: None,
     };
     match standing {
         Standing::Waiting { position, waiting } => {
@@ -199,9 +211,14 @@ pub(crate) fn unknown_endpoint() -> Reply {
     )
 }
 
-/// 400 for a body over [`MAX_BODY`] (the queue API takes none).
+/// 400 for a body over [`MAX_BODY`].
 pub(crate) fn body_too_large() -> Reply {
-    Reply::error(400, format!("request body too large: this endpoint takes no body (limit {MAX_BODY} bytes)"))
+    Reply::error(
+        400,
+        format!(
+            "request body too large (limit {MAX_BODY} bytes): only a join carries a body, the answer to a challenge"
+        ),
+    )
 }
 
 /// 400 for a body that could not be read.
@@ -221,22 +238,22 @@ fn standing_reply(state: &State, queue: &Queue, visitor: VisitorId, standing: St
     reply
 }
 
-/// Read (and discard) a request body, refusing more than [`MAX_BODY`] bytes.
-async fn drain_body(session: &mut Session) -> Result<(), Reply> {
+/// Read a request body, refusing more than [`MAX_BODY`] bytes.
+async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
     if header_str(session, "content-length").and_then(|v| v.trim().parse::<usize>().ok()).is_some_and(|n| n > MAX_BODY)
     {
         return Err(body_too_large());
     }
-    let mut read = 0usize;
+    let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                read += chunk.len();
-                if read > MAX_BODY {
+                if body.len() + chunk.len() > MAX_BODY {
                     return Err(body_too_large());
                 }
+                body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(body),
             Err(_) => return Err(malformed_body()),
         }
     }
@@ -262,18 +279,25 @@ fn is_get(session: &Session) -> bool {
     method == http::Method::GET || method == http::Method::HEAD
 }
 
-/// The queue named `q` and the store, after draining the (unwanted) body.
-async fn prepare(state: &State, session: &mut Session, q: &str) -> Result<(Arc<Queue>, Arc<dyn QueueStore>), Reply> {
+/// The queue named `q`, the store and the request body (read whole).
+async fn prepare(
+    state: &State,
+    session: &mut Session,
+    q: &str,
+) -> Result<(Arc<Queue>, Arc<dyn QueueStore>, Vec<u8>), Reply> {
     let Some(queue) = state.queues.by_id(q).cloned() else {
         let known: Vec<&str> = state.queues.all().iter().map(|q| q.id()).collect();
         return Err(unknown_queue(q, &known));
     };
-    if let Err(reply) = drain_body(session).await {
-        session.set_keepalive(None);
-        return Err(reply);
-    }
+    let body = match read_body(session).await {
+        Ok(body) => body,
+        Err(reply) => {
+            session.set_keepalive(None);
+            return Err(reply);
+        }
+    };
     let Some(store) = state.store() else { return Err(store_down()) };
-    Ok((queue, store.clone()))
+    Ok((queue, store.clone(), body))
 }
 
 /// Whether the queue store answers.
@@ -306,24 +330,32 @@ pub fn openapi(session: &Session) -> Reply {
 
 /// The queue page: joins the visitor (arriving is asking for a place) and shows
 /// their place live (WebSocket, polling fallback, meta refresh without JavaScript).
-/// Once READY it sets `wr_entry` and sends the visitor on to `return_to`.
+/// Once READY it sets `wr_entry` and sends the visitor on to `return_to`. On a
+/// queue with `challenge = "pow"`, a visitor without a place gets the page with
+/// the challenge, which its script solves and answers through `join`; over a
+/// per-client limit, the page says so with status 429 and reloads itself after
+/// `Retry-After`.
 #[utoipa::path(get, path = "/wr/{queue}", tag = "queue",
     params(
         ("queue" = String, Path, description = "Queue id"),
         ("return_to" = Option<String>, Query, description = "Same-site path to return to once admitted (default `/`)"),
-        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued when missing or invalid"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued with the first place"),
     ),
     responses(
         (status = 200, description = "The queue page", body = String, content_type = "text/html; charset=utf-8",
             headers(("set-cookie" = String,
-                description = "`wr_visitor` on first contact; `wr_entry` (the token) when READY"))),
+                description = "`wr_visitor` with the first place; `wr_entry` (the token) when READY"))),
         (status = 400, response = crate::openapi::BadBody),
         (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 429, description = "The queue page saying that a per-client limit was reached (new visitor ids, \
+            joins, or places held by one address; see `join`); it reloads itself after `Retry-After` seconds",
+            body = String, content_type = "text/html; charset=utf-8",
+            headers(("retry-after" = String, description = "Seconds to wait"))),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]
 pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
-    let (queue, store) = match prepare(state, session, q).await {
+    let (queue, store, _) = match prepare(state, session, q).await {
         Ok(ready) => ready,
         Err(reply) => return reply,
     };
@@ -331,26 +363,32 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
         return method_not_allowed("GET, HEAD");
     }
     let return_to = page::safe_return_to(query_param(session.req_header().uri.query(), "return_to").as_deref());
-    let who = identity::identify(session, &state.keys.cookies, state.cookie_secure);
-    let standing = match store.join(queue.id(), who.visitor, &queue.params()).await {
-        Ok((standing, kind)) => {
-            if kind == JoinKind::FreeEntry {
-                METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
-            }
-            standing
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, queue = queue.id(), "join from page failed");
-            return store_down();
-        }
+    let not_in_queue = |challenge: Option<ChallengeBody>| StatusMessage {
+        challenge,
+        ..message(state, &queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue, now_ms())
     };
-    let m = message(state, &queue, who.visitor, standing, now_ms());
-    let mut reply = Reply::html(200, page::render(&queue, &m, &return_to)).no_store();
+    let joined = match join::join(state, session, &queue, store.as_ref(), None).await {
+        Ok(joined) => joined,
+        Err(Refusal::Challenge { challenge, .. }) => {
+            let m = not_in_queue(Some(ChallengeBody::from(&challenge)));
+            return Reply::html(200, page::render(&queue, &m, &return_to, None)).no_store();
+        }
+        Err(Refusal::Limited { detail, retry_after, .. }) => {
+            let html = page::render(&queue, &not_in_queue(None), &return_to, Some((&detail, retry_after)));
+            return Reply::html(429, html).header("retry-after", retry_after.to_string()).no_store();
+        }
+        Err(Refusal::StoreDown) => return store_down(),
+    };
+    if joined.kind == JoinKind::FreeEntry {
+        METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
+    }
+    let m = message(state, &queue, joined.visitor, joined.standing, now_ms());
+    let mut reply = Reply::html(200, page::render(&queue, &m, &return_to, None)).no_store();
     if let Some(e) = &m.entry {
         reply = reply
             .header("set-cookie", set_cookie(shared::ENTRY_COOKIE, &e.token, Some(e.max_age), state.cookie_secure));
     }
-    if let Some(c) = who.set_cookie {
+    if let Some(c) = joined.set_cookie {
         reply = reply.header("set-cookie", c);
     }
     reply
@@ -359,52 +397,58 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
 /// Join the queue (idempotent: joining again answers the current standing).
 /// WAITING carries the place and a wait estimate; READY (admitted at once, or
 /// released since) carries the entry token, also set as cookie `wr_entry`.
+/// On a queue with `challenge = "pow"`, a visitor without a place first gets a
+/// 428 with a challenge and joins by sending its answer as the body.
 #[utoipa::path(post, path = "/wr/{queue}/join", tag = "queue",
     params(
         ("queue" = String, Path, description = "Queue id"),
-        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued when missing or invalid"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued with the first place"),
     ),
+    request_body(content = Option<Answer>, content_type = "application/json",
+        description = "Empty, or the answer to the challenge of a 428: `{\"challenge\": \"<as received>\", \
+            \"nonce\": \"<answer>\"}`"),
     responses(
         (status = 200, description = "WAITING or READY", body = StatusMessage,
             headers(("set-cookie" = String,
-                description = "`wr_visitor` on first contact; `wr_entry` (the token) when READY"))),
-        (status = 400, response = crate::openapi::BadBody),
+                description = "`wr_visitor` with the first place; `wr_entry` (the token) when READY"))),
+        (status = 400, response = crate::openapi::BadJoinBody),
         (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 428, response = crate::openapi::ChallengeRequired),
+        (status = 429, response = crate::openapi::OverLimit),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]
 pub async fn join(state: &State, session: &mut Session, q: &str) -> Reply {
-    let (queue, store) = match prepare(state, session, q).await {
+    let (queue, store, body) = match prepare(state, session, q).await {
         Ok(ready) => ready,
         Err(reply) => return reply,
     };
     if session.req_header().method != http::Method::POST {
         return method_not_allowed("POST");
     }
-    let who = identity::identify(session, &state.keys.cookies, state.cookie_secure);
-    match store.join(queue.id(), who.visitor, &queue.params()).await {
-        Ok((standing, kind)) => {
-            let outcome = match kind {
+    let answer = match Answer::parse(&body) {
+        Ok(answer) => answer,
+        Err(detail) => return Reply::error(400, detail),
+    };
+    match join::join(state, session, &queue, store.as_ref(), answer.as_ref()).await {
+        Ok(joined) => {
+            let outcome = match joined.kind {
                 JoinKind::Joined => "waiting",
                 JoinKind::FreeEntry => "free_entry",
-                JoinKind::Existing => "existing",
                 JoinKind::Rejoined => "rejoined",
+                _ => "existing",
             };
             METRICS.joins.with_label_values(&[queue.id(), outcome]).inc();
-            if kind == JoinKind::FreeEntry {
+            if joined.kind == JoinKind::FreeEntry {
                 METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
             }
-            let reply = standing_reply(state, &queue, who.visitor, standing);
-            match who.set_cookie {
+            let reply = standing_reply(state, &queue, joined.visitor, joined.standing);
+            match joined.set_cookie {
                 Some(c) => reply.header("set-cookie", c),
                 None => reply,
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, queue = queue.id(), "join failed");
-            METRICS.store_errors.with_label_values(&["join"]).inc();
-            store_down()
-        }
+        Err(refusal) => refusal.reply(queue.id()),
     }
 }
 
@@ -425,7 +469,7 @@ pub async fn join(state: &State, session: &mut Session, q: &str) -> Reply {
     )
 )]
 pub async fn status(state: &State, session: &mut Session, q: &str) -> Reply {
-    let (queue, store) = match prepare(state, session, q).await {
+    let (queue, store, _) = match prepare(state, session, q).await {
         Ok(ready) => ready,
         Err(reply) => return reply,
     };
@@ -447,12 +491,15 @@ pub async fn status(state: &State, session: &mut Session, q: &str) -> Reply {
 
 /// The live standing over a WebSocket: one JSON [`StatusMessage`] on connect
 /// and after every change; READY carries the token and is followed by a normal
-/// close (1000). The server pings every `ws_ping_interval`; client text frames
-/// up to 4 KiB are ignored, anything else closes with 1008.
+/// close (1000). On a queue with `challenge = "pow"`, a visitor without a place
+/// gets one NOT_IN_QUEUE message carrying the `challenge`, then a normal close:
+/// answer it with `POST /wr/{queue}/join`, then connect again. The server pings
+/// every `ws_ping_interval`; client text frames up to 4 KiB are ignored,
+/// anything else closes with 1008.
 #[utoipa::path(get, path = "/wr/{queue}/ws", tag = "queue",
     params(
         ("queue" = String, Path, description = "Queue id"),
-        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued when missing or invalid"),
+        ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued with the first place"),
         ("upgrade" = String, Header, description = "`websocket`"),
         ("connection" = String, Header, description = "`Upgrade`"),
         ("sec-websocket-version" = String, Header, description = "`13`"),
@@ -460,10 +507,11 @@ pub async fn status(state: &State, session: &mut Session, q: &str) -> Reply {
     ),
     responses(
         (status = 101, description = "Switching to the WebSocket; every text message is a `StatusMessage`",
-            headers(("set-cookie" = String, description = "`wr_visitor` on first contact"))),
+            headers(("set-cookie" = String, description = "`wr_visitor` with the first place"))),
         (status = 400, response = crate::openapi::BadHandshake),
         (status = 404, response = crate::openapi::UnknownQueue),
         (status = 426, response = crate::openapi::NotAnUpgrade),
+        (status = 429, response = crate::openapi::OverLimit),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]

@@ -337,12 +337,72 @@ pub struct QueueConfig {
     /// `{{position}}`, `{{eta}}`, …); the built-in page otherwise.
     #[serde(default)]
     pub page_template: Option<PathBuf>,
+    /// `pow`: a new place (or a free-entry admission) needs a solved
+    /// proof-of-work challenge (see `challenge.rs`); `off` by default.
+    #[serde(default)]
+    pub challenge: ChallengeMode,
+    /// Difficulty (leading zero bits of SHA-256) while the line is calm.
+    #[serde(default = "default_challenge_min_bits")]
+    pub challenge_min_bits: u8,
+    /// The most the difficulty rises to under pressure.
+    #[serde(default = "default_challenge_max_bits")]
+    pub challenge_max_bits: u8,
+    /// How long an issued challenge may be answered.
+    #[serde(with = "config::duration", default = "default_challenge_ttl")]
+    pub challenge_ttl: Duration,
+}
+
+/// Whether a queue asks for a proof of work before it grants a new place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ChallengeMode {
+    /// No challenge.
+    #[default]
+    Off,
+    /// A SHA-256 proof of work (`challenge.rs`).
+    Pow,
+}
+
+/// Bounds of `challenge_min_bits` / `challenge_max_bits`: 2^32 hashes would
+/// keep a phone busy for hours.
+pub const CHALLENGE_BITS: std::ops::RangeInclusive<u8> = 1..=32;
+
+fn default_challenge_min_bits() -> u8 {
+    12
+}
+
+fn default_challenge_max_bits() -> u8 {
+    20
+}
+
+fn default_challenge_ttl() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl QueueConfig {
     /// Display name.
     pub fn display_name(&self) -> &str {
         self.name.as_deref().unwrap_or(&self.id)
+    }
+
+    fn validate_challenge(&self, at: &str) -> Result<(), ConfigError> {
+        let (lo, hi) = (CHALLENGE_BITS.start(), CHALLENGE_BITS.end());
+        if !CHALLENGE_BITS.contains(&self.challenge_min_bits) {
+            return Err(ConfigError::new(
+                format!("{at}.challenge_min_bits"),
+                format!("expected between {lo} and {hi}"),
+            ));
+        }
+        if !CHALLENGE_BITS.contains(&self.challenge_max_bits) || self.challenge_max_bits < self.challenge_min_bits {
+            return Err(ConfigError::new(
+                format!("{at}.challenge_max_bits"),
+                format!("expected between challenge_min_bits ({}) and {hi}", self.challenge_min_bits),
+            ));
+        }
+        if self.challenge_ttl < Duration::from_secs(10) || self.challenge_ttl > Duration::from_secs(3600) {
+            return Err(ConfigError::new(format!("{at}.challenge_ttl"), "expected between 10s and 1h"));
+        }
+        Ok(())
     }
 
     /// The knobs an operator may change while the proxy runs.
@@ -515,6 +575,7 @@ impl Config {
             {
                 return Err(ConfigError::new(key("page_template"), format!("{} is not a readable file", t.display())));
             }
+            q.validate_challenge(&format!("queues[{i}]"))?;
         }
         Ok(())
     }
@@ -658,6 +719,26 @@ mod tests {
         assert_eq!(load(GOOD, &[("WR_SERVER__LISTEN", "nowhere")]).unwrap_err().key, "server.listen");
         assert_eq!(load(GOOD, &[("WR_QUEUES__0__ID", "a b")]).unwrap_err().key, "queues[0].id");
         assert_eq!(load(GOOD, &[("WR_STORE__BACKEND", "disk")]).unwrap_err().key, "store.backend");
+    }
+
+    #[test]
+    fn the_challenge_is_off_by_default_and_its_bounds_are_checked() {
+        let c = load(GOOD, &[]).unwrap();
+        assert_eq!(c.queues[0].challenge, ChallengeMode::Off);
+        let on = load(GOOD, &[("WR_QUEUES__1__CHALLENGE", "pow"), ("WR_QUEUES__1__CHALLENGE_MIN_BITS", "8")]).unwrap();
+        assert_eq!((on.queues[1].challenge, on.queues[1].challenge_min_bits), (ChallengeMode::Pow, 8));
+        assert_eq!(load(GOOD, &[("WR_QUEUES__0__CHALLENGE", "captcha")]).unwrap_err().key, "queues[0].challenge");
+        assert_eq!(
+            load(GOOD, &[("WR_QUEUES__0__CHALLENGE_MIN_BITS", "0")]).unwrap_err().key,
+            "queues[0].challenge_min_bits"
+        );
+        let backwards = [("WR_QUEUES__0__CHALLENGE_MIN_BITS", "18"), ("WR_QUEUES__0__CHALLENGE_MAX_BITS", "16")];
+        assert_eq!(load(GOOD, &backwards).unwrap_err().key, "queues[0].challenge_max_bits");
+        assert_eq!(
+            load(GOOD, &[("WR_QUEUES__0__CHALLENGE_MAX_BITS", "33")]).unwrap_err().key,
+            "queues[0].challenge_max_bits"
+        );
+        assert_eq!(load(GOOD, &[("WR_QUEUES__0__CHALLENGE_TTL", "1s")]).unwrap_err().key, "queues[0].challenge_ttl");
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //! - [`edge`]: what the public listener passes (methods, paths, origins).
 //! - [`drain`]: graceful shutdown (stop accepting, finish, close sockets 1001).
 //! - [`api`]: the queue API under `/wr`.
+//! - [`join`]: joining a queue, the one path the page, the join call and the
+//!   WebSocket share (per-client budgets, places cap, challenge).
+//! - [`challenge`]: the proof-of-work challenge before a new place.
 //! - [`openapi`]: its OpenAPI 3.1 document, generated from the route functions.
 //! - [`page`]: the queue page.
 //! - [`ws`]: the WebSocket endpoint and its connection tasks.
@@ -40,6 +43,7 @@ pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod challenge;
 pub mod client;
 pub mod config;
 pub mod control;
@@ -50,6 +54,7 @@ pub mod forward;
 pub mod gate;
 pub mod http;
 pub mod identity;
+pub mod join;
 pub mod lane;
 pub mod limits;
 pub mod metrics;

@@ -23,7 +23,9 @@ use utoipa::openapi::{RefOr, Response};
 use utoipa::{OpenApi, PartialSchema, ToResponse, ToSchema};
 
 use crate::api::{self, Route};
+use crate::challenge::Invalid;
 use crate::http::Reply;
+use crate::join;
 use crate::tokens::Issued;
 
 const DESCRIPTION: &str = "\
@@ -38,6 +40,16 @@ READY, the entry token (an Ed25519 JWT for the queue) is in the body and set as 
 (`Authorization: Bearer` or `wr_entry`). Without a valid one, browsers (`Accept: text/html`) get a \
 302 to `/wr/{queue}?return_to=…` and other clients a 401 problem with `queue` and `join_url`.
 
+**Limits.** Joins (page, join, WebSocket) are budgeted per client address (an IPv6 /64): new visitor \
+ids and joins per second, and waiting places one address may hold in a line; over a limit the answer \
+is a 429 problem naming the `limit`, with `Retry-After`. Status polls are not limited.
+
+**Challenge.** A queue may ask for a proof of work before it grants a new place: `join` answers 428 \
+with a `challenge`, its `difficulty` and `expires_at`; find a `nonce` (1-64 of `A-Z a-z 0-9 _ -`) such \
+that SHA-256 of `<challenge>:<nonce>` starts with `difficulty` zero bits and POST it back as \
+`{\"challenge\": …, \"nonce\": …}`. Each challenge buys one place; a visitor who already has a place or a \
+session never needs one.
+
 **Errors** are `application/problem+json` (RFC 9457) with a `detail` saying what to do. On every \
 path: an unknown endpoint under `/wr` is 404 (`components.responses.NoEndpoint`); a known path with \
 another method 405 with `Allow` (`components.responses.MethodNotAllowed`). Every response carries \
@@ -50,7 +62,18 @@ another method 405 with `Allow` (`components.responses.MethodNotAllowed`). Every
     paths(api::healthz, api::page, api::join, api::status, api::socket, api::openapi),
     components(
         schemas(Problem),
-        responses(UnknownQueue, BadBody, StoreDown, NotAnUpgrade, BadHandshake, NoEndpoint, MethodNotAllowed)
+        responses(
+            UnknownQueue,
+            BadBody,
+            BadJoinBody,
+            StoreDown,
+            NotAnUpgrade,
+            BadHandshake,
+            NoEndpoint,
+            MethodNotAllowed,
+            ChallengeRequired,
+            OverLimit
+        )
     ),
     tags((name = "queue", description = "The queue API of the waiting room."))
 )]
@@ -131,6 +154,55 @@ problem_response!(
     "The request carried a body (the queue API takes none) over 4 KiB, or one that could not be read:\n",
     [("body_too_large", api::body_too_large()), ("malformed_body", api::malformed_body())]
 );
+
+problem_response!(
+    /// 400: a join body that is no answer to a challenge.
+    BadJoinBody,
+    "The body is over 4 KiB, could not be read, or is not the answer to a challenge \
+     (`{\"challenge\": …, \"nonce\": …}`):\n",
+    [
+        ("body_too_large", api::body_too_large()),
+        ("malformed_body", api::malformed_body()),
+        ("not_an_answer", Reply::error(400, crate::challenge::Answer::parse(b"{}").err().unwrap_or_default())),
+    ]
+);
+
+problem_response!(
+    /// 428: a new place needs a solved challenge.
+    ChallengeRequired,
+    "A new place in this queue needs a proof of work (`challenge`, `difficulty`, `algorithm`, `expires_at`, \
+     `join_url`); the same answer follows a rejected answer, saying why first:\n",
+    [
+        ("challenge", join::challenge_reply("sale", &example_challenge(), None)),
+        ("answer_rejected", join::challenge_reply("sale", &example_challenge(), Some(Invalid::Wrong.detail()))),
+    ]
+);
+
+problem_response!(
+    /// 429: a per-client limit (`limit` names it; retry after `Retry-After` seconds).
+    OverLimit,
+    "Over a per-client limit (`limit` names the config key under `[limits]`); retry after `Retry-After` \
+     seconds:\n",
+    [
+        ("joins", example_limit("joins", join::rate_detail(join::JOINS, limits().joins, 1))),
+        ("new_visitors", example_limit("new_visitors", join::rate_detail(join::NEW_VISITORS, limits().new_visitors, 1))),
+        ("max_waiting_per_client", example_limit("max_waiting_per_client", join::places_detail(limits().max_waiting_per_client, 1))),
+    ]
+);
+
+fn limits() -> crate::config::LimitsConfig {
+    crate::config::LimitsConfig::default()
+}
+
+fn example_limit(limit: &'static str, detail: String) -> Reply {
+    join::limited_reply(limit, &detail, 1)
+}
+
+/// A challenge as the examples show it.
+fn example_challenge() -> crate::challenge::Challenge {
+    let keys = crate::challenge::Keys::new(&shared::visitor::CookieSigner::new(b"openapi example, not a real key"));
+    keys.issue("sale", 14, 1_767_225_600_000, 300_000)
+}
 
 problem_response!(
     /// 503: the queue store does not answer (retry after `Retry-After` seconds).

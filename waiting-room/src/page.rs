@@ -16,6 +16,20 @@
 //!    `retry_after_seconds`; the READY page refreshes at once to `return_to`,
 //!    and its response already carries the cookie.
 //!
+//! # The challenge (`challenge = "pow"`)
+//!
+//! A visitor without a place gets the page in step `challenge`: the data block
+//! carries the challenge, and the script solves it in a Web Worker (WebCrypto
+//! SHA-256, a plain-JavaScript SHA-256 where WebCrypto is missing, on the main
+//! thread in slices where workers are), showing progress in
+//! `data-wr="challenge_progress"`, then posts the answer to `join` and goes on
+//! live. A WebSocket that answers NOT_IN_QUEUE with a challenge (the place
+//! lapsed) and a `join` that answers 428 are solved the same way. Without
+//! JavaScript the built-in page explains that the line cannot be joined and
+//! how to fix it. Over a per-client limit the page is served with status 429
+//! in step `refused`, says why (`{{notice}}`) and reloads itself after
+//! `Retry-After`.
+//!
 //! # Operator templates
 //!
 //! A queue's `page_template` file replaces the built-in page. The built-in page
@@ -33,6 +47,8 @@
 //! | `{{eta_seconds}}`  | the estimate in seconds; empty unless WAITING               |
 //! | `{{queue_length}}` | visitors in line; empty unless WAITING                      |
 //! | `{{status}}`       | `WAITING`, `READY` or `NOT_IN_QUEUE`                        |
+//! | `{{step}}`         | `challenge`, `refused` or empty (see above)                 |
+//! | `{{notice}}`       | why the visitor was refused (step `refused`), else empty    |
 //! | `{{paused}}`       | `true` while the operator has paused releases, else `false` |
 //! | `{{return_to}}`    | where the visitor goes once admitted (same-origin path)     |
 //! | `{{refresh}}`      | the meta-refresh tag (no-JS updates and the READY redirect) |
@@ -40,12 +56,13 @@
 //! | `{{style}}`        | the built-in stylesheet as a `<style>` element (optional)   |
 //!
 //! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
-//! `"eta_seconds"`, `"queue_length"` (text), `"progress"` (`aria-valuenow`, the
-//! `--wr-progress` CSS variable, and `value` of a `<progress>`), `"announce"`
+//! `"eta_seconds"`, `"queue_length"`, `"notice"` (text), `"progress"` and
+//! `"challenge_progress"` (`aria-valuenow`, the `--wr-progress` CSS variable,
+//! and `value` of a `<progress>`), `"announce"`
 //! (a polite live region), `"connection"` (live / polling / reconnecting text)
 //! and `"continue"` (a link to `return_to`). It mirrors the state on `<html>` as
-//! `data-wr-status`, `data-wr-paused` and `data-wr-link` (`live`, `polling`,
-//! `offline`) for stylesheets to show and hide sections.
+//! `data-wr-status`, `data-wr-paused`, `data-wr-step` and `data-wr-link`
+//! (`live`, `polling`, `offline`) for stylesheets to show and hide sections.
 //! `configs/page-template.example.html` is a complete, commented example.
 
 use crate::api::StatusMessage;
@@ -57,6 +74,8 @@ const DEFAULT_TEMPLATE: &str = include_str!("page/default.html");
 const STYLE: &str = include_str!("page/queue.css");
 /// The live-update script (part of `{{script}}`).
 const SCRIPT: &str = include_str!("page/queue.js");
+/// The challenge solver, run in a Web Worker (part of `{{script}}`).
+const SOLVER: &str = include_str!("page/pow.js");
 /// No-JS reload interval when the message carries none (NOT_IN_QUEUE).
 const DEFAULT_REFRESH_SECS: u64 = 5;
 
@@ -120,16 +139,34 @@ fn grouped(n: u64) -> String {
     out
 }
 
+/// A refusal the page explains: the detail and the seconds until it retries.
+pub type Refused<'a> = Option<(&'a str, u64)>;
+
 /// The meta-refresh tag: straight to `return_to` when READY (the response sets
-/// the cookie), otherwise a reload every `retry_after_seconds` for browsers
-/// without JavaScript. The reload sits in `<noscript>` because a refresh, once
-/// parsed, cannot be cancelled by the script and would tear down its socket.
-pub fn refresh_tag(m: &StatusMessage, return_to: &str) -> String {
+/// the cookie); after `Retry-After` when refused (with or without script:
+/// reloading is retrying); none while a challenge waits (reloading cannot
+/// solve it); otherwise a reload every `retry_after_seconds` for browsers
+/// without JavaScript. That reload sits in `<noscript>` because a refresh,
+/// once parsed, cannot be cancelled by the script and would tear down its socket.
+pub fn refresh_tag(m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
     if m.status == "READY" {
         format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", escape(return_to))
+    } else if let Some((_, secs)) = refused {
+        format!("<meta http-equiv=\"refresh\" content=\"{}\">", secs.max(1))
+    } else if m.challenge.is_some() {
+        String::new()
     } else {
         let secs = m.retry_after_seconds.unwrap_or(DEFAULT_REFRESH_SECS).max(1);
         format!("<noscript><meta http-equiv=\"refresh\" content=\"{secs}\"></noscript>")
+    }
+}
+
+/// The page's step: `challenge`, `refused` or none.
+fn step(m: &StatusMessage, refused: Refused<'_>) -> &'static str {
+    match (refused, &m.challenge) {
+        (Some(_), _) => "refused",
+        (None, Some(_)) => "challenge",
+        (None, None) => "",
     }
 }
 
@@ -137,7 +174,7 @@ pub fn refresh_tag(m: &StatusMessage, return_to: &str) -> String {
 /// page's cookie comes from its response, and the page needs nothing else.
 /// `<`, `>` and `&` are written as JSON escapes so no value can close the
 /// `<script>` element.
-fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str) -> String {
+fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
     let data = serde_json::json!({
         "queue": queue.id(),
         "name": queue.config.display_name(),
@@ -148,12 +185,19 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str) -> String {
         "retry_after_seconds": m.retry_after_seconds,
         "paused": m.paused,
         "return_to": return_to,
+        "step": step(m, refused),
+        "challenge": m.challenge,
+        "retry_after": refused.map(|(_, secs)| secs),
     })
     .to_string()
     .replace('<', "\\u003c")
     .replace('>', "\\u003e")
     .replace('&', "\\u0026");
-    format!("<script type=\"application/json\" id=\"wr-data\">{data}</script>\n<script>\n{SCRIPT}</script>")
+    // The solver's text is also the source of its worker; only queues that
+    // ask for a challenge carry it.
+    let solver =
+        if queue.challenge_on() { format!("<script id=\"wr-solver\">\n{SOLVER}</script>\n") } else { String::new() };
+    format!("<script type=\"application/json\" id=\"wr-data\">{data}</script>\n{solver}<script>\n{SCRIPT}</script>")
 }
 
 /// Replace every `{{name}}` for which `value` has an answer, in one pass.
@@ -178,9 +222,9 @@ fn fill(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// Render the page for a visitor's current standing: the operator's template
-/// when the queue has one, the built-in page otherwise.
-pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str) -> String {
+/// Render the page for a visitor's current standing (or a refusal): the
+/// operator's template when the queue has one, the built-in page otherwise.
+pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
     let template = queue.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
     let waiting = m.status == "WAITING";
     let number = |n: Option<u64>| if waiting { n.map(grouped).unwrap_or_default() } else { String::new() };
@@ -199,10 +243,12 @@ pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str) -> String {
             }
             "queue_length" => number(m.queue_length),
             "status" => escape(m.status),
+            "step" => step(m, refused).to_owned(),
+            "notice" => escape(refused.map_or("", |(detail, _)| detail)),
             "paused" => m.paused.to_string(),
             "return_to" => escape(return_to),
-            "refresh" => refresh_tag(m, return_to),
-            "script" => script_tag(queue, m, return_to),
+            "refresh" => refresh_tag(m, return_to, refused),
+            "script" => script_tag(queue, m, return_to, refused),
             "style" => format!("<style>\n{STYLE}</style>"),
             _ => return None,
         })
@@ -236,6 +282,7 @@ mod tests {
             paused: false,
             entry: None,
             join_url: None,
+            challenge: None,
         }
     }
 
@@ -255,6 +302,7 @@ mod tests {
                 max_age: 600,
             }),
             join_url: None,
+            challenge: None,
         }
     }
 
@@ -270,7 +318,7 @@ mod tests {
     #[test]
     fn a_hostile_queue_name_is_escaped_everywhere_and_never_expanded() {
         let hostile = "<script>alert('x')</script> & \"{{script}}\"";
-        let html = render(&queue(hostile, None), &waiting(3, 100, 10), "/a");
+        let html = render(&queue(hostile, None), &waiting(3, 100, 10), "/a", None);
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;{{script}}&quot;"));
         // In the JSON block the name is data, and cannot close the element.
@@ -280,7 +328,7 @@ mod tests {
 
     #[test]
     fn a_return_path_cannot_break_out_of_the_data_block() {
-        let html = render(&queue("Drop", None), &waiting(3, 100, 10), "/a/</script><script>x()</script>");
+        let html = render(&queue("Drop", None), &waiting(3, 100, 10), "/a/</script><script>x()</script>", None);
         assert!(!html.contains("</script><script>x()"));
         assert!(html.contains(r#""return_to":"/a/\u003c/script\u003e\u003cscript\u003ex()\u003c/script\u003e""#));
     }
@@ -290,7 +338,7 @@ mod tests {
         let t = "<title>{{queue_name}}</title>{{refresh}}<b data-wr=\"position\">{{ position }}</b> {{eta}} \
                  ({{eta_seconds}} s) of {{queue_length}} in {{queue_id}} [{{status}} paused={{paused}}] \
                  <a href=\"{{return_to}}\">go</a> {{unknown}} {{ unclosed";
-        let html = render(&queue("Big Drop", Some(t)), &waiting(1204, 150, 15), "/a/b?c=1&d=2");
+        let html = render(&queue("Big Drop", Some(t)), &waiting(1204, 150, 15), "/a/b?c=1&d=2", None);
         let (before_script, script) = html.split_once("<script type=").unwrap_or((&html, ""));
         assert_eq!(
             before_script,
@@ -299,7 +347,7 @@ mod tests {
              <a href=\"/a/b?c=1&amp;d=2\">go</a> {{unknown}} {{ unclosed"
         );
         assert!(script.is_empty(), "no {{{{script}}}} placeholder, so no script");
-        let live = render(&queue("Big Drop", Some("<body>{{script}}</body>")), &waiting(2, 5, 2), "/a");
+        let live = render(&queue("Big Drop", Some("<body>{{script}}</body>")), &waiting(2, 5, 2), "/a", None);
         assert!(live.contains("<script type=\"application/json\" id=\"wr-data\">{"));
         assert!(live.contains("\"position\":2") && live.contains("connectSocket"));
     }
@@ -308,7 +356,7 @@ mod tests {
     fn the_example_operator_template_uses_only_known_placeholders() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/page-template.example.html");
         let template = std::fs::read_to_string(path).unwrap();
-        let html = render(&queue("Drop", Some(&template)), &waiting(3, 100, 10), "/a");
+        let html = render(&queue("Drop", Some(&template)), &waiting(3, 100, 10), "/a", None);
         // `{{this}}` is the comment's illustration of the syntax; nothing else may survive.
         assert_eq!(html.matches("{{").count(), 1, "{html}");
         assert!(html.contains("data-wr=\"position\">3</span>") && html.contains("id=\"wr-data\""));
@@ -316,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_ready_page_refreshes_straight_to_the_return_path_and_holds_no_token() {
-        let html = render(&queue("Drop", None), &ready(), "/a/start?x=1&y=2");
+        let html = render(&queue("Drop", None), &ready(), "/a/start?x=1&y=2", None);
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"0;url=/a/start?x=1&amp;y=2\">"));
         assert!(!html.contains("<noscript><meta http-equiv=\"refresh\""), "READY must redirect with JS too");
         assert!(html.contains("data-wr-status=\"READY\""));
@@ -326,19 +374,19 @@ mod tests {
 
     #[test]
     fn without_javascript_a_waiting_page_reloads_every_retry_interval() {
-        let html = render(&queue("Drop", None), &waiting(40, 400, 7), "/a");
+        let html = render(&queue("Drop", None), &waiting(40, 400, 7), "/a", None);
         assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"7\"></noscript>"));
         assert_eq!(html.matches("http-equiv=\"refresh\"").count(), 1);
         let mut lost = waiting(1, 0, 0);
         lost.status = "NOT_IN_QUEUE";
         lost.retry_after_seconds = None;
-        assert!(render(&queue("Drop", None), &lost, "/a").contains("content=\"5\""));
+        assert!(render(&queue("Drop", None), &lost, "/a", None).contains("content=\"5\""));
     }
 
     #[test]
     fn the_default_page_shows_name_position_estimate_and_a_paused_notice() {
         let mut m = waiting(3, 100, 10);
-        let html = render(&queue("Summer Tickets", None), &m, "/a");
+        let html = render(&queue("Summer Tickets", None), &m, "/a", None);
         assert!(html.contains("<h1 class=\"wr-name\">Summer Tickets</h1>"), "{html}");
         assert!(html.contains("data-wr=\"position\">3</"));
         assert!(html.contains("data-wr=\"eta\">about 2 minutes</"));
@@ -346,8 +394,48 @@ mod tests {
         assert!(html.contains("data-wr-paused=\"false\""));
         assert!(!html.contains("{{"), "every placeholder of the built-in page is known");
         m.paused = true;
-        let html = render(&queue("Summer Tickets", None), &m, "/a");
+        let html = render(&queue("Summer Tickets", None), &m, "/a", None);
         assert!(html.contains("data-wr-paused=\"true\"") && html.contains("data-wr=\"eta\">on hold</"));
+    }
+
+    fn challenged() -> StatusMessage {
+        let mut m = waiting(1, 0, 0);
+        m.status = "NOT_IN_QUEUE";
+        m.position = None;
+        m.retry_after_seconds = None;
+        m.challenge = Some(crate::challenge::ChallengeBody {
+            challenge: "v1.drop.12.99.seed.mac".into(),
+            difficulty: 12,
+            algorithm: crate::challenge::ALGORITHM,
+            expires_at: "2030-01-01T00:00:00Z".into(),
+        });
+        m
+    }
+
+    #[test]
+    fn a_visitor_without_a_place_gets_the_challenge_the_solver_and_a_no_script_explanation() {
+        let mut pow = queue("Drop", None);
+        pow.config.challenge = crate::config::ChallengeMode::Pow;
+        let html = render(&pow, &challenged(), "/a", None);
+        assert!(html.contains("data-wr-step=\"challenge\""));
+        assert!(html.contains(r#""step":"challenge""#) && html.contains(r#""challenge":"v1.drop.12.99.seed.mac""#));
+        assert!(html.contains("<script id=\"wr-solver\">") && html.contains("WorkerGlobalScope"));
+        assert!(html.contains("<noscript><p class=\"wr-ready-text\"><strong>JavaScript is turned off"));
+        assert!(!html.contains("http-equiv=\"refresh\""), "reloading cannot solve a challenge");
+        // Queues without the challenge do not carry the solver.
+        let plain = render(&queue("Drop", None), &waiting(3, 100, 10), "/a", None);
+        assert!(!plain.contains("id=\"wr-solver\"") && plain.contains("data-wr-step=\"\""));
+    }
+
+    #[test]
+    fn a_refused_visitor_is_told_why_and_the_page_retries_after_the_wait() {
+        let mut m = waiting(1, 0, 0);
+        m.status = "NOT_IN_QUEUE";
+        let html = render(&queue("Drop", None), &m, "/a", Some(("too many joins from <your> address", 7)));
+        assert!(html.contains("data-wr-step=\"refused\""));
+        assert!(html.contains("data-wr=\"notice\">too many joins from &lt;your&gt; address</span>"));
+        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"7\">"), "with or without script");
+        assert!(html.contains(r#""retry_after":7"#));
     }
 
     #[test]

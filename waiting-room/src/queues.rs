@@ -3,13 +3,13 @@
 //! restart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
 use shared::config::ConfigError;
 
-use crate::config::{Admission, QueueConfig, prefix_covers};
+use crate::config::{Admission, ChallengeMode, QueueConfig, prefix_covers};
 use crate::estimate::Estimator;
 use crate::store::{Params, SharedSettings};
 
@@ -31,12 +31,15 @@ pub struct Queue {
     pub template: Option<String>,
     /// Version of the shared settings applied last (0: the config file's).
     settings_version: AtomicU64,
+    /// The challenge difficulty now, from the last tick's pressure.
+    difficulty: AtomicU8,
 }
 
 impl Queue {
     /// A queue from its config.
     pub fn new(config: QueueConfig) -> Self {
         let admission = RwLock::new(config.admission());
+        let difficulty = AtomicU8::new(config.challenge_min_bits);
         Queue {
             config,
             admission,
@@ -45,7 +48,30 @@ impl Queue {
             estimate: Estimator::default(),
             template: None,
             settings_version: AtomicU64::new(0),
+            difficulty,
         }
+    }
+
+    /// Whether a new place needs a solved challenge.
+    pub fn challenge_on(&self) -> bool {
+        self.config.challenge == ChallengeMode::Pow
+    }
+
+    /// The difficulty a challenge issued now gets.
+    pub fn difficulty(&self) -> u8 {
+        self.difficulty.load(Ordering::Relaxed)
+    }
+
+    /// A tick added `joined` places: set the difficulty from it (see `challenge.rs`).
+    pub fn note_pressure(&self, joined: u64) {
+        let c = &self.config;
+        let bits = crate::challenge::difficulty(
+            joined,
+            self.admission().release_per_tick,
+            c.challenge_min_bits,
+            c.challenge_max_bits,
+        );
+        self.difficulty.store(bits, Ordering::Relaxed);
     }
 
     /// The queue id.

@@ -29,6 +29,8 @@ pub struct State {
     store: OnceLock<Arc<dyn QueueStore>>,
     /// Signing key, trusted keys, cookie secret.
     pub keys: KeyDir,
+    /// Keys of proof-of-work challenges and client tags (from the cookie secret).
+    pub challenges: crate::challenge::Keys,
     /// Token verification with cache.
     pub gate: Gate,
     /// Mark cookies `Secure`.
@@ -53,10 +55,12 @@ impl State {
         let gate = Gate::new(keys.verifier.clone(), TOKEN_CACHE);
         let hub = Hub::new(queues.all().iter().map(|q| q.id()));
         let ws_ping_interval = std::time::Duration::from_secs(15);
+        let challenges = crate::challenge::Keys::new(&keys.cookies);
         State {
             queues,
             store: OnceLock::new(),
             keys,
+            challenges,
             gate,
             cookie_secure,
             hub,

@@ -21,6 +21,7 @@ use futures_util::{SinkExt, StreamExt};
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::Session;
+use shared::visitor::VisitorId;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -31,10 +32,12 @@ use crate::api::StatusMessage;
 use crate::client::ClientKey;
 use crate::drain::Tracked;
 use crate::http::{Reply, header_str};
+use crate::join::Refusal;
 use crate::limits::{HeldGuard, Refused};
 use crate::metrics::METRICS;
 use crate::push::{Registration, Slot};
 use crate::state::now_ms;
+use crate::store::Standing;
 
 /// Reason of the 1001 close sent when this instance shuts down; the queue
 /// page reconnects on it (to any instance) and keeps its place.
@@ -256,21 +259,27 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
     let Some(store) = state.store() else {
         return Err(Reply::error(503, "the queue store is not answering; retry in a few seconds"));
     };
-    let who = crate::identity::identify(session, &state.keys.cookies, state.cookie_secure);
+    let prepared = match crate::join::prepare(state, session, &queue, None) {
+        Ok(prepared) => prepared,
+        Err(Refusal::Challenge { challenge, .. }) => {
+            return challenge_socket(state, session, &queue, &accept, &challenge, budget).await;
+        }
+        Err(refusal) => return Err(refusal.reply(queue.id())),
+    };
     // Register before joining: a tick between the two still reaches this socket.
-    let Some((registration, slot)) = state.hub.register(queue.id(), who.visitor) else {
+    let Some((registration, slot)) = state.hub.register(queue.id(), prepared.visitor) else {
         return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
     };
-    let standing = match store.join(queue.id(), who.visitor, &queue.params()).await {
-        Ok((standing, _)) => standing,
-        Err(e) => {
-            tracing::warn!(error = %e, "join from WebSocket failed");
-            METRICS.store_errors.with_label_values(&["join"]).inc();
-            return Err(Reply::error(503, "the queue store is not answering; retry in a few seconds"));
+    let joined = match prepared.join(state, &queue, store.as_ref()).await {
+        Ok(joined) => joined,
+        Err(Refusal::Challenge { challenge, .. }) => {
+            drop(registration);
+            return challenge_socket(state, session, &queue, &accept, &challenge, budget).await;
         }
+        Err(refusal) => return Err(refusal.reply(queue.id())),
     };
-    let initial = crate::api::message(state, &queue, who.visitor, standing, now_ms());
-    match take_over(session, &accept, who.set_cookie).await {
+    let initial = crate::api::message(state, &queue, joined.visitor, joined.standing, now_ms());
+    match take_over(session, &accept, joined.set_cookie).await {
         Some(stream) => {
             let held = Held { registration, budget, tracked: state.drain.track(), draining: state.drain.watch() };
             spawn(stream, held, slot, initial, state.ws_ping_interval);
@@ -278,4 +287,36 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         }
         None => Err(Reply::error(400, "WebSockets need HTTP/1.1")),
     }
+}
+
+/// A visitor without a place on a queue that asks for a proof of work: one
+/// NOT_IN_QUEUE message carrying the challenge, then a normal close (a
+/// WebSocket cannot carry the answer; the page posts it to `join` and
+/// connects again). A refused handshake would hide the reason from a
+/// browser's script.
+async fn challenge_socket(
+    state: &crate::state::State,
+    session: &mut Session,
+    queue: &crate::queues::Queue,
+    accept: &str,
+    challenge: &crate::challenge::Challenge,
+    budget: Option<HeldGuard>,
+) -> Result<(), Reply> {
+    let mut m = crate::api::message(state, queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue, now_ms());
+    m.challenge = Some(challenge.into());
+    let Some(stream) = take_over(session, accept, None).await else {
+        return Err(Reply::error(400, "WebSockets need HTTP/1.1"));
+    };
+    let text = serde_json::to_string(&m).unwrap_or_default();
+    tokio::spawn(async move {
+        let _budget = budget;
+        let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config())).await;
+        if ws.send(Message::text(text)).await.is_ok() {
+            METRICS.ws_messages.inc();
+            let _ = ws.send(close(CloseCode::Normal, "solve the challenge, then join")).await;
+            // Wait (briefly) for the client's close so the close handshake completes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async { while ws.next().await.is_some() {} }).await;
+        }
+    });
+    Ok(())
 }

@@ -1,5 +1,6 @@
 // Live updates for the queue page: a WebSocket first, polling when it fails.
-// The page works without this script (meta refresh); this only makes it live.
+// The page works without this script (meta refresh); this only makes it live,
+// and solves the queue's challenge when it asks for one (pow.js, in a worker).
 (function () {
   "use strict";
   var dataEl = document.getElementById("wr-data");
@@ -20,6 +21,8 @@
   var done = false;
   var polling = false;
   var joined = false;
+  var solving = false;
+  var joinTimer = 0;
   var pollTimer = 0;
   var failures = 0;
   var memoryFirst = 0;
@@ -65,9 +68,9 @@
     try { sessionStorage.setItem(storeKey, String(first)); } catch (e) { /* storage off */ }
     return first;
   }
-  function setProgress(pct) {
+  function setProgress(pct, name) {
     var v = Math.max(0, Math.min(100, Math.round(pct)));
-    each("progress", function (el) {
+    each(name || "progress", function (el) {
       el.setAttribute("aria-valuenow", String(v));
       el.style.setProperty("--wr-progress", v + "%");
       if (el.tagName === "PROGRESS") { el.max = 100; el.value = v; }
@@ -96,12 +99,16 @@
     root.setAttribute("data-wr-link", state);
     setText("connection", text);
   }
+  function setStep(step) {
+    root.setAttribute("data-wr-step", step);
+  }
 
   // Show a message. Returns nothing; READY and NOT_IN_QUEUE are handled by the caller.
   function apply(m) {
     var wasPaused = root.getAttribute("data-wr-paused") === "true";
     var wasStatus = root.getAttribute("data-wr-status");
     root.setAttribute("data-wr-status", m.status);
+    if (m.status !== "NOT_IN_QUEUE") setStep("");
     root.setAttribute("data-wr-paused", m.paused ? "true" : "false");
     setText("eta", etaText(m));
     if (m.status === "READY") {
@@ -133,22 +140,35 @@
     announce(text, !!m.paused !== wasPaused || wasStatus !== "WAITING");
   }
 
-  function request(method, url, timeoutMs) {
+  // Resolves with {status, body, retryAfter} for any answer; rejects only
+  // when none came (network, timeout).
+  function send(method, url, timeoutMs, body) {
     var ctrl = typeof AbortController === "function" ? new AbortController() : null;
     var timer = ctrl && timeoutMs ? setTimeout(function () { ctrl.abort(); }, timeoutMs) : 0;
+    var headers = { accept: "application/json" };
+    if (body) headers["content-type"] = "application/json";
     return fetch(url, {
       method: method,
       credentials: "same-origin",
       cache: "no-store",
-      headers: { accept: "application/json" },
+      headers: headers,
+      body: body ? JSON.stringify(body) : undefined,
       signal: ctrl ? ctrl.signal : undefined
     }).then(function (r) {
-      clearTimeout(timer);
-      if (!r.ok) throw new Error("HTTP " + r.status);
-      return r.json();
+      var retry = parseInt(r.headers.get("retry-after"), 10);
+      return r.json().catch(function () { return null; }).then(function (b) {
+        clearTimeout(timer);
+        return { status: r.status, body: b, retryAfter: retry > 0 ? retry : 0 };
+      });
     }, function (e) {
       clearTimeout(timer);
       throw e;
+    });
+  }
+  function request(method, url, timeoutMs) {
+    return send(method, url, timeoutMs).then(function (a) {
+      if (a.status !== 200 || !a.body) throw new Error("HTTP " + a.status);
+      return a.body;
     });
   }
 
@@ -168,6 +188,7 @@
     if (done) return;
     done = true;
     clearTimeout(pollTimer);
+    clearTimeout(joinTimer);
     apply(m);
     setLink("live", "You're in. Opening the site…");
     announce("You're in! Taking you to the site now.", true);
@@ -188,6 +209,128 @@
     else apply(m);
   }
 
+  function backoff() {
+    return Math.min(30000, 2000 * Math.pow(2, Math.max(0, failures - 1)));
+  }
+
+  // Join the line (body: the answer to a challenge, or none). Resolves with
+  // the standing, or with null when the page must first solve a challenge or
+  // wait out a limit: those paths carry on by themselves.
+  function joinLine(body) {
+    return send("POST", base + "/join", 15000, body).then(function (a) {
+      if (a.status === 200 && a.body) return a.body;
+      if (a.status === 428 && a.body && typeof a.body.challenge === "string") {
+        solve(a.body);
+        return null;
+      }
+      if (a.status === 429) {
+        refusedFor(a.body && a.body.detail, a.retryAfter || 5);
+        return null;
+      }
+      throw new Error("HTTP " + a.status);
+    });
+  }
+  function afterJoin(m) {
+    if (!m || done) return;
+    failures = 0;
+    handle(m, true);
+    if (done) return;
+    if (polling) {
+      var secs = Math.max(1, Math.min(60, m.retry_after_seconds || 5));
+      setLink("polling", "Checking for updates every " + plural(secs, "second") + ".");
+      schedule(secs * 1000);
+    } else {
+      connectSocket();
+    }
+  }
+  function retryJoin(body, ms) {
+    clearTimeout(joinTimer);
+    joinTimer = setTimeout(function () {
+      joinLine(body).then(afterJoin, function () {
+        failures += 1;
+        setLink("offline", "Connection lost. Trying again…");
+        retryJoin(body, backoff());
+      });
+    }, ms);
+  }
+
+  // Over a per-client limit: say so, and join again once it allows.
+  function refusedFor(detail, secs) {
+    clearTimeout(pollTimer);
+    root.setAttribute("data-wr-status", "NOT_IN_QUEUE");
+    setStep("refused");
+    if (detail) setText("notice", detail);
+    setLink("offline", "Trying again in " + plural(secs, "second") + ".");
+    announce("Too many requests from your network. This page tries again in " + plural(secs, "second") + ".", true);
+    retryJoin(undefined, secs * 1000);
+  }
+
+  // The challenge: pow.js in a worker (on this thread if no worker starts).
+  function runSolver(ch, progress) {
+    var subtle = !!(window.isSecureContext && window.crypto && window.crypto.subtle && typeof TextEncoder === "function");
+    var src = document.getElementById("wr-solver");
+    function here() {
+      if (!window.WR_POW) return Promise.reject(new Error("no solver on this page"));
+      return window.WR_POW.solve(ch.challenge, ch.difficulty, false, progress, true);
+    }
+    var worker = null, url = "";
+    try {
+      url = URL.createObjectURL(new Blob([src.textContent], { type: "text/javascript" }));
+      worker = new Worker(url);
+    } catch (e) {
+      if (url) URL.revokeObjectURL(url);
+      return here();
+    }
+    return new Promise(function (resolve) {
+      function finish(result) {
+        worker.terminate();
+        URL.revokeObjectURL(url);
+        resolve(result);
+      }
+      worker.onmessage = function (e) {
+        var m = e.data || {};
+        if (typeof m.nonce === "string") finish(m.nonce);
+        else if (m.error) finish(here());
+        else if (typeof m.hashes === "number") progress(m.hashes);
+      };
+      worker.onerror = function () { finish(here()); };
+      worker.postMessage({ challenge: ch.challenge, difficulty: ch.difficulty, subtle: subtle });
+    });
+  }
+  function solve(ch) {
+    if (solving || done) return;
+    solving = true;
+    clearTimeout(pollTimer);
+    clearTimeout(joinTimer);
+    root.setAttribute("data-wr-status", "NOT_IN_QUEUE");
+    setStep("challenge");
+    setProgress(0, "challenge_progress");
+    setLink("checking", "Checking your browser before you join the line…");
+    announce("Checking your browser before you join the line. This takes a few seconds.", true);
+    var expected = Math.pow(2, ch.difficulty);
+    var mark = typeof performance === "object" && performance.mark ? performance : null;
+    if (mark) mark.mark("wr-pow-start");
+    // The chance of having found an answer by now; it never quite reaches 100.
+    runSolver(ch, function (hashes) { setProgress(99 * (1 - Math.exp(-hashes / expected)), "challenge_progress"); })
+      .then(function (nonce) {
+        solving = false;
+        if (mark) mark.mark("wr-pow-done");
+        setProgress(100, "challenge_progress");
+        announce("Done. Joining the line…", true);
+        var body = { challenge: ch.challenge, nonce: nonce };
+        return joinLine(body).then(afterJoin, function () {
+          failures += 1;
+          setLink("offline", "Connection lost. Trying again…");
+          retryJoin(body, backoff());
+        });
+      }, function () {
+        solving = false;
+        failures += 1;
+        setLink("offline", "This browser could not solve the puzzle. Trying again…");
+        retryJoin(undefined, backoff());
+      });
+  }
+
   function schedule(ms) {
     clearTimeout(pollTimer);
     pollTimer = setTimeout(poll, ms);
@@ -198,15 +341,16 @@
     schedule(0);
   }
   function poll() {
-    if (done) return;
+    if (done || solving) return;
     request("GET", base + "/status", 10000).then(function (m) {
       // Not in line (e.g. the place lapsed): join once, then keep polling.
       if (m.status === "NOT_IN_QUEUE" && !joined) {
         joined = true;
-        return request("POST", base + "/join", 10000);
+        return joinLine();
       }
       return m;
     }).then(function (m) {
+      if (!m) return; // solving a challenge or waiting out a limit
       failures = 0;
       handle(m, true);
       if (done) return;
@@ -216,7 +360,7 @@
     }, function () {
       failures += 1;
       setLink("offline", "Connection lost. Trying again…");
-      schedule(Math.min(30000, 2000 * Math.pow(2, failures - 1)));
+      schedule(backoff());
     });
   }
 
@@ -231,14 +375,19 @@
     }
     var opened = false;
     var fallen = false;
+    var challenge = null;
     var openTimer = setTimeout(function () { if (!opened) fallBack(); }, OPEN_TIMEOUT_MS);
-    // Any end without READY (blocked, dropped, closed by a proxy) means polling.
+    // Closed after a challenge (the place lapsed): solve it, join, connect
+    // again. Any other end without READY (blocked, dropped, closed by a
+    // proxy) means polling.
     function fallBack() {
       if (fallen) return;
       fallen = true;
       clearTimeout(openTimer);
       try { ws.close(); } catch (e) { /* already closed */ }
-      if (!done) startPolling();
+      if (done) return;
+      if (challenge) solve(challenge);
+      else startPolling();
     }
     ws.onopen = function () {
       opened = true;
@@ -248,6 +397,10 @@
     ws.onmessage = function (ev) {
       var m;
       try { m = JSON.parse(ev.data); } catch (e) { return; }
+      if (m && m.status === "NOT_IN_QUEUE" && m.challenge && typeof m.challenge.challenge === "string") {
+        challenge = m.challenge;
+        return;
+      }
       handle(m, false);
     };
     ws.onerror = fallBack;
@@ -264,6 +417,14 @@
   announced.timer = 0;
   announced.text = announced.pending;
   setLink("connecting", "Connecting for live updates…");
-  if (d.status === "WAITING") connectSocket();
-  else startPolling();
+  if (d.step === "refused") {
+    // The meta refresh reloads the page (that is the retry).
+    setLink("offline", "Trying again in " + plural(d.retry_after || 5, "second") + ".");
+  } else if (d.challenge) {
+    solve(d.challenge);
+  } else if (d.status === "WAITING") {
+    connectSocket();
+  } else {
+    startPolling();
+  }
 })();

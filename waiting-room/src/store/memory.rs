@@ -5,7 +5,7 @@
 //! is cheaper than an async one. Positions come from a Fenwick tree over the
 //! join sequence numbers, so a lookup costs O(log n), not O(line length).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +13,9 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
-use super::{JoinKind, Params, QueueStore, Release, Standing, Stats, StoreError};
+use super::{
+    JoinAnswer, JoinChecks, JoinKind, Params, Proof, QueueStore, Release, SPENT_GRACE_MS, Standing, Stats, StoreError,
+};
 
 /// In-process queues.
 #[derive(Default)]
@@ -160,6 +162,15 @@ struct QueueState {
     sessions: HashMap<VisitorId, (i64, i64)>,
     session_order: BTreeSet<(i64, VisitorId)>,
     last_tick_ms: Option<i64>,
+    /// `next_seq` at the last tick, and the places added in the interval before it.
+    seq_at_tick: u64,
+    last_joined: u64,
+    /// Waiting places per client, and each waiting place's client.
+    places: HashMap<String, HashSet<VisitorId>>,
+    place_of: HashMap<VisitorId, String>,
+    /// Spent challenge seeds until they may be forgotten, and the same by time.
+    spent: HashMap<String, i64>,
+    spent_order: BTreeSet<(i64, String)>,
     settings: Option<super::SharedSettings>,
     ticks: u64,
     released_total: u64,
@@ -182,7 +193,57 @@ impl QueueState {
 
     fn leave_line(&mut self, visitor: &VisitorId) {
         self.line.remove(visitor);
+        self.left_line(visitor);
+    }
+
+    /// What a visitor who left the line (any way) no longer holds.
+    fn left_line(&mut self, visitor: &VisitorId) {
         self.forget_seen(visitor);
+        if let Some(client) = self.place_of.remove(visitor)
+            && let Some(set) = self.places.get_mut(&client)
+        {
+            set.remove(visitor);
+            if set.is_empty() {
+                self.places.remove(&client);
+            }
+        }
+    }
+
+    /// Places `client` holds in the line; at `max` or more, its places are
+    /// first checked against the line (as the Redis backend does).
+    fn places_of(&mut self, client: &str, max: u64) -> u64 {
+        let Some(set) = self.places.get_mut(client) else { return 0 };
+        if set.len() as u64 >= max {
+            let line = &self.line.by_visitor;
+            set.retain(|v| line.contains_key(v));
+        }
+        set.len() as u64
+    }
+
+    /// Spend the proof of a join that would add a place or admit: `Some`
+    /// refusal when it is missing or already spent.
+    fn spend(&mut self, proof: &Proof, now: i64) -> Option<JoinKind> {
+        match proof {
+            Proof::NotRequired => None,
+            Proof::Missing => Some(JoinKind::NeedsChallenge),
+            Proof::Solved { seed, expires_at_ms } => {
+                while let Some((until, _)) = self.spent_order.first() {
+                    if *until > now {
+                        break;
+                    }
+                    if let Some((_, old)) = self.spent_order.pop_first() {
+                        self.spent.remove(&old);
+                    }
+                }
+                if self.spent.contains_key(seed) {
+                    return Some(JoinKind::ChallengeSpent);
+                }
+                let until = expires_at_ms.saturating_add(SPENT_GRACE_MS);
+                self.spent.insert(seed.clone(), until);
+                self.spent_order.insert((until, seed.clone()));
+                None
+            }
+        }
     }
 
     fn expire_sessions(&mut self, now: i64) {
@@ -236,7 +297,7 @@ impl QueueState {
 
 #[async_trait]
 impl QueueStore for MemoryStore {
-    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<(Standing, JoinKind), StoreError> {
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer {
         let q = self.queue(queue);
         let mut s = q.lock();
         let now = now_ms();
@@ -247,14 +308,30 @@ impl QueueStore for MemoryStore {
         if s.line.len() == 0 && !p.queue_all {
             let active = s.active(now);
             if active < p.free_entry && (p.max_active == 0 || active < p.max_active) {
+                if let Some(refused) = s.spend(&checks.proof, now) {
+                    return Ok((Standing::NotInQueue, refused));
+                }
                 let (admitted_at_ms, expires_at_ms) = s.admit(visitor, now, p.session_ms);
                 return Ok((Standing::Ready { admitted_at_ms, expires_at_ms }, JoinKind::FreeEntry));
             }
+        }
+        let client = checks.client.as_deref().filter(|_| checks.max_per_client > 0);
+        if let Some(c) = client
+            && s.places_of(c, checks.max_per_client) >= checks.max_per_client
+        {
+            return Ok((Standing::NotInQueue, JoinKind::ClientFull));
+        }
+        if let Some(refused) = s.spend(&checks.proof, now) {
+            return Ok((Standing::NotInQueue, refused));
         }
         s.next_seq += 1;
         let seq = s.next_seq;
         s.line.push(visitor, seq);
         s.mark_seen(visitor, now);
+        if let Some(c) = client {
+            s.places.entry(c.to_owned()).or_default().insert(visitor);
+            s.place_of.insert(visitor, c.to_owned());
+        }
         let waiting = s.line.len();
         Ok((
             Standing::Waiting { position: waiting, waiting },
@@ -278,6 +355,7 @@ impl QueueStore for MemoryStore {
             // The first call starts the first interval: visitors gather for one tick.
             None => {
                 s.last_tick_ms = Some(now);
+                s.seq_at_tick = s.next_seq;
                 false
             }
             Some(last) => now - last >= tick_ms,
@@ -287,9 +365,13 @@ impl QueueStore for MemoryStore {
             out.next_due_in_ms = u64::try_from(tick_ms - (now - last)).unwrap_or(0);
             out.waiting = s.line.len();
             out.active = s.active(now);
+            out.joined = s.last_joined;
             return Ok(out);
         }
         s.last_tick_ms = Some(now);
+        s.last_joined = s.next_seq - s.seq_at_tick;
+        s.seq_at_tick = s.next_seq;
+        out.joined = s.last_joined;
         s.ticks += 1;
         out.ticked = true;
         out.tick = s.ticks;
@@ -316,7 +398,7 @@ impl QueueStore for MemoryStore {
             }
             while (out.released.len() as u64) < n {
                 let Some(visitor) = s.line.pop_front() else { break };
-                s.forget_seen(&visitor);
+                s.left_line(&visitor);
                 s.admit(visitor, now, p.session_ms);
                 out.released.push(visitor);
             }

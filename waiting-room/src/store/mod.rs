@@ -25,6 +25,24 @@
 //!   for `abandon_after` is removed at the next release without taking a slot,
 //!   and loses the place if they come back later.
 //!
+//! - Places per client: a join that would add a waiting place for a client
+//!   (a keyed hash of its address, [`JoinChecks::client`]) already holding
+//!   `max_per_client` places in the line is refused ([`JoinKind::ClientFull`]).
+//!   Each place remembers its client until it leaves the line (released,
+//!   abandoned, lost on return), so the count is the places still waiting;
+//!   when a client is at the cap its places are also checked against the
+//!   line, so a count that ever drifted heals itself. Free entry is not a
+//!   waiting place and is not counted.
+//! - Challenge: when a join needs a proof of work ([`Proof`]), a join that
+//!   would add a place or admit at once is refused without one
+//!   ([`JoinKind::NeedsChallenge`]); a verified solution's seed is accepted
+//!   once ([`JoinKind::ChallengeSpent`] after that) and remembered until a
+//!   minute past its challenge's expiry. A visitor already waiting or
+//!   admitted never needs one.
+//! - Pressure: every tick reports how many places were added since the
+//!   previous tick ([`Release::joined`]), from which each instance sets the
+//!   challenge difficulty.
+//!
 //! Times are milliseconds since the Unix epoch from the store's clock (Redis
 //! `TIME` for the Redis backend), so all instances agree on them.
 
@@ -70,7 +88,57 @@ pub enum JoinKind {
     FreeEntry,
     /// Came back after `abandon_after`: placed at the back again.
     Rejoined,
+    /// Refused: the client already holds `max_per_client` places in the line.
+    ClientFull,
+    /// Refused: a new place needs a solved challenge and none was given.
+    NeedsChallenge,
+    /// Refused: this challenge's solution was already used for a place.
+    ChallengeSpent,
 }
+
+impl JoinKind {
+    /// Whether the join was refused (the standing is then NOT_IN_QUEUE).
+    pub fn refused(self) -> bool {
+        matches!(self, JoinKind::ClientFull | JoinKind::NeedsChallenge | JoinKind::ChallengeSpent)
+    }
+}
+
+/// Whether a join needs a proof of work, and the one it brings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Proof {
+    /// The queue asks for none.
+    #[default]
+    NotRequired,
+    /// A new place needs one and the request brought none.
+    Missing,
+    /// A verified solution (see `challenge.rs`): its seed buys one place.
+    Solved {
+        /// The challenge's seed.
+        seed: String,
+        /// When the challenge expires (ms since the epoch).
+        expires_at_ms: i64,
+    },
+}
+
+/// What a join must satisfy besides the queue's admission settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct JoinChecks {
+    /// The client (a keyed hash of its address, never the address); `None`:
+    /// not counted.
+    pub client: Option<String>,
+    /// Waiting places one client may hold in the line (0: no cap).
+    pub max_per_client: u64,
+    /// The proof of work.
+    pub proof: Proof,
+    /// The visitor id was minted for this join: it holds no place or session
+    /// yet, so the store need not look for one (Redis skips two lookups; the
+    /// memory store looks anyway, at no cost).
+    pub fresh: bool,
+}
+
+/// How long a spent seed is remembered after its challenge expires: another
+/// instance whose clock runs behind may still take the challenge for valid.
+pub const SPENT_GRACE_MS: i64 = 60_000;
 
 /// The settings the store needs for one call, taken from [`Admission`] plus
 /// operator switches.
@@ -133,6 +201,9 @@ pub struct Release {
     pub waiting: u64,
     /// Live sessions after the call.
     pub active: u64,
+    /// Places added to the line during the last completed tick interval
+    /// (the challenge's measure of pressure).
+    pub joined: u64,
 }
 
 /// Counters of a queue.
@@ -166,6 +237,9 @@ pub struct SharedSettings {
     pub version: u64,
 }
 
+/// What a join answers: the standing and what the join did.
+pub type JoinAnswer = Result<(Standing, JoinKind), StoreError>;
+
 /// The store failed (Redis unreachable, script error). Never a client's fault.
 #[derive(Debug, thiserror::Error)]
 #[error("queue store unavailable: {0}")]
@@ -174,8 +248,8 @@ pub struct StoreError(pub String);
 /// The queue store. See the module docs for the semantics.
 #[async_trait]
 pub trait QueueStore: Send + Sync + 'static {
-    /// Join `queue` (idempotent).
-    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<(Standing, JoinKind), StoreError>;
+    /// Join `queue` (idempotent), subject to `checks`.
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer;
 
     /// Where `visitor` stands; counts as being seen (keeps the place).
     async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError>;

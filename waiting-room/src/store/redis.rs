@@ -9,11 +9,19 @@
 //! {<prefix>:<queue>}:seen       zset      waiting visitor -> last seen (ms)
 //! {<prefix>:<queue>}:sessions   zset      admitted visitor -> session end (ms)
 //! {<prefix>:<queue>}:admitted   hash      admitted visitor -> admission time (ms)
-//! {<prefix>:<queue>}:tick       hash      last_ms, tick, released, abandoned
+//! {<prefix>:<queue>}:tick       hash      last_ms, tick, released, abandoned, seq and joined
+//!                                         (the join sequence at the last tick, places added before it)
+//! {<prefix>:<queue>}:places     zset      "<client>:<visitor>" (score 0) per waiting place of a client
+//! {<prefix>:<queue>}:place_of   hash      waiting visitor -> client (to forget the place on leaving)
+//! {<prefix>:<queue>}:proof:<s>  string    a spent challenge seed, until a minute past its expiry
 //! {<prefix>:<queue>}:settings   hash      json, version: live settings shared by all instances
-//! {<prefix>:<queue>}:events     channel   "<tick> <now> <released> <abandoned> <waiting>" per tick,
+//! {<prefix>:<queue>}:events     channel   "<tick> <now> <released> <abandoned> <waiting>" and
+//!                                         "pressure <tick> <joined>" per tick,
 //!                                         "settings <version>" per settings change
 //! ```
+//!
+//! `<client>` is a keyed hash of the client address (`challenge::Keys::client_tag`),
+//! never the address itself.
 //!
 //! # Scripts
 //!
@@ -30,7 +38,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use shared::visitor::VisitorId;
 
-use super::{JoinKind, Params, QueueStore, Release, SharedSettings, Standing, Stats, StoreError};
+use super::{
+    JoinAnswer, JoinChecks, JoinKind, Params, Proof, QueueStore, Release, SPENT_GRACE_MS, SharedSettings, Standing,
+    Stats, StoreError,
+};
 
 /// Redis-backed queues.
 #[derive(Clone)]
@@ -115,9 +126,18 @@ impl RedisStore {
         visitor: VisitorId,
         mode: &str,
         p: &Params,
+        checks: &JoinChecks,
     ) -> Result<(Standing, JoinKind), StoreError> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
+        let (proof, seed, remember_ms) = match &checks.proof {
+            Proof::NotRequired => ("", "-", 0),
+            Proof::Missing => ("missing", "-", 0),
+            // Remembered by the store's clock: until a minute past the expiry the issuing instance set.
+            Proof::Solved { seed, expires_at_ms } => {
+                ("solved", seed.as_str(), (expires_at_ms + SPENT_GRACE_MS - crate::state::now_ms()).max(1))
+            }
+        };
         let (kind, a, b, join_kind): (String, i64, i64, String) = self
             .scripts
             .standing
@@ -126,6 +146,9 @@ impl RedisStore {
             .key(k.key("sessions"))
             .key(k.key("admitted"))
             .key(k.key("seq"))
+            .key(k.key("places"))
+            .key(k.key("place_of"))
+            .key(k.key(&format!("proof:{seed}")))
             .arg(visitor.to_string())
             .arg(mode)
             .arg(p.free_entry)
@@ -133,6 +156,11 @@ impl RedisStore {
             .arg(p.session_ms)
             .arg(p.abandon_after_ms)
             .arg(if p.queue_all { "1" } else { "0" })
+            .arg(checks.client.as_deref().unwrap_or(""))
+            .arg(checks.max_per_client)
+            .arg(proof)
+            .arg(remember_ms)
+            .arg(if checks.fresh { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
@@ -145,6 +173,9 @@ impl RedisStore {
             "joined" => JoinKind::Joined,
             "free" => JoinKind::FreeEntry,
             "rejoined" => JoinKind::Rejoined,
+            "client_full" => JoinKind::ClientFull,
+            "challenge" => JoinKind::NeedsChallenge,
+            "spent" => JoinKind::ChallengeSpent,
             _ => JoinKind::Existing,
         };
         Ok((standing, join_kind))
@@ -173,12 +204,12 @@ fn visitor(v: &Value) -> Option<VisitorId> {
 
 #[async_trait]
 impl QueueStore for RedisStore {
-    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<(Standing, JoinKind), StoreError> {
-        self.standing_script(queue, visitor, "join", p).await
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer {
+        self.standing_script(queue, visitor, "join", p, checks).await
     }
 
     async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
-        Ok(self.standing_script(queue, visitor, "status", p).await?.0)
+        Ok(self.standing_script(queue, visitor, "status", p, &JoinChecks::default()).await?.0)
     }
 
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
@@ -192,6 +223,9 @@ impl QueueStore for RedisStore {
             .key(k.key("sessions"))
             .key(k.key("admitted"))
             .key(k.key("tick"))
+            .key(k.key("places"))
+            .key(k.key("place_of"))
+            .key(k.key("seq"))
             .arg(p.release_per_tick)
             .arg(p.tick_ms)
             .arg(p.session_ms)
@@ -210,7 +244,8 @@ impl QueueStore for RedisStore {
             abandoned: to_u64(int(values.get(4))),
             waiting: to_u64(int(values.get(5))),
             active: to_u64(int(values.get(6))),
-            released: values.iter().skip(7).filter_map(visitor).collect(),
+            joined: to_u64(int(values.get(7))),
+            released: values.iter().skip(8).filter_map(visitor).collect(),
         })
     }
 

@@ -3,8 +3,11 @@
 //   node visit.js <scenario> <start-url> <out-dir>
 //
 // scenario: "live" (WebSocket), "no-websocket" (every socket is closed by the
-// test before the server sees it, so the page must poll) or "no-javascript"
-// (meta refresh only). The script launches Debian's Chromium, prints
+// test before the server sees it, so the page must poll), "no-javascript"
+// (meta refresh only), "challenge" (a queue asking for a proof of work: the
+// page solves it, joins and goes on live) or "challenge-no-webcrypto" (the
+// same with WebCrypto removed from the page, so the plain-JavaScript SHA-256
+// does the work). The script launches Debian's Chromium, prints
 // {"event":"launched"} and waits for one line on stdin, so the Rust test can
 // put other visitors in line just before this one arrives. It then opens
 // <start-url>, records what the queue page displays until the browser lands
@@ -32,7 +35,7 @@ const DEADLINE_MS = Number(process.env.WR_DEADLINE_MS || 25000);
 const SAMPLE_MS = 100;
 
 const [scenario, startUrl, outDir] = process.argv.slice(2);
-const SCENARIOS = ["live", "no-websocket", "no-javascript"];
+const SCENARIOS = ["live", "no-websocket", "no-javascript", "challenge", "challenge-no-webcrypto"];
 
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -59,6 +62,14 @@ async function snapshot(page) {
       return {
         url: location.href,
         status: document.documentElement.getAttribute("data-wr-status"),
+        step: document.documentElement.getAttribute("data-wr-step"),
+        challengeProgress: (document.querySelector('[data-wr="challenge_progress"]') || { getAttribute: () => null })
+          .getAttribute("aria-valuenow"),
+        powMs: (() => {
+          const s = performance.getEntriesByName("wr-pow-start")[0];
+          const d = performance.getEntriesByName("wr-pow-done")[0];
+          return s && d ? Math.round(d.startTime - s.startTime) : null;
+        })(),
         paused: document.documentElement.getAttribute("data-wr-paused"),
         link: document.documentElement.getAttribute("data-wr-link"),
         position: text("position"),
@@ -93,9 +104,15 @@ async function main() {
       javaScriptEnabled: scenario !== "no-javascript",
     });
     const seen = {
-      queuePageLoads: 0, statusPolls: 0, joinPosts: 0, sockets: 0, socketFrames: 0, blockedSockets: 0,
+      queuePageLoads: 0, statusPolls: 0, joinPosts: 0, answers: 0, sockets: 0, socketFrames: 0, blockedSockets: 0,
       pageErrors: [], consoleErrors: [],
     };
+    if (scenario === "challenge-no-webcrypto") {
+      // The page then tells its worker to use the plain-JavaScript SHA-256.
+      await context.addInitScript(() => {
+        Object.defineProperty(window.crypto, "subtle", { value: undefined });
+      });
+    }
     if (scenario === "no-websocket") {
       // The page sees its socket close at once, as behind a proxy that drops upgrades.
       await context.routeWebSocket(/\/wr\/[^/]+\/ws$/, (ws) => {
@@ -109,7 +126,10 @@ async function main() {
       if (u.origin !== target.origin || !u.pathname.startsWith("/wr/")) return;
       if (r.resourceType() === "document") seen.queuePageLoads += 1;
       else if (u.pathname.endsWith("/status")) seen.statusPolls += 1;
-      else if (u.pathname.endsWith("/join")) seen.joinPosts += 1;
+      else if (u.pathname.endsWith("/join")) {
+        seen.joinPosts += 1;
+        if (r.postData()) seen.answers += 1;
+      }
     });
     page.on("websocket", (ws) => {
       seen.sockets += 1;
@@ -124,6 +144,9 @@ async function main() {
       redirectChain.unshift(r.url());
     }
     const queueUrl = page.url();
+    // The step the server rendered the queue page in (the script may have moved on already).
+    const served = response ? await response.text().catch(() => "") : "";
+    const queueStep = (served.match(/data-wr-step="([^"]*)"/) || [])[1];
 
     const samples = [];
     const screenshots = [];
@@ -137,7 +160,8 @@ async function main() {
           break;
         }
         const last = samples[samples.length - 1];
-        if (!last || ["status", "position", "eta", "queueLength", "link", "progress"].some((k) => last[k] !== s[k])) {
+        const watched = ["status", "step", "position", "eta", "queueLength", "link", "progress", "powMs"];
+        if (!last || watched.some((k) => last[k] !== s[k])) {
           samples.push({ ...s, at: Date.now() - t0 });
         }
         // Screenshots once the line has moved, while the page still waits.
@@ -161,7 +185,7 @@ async function main() {
     }));
     const body = arrived ? (await page.textContent("body").catch(() => null)) : null;
     emit({
-      event: "result", scenario, redirectChain, queueUrl, arrived, body, samples, screenshots, cookies, ...seen,
+      event: "result", scenario, redirectChain, queueUrl, queueStep, arrived, body, samples, screenshots, cookies, ...seen,
       elapsedMs: Date.now() - t0,
     });
     await context.close();

@@ -6,8 +6,11 @@
 #[path = "../proxy/helpers.rs"]
 #[allow(dead_code)]
 mod helpers;
+mod joiners;
 mod net;
 
+mod challenge;
 mod connections;
+mod places;
 mod requests;
 mod websockets;

@@ -2,7 +2,8 @@
 //! `/usr/bin/chromium`, driven by `playwright-core` from `tests/browser`) opens
 //! a protected URL, is sent to the queue page, watches its place move, is
 //! admitted and lands where it started: over the WebSocket, by polling when the
-//! socket is blocked, and with JavaScript off through the meta refresh.
+//! socket is blocked, with JavaScript off through the meta refresh, and on a
+//! queue asking for a proof of work (solved with WebCrypto, and without it).
 //!
 //! These tests fail (never skip) when Chromium or `playwright-core` is missing,
 //! saying how to install them; nothing is ever downloaded by the tests.
@@ -221,4 +222,36 @@ async fn a_browser_without_javascript_gets_in_through_the_meta_refresh() {
     assert!(r["queuePageLoads"].as_u64() >= Some(2), "the waiting page reloaded itself: {r:#}");
     assert!(!positions(&r).is_empty(), "the server-rendered page shows the place: {r:#}");
     assert_landed(&r, &proxy, &upstream);
+}
+
+/// A queue asking for a proof of work of 10 bits (about a thousand hashes).
+fn pow_queue() -> String {
+    format!(
+        "{}challenge = \"pow\"\nchallenge_min_bits = 10\nchallenge_max_bits = 10\n",
+        queue("q", "/a", 1, "2s", "10m", 0)
+    )
+}
+
+/// The page was served with the challenge, solved it, posted one answer and
+/// landed.
+fn assert_solved_and_landed(r: &Value, proxy: &Proxy, upstream: &Upstream) {
+    let samples = r["samples"].as_array().unwrap();
+    assert_eq!(r["queueStep"], "challenge", "the page was served with the challenge: {r:#}");
+    assert_eq!(r["answers"], 1, "one answer posted: {r:#}");
+    let solved = samples.iter().find_map(|s| s["powMs"].as_u64()).unwrap_or_else(|| panic!("no solve time: {r:#}"));
+    println!("solved in {solved} ms");
+    assert!(samples.iter().all(|s| s["step"] != "refused"), "{r:#}");
+    assert_landed(r, proxy, upstream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_solves_the_queue_challenge_with_or_without_webcrypto_and_is_admitted() {
+    // Without WebCrypto (as on a page served over plain HTTP) the plain-JavaScript SHA-256 does the work.
+    for scenario in ["challenge", "challenge-no-webcrypto"] {
+        let upstream = Upstream::start().await;
+        let proxy = Proxy::start(ProxySpec::memory(&pow_queue(), upstream.addr)).await;
+        let r = visit(&proxy, scenario, &proxy.dir.join("screenshots"), async {}).await;
+        assert_solved_and_landed(&r, &proxy, &upstream);
+        assert!(r["sockets"].as_u64() >= Some(1), "{scenario}: live over the WebSocket after joining: {r:#}");
+    }
 }

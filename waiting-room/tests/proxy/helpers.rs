@@ -404,6 +404,44 @@ impl Visitor {
     }
 }
 
+/// Proxy instances sharing one upstream, Redis key prefix and key directory.
+#[allow(dead_code)] // the hostile-traffic tests share this file
+pub struct Shared {
+    pub upstream: Upstream,
+    pub prefix: String,
+    pub keys: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl Shared {
+    pub async fn new(name: &str) -> Shared {
+        Shared { upstream: Upstream::start().await, prefix: unique(name), keys: tempfile::tempdir().unwrap() }
+    }
+
+    /// The spec of one more instance serving `queues`.
+    pub fn spec<'a>(&'a self, queues: &'a str) -> ProxySpec<'a> {
+        ProxySpec::redis(queues, self.upstream.addr, &self.prefix).keys(self.keys.path())
+    }
+}
+
+/// Call `check` every 100 ms until it returns `Ok`; after `limit`, fail with
+/// `what` and the last `Err` (the state seen).
+#[allow(dead_code)]
+pub async fn eventually<T, F: Future<Output = Result<T, String>>>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> F,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: {seen}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A queue table for the config.
 pub fn queue(id: &str, path: &str, n: u64, tick: &str, session: &str, free_entry: u64) -> String {
     format!(

@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::visitor::VisitorId;
-use waiting_room::store::{JoinKind, Params, QueueStore, Standing};
+use waiting_room::store::{JoinChecks, JoinKind, Params, Proof, QueueStore, Standing};
 
-fn params() -> Params {
+/// No places cap, no challenge.
+const OPEN: JoinChecks = JoinChecks { client: None, max_per_client: 0, proof: Proof::NotRequired, fresh: false };
+
+pub fn params() -> Params {
     Params {
         release_per_tick: 5,
         tick_ms: 200,
@@ -47,17 +50,17 @@ pub async fn positions_follow_join_order_and_a_rejoin_keeps_the_place(store: Arc
     let p = params();
     let vs = ids(10);
     for (i, v) in vs.iter().enumerate() {
-        let (s, kind) = store.join("q", *v, &p).await.unwrap();
+        let (s, kind) = store.join("q", *v, &p, &OPEN).await.unwrap();
         assert_eq!(s, Standing::Waiting { position: i as u64 + 1, waiting: i as u64 + 1 });
         assert_eq!(kind, JoinKind::Joined);
     }
-    let (again, kind) = store.join("q", vs[3], &p).await.unwrap();
+    let (again, kind) = store.join("q", vs[3], &p, &OPEN).await.unwrap();
     assert_eq!(again, Standing::Waiting { position: 4, waiting: 10 });
     assert_eq!(kind, JoinKind::Existing);
     assert_eq!(position(&store, "q", vs[9], &p).await, Some(10));
     assert_eq!(store.status("q", VisitorId::random(), &p).await.unwrap(), Standing::NotInQueue);
     // Queues are independent.
-    assert_eq!(store.join("other", vs[0], &p).await.unwrap().0, Standing::Waiting { position: 1, waiting: 1 });
+    assert_eq!(store.join("other", vs[0], &p, &OPEN).await.unwrap().0, Standing::Waiting { position: 1, waiting: 1 });
 }
 
 pub async fn concurrent_joins_get_distinct_consecutive_positions(store: Arc<dyn QueueStore>) {
@@ -66,7 +69,7 @@ pub async fn concurrent_joins_get_distinct_consecutive_positions(store: Arc<dyn 
     let mut tasks = Vec::new();
     for v in vs.clone() {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.join("q", v, &p).await.unwrap().0 }));
+        tasks.push(tokio::spawn(async move { store.join("q", v, &p, &OPEN).await.unwrap().0 }));
     }
     let mut positions = Vec::new();
     for t in tasks {
@@ -82,18 +85,18 @@ pub async fn concurrent_joins_get_distinct_consecutive_positions(store: Arc<dyn 
 pub async fn free_entry_admits_while_nobody_waits_and_below_the_threshold(store: Arc<dyn QueueStore>) {
     let p = Params { free_entry: 2, ..params() };
     let vs = ids(4);
-    let (a, ka) = store.join("q", vs[0], &p).await.unwrap();
+    let (a, ka) = store.join("q", vs[0], &p, &OPEN).await.unwrap();
     assert!(matches!(a, Standing::Ready { .. }), "{a:?}");
     assert_eq!(ka, JoinKind::FreeEntry);
-    assert!(matches!(store.join("q", vs[1], &p).await.unwrap().0, Standing::Ready { .. }));
+    assert!(matches!(store.join("q", vs[1], &p, &OPEN).await.unwrap().0, Standing::Ready { .. }));
     // Two sessions active: the third waits, and so does the fourth (someone waits).
-    assert_eq!(store.join("q", vs[2], &p).await.unwrap().0, Standing::Waiting { position: 1, waiting: 1 });
+    assert_eq!(store.join("q", vs[2], &p, &OPEN).await.unwrap().0, Standing::Waiting { position: 1, waiting: 1 });
     let relaxed = Params { free_entry: 100, ..p };
-    assert_eq!(store.join("q", vs[3], &relaxed).await.unwrap().0, Standing::Waiting { position: 2, waiting: 2 });
+    assert_eq!(store.join("q", vs[3], &relaxed, &OPEN).await.unwrap().0, Standing::Waiting { position: 2, waiting: 2 });
     let stats = store.stats("q").await.unwrap();
     assert_eq!((stats.waiting, stats.active), (2, 2));
     // A free-entry visitor re-joining stays READY with the same session.
-    let (again, kind) = store.join("q", vs[0], &p).await.unwrap();
+    let (again, kind) = store.join("q", vs[0], &p, &OPEN).await.unwrap();
     assert_eq!((again, kind), (a, JoinKind::Existing));
 }
 
@@ -101,7 +104,7 @@ pub async fn the_first_call_starts_the_first_interval_and_ticks_are_spaced(store
     let p = params();
     let vs = ids(3);
     for v in &vs {
-        store.join("q", *v, &p).await.unwrap();
+        store.join("q", *v, &p, &OPEN).await.unwrap();
     }
     let first = store.release("q", &p).await.unwrap();
     assert!(!first.ticked, "the first call only starts the interval");
@@ -120,7 +123,7 @@ pub async fn a_tick_releases_exactly_min_n_waiting_in_join_order(store: Arc<dyn 
     let p = params(); // N = 5
     let vs = ids(7);
     for v in &vs {
-        store.join("q", *v, &p).await.unwrap();
+        store.join("q", *v, &p, &OPEN).await.unwrap();
     }
     store.release("q", &p).await.unwrap();
     let r1 = tick(&store, "q", &p).await;
@@ -147,7 +150,7 @@ pub async fn max_active_caps_a_release(store: Arc<dyn QueueStore>) {
     let p = Params { max_active: 3, ..params() };
     let vs = ids(6);
     for v in &vs {
-        store.join("q", *v, &p).await.unwrap();
+        store.join("q", *v, &p, &OPEN).await.unwrap();
     }
     store.release("q", &p).await.unwrap();
     assert_eq!(tick(&store, "q", &p).await.released.len(), 3);
@@ -157,7 +160,7 @@ pub async fn max_active_caps_a_release(store: Arc<dyn QueueStore>) {
 pub async fn sessions_end_at_admission_plus_m_and_stop_counting(store: Arc<dyn QueueStore>) {
     let p = Params { session_ms: 300, free_entry: 10, ..params() };
     let v = VisitorId::random();
-    let (s, _) = store.join("q", v, &p).await.unwrap();
+    let (s, _) = store.join("q", v, &p, &OPEN).await.unwrap();
     let Standing::Ready { admitted_at_ms, expires_at_ms } = s else { panic!("{s:?}") };
     assert_eq!(expires_at_ms - admitted_at_ms, 300);
     assert_eq!(store.stats("q").await.unwrap().active, 1);
@@ -165,14 +168,14 @@ pub async fn sessions_end_at_admission_plus_m_and_stop_counting(store: Arc<dyn Q
     assert_eq!(store.status("q", v, &p).await.unwrap(), Standing::NotInQueue);
     assert_eq!(store.stats("q").await.unwrap().active, 0);
     // They may queue again (and get in again through free entry).
-    assert!(matches!(store.join("q", v, &p).await.unwrap().0, Standing::Ready { .. }));
+    assert!(matches!(store.join("q", v, &p, &OPEN).await.unwrap().0, Standing::Ready { .. }));
 }
 
 pub async fn abandoned_visitors_are_skipped_without_taking_a_slot(store: Arc<dyn QueueStore>) {
     let p = Params { release_per_tick: 50, abandon_after_ms: 1_000, tick_ms: 100, ..params() };
     let vs = ids(100);
     for v in &vs {
-        store.join("q", *v, &p).await.unwrap();
+        store.join("q", *v, &p, &OPEN).await.unwrap();
     }
     store.release("q", &p).await.unwrap();
     // 30 visitors (every third of the first 90) leave; the rest keep polling.
@@ -195,14 +198,14 @@ pub async fn a_visitor_back_within_the_window_keeps_the_place_and_later_rejoins_
     let p = Params { abandon_after_ms: 1_000, ..params() };
     let vs = ids(3);
     for v in &vs {
-        store.join("q", *v, &p).await.unwrap();
+        store.join("q", *v, &p, &OPEN).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(position(&store, "q", vs[0], &p).await, Some(1), "back within the window");
     store.touch("q", &vs[2..]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     // vs[1] was last seen 1.2 s ago: the place is gone, a join puts them at the back.
-    let (s, kind) = store.join("q", vs[1], &p).await.unwrap();
+    let (s, kind) = store.join("q", vs[1], &p, &OPEN).await.unwrap();
     assert_eq!(kind, JoinKind::Rejoined);
     assert_eq!(s, Standing::Waiting { position: 3, waiting: 3 });
     assert_eq!(position(&store, "q", vs[2], &p).await, Some(2));
@@ -212,8 +215,8 @@ pub async fn paused_queues_release_nobody_and_queue_all_disables_free_entry(stor
     let paused = Params { paused: true, ..params() };
     let vs = ids(3);
     let all = Params { queue_all: true, free_entry: 100, ..params() };
-    assert!(matches!(store.join("q", vs[0], &all).await.unwrap().0, Standing::Waiting { .. }));
-    store.join("q", vs[1], &paused).await.unwrap();
+    assert!(matches!(store.join("q", vs[0], &all, &OPEN).await.unwrap().0, Standing::Waiting { .. }));
+    store.join("q", vs[1], &paused, &OPEN).await.unwrap();
     store.release("q", &paused).await.unwrap();
     let r = tick(&store, "q", &paused).await;
     assert!(r.released.is_empty());
@@ -226,7 +229,7 @@ pub async fn standings_read_many_visitors_without_touching_them(store: Arc<dyn Q
     let p = Params { abandon_after_ms: 1_000, release_per_tick: 1, ..params() };
     let vs = ids(3);
     for v in &vs {
-        store.join("q", *v, &p).await.unwrap();
+        store.join("q", *v, &p, &OPEN).await.unwrap();
     }
     store.release("q", &p).await.unwrap();
     tick(&store, "q", &p).await;
@@ -243,4 +246,154 @@ pub async fn standings_read_many_visitors_without_touching_them(store: Arc<dyn Q
     let r = tick(&store, "q", &p).await;
     assert_eq!(r.abandoned, 2);
     assert!(r.released.is_empty());
+}
+
+fn counted(client: &str, max: u64) -> JoinChecks {
+    JoinChecks { client: Some(client.to_owned()), max_per_client: max, ..JoinChecks::default() }
+}
+
+fn solved(seed: &str, expires_at_ms: i64) -> JoinChecks {
+    JoinChecks { proof: Proof::Solved { seed: seed.to_owned(), expires_at_ms }, ..JoinChecks::default() }
+}
+
+fn now_ms() -> i64 {
+    waiting_room::state::now_ms()
+}
+
+pub async fn places_per_client_are_capped_and_free_again_once_they_leave_the_line(store: Arc<dyn QueueStore>) {
+    let p = Params { release_per_tick: 2, ..params() };
+    let vs = ids(6);
+    for v in &vs[..3] {
+        assert_eq!(store.join("q", *v, &p, &counted("a", 3)).await.unwrap().1, JoinKind::Joined);
+    }
+    let (s, kind) = store.join("q", vs[3], &p, &counted("a", 3)).await.unwrap();
+    assert_eq!((s, kind), (Standing::NotInQueue, JoinKind::ClientFull));
+    assert!(kind.refused());
+    assert_eq!(store.status("q", vs[3], &p).await.unwrap(), Standing::NotInQueue, "a refused join holds nothing");
+    // A place already held is kept, another client has its own count, another queue its own line.
+    assert_eq!(store.join("q", vs[0], &p, &counted("a", 3)).await.unwrap().1, JoinKind::Existing);
+    assert_eq!(store.join("q", vs[4], &p, &counted("b", 3)).await.unwrap().1, JoinKind::Joined);
+    assert_eq!(store.join("other", vs[3], &p, &counted("a", 3)).await.unwrap().1, JoinKind::Joined);
+    // Released places stop counting: two of "a" are let in, two more may join.
+    store.release("q", &p).await.unwrap();
+    assert_eq!(tick(&store, "q", &p).await.released, vs[..2].to_vec());
+    for v in [vs[3], vs[5]] {
+        assert_eq!(store.join("q", v, &p, &counted("a", 3)).await.unwrap().1, JoinKind::Joined);
+    }
+    let late = VisitorId::random();
+    assert_eq!(store.join("q", late, &p, &counted("a", 3)).await.unwrap().1, JoinKind::ClientFull);
+    // Abandoned places stop counting too (nothing is released while paused).
+    let away = Params { paused: true, abandon_after_ms: 1_000, ..params() };
+    for v in ids(3) {
+        assert_eq!(store.join("ab", v, &away, &counted("a", 3)).await.unwrap().1, JoinKind::Joined);
+    }
+    store.release("ab", &away).await.unwrap();
+    assert_eq!(store.join("ab", late, &away, &counted("a", 3)).await.unwrap().1, JoinKind::ClientFull);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(tick(&store, "ab", &away).await.abandoned, 3);
+    let back = ids(3);
+    for v in &back {
+        assert_eq!(store.join("ab", *v, &away, &counted("a", 3)).await.unwrap().1, JoinKind::Joined);
+    }
+    // A place lost on return (away too long) is given back before the rejoin counts.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert_eq!(store.join("ab", back[0], &away, &counted("a", 3)).await.unwrap().1, JoinKind::Rejoined);
+    // Free entry is no waiting place: not refused at the cap, not counted.
+    let open = Params { free_entry: 10, ..params() };
+    let free = ids(4);
+    for v in &free {
+        assert_eq!(store.join("free", *v, &open, &counted("a", 1)).await.unwrap().1, JoinKind::FreeEntry);
+    }
+}
+
+pub async fn concurrent_joins_of_one_client_never_pass_the_cap(store: Arc<dyn QueueStore>) {
+    let p = params();
+    let mut tasks = Vec::new();
+    for v in ids(300) {
+        let store = store.clone();
+        // Ids minted for the join: the store may skip looking them up (same answers).
+        let fresh = JoinChecks { fresh: true, ..counted("a", 7) };
+        tasks.push(tokio::spawn(async move { store.join("q", v, &p, &fresh).await.unwrap().1 }));
+    }
+    let mut kinds = Vec::new();
+    for t in tasks {
+        kinds.push(t.await.unwrap());
+    }
+    assert_eq!(kinds.iter().filter(|k| **k == JoinKind::Joined).count(), 7);
+    assert_eq!(kinds.iter().filter(|k| **k == JoinKind::ClientFull).count(), 293);
+    assert_eq!(store.stats("q").await.unwrap().waiting, 7);
+}
+
+pub async fn a_new_place_needs_a_proof_and_each_solution_buys_one(store: Arc<dyn QueueStore>) {
+    let p = params();
+    let vs = ids(4);
+    let exp = now_ms() + 60_000;
+    let missing = JoinChecks { proof: Proof::Missing, ..JoinChecks::default() };
+    assert_eq!(store.join("q", vs[0], &p, &missing).await.unwrap(), (Standing::NotInQueue, JoinKind::NeedsChallenge));
+    assert_eq!(store.join("q", vs[0], &p, &solved("seed-1", exp)).await.unwrap().1, JoinKind::Joined);
+    // Once in line, no proof is needed; the same solution buys nobody else a place.
+    assert_eq!(store.join("q", vs[0], &p, &missing).await.unwrap().1, JoinKind::Existing);
+    assert_eq!(
+        store.join("q", vs[1], &p, &solved("seed-1", exp)).await.unwrap(),
+        (Standing::NotInQueue, JoinKind::ChallengeSpent)
+    );
+    assert_eq!(store.join("q", vs[1], &p, &solved("seed-2", exp)).await.unwrap().1, JoinKind::Joined);
+    // Spent in one queue is spent there only.
+    assert_eq!(store.join("other", vs[2], &p, &solved("seed-1", exp)).await.unwrap().1, JoinKind::Joined);
+    // Free entry admits only with a proof too, and an admitted visitor needs none.
+    let open = Params { free_entry: 10, ..params() };
+    assert_eq!(store.join("free", vs[3], &open, &missing).await.unwrap().1, JoinKind::NeedsChallenge);
+    assert_eq!(store.join("free", vs[3], &open, &solved("seed-3", exp)).await.unwrap().1, JoinKind::FreeEntry);
+    assert!(matches!(
+        store.join("free", vs[3], &open, &missing).await.unwrap(),
+        (Standing::Ready { .. }, JoinKind::Existing)
+    ));
+    // Concurrent uses of one solution: exactly one place.
+    let mut tasks = Vec::new();
+    for v in ids(200) {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.join("q", v, &p, &solved("seed-4", exp)).await.unwrap().1 }));
+    }
+    let mut joined = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            JoinKind::Joined => joined += 1,
+            kind => assert_eq!(kind, JoinKind::ChallengeSpent),
+        }
+    }
+    assert_eq!(joined, 1);
+}
+
+pub async fn spent_seeds_are_forgotten_a_minute_after_their_challenge_expires(store: Arc<dyn QueueStore>) {
+    let p = params();
+    // Expired 59.6 s ago: remembered for another 0.4 s (the proxy refuses it long before).
+    let exp = now_ms() - waiting_room::store::SPENT_GRACE_MS + 400;
+    assert_eq!(store.join("q", VisitorId::random(), &p, &solved("old", exp)).await.unwrap().1, JoinKind::Joined);
+    assert_eq!(
+        store.join("q", VisitorId::random(), &p, &solved("old", exp)).await.unwrap().1,
+        JoinKind::ChallengeSpent
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(store.join("q", VisitorId::random(), &p, &solved("old", exp)).await.unwrap().1, JoinKind::Joined);
+}
+
+pub async fn every_tick_reports_the_places_added_in_the_interval_before_it(store: Arc<dyn QueueStore>) {
+    let p = Params { release_per_tick: 1, ..params() };
+    for v in ids(4) {
+        store.join("q", v, &p, &OPEN).await.unwrap();
+    }
+    assert_eq!(store.release("q", &p).await.unwrap().joined, 0, "the first call only starts the interval");
+    for v in ids(7) {
+        store.join("q", v, &p, &OPEN).await.unwrap();
+    }
+    let r = tick(&store, "q", &p).await;
+    assert_eq!(r.joined, 7);
+    let between = store.release("q", &p).await.unwrap();
+    assert!(!between.ticked && between.joined == 7, "calls between ticks report the last tick's: {between:?}");
+    // Refused joins and existing places add nothing.
+    store
+        .join("q", VisitorId::random(), &p, &JoinChecks { proof: Proof::Missing, ..JoinChecks::default() })
+        .await
+        .unwrap();
+    assert_eq!(tick(&store, "q", &p).await.joined, 0);
 }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod behaviour;
+mod redis_faults;
 
 use std::sync::Arc;
 
@@ -59,4 +60,9 @@ for_each_backend!(
     a_visitor_back_within_the_window_keeps_the_place_and_later_rejoins_at_the_back,
     paused_queues_release_nobody_and_queue_all_disables_free_entry,
     standings_read_many_visitors_without_touching_them,
+    places_per_client_are_capped_and_free_again_once_they_leave_the_line,
+    concurrent_joins_of_one_client_never_pass_the_cap,
+    a_new_place_needs_a_proof_and_each_solution_buys_one,
+    spent_seeds_are_forgotten_a_minute_after_their_challenge_expires,
+    every_tick_reports_the_places_added_in_the_interval_before_it,
 );

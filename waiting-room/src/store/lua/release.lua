@@ -1,10 +1,12 @@
 -- Release the next batch of a queue if a tick is due. Every instance calls this;
 -- the tick marker read and written here, with Redis TIME, makes releases of all
 -- instances at least tick_ms apart, so any window of tick_ms holds at most N.
--- KEYS: 1 line, 2 seen, 3 sessions, 4 admitted, 5 tick (hash: last_ms, tick, released, abandoned)
+-- KEYS: 1 line, 2 seen, 3 sessions, 4 admitted, 5 tick (hash: last_ms, tick, released, abandoned,
+--       seq, joined), 6 places, 7 place_of (see standing.lua), 8 seq (the join sequence)
 -- ARGV: 1 n, 2 tick_ms, 3 session_ms, 4 max_active, 5 abandon_after_ms, 6 paused ("1"|"0"),
 --       7 pub/sub channel ("" = don't publish)
--- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, released visitors...}
+-- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, released visitors...}
+-- where joined = places added during the last completed tick interval (the join sequence's delta).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tick_ms = tonumber(ARGV[2])
@@ -14,19 +16,41 @@ local function count_active()
   return redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
 end
 
+-- Visitors who left the line (released or abandoned): forget which client held their places.
+local function forget_places(visitors)
+  if #visitors == 0 or redis.call('EXISTS', KEYS[7]) == 0 then
+    return
+  end
+  local clients = redis.call('HMGET', KEYS[7], unpack(visitors))
+  local members = {}
+  for i = 1, #visitors do
+    if clients[i] then
+      members[#members + 1] = clients[i] .. ':' .. visitors[i]
+    end
+  end
+  if #members > 0 then
+    redis.call('ZREM', KEYS[6], unpack(members))
+    redis.call('HDEL', KEYS[7], unpack(visitors))
+  end
+end
+
+local seq = tonumber(redis.call('GET', KEYS[8]) or '0')
 local last = redis.call('HGET', KEYS[5], 'last_ms')
 local tick = tonumber(redis.call('HGET', KEYS[5], 'tick') or '0')
 if not last then
   -- The first call starts the first interval: visitors gather for one tick.
-  redis.call('HSET', KEYS[5], 'last_ms', now)
-  return {0, tick, now, tick_ms, 0, redis.call('ZCARD', KEYS[1]), count_active()}
+  redis.call('HSET', KEYS[5], 'last_ms', now, 'seq', seq)
+  return {0, tick, now, tick_ms, 0, redis.call('ZCARD', KEYS[1]), count_active(), 0}
 end
 last = tonumber(last)
 if now - last < tick_ms then
-  return {0, tick, now, tick_ms - (now - last), 0, redis.call('ZCARD', KEYS[1]), count_active()}
+  local joined = tonumber(redis.call('HGET', KEYS[5], 'joined') or '0')
+  return {0, tick, now, tick_ms - (now - last), 0, redis.call('ZCARD', KEYS[1]), count_active(), joined}
 end
 tick = redis.call('HINCRBY', KEYS[5], 'tick', 1)
-redis.call('HSET', KEYS[5], 'last_ms', now)
+-- A marker written before this field existed counts from here.
+local joined = math.max(seq - tonumber(redis.call('HGET', KEYS[5], 'seq') or seq), 0)
+redis.call('HSET', KEYS[5], 'last_ms', now, 'seq', seq, 'joined', joined)
 
 -- Expired sessions: bounded per call; ZCOUNT above never counts them anyway.
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, 20000)
@@ -46,6 +70,7 @@ if abandon > 0 then
     local part = {unpack(gone, i, math.min(i + CHUNK - 1, #gone))}
     redis.call('ZREM', KEYS[1], unpack(part))
     redis.call('ZREM', KEYS[2], unpack(part))
+    forget_places(part)
   end
   abandoned = #gone
   if abandoned > 0 then
@@ -76,7 +101,9 @@ if ARGV[6] ~= '1' then
       end
       redis.call('ZADD', KEYS[3], unpack(zargs))
       redis.call('HSET', KEYS[4], unpack(hargs))
-      redis.call('ZREM', KEYS[2], unpack(released, i, math.min(i + CHUNK - 1, #released)))
+      local part = {unpack(released, i, math.min(i + CHUNK - 1, #released))}
+      redis.call('ZREM', KEYS[2], unpack(part))
+      forget_places(part)
     end
     redis.call('HINCRBY', KEYS[5], 'released', #released)
   end
@@ -86,8 +113,11 @@ local waiting = redis.call('ZCARD', KEYS[1])
 local active = count_active()
 if ARGV[7] ~= '' then
   redis.call('PUBLISH', ARGV[7], tick .. ' ' .. now .. ' ' .. #released .. ' ' .. abandoned .. ' ' .. waiting)
+  -- A message of its own: instances of the previous release parse the tick
+  -- message by its exact field count and ignore this one.
+  redis.call('PUBLISH', ARGV[7], 'pressure ' .. tick .. ' ' .. joined)
 end
-local out = {1, tick, now, tick_ms, abandoned, waiting, active}
+local out = {1, tick, now, tick_ms, abandoned, waiting, active, joined}
 for i = 1, #released do
   out[#out + 1] = released[i]
 end

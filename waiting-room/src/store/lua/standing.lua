@@ -1,15 +1,50 @@
 -- Where a visitor stands; with mode "join", join if not there yet.
 -- KEYS: 1 line (zset visitor->seq), 2 seen (zset visitor->ms), 3 sessions (zset visitor->expires ms),
---       4 admitted (hash visitor->admitted ms), 5 seq (counter)
+--       4 admitted (hash visitor->admitted ms), 5 seq (counter),
+--       6 places (zset, all scores 0: "<client>:<visitor>" per waiting place of a counted client),
+--       7 place_of (hash visitor->client), 8 proof (string: this join's challenge seed, once spent)
 -- ARGV: 1 visitor, 2 mode ("join" | "status"), 3 free_entry, 4 max_active, 5 session_ms,
---       6 abandon_after_ms, 7 queue_all ("1" | "0")
+--       6 abandon_after_ms, 7 queue_all ("1" | "0"), 8 client ("" = not counted),
+--       9 max places per client (0 = none), 10 proof ("" = not required | "missing" | "solved"),
+--       11 how long to remember a spent proof (ms), 12 fresh ("1": the visitor id was minted for
+--       this join and can hold nothing yet, so the lookups of a session and a place are skipped)
+-- KEYS 6-8 and ARGV 8-11 may be left out (no cap, no proof): bench/proxy.sh calls the script so.
 -- Returns {kind, a, b, join_kind}: kind "READY" (a = admitted ms, b = expires ms),
---   "WAITING" (a = position, b = waiting), "NOT_IN_QUEUE"; join_kind: existing | joined | free | rejoined
+--   "WAITING" (a = position, b = waiting), "NOT_IN_QUEUE"; join_kind: existing | joined | free | rejoined,
+--   or a refusal: client_full | challenge | spent
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = ARGV[1]
+local client = ARGV[8] or ''
+local max_places = tonumber(ARGV[9] or '0')
+local proof = ARGV[10] or ''
+local fresh = ARGV[12] == '1'
 
-local exp = redis.call('ZSCORE', KEYS[3], v)
+-- A waiting visitor left the line: forget which client held the place.
+local function forget_place()
+  if KEYS[7] then
+    local c = redis.call('HGET', KEYS[7], v)
+    if c then
+      redis.call('ZREM', KEYS[6], c .. ':' .. v)
+      redis.call('HDEL', KEYS[7], v)
+    end
+  end
+end
+
+-- Spend the proof of a join that adds a place or admits: a refusal, or nil.
+local function spend()
+  if proof == 'missing' then
+    return 'challenge'
+  end
+  if proof == 'solved' then
+    if not redis.call('SET', KEYS[8], '1', 'NX', 'PX', math.max(tonumber(ARGV[11]), 1)) then
+      return 'spent'
+    end
+  end
+  return nil
+end
+
+local exp = not fresh and redis.call('ZSCORE', KEYS[3], v)
 if exp then
   exp = tonumber(exp)
   if exp > now then
@@ -21,7 +56,7 @@ if exp then
 end
 
 local lost = false
-local rank = redis.call('ZRANK', KEYS[1], v)
+local rank = not fresh and redis.call('ZRANK', KEYS[1], v)
 if rank then
   local abandon = tonumber(ARGV[6])
   local seen = tonumber(redis.call('ZSCORE', KEYS[2], v) or '0')
@@ -29,6 +64,7 @@ if rank then
     -- Away longer than the abandonment window: the place is gone.
     redis.call('ZREM', KEYS[1], v)
     redis.call('ZREM', KEYS[2], v)
+    forget_place()
     lost = true
   else
     redis.call('ZADD', KEYS[2], now, v)
@@ -46,6 +82,10 @@ if waiting == 0 and ARGV[7] ~= '1' then
   local free = tonumber(ARGV[3])
   local cap = tonumber(ARGV[4])
   if active < free and (cap == 0 or active < cap) then
+    local refused = spend()
+    if refused then
+      return {'NOT_IN_QUEUE', 0, 0, refused}
+    end
     local expires = now + tonumber(ARGV[5])
     redis.call('ZADD', KEYS[3], expires, v)
     redis.call('HSET', KEYS[4], v, now)
@@ -53,9 +93,43 @@ if waiting == 0 and ARGV[7] ~= '1' then
   end
 end
 
+local counted = client ~= '' and max_places > 0
+if counted then
+  -- Members "<client>:<visitor>" sort together; ';' follows ':'.
+  local from, to = '[' .. client .. ':', '(' .. client .. ';'
+  if redis.call('ZLEXCOUNT', KEYS[6], from, to) >= max_places then
+    -- At the cap: drop places that left the line by a path that did not
+    -- forget them, so a drifted count heals instead of locking the client out.
+    local held = 0
+    for _, m in ipairs(redis.call('ZRANGEBYLEX', KEYS[6], from, to)) do
+      local other = string.sub(m, #client + 2)
+      if redis.call('ZSCORE', KEYS[1], other) then
+        held = held + 1
+      else
+        redis.call('ZREM', KEYS[6], m)
+        if redis.call('HGET', KEYS[7], other) == client then
+          redis.call('HDEL', KEYS[7], other)
+        end
+      end
+    end
+    if held >= max_places then
+      return {'NOT_IN_QUEUE', 0, 0, 'client_full'}
+    end
+  end
+end
+
+local refused = spend()
+if refused then
+  return {'NOT_IN_QUEUE', 0, 0, refused}
+end
+
 local seq = redis.call('INCR', KEYS[5])
 redis.call('ZADD', KEYS[1], seq, v)
 redis.call('ZADD', KEYS[2], now, v)
+if counted then
+  redis.call('ZADD', KEYS[6], 0, client .. ':' .. v)
+  redis.call('HSET', KEYS[7], v, client)
+end
 waiting = waiting + 1
 if lost then
   return {'WAITING', waiting, waiting, 'rejoined'}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Abuse benchmark: one client address floods joins (new visitor ids, as fast
+# as wrk can send them) and holds SLOW slowloris connections, while HONEST
+# visitors from other addresses (the loadtest harness, spread over
+# 127.0.3.1-127.0.3.50) join, wait on their sockets, are admitted, book and
+# claim. The proxy runs with its [limits] at their defaults.
+#
+# Prints the flood's attempts/s and the proxy's refusals by reason, what the
+# slow connections got, and for the honest visitors: join p99, errors, the
+# admission order (Kendall tau against join order) and the harness's audit.
+# Target (issue 13): flood >= 20,000 attempts/s; honest join p99 <= 1 s,
+# zero errors, admitted in join order.
+#
+# Usage: bench/abuse.sh   (env: DURATION=20s HONEST_RATE=25 SLOW=2000 BENCH_NO_BUILD=0)
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+DURATION="${DURATION:-20s}"; HONEST_RATE="${HONEST_RATE:-25}"; SLOW="${SLOW:-2000}"
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+PG_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PG_SERVER="${PG_URL%/*}"
+OUT="$OUT_BASE/abuse-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+cd "$ROOT"
+[ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release -q -p waiting-room -p booking-core -p loadtest
+BIN="$TARGET_DIR/release"
+pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port WR_ADMIN 18092; pick_port BC_PORT 18181
+pick_port BC_ADMIN 18193
+TOKEN="bench-admin-token-$(date +%s)"
+SECS="${DURATION%s}"
+db="abuse_bench_$(date +%s)_$RANDOM"; prefix="abusebench$(date +%s)$RANDOM"
+psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
+
+# Default [limits]: nothing in the config loosens them for the bench.
+cat > "$OUT/waiting-room.toml" <<TOML
+[server]
+listen = "127.0.0.1:$WR_PORT"
+metrics_listen = "127.0.0.1:$WR_METRICS"
+upstream = "127.0.0.1:$BC_PORT"
+threads = 2
+[store]
+backend = "redis"
+redis_url = "$REDIS_URL"
+key_prefix = "$prefix"
+[keys]
+dir = "$OUT/keys"
+[log]
+level = "warn"
+[admin]
+listen = "127.0.0.1:$WR_ADMIN"
+token = "$TOKEN"
+[[queues]]
+id = "sale"
+paths = ["/api/events", "/api/holds", "/api/coupons", "/api/me"]
+release_per_tick = $HONEST_RATE
+tick = "1s"
+session = "10m"
+TOML
+cat > "$OUT/booking-core.toml" <<TOML
+[server]
+listen = "127.0.0.1:$BC_PORT"
+[database]
+url = "$PG_SERVER/$db"
+[redis]
+url = "$REDIS_URL"
+prefix = "$prefix"
+[keys]
+public_dir = "$OUT/keys/public"
+[admin]
+listen = "127.0.0.1:$BC_ADMIN"
+token = "$TOKEN"
+[log]
+level = "warn"
+[[queues]]
+id = "sale"
+all_events = true
+TOML
+"$BIN/waiting-room" --config "$OUT/waiting-room.toml" 2> "$OUT/waiting-room.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
+"$BIN/booking-core" --config "$OUT/booking-core.toml" 2> "$OUT/booking-core.log" &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$BC_ADMIN/healthz"
+
+refused() { # refused REASON: the proxy's count so far
+  curl -s "http://127.0.0.1:$WR_METRICS/metrics" | awk -v r="waiting_room_refused_total{reason=\"$1\"}" '$1 == r {print $2}'
+}
+
+echo "== flood and $SLOW slow connections from 127.0.0.1; honest visitors at $HONEST_RATE/s for $DURATION from 127.0.3.1-50"
+python3 bench/slow_clients.py --port "$WR_PORT" --source 127.0.0.1 --count "$SLOW" --duration "$((SECS + 10))" \
+  > "$OUT/slow.txt" &
+SLOW_PID=$!
+wrk -t2 -c64 -d"$((SECS + 10))s" -s bench/flood.lua "http://127.0.0.1:$WR_PORT/wr/sale/join" > "$OUT/flood.txt" &
+FLOOD_PID=$!
+sleep 3
+status=PASS
+"$BIN/loadtest" --proxy "http://127.0.0.1:$WR_PORT" --queue sale --arrivals "$HONEST_RATE/s" --duration "$DURATION" \
+  --source-addrs 127.0.3.1-127.0.3.50 --max-wait 60s --drain 60s \
+  --proxy-admin "http://127.0.0.1:$WR_ADMIN" --booking "http://127.0.0.1:$BC_PORT" --booking-admin "http://127.0.0.1:$BC_ADMIN" \
+  --admin-token "$TOKEN" --database-url "$PG_SERVER/$db" --create-sale 10x40,2000 \
+  --out "$OUT/report.json" > "$OUT/report.txt" 2> "$OUT/progress.log" || status=FAIL
+wait "$FLOOD_PID" "$SLOW_PID" || true
+
+kv() { grep -m1 '^summary ' "$OUT/report.txt" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p"; }
+sv() { sed -n "s/^$1=//p" "$OUT/slow.txt"; }
+{
+  echo "# abuse benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
+  echo "machine: $(machine)"
+  echo "setup: release waiting-room (2 threads, Redis, default [limits]) + booking-core (PostgreSQL, Redis), all on this machine"
+  echo "command: DURATION=$DURATION HONEST_RATE=$HONEST_RATE SLOW=$SLOW bench/abuse.sh"
+  printf "flood (127.0.0.1, wrk -c64 new visitor per request)  %8.0f attempts/s   (%s answered with an error status)\n" \
+    "$(wrk_rps "$OUT/flood.txt")" "$(wrk_errors "$OUT/flood.txt")"
+  for r in new_visitor_rate join_rate client_places client_connections connections head_timeout; do
+    printf "  refused %-20s %10s\n" "$r" "$(refused "$r")"
+  done
+  echo "slow connections ($SLOW from 127.0.0.1): refused or cut $(( $(sv answered) + $(sv closed) + $(sv reset) ))," \
+    "held to the end $(sv held_to_the_end), connect failed $(sv connect_failed), median lifetime $(sv median_lifetime_s) s"
+  echo "honest visitors: $(kv started) started, $(kv admitted_by_tick) admitted, errors $(kv errors)," \
+    "join p99 $(kv p99_join_ms) ms, order tau $(kv tau), failed checks: $(kv failed_checks), audit $status"
+  echo "raw output: $OUT"
+} | tee "$OUT/summary.txt"
+psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+redis-cli -u "$REDIS_URL" --scan --pattern "*$prefix*" | xargs -r -n 1000 redis-cli -u "$REDIS_URL" DEL > /dev/null

@@ -1,0 +1,250 @@
+//! Joining a queue: the one path the queue page, `POST /wr/{q}/join` and the
+//! WebSocket share, so every way in pays the same toll:
+//!
+//! 1. the client's join budget (`[limits] joins`, per instance);
+//! 2. when the queue asks for a proof of work, the answer is checked here
+//!    (one HMAC, one hash); a client without a visitor cookie and without a
+//!    valid answer is sent a challenge at once, with no store call and no
+//!    visitor id minted;
+//! 3. a new visitor id only within the client's budget
+//!    (`[limits] new_visitors`);
+//! 4. the store's join, which in one atomic step keeps an existing place or
+//!    session, and otherwise applies the places cap per client
+//!    (`[limits] max_waiting_per_client`, across instances) and spends the
+//!    answer's seed once.
+//!
+//! A visitor who already has a place or a live session passes 2 and 4
+//! without a challenge. Status polls take none of this path.
+
+use std::time::Instant;
+
+use pingora::prelude::Session;
+use shared::problem::Problem;
+use shared::visitor::VisitorId;
+
+use crate::challenge::{Answer, Challenge, ChallengeBody, Invalid};
+use crate::client::ClientKey;
+use crate::http::Reply;
+use crate::identity;
+use crate::limits::{Rate, Refused, retry_after_secs};
+use crate::metrics::METRICS;
+use crate::queues::Queue;
+use crate::state::{State, now_ms};
+use crate::store::{JoinChecks, JoinKind, Proof, QueueStore, Standing};
+
+/// A join that got through.
+#[derive(Debug)]
+pub struct Joined {
+    /// The visitor.
+    pub visitor: VisitorId,
+    /// `Set-Cookie` for a visitor id minted by this join.
+    pub set_cookie: Option<String>,
+    /// Where the visitor stands now.
+    pub standing: Standing,
+    /// What the join did.
+    pub kind: JoinKind,
+}
+
+/// Why a join was refused.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Over a per-client budget or cap: 429 with `Retry-After`.
+    Limited {
+        /// The refusal counted.
+        reason: Refused,
+        /// The config key of the limit.
+        limit: &'static str,
+        /// What happened and what to do.
+        detail: String,
+        /// Whole seconds to wait.
+        retry_after: u64,
+    },
+    /// A new place needs a solved challenge: this one (428).
+    Challenge {
+        /// The fresh challenge.
+        challenge: Challenge,
+        /// Why an answer sent along was not accepted, if one was.
+        why: Option<&'static str>,
+    },
+    /// The store did not answer (503).
+    StoreDown,
+}
+
+/// A join past its budget checks, with its visitor decided: the WebSocket
+/// registers that visitor with the hub before the store call.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The visitor who joins.
+    pub visitor: VisitorId,
+    set_cookie: Option<String>,
+    client: ClientKey,
+    proof: Proof,
+    why: Option<&'static str>,
+}
+
+/// A challenge for `queue` at its current difficulty (counted as a refusal).
+fn challenge(state: &State, queue: &Queue, why: Option<&'static str>) -> Refusal {
+    Refused::Challenge.count();
+    let ttl_ms = i64::try_from(queue.config.challenge_ttl.as_millis()).unwrap_or(i64::MAX);
+    Refusal::Challenge { challenge: state.challenges.issue(queue.id(), queue.difficulty(), now_ms(), ttl_ms), why }
+}
+
+/// What the join budget counts, in a refusal's words.
+pub const JOINS: &str = "joins";
+/// What the new-visitor budget counts, in a refusal's words.
+pub const NEW_VISITORS: &str = "new visitors (a visitor keeps the wr_visitor cookie and needs no new one)";
+
+/// The detail of a refusal by a rate limit.
+pub fn rate_detail(what: &str, rate: Rate, retry_after: u64) -> String {
+    format!(
+        "too many {what} from your address (at most {} at once, then {} per second); wait {retry_after} s, then try \
+         again",
+        rate.burst, rate.rate
+    )
+}
+
+/// The detail of a refusal by the places cap.
+pub fn places_detail(max: u64, retry_after: u64) -> String {
+    format!(
+        "your address already holds {max} places in this line, the most one address may hold; one frees when a \
+         visitor from your address is let in or leaves the line, so try again in {retry_after} s"
+    )
+}
+
+fn over_rate(reason: Refused, limit: &'static str, what: &str, rate: Rate, wait: std::time::Duration) -> Refusal {
+    reason.count();
+    let retry_after = retry_after_secs(wait);
+    Refusal::Limited { reason, limit, detail: rate_detail(what, rate, retry_after), retry_after }
+}
+
+/// Steps 1-3 of the module docs: budgets, the answer, the visitor id.
+pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&Answer>) -> Result<Prepared, Refusal> {
+    let limits = &state.limits;
+    let client = ClientKey::from(state.client_of(session));
+    if let Err(wait) = limits.joins.take(client, Instant::now()) {
+        return Err(over_rate(Refused::JoinRate, "joins", JOINS, limits.config.joins, wait));
+    }
+    let existing = identity::existing(session, &state.keys.cookies);
+    let mut why = None;
+    let proof = if !queue.challenge_on() {
+        Proof::NotRequired
+    } else {
+        // A solution issued a tick before the line got busier still counts;
+        // older, easier ones are answered with a harder challenge.
+        let floor = queue.difficulty().saturating_sub(1).max(queue.config.challenge_min_bits);
+        match answer.map(|a| state.challenges.verify(queue.id(), a, now_ms(), floor)) {
+            Some(Ok(solved)) => Proof::Solved { seed: solved.seed, expires_at_ms: solved.expires_at_ms },
+            Some(Err(invalid)) => {
+                why = Some(Invalid::detail(invalid));
+                Proof::Missing
+            }
+            None => Proof::Missing,
+        }
+    };
+    let (visitor, set_cookie) = match existing {
+        Some(visitor) => (visitor, None),
+        // Nobody new gets a place without an answer: no id, no store call.
+        None if proof == Proof::Missing => return Err(challenge(state, queue, why)),
+        None => {
+            if let Err(wait) = limits.new_visitors.take(client, Instant::now()) {
+                let rate = limits.config.new_visitors;
+                return Err(over_rate(Refused::NewVisitorRate, "new_visitors", NEW_VISITORS, rate, wait));
+            }
+            let (visitor, cookie) = identity::mint(&state.keys.cookies, state.cookie_secure);
+            (visitor, Some(cookie))
+        }
+    };
+    Ok(Prepared { visitor, set_cookie, client, proof, why })
+}
+
+impl Prepared {
+    /// Step 4: the store's join.
+    pub async fn join(self, state: &State, queue: &Queue, store: &dyn QueueStore) -> Result<Joined, Refusal> {
+        let max = state.limits.config.max_waiting_per_client;
+        let checks = JoinChecks {
+            client: (max > 0).then(|| state.challenges.client_tag(self.client)),
+            max_per_client: max,
+            proof: self.proof,
+            fresh: self.set_cookie.is_some(),
+        };
+        let (standing, kind) = match store.join(queue.id(), self.visitor, &queue.params(), &checks).await {
+            Ok(joined) => joined,
+            Err(e) => {
+                tracing::warn!(error = %e, queue = queue.id(), "join failed");
+                METRICS.store_errors.with_label_values(&["join"]).inc();
+                return Err(Refusal::StoreDown);
+            }
+        };
+        match kind {
+            JoinKind::ClientFull => {
+                Refused::ClientPlaces.count();
+                // A place frees when one of the client's visitors is let in
+                // (next tick) or leaves the line.
+                let retry_after = queue.admission().tick.as_secs().clamp(1, 60);
+                Err(Refusal::Limited {
+                    reason: Refused::ClientPlaces,
+                    limit: "max_waiting_per_client",
+                    detail: places_detail(max, retry_after),
+                    retry_after,
+                })
+            }
+            JoinKind::NeedsChallenge => Err(challenge(state, queue, self.why)),
+            JoinKind::ChallengeSpent => {
+                Err(challenge(state, queue, Some("that challenge was already used for a place; each is good for one")))
+            }
+            JoinKind::Joined | JoinKind::Existing | JoinKind::FreeEntry | JoinKind::Rejoined => {
+                Ok(Joined { visitor: self.visitor, set_cookie: self.set_cookie, standing, kind })
+            }
+        }
+    }
+}
+
+/// Prepare and join in one go (the page and `POST /wr/{q}/join`).
+pub async fn join(
+    state: &State,
+    session: &Session,
+    queue: &Queue,
+    store: &dyn QueueStore,
+    answer: Option<&Answer>,
+) -> Result<Joined, Refusal> {
+    prepare(state, session, queue, answer)?.join(state, queue, store).await
+}
+
+/// The 429 of a limit (`Retry-After` in whole seconds).
+pub fn limited_reply(limit: &'static str, detail: &str, retry_after: u64) -> Reply {
+    Reply::problem(Problem::new(429, detail).with("limit", limit))
+        .header("retry-after", retry_after.to_string())
+        .no_store()
+}
+
+/// The 428 that hands out a challenge, saying how to answer it.
+pub fn challenge_reply(queue: &str, c: &Challenge, why: Option<&str>) -> Reply {
+    let body = ChallengeBody::from(c);
+    let join = crate::api::join_url(queue);
+    let why = why.map(|w| format!("{w}. ")).unwrap_or_default();
+    let detail = format!(
+        "{why}This queue asks for a small proof of work before it grants a place: find a nonce (1-64 characters \
+         from A-Z a-z 0-9 _ -) such that SHA-256 of the challenge, a colon and the nonce starts with {} zero bits, \
+         then POST {join} again with the JSON body {{\"challenge\": \"<challenge>\", \"nonce\": \"<nonce>\"}} before \
+         {}.",
+        body.difficulty, body.expires_at
+    );
+    let problem = Problem::new(428, detail)
+        .with("challenge", body.challenge)
+        .with("difficulty", body.difficulty)
+        .with("algorithm", body.algorithm)
+        .with("expires_at", body.expires_at)
+        .with("join_url", join);
+    Reply::problem(problem).no_store()
+}
+
+impl Refusal {
+    /// The JSON answer (`POST /wr/{q}/join`; the WebSocket's refusals).
+    pub fn reply(&self, queue: &str) -> Reply {
+        match self {
+            Refusal::Limited { limit, detail, retry_after, .. } => limited_reply(limit, detail, *retry_after),
+            Refusal::Challenge { challenge, why } => challenge_reply(queue, challenge, *why),
+            Refusal::StoreDown => crate::api::store_down(),
+        }
+    }
+}
