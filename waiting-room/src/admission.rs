@@ -182,6 +182,16 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
                         tokio::spawn(async move { control::sync(&state, &queue).await });
                         continue;
                     }
+                    // "revoke <visitor> <iat> <until_ms>": a purchase ended a session.
+                    if let Some(rest) = payload.strip_prefix("revoke ") {
+                        let f: Vec<&str> = rest.split(' ').collect();
+                        if let [visitor, iat, until] = f[..]
+                            && let (Ok(iat), Ok(until)) = (iat.parse(), until.parse())
+                        {
+                            crate::session::revoked_elsewhere(&state, queue.id(), visitor, iat, until);
+                        }
+                        continue;
+                    }
                     // "pressure <tick> <joined>": edge-only instances learn the difficulty here.
                     if let Some(rest) = payload.strip_prefix("pressure ") {
                         if let Some(joined) = rest.split(' ').nth(1).and_then(|j| j.parse().ok()) {

@@ -27,6 +27,48 @@ const OURS: [&str; 5] = [VISITOR_HEADER, REQUEST_ID_HEADER, "forwarded", "x-forw
 /// Kept only from a trusted proxy.
 const FROM_PROXIES: [&str; 3] = ["x-forwarded-proto", "x-forwarded-host", "x-forwarded-port"];
 
+/// The upstream's response header saying a purchase ended the visitor's
+/// session (`wr-session: end; reason="confirm"`). The proxy acts on it and
+/// never passes it on.
+pub const SESSION_HEADER: &str = "wr-session";
+
+/// Why the upstream ended a session (a metric label: a fixed set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// A booking was confirmed.
+    Confirm,
+    /// A coupon was claimed.
+    Claim,
+    /// Another reason the upstream gave.
+    Other,
+}
+
+impl SessionEnd {
+    /// The value of a `wr-session` header, if it ends the session.
+    pub fn parse(value: &[u8]) -> Option<SessionEnd> {
+        let text = std::str::from_utf8(value).ok()?;
+        let mut parts = text.split(';').map(str::trim);
+        if !parts.next()?.eq_ignore_ascii_case("end") {
+            return None;
+        }
+        let reason = parts.find_map(|p| p.strip_prefix("reason=")).map(|r| r.trim_matches('"'));
+        Some(match reason {
+            Some("confirm") => SessionEnd::Confirm,
+            Some("claim") => SessionEnd::Claim,
+            _ => SessionEnd::Other,
+        })
+    }
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            SessionEnd::Confirm => "confirm",
+            SessionEnd::Claim => "claim",
+            SessionEnd::Other => "other",
+        }
+    }
+}
+
 /// Methods that change nothing (RFC 9110 §9.2.1): a request with one that
 /// failed before any answer may be sent to another upstream instance.
 pub fn safe_method(method: &str) -> bool {
@@ -119,6 +161,15 @@ mod tests {
             assert!(!r.drops(h, &[]), "{h}");
         }
         assert!(r.drops("X-Secret", &[b"keep-alive, X-Secret".as_slice()]));
+    }
+
+    #[test]
+    fn a_session_ends_only_when_the_upstream_says_end() {
+        assert_eq!(SessionEnd::parse(b"end; reason=\"confirm\""), Some(SessionEnd::Confirm));
+        assert_eq!(SessionEnd::parse(b"END;reason=claim"), Some(SessionEnd::Claim));
+        assert_eq!(SessionEnd::parse(b"end"), Some(SessionEnd::Other));
+        assert_eq!(SessionEnd::parse(b"keep"), None);
+        assert_eq!(SessionEnd::parse(b"\xff"), None);
     }
 
     #[test]

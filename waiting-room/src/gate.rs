@@ -8,6 +8,13 @@
 //! [`Gate::sweep`], so the cache holds the live tokens only, however long the
 //! sale runs. Refusals are not cached: a forged token costs its sender one
 //! verification.
+//!
+//! A session that ended with a purchase (the upstream answered
+//! `wr-session: end`) is revoked: every token of that visitor for that queue
+//! issued at or before the session's admission is refused from then on, on
+//! every instance (the store tells the others, and is asked about a token
+//! this instance sees for the first time). Revocations are kept until the
+//! tokens they cover expire.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -26,6 +33,8 @@ pub enum Refusal {
     Missing,
     /// A token that did not verify, or is for another queue.
     Invalid(TokenError),
+    /// The session the token granted ended with a purchase.
+    Ended,
 }
 
 impl Refusal {
@@ -34,13 +43,27 @@ impl Refusal {
         match self {
             Refusal::Missing => "no entry token was sent".to_owned(),
             Refusal::Invalid(e) => e.to_string(),
+            Refusal::Ended => "your session ended with your purchase".to_owned(),
         }
     }
+}
+
+/// A request the gate lets through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admit {
+    /// The visitor the token names.
+    pub visitor: String,
+    /// When the token was issued (its `iat`, seconds): identifies the admission.
+    pub iat: i64,
+    /// Verified now, not found in the cache: the store has not been asked
+    /// whether this admission's session ended.
+    pub fresh: bool,
 }
 
 struct Verified {
     queue: Box<str>,
     visitor: Box<str>,
+    iat: i64,
     exp: i64,
 }
 
@@ -54,6 +77,13 @@ impl Verified {
 /// Cached tokens by `exp`, soonest on top.
 type Expiries = BinaryHeap<Reverse<(i64, Arc<str>)>>;
 
+/// A revoked admission: tokens issued up to `iat` are refused until `until_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Revoked {
+    iat: i64,
+    until_ms: i64,
+}
+
 /// Token verification with a cache.
 pub struct Gate {
     verifier: TokenVerifier,
@@ -62,18 +92,30 @@ pub struct Gate {
     /// taken only on a cache miss and by the sweep, never across an await.
     expiries: Mutex<Expiries>,
     capacity: usize,
+    /// Ended sessions by (queue, visitor).
+    revoked: DashMap<(Box<str>, Box<str>), Revoked>,
+    /// Bumped on every revocation, so copies of cached tokens kept elsewhere
+    /// (the lane's workers) know to look again.
+    revocations: std::sync::atomic::AtomicU64,
 }
 
 impl Gate {
     /// A gate trusting `verifier`'s keys, caching up to `capacity` tokens.
     pub fn new(verifier: TokenVerifier, capacity: usize) -> Self {
-        Gate { verifier, cache: DashMap::new(), expiries: Mutex::new(BinaryHeap::new()), capacity }
+        Gate {
+            verifier,
+            cache: DashMap::new(),
+            expiries: Mutex::new(BinaryHeap::new()),
+            capacity,
+            revoked: DashMap::new(),
+            revocations: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
-    /// The visitor id if `token` admits to `queue` at `now_ms`. A token is
-    /// valid strictly before its `exp` second begins: `exp` is rounded down
-    /// from the session end, so the gate never outlasts the session.
-    pub fn check(&self, token: Option<&str>, queue: &str, now_ms: i64) -> Result<String, Refusal> {
+    /// Who `token` admits to `queue` at `now_ms`. A token is valid strictly
+    /// before its `exp` second begins: `exp` is rounded down from the
+    /// session end, so the gate never outlasts the session.
+    pub fn check(&self, token: Option<&str>, queue: &str, now_ms: i64) -> Result<Admit, Refusal> {
         let token = token.ok_or(Refusal::Missing)?;
         if let Some(hit) = self.cache.get(token) {
             if hit.live(now_ms) {
@@ -81,7 +123,10 @@ impl Gate {
                 if &*hit.queue != queue {
                     return Err(Refusal::Invalid(TokenError::WrongQueue));
                 }
-                return Ok(hit.visitor.to_string());
+                if self.is_revoked(queue, &hit.visitor, hit.iat) {
+                    return Err(Refusal::Ended);
+                }
+                return Ok(Admit { visitor: hit.visitor.to_string(), iat: hit.iat, fresh: false });
             }
             drop(hit);
             // Leaves the map now and the heap at the next sweep.
@@ -100,36 +145,65 @@ impl Gate {
             self.cache.clear();
             self.expiries.lock().clear();
         }
-        let visitor = claims.sub.clone();
         let key: Arc<str> = token.into();
-        let exp = claims.exp;
-        if self
-            .cache
-            .insert(key.clone(), Verified { queue: claims.aud.as_str().into(), visitor: claims.sub.into(), exp })
-            .is_none()
-        {
+        let (iat, exp) = (claims.iat, claims.exp);
+        let verified = Verified { queue: claims.aud.as_str().into(), visitor: claims.sub.as_str().into(), iat, exp };
+        if self.cache.insert(key.clone(), verified).is_none() {
             self.expiries.lock().push(Reverse((exp, key)));
         }
         if claims.aud != queue {
             return Err(Refusal::Invalid(TokenError::WrongQueue));
         }
-        Ok(visitor)
+        if self.is_revoked(queue, &claims.sub, iat) {
+            return Err(Refusal::Ended);
+        }
+        Ok(Admit { visitor: claims.sub, iat, fresh: true })
     }
 
-    /// The visitor id and the end of the token's validity (ms, exclusive)
-    /// if `token` is already cached as valid for `queue` at `now_ms`; `None`
-    /// otherwise, without verifying or changing anything (the caller then
-    /// takes the full [`Gate::check`] path). Counting the hit is the caller's.
-    pub fn check_cached(&self, token: &str, queue: &str, now_ms: i64) -> Option<(String, i64)> {
+    /// The visitor, the end of the token's validity (ms, exclusive) and its
+    /// `iat` if `token` is already cached as valid for `queue` at `now_ms`
+    /// and not revoked; `None` otherwise, without verifying or changing
+    /// anything (the caller then takes the full [`Gate::check`] path).
+    /// Counting the hit is the caller's.
+    pub fn check_cached(&self, token: &str, queue: &str, now_ms: i64) -> Option<(String, i64, i64)> {
         let hit = self.cache.get(token)?;
-        if hit.live(now_ms) && &*hit.queue == queue {
-            return Some((hit.visitor.to_string(), hit.exp.saturating_mul(1000)));
+        if hit.live(now_ms) && &*hit.queue == queue && !self.is_revoked(queue, &hit.visitor, hit.iat) {
+            return Some((hit.visitor.to_string(), hit.exp.saturating_mul(1000), hit.iat));
         }
         None
     }
 
-    /// Drop every cached token that has expired at `now_ms`.
+    /// Refuse every token of `visitor` for `queue` issued at or before
+    /// `iat`, until `until_ms`.
+    pub fn revoke(&self, queue: &str, visitor: &str, iat: i64, until_ms: i64) {
+        let key = (Box::<str>::from(queue), Box::<str>::from(visitor));
+        let mut entry = self.revoked.entry(key).or_insert(Revoked { iat, until_ms });
+        entry.iat = entry.iat.max(iat);
+        entry.until_ms = entry.until_ms.max(until_ms);
+        drop(entry);
+        self.revocations.fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Has the session that issued `visitor`'s token (at `iat`) for `queue` ended?
+    pub fn is_revoked(&self, queue: &str, visitor: &str, iat: i64) -> bool {
+        if self.revoked.is_empty() {
+            return false;
+        }
+        let key = (Box::<str>::from(queue), Box::<str>::from(visitor));
+        self.revoked.get(&key).is_some_and(|r| iat <= r.iat)
+    }
+
+    /// A number that changes whenever a session is revoked.
+    pub fn revocations(&self) -> u64 {
+        self.revocations.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Drop every cached token that has expired at `now_ms` (and the
+    /// revocations of tokens that have all expired).
     pub fn sweep(&self, now_ms: i64) {
+        if !self.revoked.is_empty() {
+            self.revoked.retain(|_, r| r.until_ms > now_ms);
+        }
         let mut heap = self.expiries.lock();
         while let Some(Reverse((exp, _))) = heap.peek() {
             if exp.saturating_mul(1000) > now_ms {
@@ -169,14 +243,40 @@ mod tests {
         let claims =
             EntryClaims { sub: "ab".repeat(16), aud: "q".into(), iat: now(), exp: now() + 30, jti: "1".into() };
         let t = keys.signer.sign(&claims).unwrap();
-        assert_eq!(gate.check(Some(&t), "q", now_ms()), Ok("ab".repeat(16)));
+        let admit = |fresh| Ok(Admit { visitor: "ab".repeat(16), iat: claims.iat, fresh });
+        assert_eq!(gate.check(Some(&t), "q", now_ms()), admit(true));
         assert_eq!(gate.cached(), 1);
         // Second time from the cache, still bound to its queue and expiry.
-        assert_eq!(gate.check(Some(&t), "q", now_ms()), Ok("ab".repeat(16)));
+        assert_eq!(gate.check(Some(&t), "q", now_ms()), admit(false));
         assert_eq!(gate.check(Some(&t), "other", now_ms()), Err(Refusal::Invalid(TokenError::WrongQueue)));
         assert_eq!(gate.check(Some(&t), "q", (now() + 30) * 1000), Err(Refusal::Invalid(TokenError::Expired)));
         assert_eq!(gate.cached(), 0);
         assert_eq!(gate.check(None, "q", now_ms()), Err(Refusal::Missing));
+    }
+
+    #[test]
+    fn a_revoked_admission_is_refused_and_a_later_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::open_or_create(dir.path()).unwrap();
+        let gate = Gate::new(keys.verifier.clone(), 100);
+        let token = |iat: i64| {
+            let c = EntryClaims { sub: "cd".repeat(16), aud: "q".into(), iat, exp: now() + 60, jti: iat.to_string() };
+            keys.signer.sign(&c).unwrap()
+        };
+        let (first, later) = (token(now() - 10), token(now()));
+        assert!(gate.check(Some(&first), "q", now_ms()).is_ok());
+        let before = gate.revocations();
+        gate.revoke("q", &"cd".repeat(16), now() - 10, (now() + 60) * 1000);
+        assert_ne!(gate.revocations(), before);
+        // Cached or not, the ended admission's token is refused; the next
+        // admission's is not; another queue's visitor is untouched.
+        assert_eq!(gate.check(Some(&first), "q", now_ms()), Err(Refusal::Ended));
+        assert_eq!(gate.check_cached(&first, "q", now_ms()), None);
+        assert!(gate.check(Some(&later), "q", now_ms()).is_ok());
+        assert!(!gate.is_revoked("other", &"cd".repeat(16), now() - 10));
+        // Revocations leave with the tokens they cover.
+        gate.sweep((now() + 61) * 1000);
+        assert!(!gate.is_revoked("q", &"cd".repeat(16), now() - 10));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! - [`estimate`]: wait estimates from the measured release rate.
 //! - [`queues`]: queues at runtime, with live admission settings.
 //! - [`gate`]: entry-token checks with a bounded verification cache.
+//! - [`session`]: sessions that end with the purchase (`wr-session: end`).
 //! - [`tokens`]: signing the entry token of an admitted visitor.
 //! - [`identity`]: the signed visitor cookie.
 //! - [`client`]: who the client is (peer address, trusted proxies).
@@ -64,6 +65,7 @@ pub mod proxy;
 pub mod push;
 pub mod queues;
 pub mod sched;
+pub mod session;
 pub mod state;
 pub mod store;
 pub mod tokens;

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub release_per_tick: IntGaugeVec,
     /// `waiting_room_eta_seconds{queue}`: wait estimate for the back of the line
     pub eta: IntGaugeVec,
+    /// `waiting_room_sessions_ended_total{queue,reason}`: sessions the upstream
+    /// ended with a purchase (`wr-session: end`)
+    pub sessions_ended: IntCounterVec,
     /// `waiting_room_refused_total{reason}`: clients refused by a limit or a
     /// rule of the edge (see [`crate::limits::Refused`])
     pub refused: IntCounterVec,
@@ -210,6 +213,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "waiting_room_eta_seconds",
         "Wait estimate for a visitor joining the back of the line now (0 when nobody waits).",
         &["queue"],
+    ),
+    sessions_ended: counter(
+        "waiting_room_sessions_ended_total",
+        "Sessions the upstream ended with a purchase, by reason.",
+        &["queue", "reason"],
     ),
     refused: known_counter(
         "waiting_room_refused_total",

@@ -22,7 +22,7 @@ use shared::REQUEST_ID_HEADER;
 use shared::problem::Problem;
 
 use crate::api;
-use crate::forward::Rewrite;
+use crate::forward::{Rewrite, SESSION_HEADER, SessionEnd};
 use crate::gate::Refusal;
 use crate::http::{Reply, encode_component, header_str, send};
 use crate::metrics::METRICS;
@@ -37,6 +37,8 @@ pub struct Ctx {
     outcome: &'static str,
     queue: Option<String>,
     visitor: Option<String>,
+    /// The admitted visitor's token `iat` (its admission).
+    iat: i64,
     upstream_started: Option<Instant>,
     /// The request path (the session's request is replaced when a WebSocket
     /// takes the stream over).
@@ -189,11 +191,21 @@ impl ProxyHttp for WaitingRoom {
                 }
             }
         };
-        match self.state.gate.check(token.as_deref(), &queue_id, crate::state::now_ms()) {
-            Ok(visitor) => {
+        let mut checked = self.state.gate.check(token.as_deref(), &queue_id, crate::state::now_ms());
+        // A token first seen here: a purchase may have ended its session
+        // while this instance was not listening.
+        if let Ok(admit) = &checked
+            && admit.fresh
+            && crate::session::ended_unheard(&self.state, &queue_id, &admit.visitor, admit.iat).await
+        {
+            checked = Err(Refusal::Ended);
+        }
+        match checked {
+            Ok(admit) => {
                 METRICS.gate.with_label_values(&[&queue_id, "allowed"]).inc();
                 ctx.outcome = "allowed";
-                ctx.visitor = Some(visitor);
+                ctx.visitor = Some(admit.visitor);
+                ctx.iat = admit.iat;
                 ctx.queue = Some(queue_id);
                 Ok(false)
             }
@@ -274,6 +286,12 @@ impl ProxyHttp for WaitingRoom {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.answered = true;
+        // The purchase ended the session: act on it, never pass it on.
+        let ended = upstream_response.headers.get(SESSION_HEADER).and_then(|v| SessionEnd::parse(v.as_bytes()));
+        upstream_response.remove_header(SESSION_HEADER);
+        if let (Some(why), Some(queue), Some(visitor)) = (ended, &ctx.queue, &ctx.visitor) {
+            crate::session::end(&self.state, queue, visitor, ctx.iat, why).await;
+        }
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         Ok(())
     }

@@ -157,6 +157,7 @@ async fn crash(data: Data, fault: Fault) {
             _ = &mut deadline => panic!("the storm stalled: {}", core.log()),
         }
     }
+    let granted_before_fault = granted.load(Ordering::SeqCst);
     match fault {
         Fault::Kill | Fault::FlushAndKill => core.kill9(),
         Fault::Terminate => core.terminate(),
@@ -169,8 +170,12 @@ async fn crash(data: Data, fault: Fault) {
     println!("{data:?} {fault:?}: {told_claimed} told 201, {lost} without an answer, {unavailable} told 503");
     assert!(told_claimed > 0, "the fault struck before the sale");
     if fault == Fault::RestartPostgres {
-        // The booking core outlives the database's restart: the storm goes on after it.
-        assert!(unavailable + lost > 0, "the database restart failed no claim");
+        // The booking core outlives the database's restart: the storm goes on
+        // after it. Whether a claim in flight failed depends on timing (one
+        // that was between statements is simply served after the restart);
+        // what matters is that the restart struck in the middle of the sale.
+        assert!((granted_before_fault as i64) < STOCK, "the restart struck after the sale");
+        println!("the restart struck after {granted_before_fault} grants; {} claims failed by it", unavailable + lost);
     } else {
         if fault != Fault::Terminate {
             // (A SIGTERM lets the claims in flight finish: they may sell the rest.)

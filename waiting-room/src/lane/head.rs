@@ -229,12 +229,12 @@ impl FastLane {
         if own || !self.enabled || version != 1 || upgrade || expect {
             return Plan::Pingora { consumed: Some(consumed) };
         }
-        let (queue, visitor) = match self.state.queues.for_path(&path) {
+        let (queue, admitted) = match self.state.queues.for_path(&path) {
             None => (None, None),
             Some(q) => {
                 let Some(token) = token else { return Plan::Pingora { consumed: Some(consumed) } };
                 match self.cached_visitor(token, q.id(), now_ms()) {
-                    Some(visitor) => (Some(q.id().to_owned()), Some(visitor)),
+                    Some(admitted) => (Some(q.id().to_owned()), Some(admitted)),
                     // Unknown, expired or other-queue token: Pingora's gate
                     // verifies it, caches it or refuses it.
                     None => return Plan::Pingora { consumed: Some(consumed) },
@@ -246,7 +246,8 @@ impl FastLane {
         let connection: Vec<&[u8]> = header("connection").collect();
         let peer_trusted = self.state.trusted.contains(peer);
         let client = crate::client::address(peer, forwarded_for.iter().copied(), &self.state.trusted);
-        let rewrite = Rewrite { visitor: visitor.as_deref(), request_id: &request_id, peer, peer_trusted, client };
+        let visitor = admitted.as_ref().map(|(v, _)| v.as_str());
+        let rewrite = Rewrite { visitor, request_id: &request_id, peer, peer_trusted, client };
         let mut out = Vec::with_capacity(head_len + consumed - head_len + 192);
         out.extend_from_slice(method.as_bytes());
         out.push(b' ');
@@ -272,6 +273,7 @@ impl FastLane {
             safe: crate::forward::safe_method(method),
             close,
             queue,
+            admitted,
             path: path.into_owned(),
             request_id,
         })

@@ -120,7 +120,8 @@ pub struct FastLane {
 /// read lock of the gate's cache shard, would bounce a cache line between
 /// the cores on every request). The tallies reach the shared registry every
 /// [`FLUSH`]; a token is copied here only after the shared gate has it as
-/// valid, and is honoured under the same rule (same queue, before `exp`).
+/// valid, and is honoured under the same rule (same queue, before `exp`, not
+/// revoked: after any revocation a copy is checked against the gate once).
 struct Local {
     lane: u64,
     allowed: Vec<(String, LocalIntCounter)>,
@@ -133,8 +134,12 @@ struct Local {
 struct Admitted {
     queue: Box<str>,
     visitor: Box<str>,
+    /// The token's `iat`: which admission it belongs to.
+    iat: i64,
     /// Valid strictly before this (ms).
     until_ms: i64,
+    /// The gate's revocation count when this copy was last checked.
+    revocations: u64,
 }
 
 impl Local {
@@ -210,20 +215,28 @@ impl FastLane {
         })
     }
 
-    /// The visitor admitted by `token` to `queue`, if the gate has already
-    /// verified and cached it: from this worker's copy, else from the shared
-    /// cache (then copied here).
-    fn cached_visitor(&self, token: &str, queue: &str, now_ms: i64) -> Option<String> {
+    /// The visitor admitted by `token` to `queue` and the token's `iat`, if
+    /// the gate has already verified and cached it: from this worker's copy,
+    /// else from the shared cache (then copied here).
+    fn cached_visitor(&self, token: &str, queue: &str, now_ms: i64) -> Option<(String, i64)> {
+        let gate = &self.state.gate;
+        let revocations = gate.revocations();
         self.local(|l| {
-            if let Some(a) = l.tokens.get(token) {
-                if a.until_ms > now_ms && &*a.queue == queue {
-                    l.hits.inc();
-                    return Some(a.visitor.to_string());
+            if let Some(a) = l.tokens.get_mut(token) {
+                if a.until_ms <= now_ms || &*a.queue != queue {
+                    // Expired, or for another queue: the full gate decides.
+                    return None;
                 }
-                // Expired, or for another queue: the full gate decides.
-                return None;
+                if a.revocations != revocations {
+                    if gate.is_revoked(queue, &a.visitor, a.iat) {
+                        return None;
+                    }
+                    a.revocations = revocations;
+                }
+                l.hits.inc();
+                return Some((a.visitor.to_string(), a.iat));
             }
-            let (visitor, until_ms) = self.state.gate.check_cached(token, queue, now_ms)?;
+            let (visitor, until_ms, iat) = gate.check_cached(token, queue, now_ms)?;
             l.hits.inc();
             if l.tokens.len() >= LOCAL_TOKENS {
                 l.tokens.retain(|_, a| a.until_ms > now_ms);
@@ -231,8 +244,9 @@ impl FastLane {
                     l.tokens.clear();
                 }
             }
-            l.tokens.insert(token.into(), Admitted { queue: queue.into(), visitor: visitor.as_str().into(), until_ms });
-            Some(visitor)
+            let copy = Admitted { queue: queue.into(), visitor: visitor.as_str().into(), iat, until_ms, revocations };
+            l.tokens.insert(token.into(), copy);
+            Some((visitor, iat))
         })
     }
 
@@ -451,6 +465,11 @@ impl FastLane {
                 return keep && sent;
             }
         };
+        // The purchase ended the session: refused from the next request on,
+        // before this answer reaches the client.
+        if let (Some(why), Some(queue), Some((visitor, iat))) = (head.session_end, &req.queue, &req.admitted) {
+            crate::session::end(&self.state, queue, visitor, *iat, why).await;
+        }
         let close = req.close || *shutdown.borrow() || head.framing(req.head) == Framing::UntilClose;
         let mut out = Vec::with_capacity(head.len + 64 + rbuf.len().min(CHUNK));
         head.write(&rbuf[..head.len], &req.request_id, close, &mut out);
@@ -514,6 +533,8 @@ struct Request {
     /// The client asked to close after this response.
     close: bool,
     queue: Option<String>,
+    /// The visitor the gate admitted, and their token's `iat`.
+    admitted: Option<(String, i64)>,
     path: String,
     request_id: String,
 }

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use super::chunked::Chunked;
 use super::upstream::UpError;
 use super::{CHUNK, parse_length, push_header, send};
+use crate::forward::{SESSION_HEADER, SessionEnd};
 
 /// Response headers accepted from the upstream.
 const MAX_RESPONSE_HEADERS: usize = 128;
@@ -38,6 +39,8 @@ pub(super) struct ResponseHead {
     other_coding: bool,
     /// The upstream connection may be reused.
     pub(super) keep_alive: bool,
+    /// The upstream ended the visitor's session (`wr-session: end`).
+    pub(super) session_end: Option<SessionEnd>,
 }
 
 impl ResponseHead {
@@ -54,6 +57,7 @@ impl ResponseHead {
         let mut length = None;
         let mut chunked = false;
         let mut other_coding = false;
+        let mut session_end = None;
         for h in resp.headers.iter() {
             if h.name.eq_ignore_ascii_case("content-length") {
                 let n = parse_length(h.value)
@@ -73,9 +77,11 @@ impl ResponseHead {
                         keep_alive = false;
                     }
                 }
+            } else if h.name.eq_ignore_ascii_case(SESSION_HEADER) {
+                session_end = session_end.or(SessionEnd::parse(h.value));
             }
         }
-        Ok(Some(ResponseHead { len, status, length, chunked, other_coding, keep_alive }))
+        Ok(Some(ResponseHead { len, status, length, chunked, other_coding, keep_alive, session_end }))
     }
 
     pub(super) fn framing(&self, head_request: bool) -> Framing {
@@ -93,7 +99,8 @@ impl ResponseHead {
     }
 
     /// The head for the client: the upstream's status and headers without
-    /// hop-by-hop `Connection`/`Keep-Alive` and its `x-request-id`, then ours.
+    /// hop-by-hop `Connection`/`Keep-Alive`, its `x-request-id` and
+    /// `wr-session` (for the proxy only), then ours.
     pub(super) fn write(&self, raw: &[u8], request_id: &str, close: bool, out: &mut Vec<u8>) {
         let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
@@ -108,6 +115,7 @@ impl ResponseHead {
             if h.name.eq_ignore_ascii_case("connection")
                 || h.name.eq_ignore_ascii_case("keep-alive")
                 || h.name.eq_ignore_ascii_case(REQUEST_ID_HEADER)
+                || h.name.eq_ignore_ascii_case(SESSION_HEADER)
             {
                 continue;
             }
@@ -225,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_client_head_drops_hop_by_hop_headers_and_carries_the_request_id() {
-        let raw = b"HTTP/1.1 201 Created\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-request-id: theirs\r\ncontent-length: 0\r\nx-a: b\r\n\r\n";
+        let raw = b"HTTP/1.1 201 Created\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nx-request-id: theirs\r\nwr-session: end; reason=\"confirm\"\r\ncontent-length: 0\r\nx-a: b\r\n\r\n";
         let h = match ResponseHead::parse(raw) {
             Ok(Some(h)) => h,
             _ => panic!("unparsed"),

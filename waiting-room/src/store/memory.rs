@@ -160,6 +160,8 @@ struct QueueState {
     seen_order: BTreeSet<(i64, VisitorId)>,
     /// Live sessions (admitted, expires) and the same ordered by expiry.
     sessions: HashMap<VisitorId, (i64, i64)>,
+    /// Revoked admissions: the last revoked token `iat` (s) and until when.
+    revoked: HashMap<VisitorId, (i64, i64)>,
     session_order: BTreeSet<(i64, VisitorId)>,
     last_tick_ms: Option<i64>,
     /// `next_seq` at the last tick, and the places added in the interval before it.
@@ -460,6 +462,36 @@ impl QueueStore for MemoryStore {
         let saved = super::SharedSettings { version, ..settings.clone() };
         s.settings = Some(saved.clone());
         Ok(saved)
+    }
+
+    async fn end_session(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        iat_s: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        s.revoked.retain(|_, (_, until)| *until > now);
+        let mut ended = false;
+        if let Some(&(admitted, expires)) = s.sessions.get(&visitor)
+            && admitted.div_euclid(1000) <= iat_s
+        {
+            s.sessions.remove(&visitor);
+            s.session_order.remove(&(expires, visitor));
+            ended = expires > now;
+        }
+        let entry = s.revoked.entry(visitor).or_insert((iat_s, until_ms));
+        *entry = (entry.0.max(iat_s), entry.1.max(until_ms));
+        Ok(ended)
+    }
+
+    async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {
+        let q = self.queue(queue);
+        let s = q.lock();
+        Ok(s.revoked.get(&visitor).is_some_and(|&(iat, until)| iat_s <= iat && until > now_ms()))
     }
 }
 

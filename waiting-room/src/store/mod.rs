@@ -277,4 +277,16 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Save shared live settings; returns them with their new version. Other
     /// instances are told (Redis: a `settings` message on the queue's channel).
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError>;
+
+    /// A purchase ended `visitor`'s session of the admission whose tokens
+    /// were issued at `iat_s`: the session stops counting toward
+    /// `max_active` at once, and its tokens are revoked until `until_ms`
+    /// (other instances are told: Redis, a `revoke` message on the queue's
+    /// channel). A later admission of the same visitor is left alone.
+    /// Returns whether a live session ended.
+    async fn end_session(&self, queue: &str, visitor: VisitorId, iat_s: i64, until_ms: i64)
+    -> Result<bool, StoreError>;
+
+    /// Has the session that issued `visitor`'s token at `iat_s` ended?
+    async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError>;
 }

@@ -56,6 +56,8 @@ struct Scripts {
     release: Script,
     standings: Script,
     save_settings: Script,
+    end_session: Script,
+    revoked: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -64,6 +66,15 @@ fn scripts() -> &'static Scripts {
         standing: Script::new(include_str!("lua/standing.lua")),
         release: Script::new(include_str!("lua/release.lua")),
         standings: Script::new(include_str!("lua/standings.lua")),
+        end_session: Script::new(include_str!("lua/end_session.lua")),
+        // KEYS: revoked, revoked_until; ARGV: visitor. The last revoked iat,
+        // or -1 (none, or kept no longer).
+        revoked: Script::new(
+            "local t = redis.call('TIME') \
+             local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+             if tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0') <= now then return -1 end \
+             return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')",
+        ),
         save_settings: Script::new(
             "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) \
              redis.call('HSET', KEYS[1], 'json', ARGV[1]) \
@@ -342,5 +353,46 @@ impl QueueStore for RedisStore {
             .await
             .map_err(err)?;
         Ok(SharedSettings { version, ..settings.clone() })
+    }
+
+    async fn end_session(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        iat_s: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let ended: i64 = self
+            .scripts
+            .end_session
+            .key(k.key("sessions"))
+            .key(k.key("admitted"))
+            .key(k.key("revoked"))
+            .key(k.key("revoked_until"))
+            .arg(visitor.to_string())
+            .arg(iat_s)
+            .arg(until_ms)
+            .arg(k.key("events"))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(ended == 1)
+    }
+
+    async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {
+        let k = self.keys(queue);
+        let mut conn = self.conn.clone();
+        let revoked: i64 = self
+            .scripts
+            .revoked
+            .key(k.key("revoked"))
+            .key(k.key("revoked_until"))
+            .arg(visitor.to_string())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(revoked >= 0 && iat_s <= revoked)
     }
 }

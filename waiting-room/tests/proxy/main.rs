@@ -11,4 +11,5 @@ mod gate;
 mod helpers;
 mod lane;
 mod lifecycle;
+mod session_end;
 mod ws;

@@ -397,3 +397,33 @@ pub async fn every_tick_reports_the_places_added_in_the_interval_before_it(store
         .unwrap();
     assert_eq!(tick(&store, "q", &p).await.joined, 0);
 }
+
+pub async fn an_ended_session_frees_its_slot_and_its_admission_is_revoked(store: Arc<dyn QueueStore>) {
+    let p = Params { free_entry: 1, max_active: 1, ..params() };
+    let [buyer, next] = ids(2)[..] else { unreachable!() };
+    let (s, _) = store.join("q", buyer, &p, &OPEN).await.unwrap();
+    let Standing::Ready { admitted_at_ms, expires_at_ms } = s else { panic!("{s:?}") };
+    let iat = admitted_at_ms.div_euclid(1000);
+    assert!(matches!(store.join("q", next, &p, &OPEN).await.unwrap().0, Standing::Waiting { .. }));
+    assert!(!store.revoked("q", buyer, iat).await.unwrap());
+    // The purchase ends it: once, and only that admission.
+    assert!(!store.end_session("q", buyer, iat - 1, expires_at_ms).await.unwrap(), "an older admission");
+    assert!(store.end_session("q", buyer, iat, expires_at_ms).await.unwrap());
+    assert!(!store.end_session("q", buyer, iat, expires_at_ms).await.unwrap(), "ended already");
+    assert!(store.revoked("q", buyer, iat).await.unwrap());
+    assert!(store.revoked("q", buyer, iat - 5).await.unwrap(), "older tokens too");
+    assert!(!store.revoked("q", buyer, iat + 1).await.unwrap(), "a later admission is not");
+    assert!(!store.revoked("q", next, iat).await.unwrap());
+    assert!(!store.revoked("other", buyer, iat).await.unwrap());
+    assert_eq!(store.status("q", buyer, &p).await.unwrap(), Standing::NotInQueue);
+    // The slot is free for the next tick.
+    let r = tick(&store, "q", &p).await;
+    let r = if r.released.is_empty() { tick(&store, "q", &p).await } else { r };
+    assert_eq!(r.released, vec![next]);
+    // Revocations go with the tokens they cover.
+    let short = VisitorId::random();
+    store.end_session("q", short, iat, now_ms() + 200).await.unwrap();
+    assert!(store.revoked("q", short, iat).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!store.revoked("q", short, iat).await.unwrap(), "kept past the tokens it covers");
+}

@@ -49,6 +49,7 @@ macro_rules! for_each_backend {
 }
 
 for_each_backend!(
+    an_ended_session_frees_its_slot_and_its_admission_is_revoked,
     positions_follow_join_order_and_a_rejoin_keeps_the_place,
     concurrent_joins_get_distinct_consecutive_positions,
     free_entry_admits_while_nobody_waits_and_below_the_threshold,
