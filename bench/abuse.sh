@@ -113,7 +113,7 @@ sv() { sed -n "s/^$1=//p" "$OUT/slow.txt"; }
   done
   echo "slow connections ($SLOW from 127.0.0.1): refused or cut $(( $(sv answered) + $(sv closed) + $(sv reset) ))," \
     "held to the end $(sv held_to_the_end), connect failed $(sv connect_failed), median lifetime $(sv median_lifetime_s) s"
-  echo "honest visitors: $(kv started) started, $(kv admitted_by_tick) admitted, errors $(kv errors)," \
+  echo "honest visitors: $(kv visitors) arrived, $(kv admitted_by_tick) admitted by ticks, $(kv failed_visitors) failed," \
     "join p99 $(kv p99_join_ms) ms, order tau $(kv tau), failed checks: $(kv failed_checks), audit $status"
   echo "raw output: $OUT"
 } | tee "$OUT/summary.txt"

@@ -224,13 +224,14 @@ impl Report {
             self.audit.checks.iter().filter(|c| c.status == crate::audit::Status::Fail).map(|c| c.name).collect();
         let mut line = format!(
             "summary passed={} planned_per_second={:.1} achieved_per_second={:.1} start_lag_p99_ms={:.1} visitors={} \
-             admitted_by_tick={} bookings={} claims={} tau={} failed_checks={}",
+             admitted_by_tick={} failed_visitors={} bookings={} claims={} tau={} failed_checks={}",
             self.passed(),
             self.arrivals.planned_per_second,
             self.arrivals.achieved_per_second,
             self.arrivals.start_lag_p99_ms,
             self.arrivals.planned,
             self.visitors.admitted_by_tick,
+            self.visitors.failed.values().sum::<usize>(),
             self.visitors.bookings,
             self.visitors.claims,
             self.audit.order.tau.map_or("none".into(), |t| format!("{t:.6}")),
