@@ -388,6 +388,17 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
         let unknown = path.replace("/sale", "/nope");
         assert_eq!(wr.call(wr.req(method, &unknown)).await.status, 404);
     }
+    // A head over 16 KiB is 431 on any path (the WebSocket's too).
+    let huge = "y".repeat(17 * 1024);
+    for (method, path) in [
+        (Method::GET, "/wr/sale"),
+        (Method::POST, "/wr/sale/join"),
+        (Method::GET, "/wr/sale/status"),
+        (Method::GET, "/wr/sale/ws"),
+    ] {
+        let answer = wr.call(wr.req(method, path).header("x-padding", huge.as_str())).await;
+        assert_eq!(answer.status, 431, "{path}");
+    }
     assert_eq!(wr.call(get(&wr, "/wr/sale/nothing-here")).await.status, 404);
     assert_eq!(wr.call(get(&wr, "/wr/sale/ws")).await.status, 426);
     // The WebSocket: refusals are plain HTTP answers, the upgrade a 101 whose first message is a StatusMessage.

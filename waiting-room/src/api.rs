@@ -351,6 +351,7 @@ pub fn openapi(session: &Session) -> Reply {
             joins, or places held by one address; see `join`); it reloads itself after `Retry-After` seconds",
             body = String, content_type = "text/html; charset=utf-8",
             headers(("retry-after" = String, description = "Seconds to wait"))),
+        (status = 431, response = crate::openapi::HeadTooLarge),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]
@@ -415,6 +416,7 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
         (status = 404, response = crate::openapi::UnknownQueue),
         (status = 428, response = crate::openapi::ChallengeRequired),
         (status = 429, response = crate::openapi::OverLimit),
+        (status = 431, response = crate::openapi::HeadTooLarge),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]
@@ -465,6 +467,7 @@ pub async fn join(state: &State, session: &mut Session, q: &str) -> Reply {
             headers(("set-cookie" = String, description = "`wr_entry` (the token) when READY"))),
         (status = 400, response = crate::openapi::BadBody),
         (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 431, response = crate::openapi::HeadTooLarge),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]
@@ -512,6 +515,7 @@ pub async fn status(state: &State, session: &mut Session, q: &str) -> Reply {
         (status = 404, response = crate::openapi::UnknownQueue),
         (status = 426, response = crate::openapi::NotAnUpgrade),
         (status = 429, response = crate::openapi::OverLimit),
+        (status = 431, response = crate::openapi::HeadTooLarge),
         (status = 503, response = crate::openapi::StoreDown),
     )
 )]

@@ -40,6 +40,16 @@ impl Reply {
         Reply::error(502, "the protected service did not answer; try again in a moment").header("retry-after", "1")
     }
 
+    /// 431: a request head over `max` bytes (the lane's, on any path).
+    pub fn head_too_large(max: usize) -> Reply {
+        Reply::error(431, format!("the request head is larger than {max} bytes"))
+    }
+
+    /// 431: more than `max` header fields.
+    pub fn too_many_headers(max: usize) -> Reply {
+        Reply::error(431, format!("the request has more than {max} header fields"))
+    }
+
     /// A problem from status and detail.
     pub fn error(status: u16, detail: impl Into<String>) -> Reply {
         Reply::problem(Problem::new(status, detail))

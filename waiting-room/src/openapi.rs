@@ -72,7 +72,8 @@ another method 405 with `Allow` (`components.responses.MethodNotAllowed`). Every
             NoEndpoint,
             MethodNotAllowed,
             ChallengeRequired,
-            OverLimit
+            OverLimit,
+            HeadTooLarge
         )
     ),
     tags((name = "queue", description = "The queue API of the waiting room."))
@@ -203,6 +204,17 @@ fn example_challenge() -> crate::challenge::Challenge {
     let keys = crate::challenge::Keys::new(&shared::visitor::CookieSigner::new(b"openapi example, not a real key"));
     keys.issue("sale", 14, 1_767_225_600_000, 300_000)
 }
+
+problem_response!(
+    /// 431: the request head is over `limits.max_head_bytes` or `max_headers` (any path).
+    HeadTooLarge,
+    "The request head is larger than `[limits] max_head_bytes`, or has more header fields than `max_headers`; \
+     the connection is closed after this answer:\n",
+    [
+        ("head_too_large", Reply::head_too_large(limits().max_head_bytes)),
+        ("too_many_headers", Reply::too_many_headers(limits().max_headers)),
+    ]
+);
 
 problem_response!(
     /// 503: the queue store does not answer (retry after `Retry-After` seconds).

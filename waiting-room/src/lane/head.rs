@@ -61,12 +61,16 @@ pub(super) struct Refusal {
 
 impl Refusal {
     fn new(status: u16, detail: impl Into<String>, reason: Refused) -> Self {
-        Refusal { reply: Reply::error(status, detail), reason, head_only: false, request_id: String::new() }
+        Refusal::of(Reply::error(status, detail), reason)
+    }
+
+    fn of(reply: Reply, reason: Refused) -> Self {
+        Refusal { reply, reason, head_only: false, request_id: String::new() }
     }
 
     /// 431: the head grew past `max` bytes without ending.
     pub(super) fn head_too_large(max: usize) -> Self {
-        Refusal::new(431, format!("the request head is larger than {max} bytes"), Refused::HeadTooLarge)
+        Refusal::of(Reply::head_too_large(max), Refused::HeadTooLarge)
     }
 
     /// 408: the head (or, with `body`, the body) did not arrive in time.
@@ -107,13 +111,8 @@ impl FastLane {
             req = httparse::Request::new(&mut heap);
             parsed = req.parse(buf);
         }
-        let too_many = || {
-            Plan::Refuse(Refusal::new(
-                431,
-                format!("the request has more than {} header fields", limits.max_headers),
-                Refused::TooManyHeaders,
-            ))
-        };
+        let too_many =
+            || Plan::Refuse(Refusal::of(Reply::too_many_headers(limits.max_headers), Refused::TooManyHeaders));
         let too_large = || Plan::Refuse(Refusal::head_too_large(limits.max_head_bytes));
         let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
