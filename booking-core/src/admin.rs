@@ -1,6 +1,6 @@
 //! The operator listener's routes (`admin.listen`, never the public one): the
 //! API under `/admin` (bearer token `admin.token`), plus the unauthenticated
-//! `/healthz` and `/metrics`.
+//! `/metrics`; the health checks next to them are in [`crate::health`].
 //!
 //! The token check compares SHA-256 digests of the presented and the expected
 //! token in constant time, so neither the position of the first wrong byte nor
@@ -97,26 +97,6 @@ fn check_admin(cx: &Ctx) -> Result<(), Failure> {
 fn same_secret(presented: &str, expected: &str) -> bool {
     let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
     shared::config::constant_time_eq(&a, &b)
-}
-
-/// 200 when the database answers, 503 otherwise.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
-    responses(
-        (status = 200, description = "The database answers", body = Health),
-        Errors<(BodyRead, Server)>,
-    )
-)]
-pub async fn healthz(cx: &Ctx) -> Result<Reply, Failure> {
-    cx.state.store().ping().await?;
-    Ok(Reply::json(StatusCode::OK, &Health { status: "ok" }))
-}
-
-/// Body of `GET /healthz`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Health {
-    /// Always `ok`.
-    #[schema(value_type = String, example = "ok")]
-    pub status: &'static str,
 }
 
 /// Prometheus metrics (`booking_core_*`).

@@ -142,11 +142,50 @@ pub struct RedisConfig {
     /// Prefix of every key and channel this service uses, so instances of
     /// different deployments (or tests) can share one Redis.
     pub prefix: String,
+    /// How long one connection attempt may take.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// How long one call may wait for its answer (claims wait for the gate,
+    /// so this bounds what Redis trouble adds to a claim).
+    #[serde(with = "duration")]
+    pub response_timeout: Duration,
+    /// Connection attempts retried after a lost connection before the next
+    /// call starts over.
+    pub retries: usize,
 }
 
 impl Default for RedisConfig {
     fn default() -> Self {
-        RedisConfig { url: String::new(), prefix: "bc".into() }
+        RedisConfig {
+            url: String::new(),
+            prefix: "bc".into(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(250),
+            retries: 1,
+        }
+    }
+}
+
+impl RedisConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.url;
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(ConfigError::new("redis.url", format!("expected redis://host:port or empty, got \"{url}\"")));
+        }
+        if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::new("redis.prefix", "must be non-empty and without spaces"));
+        }
+        let (min, max) = (Duration::from_millis(10), Duration::from_secs(30));
+        if self.connect_timeout < min || self.connect_timeout > max {
+            return Err(ConfigError::new("redis.connect_timeout", "must be between 10ms and 30s"));
+        }
+        if self.response_timeout < min || self.response_timeout > Duration::from_secs(10) {
+            return Err(ConfigError::new("redis.response_timeout", "must be between 10ms and 10s"));
+        }
+        if self.retries > 10 {
+            return Err(ConfigError::new("redis.retries", format!("must be 0..=10, got {}", self.retries)));
+        }
+        Ok(())
     }
 }
 
@@ -251,13 +290,7 @@ impl Config {
         if !(1..=1000).contains(&self.database.max_connections) {
             return Err(ConfigError::new("database.max_connections", "must be 1..=1000"));
         }
-        let redis = &self.redis.url;
-        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
-            return Err(ConfigError::new("redis.url", format!("expected redis://host:port or empty, got \"{redis}\"")));
-        }
-        if self.redis.prefix.is_empty() || self.redis.prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::new("redis.prefix", "must be non-empty and without spaces"));
-        }
+        self.redis.validate()?;
         if self.keys.public_dir.as_os_str().is_empty() {
             return Err(ConfigError::new("keys.public_dir", "must name the folder of public keys"));
         }
@@ -364,6 +397,11 @@ mod tests {
             ("BC_ADMIN__LISTEN", "127.0.0.1:8081", "admin.listen"),
             ("BC_ADMIN__MAX_FAILURES", "0", "admin.max_failures"),
             ("BC_END_SESSION_ON", "[\"checkout\"]", "end_session_on[0]"),
+            ("BC_REDIS__RESPONSE_TIMEOUT", "0s", "redis.response_timeout"),
+            ("BC_REDIS__RESPONSE_TIMEOUT", "1m", "redis.response_timeout"),
+            ("BC_REDIS__CONNECT_TIMEOUT", "1ms", "redis.connect_timeout"),
+            ("BC_REDIS__CONNECT_TIMEOUT", "soon", "redis.connect_timeout"),
+            ("BC_REDIS__RETRIES", "11", "redis.retries"),
         ] {
             let err = Config::load_str("", &[(var, value)]).unwrap_err();
             assert_eq!(err.key, key, "{var}={value}: {err}");
@@ -381,6 +419,17 @@ mod tests {
         let c = Config::load_str("", &env).unwrap();
         assert_eq!(c.end_session_on, vec![SessionEndOn::Confirm, SessionEndOn::Claim]);
         assert_eq!(c.admin_addr().unwrap(), None, "empty: no operator listener");
+    }
+
+    #[test]
+    fn redis_fails_fast_by_default() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.redis.connect_timeout, Duration::from_secs(1));
+        assert!(c.redis.response_timeout <= Duration::from_millis(250));
+        assert_eq!(c.redis.retries, 1);
+        let c = Config::load_str("[redis]\nresponse_timeout = \"100ms\"\nretries = 0", &[]).unwrap();
+        assert_eq!(c.redis.response_timeout, Duration::from_millis(100));
+        assert_eq!(c.redis.retries, 0);
     }
 
     #[test]

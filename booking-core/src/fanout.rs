@@ -12,7 +12,10 @@
 //! Redis. During a burst of holds on one event that is one message per round
 //! trip instead of one per hold (each was a Redis command and a task wake in
 //! the hold's answer path), at the cost of other instances hearing of it
-//! after that one round trip.
+//! after that one round trip. While Redis is down (the breaker of
+//! [`crate::redis_breaker`] open) invalidations are not published at all:
+//! the other instances' seat maps age out within `catalogue.seat_map_ttl`,
+//! and no request ever waits for a publish.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -20,11 +23,11 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use parking_lot::Mutex;
-use redis::aio::ConnectionManager;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::catalogue::Catalogue;
+use crate::redis_breaker::{self, RedisLink};
 
 /// Publishes invalidations (a no-op without Redis).
 #[derive(Clone)]
@@ -48,9 +51,9 @@ impl Fanout {
     /// Publish on `channel`, tagging messages with this instance's `origin`,
     /// from a task that runs until `shutdown` flips (publishing what is
     /// pending then).
-    pub fn redis(conn: ConnectionManager, channel: String, origin: String, shutdown: watch::Receiver<bool>) -> Fanout {
+    pub fn redis(link: RedisLink, channel: String, origin: String, shutdown: watch::Receiver<bool>) -> Fanout {
         let pending = Arc::new(Pending::default());
-        tokio::spawn(publisher(pending.clone(), conn, channel, origin, shutdown));
+        tokio::spawn(publisher(pending.clone(), link, channel, origin, shutdown));
         Fanout { pending: Some(pending) }
     }
 
@@ -66,7 +69,7 @@ impl Fanout {
 
 async fn publisher(
     pending: Arc<Pending>,
-    mut conn: ConnectionManager,
+    link: RedisLink,
     channel: String,
     origin: String,
     mut shutdown: watch::Receiver<bool>,
@@ -77,11 +80,20 @@ async fn publisher(
             _ = shutdown.changed() => true,
         };
         let events = std::mem::take(&mut *pending.events.lock());
+        let channel = channel.as_str();
         for event_id in events {
             let message = format!("{origin} {event_id}");
-            let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&channel).arg(message).query_async(&mut conn).await;
-            if let Err(e) = sent {
-                tracing::warn!(error = %e, event_id, "could not publish a seat-map invalidation");
+            let sent = link
+                .run(|mut conn| async move {
+                    redis::cmd("PUBLISH").arg(channel).arg(message).query_async::<i64>(&mut conn).await
+                })
+                .await;
+            match sent {
+                Ok(_) => {}
+                Err(e) if redis_breaker::is_fail_fast(&e) => {
+                    tracing::debug!(event_id, "Redis is down; seat-map invalidation skipped");
+                }
+                Err(e) => tracing::warn!(error = %e, event_id, "could not publish a seat-map invalidation"),
             }
         }
         if stopping {
@@ -90,18 +102,34 @@ async fn publisher(
     }
 }
 
+/// A subscribed pub/sub connection, each step bounded by `timeout`.
+async fn subscribe(client: &redis::Client, channel: &str, timeout: Duration) -> redis::RedisResult<redis::aio::PubSub> {
+    let attempt = async {
+        let mut pubsub = client.get_async_pubsub().await?;
+        pubsub.subscribe(channel).await?;
+        Ok(pubsub)
+    };
+    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no subscription within {timeout:?}"),
+        )))
+    })
+}
+
 /// Subscribe to `channel` (returning once the subscription is confirmed, so
 /// nothing published after start-up is missed) and drop cached seat maps as
-/// invalidations arrive, until `shutdown` flips.
+/// invalidations arrive, until `shutdown` flips. Connecting and subscribing
+/// are bounded by `timeout` (`redis.connect_timeout`) each time.
 pub async fn listen(
     client: redis::Client,
     channel: String,
     origin: String,
     catalogue: Catalogue,
+    timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> redis::RedisResult<JoinHandle<()>> {
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(&channel).await?;
+    let mut pubsub = subscribe(&client, &channel, timeout).await?;
     Ok(tokio::spawn(async move {
         loop {
             {
@@ -124,9 +152,7 @@ pub async fn listen(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
                 }
-                if let Ok(mut fresh) = client.get_async_pubsub().await
-                    && fresh.subscribe(&channel).await.is_ok()
-                {
+                if let Ok(fresh) = subscribe(&client, &channel, timeout).await {
                     pubsub = fresh;
                     // Whatever was published while we were away is lost.
                     catalogue.invalidate_all_local();

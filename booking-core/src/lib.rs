@@ -14,6 +14,8 @@
 //! - [`auth`]: entry-token verification and the queue → event scope check.
 //! - [`catalogue`]: events, the per-event seat-map cache and popular events.
 //! - [`fanout`]: seat-map invalidations between instances over Redis pub/sub.
+//! - [`redis_breaker`]: the one Redis connection (explicit timeouts) behind a
+//!   circuit breaker, so Redis trouble never holds a request.
 //! - [`holds`]: seat holds (one conditional `UPDATE`), confirm, release, sweeper.
 //! - [`coupons`]: first-come coupon claims behind an atomic gate (Redis Lua or
 //!   in-process) in front of the database, which has the final word.
@@ -24,7 +26,9 @@
 //! - [`session`]: purchases that end the visitor's waiting-room session
 //!   (`wr-session: end`).
 //! - [`admin`]: the operator listener's routes: the bearer-protected API
-//!   (events, campaigns, stats), `/metrics`, `/healthz`.
+//!   (events, campaigns, stats), `/metrics`.
+//! - [`health`]: `/livez`, `/readyz` (and its alias `/healthz`) on the
+//!   operator listener.
 //! - [`metrics`]: the per-application Prometheus registry.
 //! - [`store`]: the [`store::Store`] over PostgreSQL or SQLite, one module per
 //!   concept, with migrations for both backends.
@@ -57,12 +61,14 @@ pub mod config;
 pub mod coupons;
 pub mod demo;
 pub mod fanout;
+pub mod health;
 pub mod holds;
 pub mod http;
 pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;
+pub mod redis_breaker;
 pub mod session;
 pub mod startup;
 pub mod state;

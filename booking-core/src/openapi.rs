@@ -1,6 +1,6 @@
 //! The booking core's OpenAPI 3.1 documents, generated from the code so they
 //! cannot drift: the public API at `GET /api/openapi.json` on the public
-//! listener, the operator API (`/admin`, `/metrics`, `/healthz`) at
+//! listener, the operator API (`/admin`, `/metrics`, `/livez`, `/readyz`, `/healthz`) at
 //! `GET /admin/openapi.json` on the operator listener; no token needed for
 //! either. Each listener documents exactly the routes it serves.
 //!
@@ -37,7 +37,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use self::errors::problem_responses;
 pub use self::errors::{
     AdminAuth, AdminCampaign, AdminEvent, BodyRead, Claim, ConfirmHold, ErrorSet, Errors, Idempotency, JsonBody,
-    Mutating, NoEvent, PathId, Popularity, ReleaseHold, Scope, Server, TakeHold, Token,
+    Mutating, NoEvent, PathId, Popularity, Readiness, ReleaseHold, Scope, Server, TakeHold, Token,
 };
 use crate::http::problem::{Failure, RequestError};
 use crate::http::{Ctx, Reply};
@@ -48,7 +48,7 @@ double-booked and never outlive the session, and first-come coupon claims that n
 
 **Entry token.** Every `/api` route needs the entry token the waiting room issued \
 (`Authorization: Bearer <jwt>` or the `wr_entry` cookie). Its queue (`aud`) must cover the event a \
-route touches, else 403. The operator routes (`/admin`, `/metrics`, `/healthz`) are served on the \
+route touches, else 403. The operator routes (`/admin`, `/metrics`, `/livez`, `/readyz`, `/healthz`) are served on the \
 operator listener (`admin.listen`) only, and documented at `/admin/openapi.json` there.
 
 **Limits.** A visitor may hold or have booked `holds.max_per_visitor` seats per event (409 with \
@@ -106,7 +106,9 @@ listener, which answers 404 for these paths.
 
 `/admin` routes take `Authorization: Bearer <admin.token>`; a client address that fails that check \
 `admin.max_failures` times within `admin.failure_window` is answered 429 (with `Retry-After`) until \
-the window ends. `/metrics` and `/healthz` need no token.
+the window ends. `/metrics`, `/livez`, `/readyz` and `/healthz` need no token. `/livez` answers 200 \
+while the process runs and touches nothing; `/readyz` (and its alias `/healthz`) answers 200 when the \
+database and, if configured, Redis answer, 503 otherwise or while shutting down, always within 500 ms.
 
 Errors are `application/problem+json` (RFC 9457). Every response carries `x-request-id` and \
 `cache-control: no-store`.";
@@ -119,7 +121,9 @@ Errors are `application/problem+json` (RFC 9457). Every response carries `x-requ
         crate::admin::create_event,
         crate::admin::create_campaign,
         crate::admin::stats,
-        crate::admin::healthz,
+        crate::health::livez,
+        crate::health::readyz,
+        crate::health::healthz,
         crate::admin::metrics,
         serve_admin,
     ),

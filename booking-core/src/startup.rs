@@ -36,7 +36,8 @@ use crate::fanout::{self, Fanout};
 use crate::holds::Holds;
 use crate::http::Listener;
 use crate::metrics::Metrics;
-use crate::state::AppState;
+use crate::redis_breaker::RedisLink;
+use crate::state::{AppState, Services};
 use crate::store::{self, Store};
 
 /// Why the application could not start.
@@ -105,25 +106,20 @@ impl Application {
         let ttl_ms = i64::try_from(config.catalogue.seat_map_ttl.as_millis()).unwrap_or(i64::MAX);
         let lease_ms = i64::try_from(config.coupons.lease.as_millis()).unwrap_or(i64::MAX);
 
-        let redis = if config.redis.url.is_empty() {
-            None
-        } else {
-            let client = redis::Client::open(config.redis.url.as_str())?;
-            let conn = client.get_connection_manager().await?;
-            Some((client, conn))
-        };
+        let redis = if config.redis.url.is_empty() { None } else { Some(RedisLink::connect(&config.redis).await?) };
         let (fanout, popular, gate) = match &redis {
             None => (
                 Fanout::disabled(),
                 Popular::Local(Default::default()),
                 Gate::local(store.clone(), metrics.clone(), lease_ms),
             ),
-            Some((_, conn)) => (
-                Fanout::redis(conn.clone(), format!("{prefix}:seatmap"), origin.clone(), shutdown_rx.clone()),
-                Popular::Redis { conn: conn.clone(), key: format!("{prefix}:views") },
-                Gate::redis(conn.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
+            Some((_, link)) => (
+                Fanout::redis(link.clone(), format!("{prefix}:seatmap"), origin.clone(), shutdown_rx.clone()),
+                Popular::redis(link.clone(), format!("{prefix}:views")),
+                Gate::redis(link.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
             ),
         };
+        let link = redis.as_ref().map(|(_, link)| link.clone());
         let catalogue = Catalogue::new(store.clone(), fanout, popular, ttl_ms, metrics.clone());
         let holds = Holds::new(store.clone(), catalogue.clone(), metrics.clone(), &config.holds);
         let coupons = Coupons::new(store.clone(), gate, metrics.clone(), lease_ms);
@@ -139,9 +135,12 @@ impl Application {
         ];
         if let Some((client, _)) = redis {
             let channel = format!("{prefix}:seatmap");
-            tasks.push(fanout::listen(client, channel, origin, catalogue.clone(), shutdown_rx.clone()).await?);
+            let timeout = config.redis.connect_timeout;
+            let listening = fanout::listen(client, channel, origin, catalogue.clone(), timeout, shutdown_rx.clone());
+            tasks.push(listening.await?);
         }
-        let state = AppState::new(config, store, auth, catalogue, holds, coupons, metrics);
+        let services = Services { store, auth, catalogue, holds, coupons, metrics, redis: link };
+        let state = AppState::new(config, services, shutdown_rx.clone());
         tasks.push(crate::idempotency::spawn_sweeper(state.clone(), shutdown_rx));
         let admin_at = admin.as_ref().map(|(_, a)| a.to_string()).unwrap_or_else(|| "off".into());
         tracing::info!(%addr, admin = %admin_at, "booking core listening");

@@ -176,7 +176,7 @@ impl Catalogue {
                 self.0.seat_maps.store(event_id, generation, seats, now)
             }
         };
-        self.0.popular.record(event_id).await;
+        self.0.popular.record(event_id);
         let seats: Vec<SeatView> = map
             .seats
             .iter()

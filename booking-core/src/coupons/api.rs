@@ -12,6 +12,12 @@ use crate::session::{self, Purchased};
 
 /// Claim one coupon code of a campaign: first come, one per visitor, answered
 /// only once committed. The body is empty or `{}`.
+///
+/// A 503 means every code left is reserved by claims in flight, or the
+/// database is unavailable (retry after `Retry-After`). Redis trouble is not
+/// a 503: without the claim gate the database alone decides (it holds
+/// exactly `stock` codes and one per visitor), so a claim still answers at
+/// database speed while Redis is down.
 #[utoipa::path(post, path = "/api/coupons/{campaign_id}/claims", tag = "coupons",
     params(
         ("campaign_id" = i64, Path, description = "Campaign id", minimum = 1),

@@ -9,6 +9,25 @@
 //! that statement returned, i.e. after the commit. Every way the commit can
 //! fail settles the lease; a lease nobody settles (the process died) expires
 //! and the [`reconcile`]r settles it against the database.
+//!
+//! # When Redis is down: the database alone decides
+//!
+//! If the Redis gate cannot answer — Redis refuses, stalls past
+//! `redis.response_timeout`, or its breaker ([`crate::redis_breaker`]) is
+//! open and fails the call at once — the claim goes to the database
+//! unguarded ([`gate::Admission::Unguarded`]) rather than being answered 503.
+//! That is safe across any number of booking cores because the gate never
+//! decided a win: a claim is one statement that takes one of the campaign's
+//! `stock` pre-generated code rows (nothing else to take: claims ≤ stock) and
+//! `(campaign, visitor)` is unique (one per visitor), both enforced by the
+//! database every instance shares, with or without the gate. What the gate
+//! loses meanwhile is only its count: claims it did not see are found by the
+//! reconciler's comparison with the database (or a "sold out" from the
+//! database) once Redis answers again, and a lease Redis executed after the
+//! claim gave up on it expires and is settled like a crashed claim's. The
+//! price is load: every claimant reaches the database while Redis is down,
+//! not only the would-be winners; the answer still comes at database speed,
+//! never after a Redis timeout longer than `redis.response_timeout`.
 
 pub mod api;
 pub mod batch;

@@ -50,7 +50,7 @@ struct Origin {
 pub enum Listener {
     /// `server.listen`: `/api`, the event page, the API document.
     Public,
-    /// `admin.listen`: `/admin`, `/metrics`, `/healthz`.
+    /// `admin.listen`: `/admin`, `/metrics`, `/livez`, `/readyz`, `/healthz`.
     Operator,
 }
 
@@ -212,7 +212,9 @@ async fn handle(state: AppState, origin: Origin, req: hyper::Request<Incoming>) 
 
 async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
     match route {
-        Route::Healthz => crate::admin::healthz(cx).await,
+        Route::Livez => crate::health::livez(cx).await,
+        Route::Readyz => crate::health::readyz(cx).await,
+        Route::Healthz => crate::health::healthz(cx).await,
         Route::Metrics => Ok(crate::admin::metrics(cx).await),
         Route::OpenApi => crate::openapi::serve(cx).await,
         Route::Events => crate::catalogue::list_events(cx).await,

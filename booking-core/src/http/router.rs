@@ -2,8 +2,8 @@
 //! segments first, so `/api/events/popular` is never read as an event id. The
 //! route template (not the raw path) labels metrics and logs.
 //!
-//! Each route belongs to one listener: the operator routes (`/healthz`,
-//! `/metrics`, `/admin/…`) to the operator listener (`admin.listen`), every
+//! Each route belongs to one listener: the operator routes (`/livez`,
+//! `/readyz`, `/healthz`, `/metrics`, `/admin/…`) to the operator listener (`admin.listen`), every
 //! other route to the public one. On the wrong listener a route does not
 //! exist: 404 whatever the method, so the public listener does not even
 //! reveal that operator paths are there.
@@ -16,7 +16,11 @@ use super::problem::RequestError;
 /// A matched route with its parsed path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `GET /healthz`
+    /// `GET /livez`
+    Livez,
+    /// `GET /readyz`
+    Readyz,
+    /// `GET /healthz` (the readiness check)
     Healthz,
     /// `GET /metrics`
     Metrics,
@@ -63,7 +67,7 @@ pub fn route(listener: Listener, method: &Method, path: &str) -> Result<(Route, 
     let path = shared::path::canonical(path).map_err(RequestError::BadPath)?;
     let inner = path.strip_prefix('/').unwrap_or(&path);
     let segments: Vec<&str> = inner.strip_suffix('/').unwrap_or(inner).split('/').collect();
-    let operator_path = matches!(segments.first(), Some(&("healthz" | "metrics" | "admin")));
+    let operator_path = matches!(segments.first(), Some(&("livez" | "readyz" | "healthz" | "metrics" | "admin")));
     if operator_path != (listener == Listener::Operator) {
         return Err(RequestError::NoRoute(truncate(&path)));
     }
@@ -72,6 +76,10 @@ pub fn route(listener: Listener, method: &Method, path: &str) -> Result<(Route, 
     let delete = method == Method::DELETE;
     let not_allowed = |allow: &'static str| RequestError::MethodNotAllowed { method: method.to_string(), allow };
     let matched = match segments.as_slice() {
+        ["livez"] if get => (Route::Livez, "/livez"),
+        ["livez"] => return Err(not_allowed("GET")),
+        ["readyz"] if get => (Route::Readyz, "/readyz"),
+        ["readyz"] => return Err(not_allowed("GET")),
         ["healthz"] if get => (Route::Healthz, "/healthz"),
         ["healthz"] => return Err(not_allowed("GET")),
         ["metrics"] if get => (Route::Metrics, "/metrics"),
@@ -169,6 +177,8 @@ mod tests {
     fn operator_routes_exist_on_the_operator_listener_only() {
         for (method, path) in [
             (Method::GET, "/healthz"),
+            (Method::GET, "/livez"),
+            (Method::GET, "/readyz"),
             (Method::GET, "/metrics"),
             (Method::GET, "/admin/stats"),
             (Method::POST, "/admin/events"),
@@ -180,6 +190,9 @@ mod tests {
         }
         let operator = |m: &Method, p: &str| route(Listener::Operator, m, p);
         assert_eq!(operator(&Method::GET, "/metrics").unwrap().0, Route::Metrics);
+        assert_eq!(operator(&Method::GET, "/livez").unwrap().0, Route::Livez);
+        assert_eq!(operator(&Method::GET, "/readyz").unwrap().0, Route::Readyz);
+        assert_eq!(operator(&Method::GET, "/healthz").unwrap().0, Route::Healthz);
         assert_eq!(operator(&Method::GET, "/admin/stats").unwrap().0, Route::AdminStats);
         assert!(matches!(operator(&Method::PUT, "/admin/events"), Err(RequestError::MethodNotAllowed { .. })));
         for path in ["/api/events", "/events/1", "/api/openapi.json", "/"] {

@@ -16,6 +16,7 @@ use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::catalogue::CatalogueError;
 use crate::coupons::{ClaimError, ClaimView};
+use crate::health::NotReady;
 use crate::holds::HoldError;
 use crate::http::problem::{Failure, HandlerPanicked, RequestError};
 use crate::idempotency::IdempotencyError;
@@ -216,6 +217,18 @@ pub struct NoEvent;
 impl ErrorSet for NoEvent {
     fn samples() -> Vec<(&'static str, Failure)> {
         named_catalogue(vec![CatalogueError::NoEvent(7)])
+    }
+}
+
+/// A readiness check failing (503, with the state of each check), or shutdown started.
+pub struct Readiness;
+impl ErrorSet for Readiness {
+    fn samples() -> Vec<(&'static str, Failure)> {
+        let checks = [("database", "ok"), ("redis", "timeout")].into_iter().collect();
+        vec![
+            ("dependency_down", NotReady::Dependencies(checks).into()),
+            ("shutting_down", NotReady::ShuttingDown.into()),
+        ]
     }
 }
 

@@ -64,6 +64,8 @@ async fn operator_routes_are_served_on_the_operator_listener_only(backend: Backe
     assert_ne!(app.url("/"), app.admin_url("/"));
     for (method, path) in [
         (Method::GET, "/healthz"),
+        (Method::GET, "/livez"),
+        (Method::GET, "/readyz"),
         (Method::GET, "/metrics"),
         (Method::GET, "/admin/stats"),
         (Method::POST, "/admin/events"),
@@ -74,7 +76,10 @@ async fn operator_routes_are_served_on_the_operator_listener_only(backend: Backe
         r.assert_problem(StatusCode::NOT_FOUND);
         assert!(!r.headers.contains_key("allow"), "{method} {path}: the public listener reveals the route");
     }
-    assert_eq!(app.operator(Method::GET, "/healthz", None, None).await.status, StatusCode::OK);
+    for path in ["/healthz", "/livez", "/readyz"] {
+        assert_eq!(app.operator(Method::GET, path, None, None).await.status, StatusCode::OK, "{path}");
+        assert!(doc_has(&app, path).await, "{path} is not in the operator document");
+    }
     assert!(app.metrics().await.contains("booking_core_holds_total"));
     assert_eq!(app.admin(Method::GET, "/admin/stats", None).await.status, StatusCode::OK);
     let doc = app.operator(Method::GET, "/admin/openapi.json", None, None).await;
@@ -127,4 +132,9 @@ async fn invalid_events_and_campaigns_are_refused_with_the_field_named(backend: 
     app.admin(Method::POST, "/admin/campaigns", Some(backwards)).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
     let empty = json!({"event_id": event_id, "stock": 0, "opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z"});
     app.admin(Method::POST, "/admin/campaigns", Some(empty)).await.assert_problem(StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn doc_has(app: &TestApp, path: &str) -> bool {
+    let doc = app.operator(Method::GET, "/admin/openapi.json", None, None).await;
+    doc.json["paths"][path]["get"].is_object()
 }

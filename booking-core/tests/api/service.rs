@@ -14,6 +14,14 @@ async fn health_and_metrics_are_served_without_a_token(backend: Backend) {
     app.hold(event, seats[0], &token).await;
     let health = app.client.get(app.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);
+    let live = app.client.get(app.admin_url("/livez")).send().await.unwrap();
+    assert_eq!(live.status(), StatusCode::OK);
+    let ready = app.client.get(app.admin_url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    let checks: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(checks["checks"]["database"], "ok", "{checks}");
+    let redis = if app.redis_prefix().is_some() { "ok" } else { "not configured" };
+    assert_eq!(checks["checks"]["redis"].as_str().unwrap_or("not configured"), redis, "{checks}");
     let page = app.metrics().await;
     for name in [
         "booking_core_http_request_duration_seconds_bucket{method=\"POST\",route=\"/api/events/{id}/holds\"",

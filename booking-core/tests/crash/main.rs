@@ -8,6 +8,7 @@
 //! until the stock is gone; nothing is over-issued.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod redis_down;
 mod servers;
 
 use std::collections::{HashMap, HashSet};

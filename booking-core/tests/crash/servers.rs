@@ -120,6 +120,27 @@ impl Redis {
         redis
     }
 
+    /// `kill -STOP`: the server stops answering, its connections stay open.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// `kill -CONT`: it answers again (what it received meanwhile first).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Stop the server for good: connections are refused from now on.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(sent.success(), "kill {signal}");
+    }
+
     /// `FLUSHALL`: Redis forgets everything.
     pub async fn flush_all(&self) {
         let client = redis::Client::open(self.url.as_str()).unwrap();
@@ -130,6 +151,7 @@ impl Redis {
 
 impl Drop for Redis {
     fn drop(&mut self) {
+        // SIGKILL ends a stopped (frozen) process too.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

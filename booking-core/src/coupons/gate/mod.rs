@@ -31,6 +31,7 @@ pub mod redis;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::redis_breaker::RedisLink;
 use crate::store::{CampaignRow, Store, StoreError};
 
 pub use self::local::LocalGate;
@@ -63,8 +64,9 @@ pub enum Admission {
     },
     /// Nothing is free and nothing is reserved.
     SoldOut,
-    /// The gate could not answer (Redis unreachable); the database alone
-    /// decides, which is slower but exactly as correct.
+    /// The gate could not answer (Redis unreachable, slow, or its breaker
+    /// open); the database alone decides, which costs it more work but is
+    /// exactly as correct (see [`crate::coupons`]).
     Unguarded,
 }
 
@@ -126,14 +128,8 @@ impl Gate {
     }
 
     /// A Redis gate with keys under `prefix` and leases of `lease_ms`.
-    pub fn redis(
-        conn: ::redis::aio::ConnectionManager,
-        prefix: &str,
-        store: Store,
-        metrics: Metrics,
-        lease_ms: i64,
-    ) -> Gate {
-        Gate::Redis(Box::new(RedisGate::new(conn, prefix, store, metrics, lease_ms)))
+    pub fn redis(link: RedisLink, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> Gate {
+        Gate::Redis(Box::new(RedisGate::new(link, prefix, store, metrics, lease_ms)))
     }
 
     /// Ask to claim.

@@ -19,11 +19,11 @@
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 
 use super::{Admission, GateCounts, GateError, Lease, snapshot};
 use crate::metrics::Metrics;
+use crate::redis_breaker::{self, RedisLink};
 use crate::store::{CampaignRow, Store};
 
 /// Redis time in epoch ms, for the scripts.
@@ -139,6 +139,9 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// Claimants written per pipeline while building a gate.
+const CLAIMANTS_PER_PIPELINE: usize = 5000;
+
 /// Gate state kept after a campaign closes, for late duplicate answers.
 const KEEP_AFTER_CLOSE_MS: i64 = 24 * 3600 * 1000;
 
@@ -155,7 +158,9 @@ struct Scripts {
 
 /// The Redis gate.
 pub struct RedisGate {
-    conn: ConnectionManager,
+    /// Every call is bounded by `redis.response_timeout` and fails at once
+    /// while the breaker is open.
+    link: RedisLink,
     prefix: String,
     store: Store,
     metrics: Metrics,
@@ -182,10 +187,10 @@ fn text(v: Option<&Value>) -> Option<String> {
 }
 
 impl RedisGate {
-    pub(super) fn new(conn: ConnectionManager, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> Self {
+    pub(super) fn new(link: RedisLink, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> Self {
         let with_now = |body: &str| Script::new(&format!("{NOW}{body}"));
         RedisGate {
-            conn,
+            link,
             prefix: prefix.to_owned(),
             store,
             metrics,
@@ -219,8 +224,8 @@ impl RedisGate {
         for a in args {
             invocation.arg(a);
         }
-        let mut conn = self.conn.clone();
-        Ok(invocation.invoke_async(&mut conn).await?)
+        let invocation = &invocation;
+        Ok(self.link.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?)
     }
 
     pub(super) async fn admit(&self, campaign: &CampaignRow, visitor: &str) -> Admission {
@@ -234,7 +239,9 @@ impl RedisGate {
                     return Admission::Unguarded;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "claim gate unavailable; claiming unguarded");
+                    if !matches!(&e, GateError::Redis(r) if redis_breaker::is_fail_fast(r)) {
+                        tracing::warn!(error = %e, "claim gate unavailable; claiming unguarded");
+                    }
                     self.metrics.gate_errors.inc();
                     return Admission::Unguarded;
                 }
@@ -268,7 +275,9 @@ impl RedisGate {
     /// build corrects the count).
     async fn correct(&self, script: &Script, campaign_id: i64, args: &[String]) {
         if let Err(e) = self.call(script, campaign_id, args).await {
-            tracing::warn!(error = %e, "claim gate correction failed");
+            if !matches!(&e, GateError::Redis(r) if redis_breaker::is_fail_fast(r)) {
+                tracing::warn!(error = %e, "claim gate correction failed");
+            }
             self.metrics.gate_errors.inc();
         }
     }
@@ -320,47 +329,48 @@ impl RedisGate {
         let lock = self.building.entry(campaign.id).or_default().clone();
         let _one_at_a_time = lock.lock().await;
         let (hash, leases) = self.keys(campaign.id);
-        let mut conn = self.conn.clone();
         if !replace {
-            let exists: bool = redis::cmd("HEXISTS").arg(&hash).arg("#total").query_async(&mut conn).await?;
+            let hash = hash.as_str();
+            let exists: bool =
+                self.link
+                    .run(|mut conn| async move {
+                        redis::cmd("HEXISTS").arg(hash).arg("#total").query_async(&mut conn).await
+                    })
+                    .await?;
             if exists {
                 return Ok(());
             }
         }
         let (counts, claimants) = snapshot(&self.store, campaign).await?;
         let staging = format!("{hash}:staging:{}", uuid::Uuid::new_v4().simple());
-        let mut pipe = redis::pipe();
-        pipe.cmd("HSET")
-            .arg(&staging)
-            .arg("#total")
-            .arg(counts.total)
-            .arg("#free")
-            .arg(counts.free)
-            .arg("#issued")
-            .arg(counts.issued)
-            .ignore();
-        for chunk in claimants.chunks(1000) {
-            let mut hset = redis::cmd("HSET");
-            hset.arg(&staging);
-            for visitor in chunk {
-                hset.arg(visitor).arg("C");
-            }
-            pipe.add_command(hset).ignore();
-        }
         // A crashed build must not leave its staging key behind.
-        pipe.cmd("PEXPIRE").arg(&staging).arg(60_000).ignore();
-        pipe.query_async::<()>(&mut conn).await?;
+        let mut first = redis::pipe();
+        first.cmd("HSET").arg(&staging).arg("#total").arg(counts.total).arg("#free").arg(counts.free);
+        first.arg("#issued").arg(counts.issued).ignore();
+        first.cmd("PEXPIRE").arg(&staging).arg(60_000).ignore();
+        let mut pipes = vec![first];
+        // Claimants in pipelines of a bounded size, so each one answers well
+        // within `redis.response_timeout` however large the campaign.
+        for group in claimants.chunks(CLAIMANTS_PER_PIPELINE) {
+            let mut pipe = redis::pipe();
+            for chunk in group.chunks(1000) {
+                let mut hset = redis::cmd("HSET");
+                hset.arg(&staging);
+                for visitor in chunk {
+                    hset.arg(visitor).arg("C");
+                }
+                pipe.add_command(hset).ignore();
+            }
+            pipes.push(pipe);
+        }
+        for pipe in &pipes {
+            self.link.run(|mut conn| async move { pipe.query_async::<()>(&mut conn).await }).await?;
+        }
         let keep_until = campaign.closes_at.max(crate::clock::now_ms()).saturating_add(KEEP_AFTER_CLOSE_MS);
-        let installed: i64 = self
-            .scripts
-            .install
-            .key(&hash)
-            .key(&staging)
-            .key(&leases)
-            .arg(keep_until)
-            .arg(if replace { "1" } else { "0" })
-            .invoke_async(&mut conn)
-            .await?;
+        let mut install = self.scripts.install.key(&hash);
+        install.key(&staging).key(&leases).arg(keep_until).arg(if replace { "1" } else { "0" });
+        let install = &install;
+        let installed: i64 = self.link.run(|mut conn| async move { install.invoke_async(&mut conn).await }).await?;
         if installed == 1 {
             self.metrics.gate_rebuilds.inc();
             tracing::info!(
