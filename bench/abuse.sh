@@ -15,70 +15,14 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 DURATION="${DURATION:-20s}"; HONEST_RATE="${HONEST_RATE:-25}"; SLOW="${SLOW:-2000}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-PG_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-PG_SERVER="${PG_URL%/*}"
-OUT="$OUT_BASE/abuse-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-cd "$ROOT"
-[ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release -q -p waiting-room -p booking-core -p loadtest
-BIN="$TARGET_DIR/release"
-pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port WR_ADMIN 18092; pick_port BC_PORT 18181
-pick_port BC_ADMIN 18193
-TOKEN="bench-admin-token-$(date +%s)"
+stack_setup abuse
 SECS="${DURATION%s}"
 db="abuse_bench_$(date +%s)_$RANDOM"; prefix="abusebench$(date +%s)$RANDOM"
 psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
 
 # Default [limits]: nothing in the config loosens them for the bench.
-cat > "$OUT/waiting-room.toml" <<TOML
-[server]
-listen = "127.0.0.1:$WR_PORT"
-metrics_listen = "127.0.0.1:$WR_METRICS"
-upstream = "127.0.0.1:$BC_PORT"
-threads = 2
-[store]
-backend = "redis"
-redis_url = "$REDIS_URL"
-key_prefix = "$prefix"
-[keys]
-dir = "$OUT/keys"
-[log]
-level = "warn"
-[admin]
-listen = "127.0.0.1:$WR_ADMIN"
-token = "$TOKEN"
-[[queues]]
-id = "sale"
-paths = ["/api/events", "/api/holds", "/api/coupons", "/api/me"]
-release_per_tick = $HONEST_RATE
-tick = "1s"
-session = "10m"
-TOML
-cat > "$OUT/booking-core.toml" <<TOML
-[server]
-listen = "127.0.0.1:$BC_PORT"
-[database]
-url = "$PG_SERVER/$db"
-[redis]
-url = "$REDIS_URL"
-prefix = "$prefix"
-[keys]
-public_dir = "$OUT/keys/public"
-[admin]
-listen = "127.0.0.1:$BC_ADMIN"
-token = "$TOKEN"
-[log]
-level = "warn"
-[[queues]]
-id = "sale"
-all_events = true
-TOML
-"$BIN/waiting-room" --config "$OUT/waiting-room.toml" 2> "$OUT/waiting-room.log" &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
-"$BIN/booking-core" --config "$OUT/booking-core.toml" 2> "$OUT/booking-core.log" &
-PIDS+=($!)
-wait_http "http://127.0.0.1:$BC_ADMIN/healthz"
+write_stack "$OUT" "$prefix" "$db" "$HONEST_RATE" 1s
+start_stack "$OUT"
 
 refused() { # refused REASON: the proxy's count so far
   curl -s "http://127.0.0.1:$WR_METRICS/metrics" | awk -v r="waiting_room_refused_total{reason=\"$1\"}" '$1 == r {print $2}'

@@ -49,3 +49,94 @@ pick_port() { # pick_port VAR BASE: set VAR to the first port from BASE up that 
 machine() {
   echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(free -g | awk '/Mem:/{print $2}') GiB, $(uname -sr)"
 }
+
+# stack_setup NAME: what every whole-stack benchmark starts with: the Redis
+# and PostgreSQL URLs, OUT (bench/out/NAME-<time>), release builds of the
+# three binaries in BIN (BENCH_NO_BUILD=1 reuses those already built, e.g.
+# while the tree does not compile), free ports and an admin TOKEN.
+stack_setup() {
+  REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
+  PG_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+  PG_SERVER="${PG_URL%/*}"
+  OUT="$OUT_BASE/$1-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
+  cd "$ROOT"
+  [ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release -q -p waiting-room -p booking-core -p loadtest
+  BIN="$TARGET_DIR/release"
+  pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port WR_ADMIN 18092; pick_port BC_PORT 18181
+  pick_port BC_ADMIN 18193
+  TOKEN="bench-admin-token-$(date +%s)"
+}
+
+# The [limits] of a harness whose visitors all come from 127.0.0.1, standing
+# for thousands of people: the per-client limits (measured in bench/abuse.sh)
+# are off, so a benchmark measures the sale, not the limits.
+LIMITS_OFF="[limits]
+max_connections_per_client = 0
+max_websockets_per_client = 0
+new_visitors = { rate = 0.0, burst = 0.0 }
+joins = { rate = 0.0, burst = 0.0 }
+max_waiting_per_client = 0"
+
+# write_stack DIR PREFIX DB N TICK [LIMITS]: the configs of one stack (release
+# waiting room on Redis under PREFIX with queue "sale" at N per TICK, booking
+# core on database DB) in DIR. LIMITS: extra TOML for the waiting room (e.g. a
+# [limits] table); empty keeps the defaults. Needs WR_PORT WR_METRICS WR_ADMIN
+# BC_PORT BC_ADMIN TOKEN REDIS_URL PG_SERVER.
+write_stack() {
+  local dir="$1" prefix="$2" db="$3" n="$4" tick="$5" limits="${6:-}"
+  mkdir -p "$dir"
+  cat > "$dir/waiting-room.toml" <<TOML
+[server]
+listen = "127.0.0.1:$WR_PORT"
+metrics_listen = "127.0.0.1:$WR_METRICS"
+upstream = "127.0.0.1:$BC_PORT"
+threads = 2
+[store]
+backend = "redis"
+redis_url = "$REDIS_URL"
+key_prefix = "$prefix"
+[keys]
+dir = "$dir/keys"
+[log]
+level = "warn"
+[admin]
+listen = "127.0.0.1:$WR_ADMIN"
+token = "$TOKEN"
+$limits
+[[queues]]
+id = "sale"
+paths = ["/api/events", "/api/holds", "/api/coupons", "/api/me"]
+release_per_tick = $n
+tick = "$tick"
+session = "10m"
+TOML
+  cat > "$dir/booking-core.toml" <<TOML
+[server]
+listen = "127.0.0.1:$BC_PORT"
+[database]
+url = "$PG_SERVER/$db"
+[redis]
+url = "$REDIS_URL"
+prefix = "$prefix"
+[keys]
+public_dir = "$dir/keys/public"
+[admin]
+listen = "127.0.0.1:$BC_ADMIN"
+token = "$TOKEN"
+[log]
+level = "warn"
+[[queues]]
+id = "sale"
+all_events = true
+TOML
+}
+
+# start_stack DIR: start the stack written by write_stack; sets WR_PID, BC_PID.
+start_stack() {
+  "$BIN/waiting-room" --config "$1/waiting-room.toml" 2> "$1/waiting-room.log" &
+  WR_PID=$!; PIDS+=("$WR_PID")
+  wait_http "http://127.0.0.1:$WR_PORT/wr/livez"
+  "$BIN/booking-core" --config "$1/booking-core.toml" 2> "$1/booking-core.log" &
+  BC_PID=$!; PIDS+=("$BC_PID")
+  wait_http "http://127.0.0.1:$BC_ADMIN/healthz"
+}

@@ -19,26 +19,8 @@ RATES="${RATES:-250 500 750 1000 1500 2000}"; DURATION="${DURATION:-20s}"; CONFI
 MAX_P99_MS="${MAX_P99_MS-1000}"
 SEATS="${SEATS:-10x40}"; STOCK="${STOCK:-2000}"; POLL_SHARE="${POLL_SHARE:-0.1}"; ABANDON_SHARE="${ABANDON_SHARE:-0.05}"
 EXTRA="${EXTRA:-}"
-REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-PG_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-PG_SERVER="${PG_URL%/*}"
-OUT="$OUT_BASE/sale-$(date +%Y%m%d-%H%M%S)"; mkdir -p "$OUT"
-cd "$ROOT"
-# BENCH_NO_BUILD=1 reuses the release binaries already built (e.g. while the tree does not compile).
-[ "${BENCH_NO_BUILD:-0}" = 1 ] || cargo build --release -q -p waiting-room -p booking-core -p loadtest
-BIN="$TARGET_DIR/release"
-pick_port WR_PORT 18080; pick_port WR_METRICS 18091; pick_port WR_ADMIN 18092; pick_port BC_PORT 18181
-pick_port BC_ADMIN 18193
-TOKEN="bench-admin-token-$(date +%s)"
+stack_setup sale
 TICK_SECS=$(awk -v t="$TICK" 'BEGIN { if (t ~ /ms$/) { sub(/ms/, "", t); print t / 1000 } else { sub(/s$/, "", t); print t } }')
-# The booking core has a [log] section only in newer versions; RUST_LOG covers older ones.
-BC_LOG=""; grep -q 'pub log: LogConfig' booking-core/src/config.rs 2>/dev/null && BC_LOG=$'[log]\nlevel = "warn"'
-# Newer booking cores serve /admin, /metrics and /healthz on an operator listener of their own.
-BC_ADMIN_LISTEN=""; BC_OPS="$BC_PORT"
-if grep -q 'fn admin_addr' booking-core/src/config.rs 2>/dev/null; then
-  BC_ADMIN_LISTEN="listen = \"127.0.0.1:$BC_ADMIN\""; BC_OPS="$BC_ADMIN"
-fi
-
 # run_rate RATE LABEL: one fresh stack, one harness run; prints PASS or FAIL.
 run_rate() {
   local rate="$1" label="$2" n db prefix dir wr_pid bc_pid status
@@ -46,70 +28,13 @@ run_rate() {
   db="sale_bench_$(date +%s)_$RANDOM"; prefix="salebench$(date +%s)$RANDOM"; dir="$OUT/$label"
   mkdir -p "$dir"
   psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
-  cat > "$dir/waiting-room.toml" <<TOML
-[server]
-listen = "127.0.0.1:$WR_PORT"
-metrics_listen = "127.0.0.1:$WR_METRICS"
-upstream = "127.0.0.1:$BC_PORT"
-threads = 2
-[store]
-backend = "redis"
-redis_url = "$REDIS_URL"
-key_prefix = "$prefix"
-[keys]
-dir = "$dir/keys"
-[log]
-level = "warn"
-[admin]
-listen = "127.0.0.1:$WR_ADMIN"
-token = "$TOKEN"
-# The harness's visitors all come from 127.0.0.1, standing for
-# thousands of people: the per-client limits (measured in bench/abuse.sh)
-# are off here, so this measures the sale, not the limits.
-[limits]
-max_connections_per_client = 0
-max_websockets_per_client = 0
-new_visitors = { rate = 0.0, burst = 0.0 }
-joins = { rate = 0.0, burst = 0.0 }
-max_waiting_per_client = 0
-[[queues]]
-id = "sale"
-paths = ["/api/events", "/api/holds", "/api/coupons", "/api/me"]
-free_entry = 0
-release_per_tick = $n
-tick = "$TICK"
-session = "10m"
-TOML
-  cat > "$dir/booking-core.toml" <<TOML
-[server]
-listen = "127.0.0.1:$BC_PORT"
-[database]
-url = "$PG_SERVER/$db"
-[redis]
-url = "$REDIS_URL"
-prefix = "$prefix"
-[keys]
-public_dir = "$dir/keys/public"
-[admin]
-$BC_ADMIN_LISTEN
-token = "$TOKEN"
-$BC_LOG
-[[queues]]
-id = "sale"
-all_events = true
-TOML
-  # The waiting room creates the key pair; the booking core reads the public half.
-  "$BIN/waiting-room" --config "$dir/waiting-room.toml" 2> "$dir/waiting-room.log" &
-  wr_pid=$!; PIDS+=("$wr_pid")
-  wait_http "http://127.0.0.1:$WR_PORT/wr/healthz"
-  RUST_LOG=warn "$BIN/booking-core" --config "$dir/booking-core.toml" 2> "$dir/booking-core.log" &
-  bc_pid=$!; PIDS+=("$bc_pid")
-  wait_http "http://127.0.0.1:$BC_OPS/healthz"
+  write_stack "$dir" "$prefix" "$db" "$n" "$TICK" "$LIMITS_OFF"
+  start_stack "$dir"; wr_pid=$WR_PID; bc_pid=$BC_PID
   status=PASS
   # shellcheck disable=SC2086
   "$BIN/loadtest" --proxy "http://127.0.0.1:$WR_PORT" --queue sale --arrivals "$rate/s" --duration "$DURATION" \
     --poll-share "$POLL_SHARE" --abandon-share "$ABANDON_SHARE" --max-wait 60s --drain 60s --request-timeout 30s \
-    --proxy-admin "http://127.0.0.1:$WR_ADMIN" --booking "http://127.0.0.1:$BC_PORT" --booking-admin "http://127.0.0.1:$BC_OPS" --admin-token "$TOKEN" \
+    --proxy-admin "http://127.0.0.1:$WR_ADMIN" --booking "http://127.0.0.1:$BC_PORT" --booking-admin "http://127.0.0.1:$BC_ADMIN" --admin-token "$TOKEN" \
     --database-url "$PG_SERVER/$db" --create-sale "$SEATS,$STOCK" --progress-interval 5s \
     --out "$dir/report.json" $EXTRA > "$dir/report.txt" 2> "$dir/progress.log" || status=FAIL
   # Started on schedule: at least 95% of the planned rate.

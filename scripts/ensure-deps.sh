@@ -4,7 +4,7 @@
 #
 #   scripts/ensure-deps.sh build   # toolchain pieces for `make run` (cmake)
 #   scripts/ensure-deps.sh test    # + Redis, PostgreSQL, Chromium, Node deps, Prometheus
-#   scripts/ensure-deps.sh bench   # + nginx, wrk
+#   scripts/ensure-deps.sh bench   # + nginx, wrk, gawk
 set -euo pipefail
 what="${1:-test}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -71,5 +71,6 @@ if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need nginx
   command -v wrk >/dev/null || need wrk
   command -v redis-benchmark >/dev/null || need redis-tools
+  command -v gawk >/dev/null || need gawk
 fi
 exit 0

@@ -64,14 +64,14 @@ pub async fn livez(_cx: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::json(StatusCode::OK, &Health { status: "ok", checks: Checks::new() }))
 }
 
-/// 200 when PostgreSQL (or SQLite) answers and, if Redis is configured, Redis
-/// answers; 503 otherwise, or while shutting down. Each check is bounded, so
-/// the answer comes within 500 ms whatever the dependencies do. While Redis is
-/// down the service still serves (claims are decided by the database alone),
-/// but this instance reports it so operators see it.
+/// 200 when PostgreSQL (or SQLite) answers: `status` `ok`, or `degraded`
+/// while Redis (if configured) does not — the service still serves then
+/// (claims are decided by the database alone), and `checks` says so. 503
+/// when the database does not answer, or while shutting down. Each check is
+/// bounded, so the answer comes within 500 ms whatever the dependencies do.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready: every dependency answers", body = Health),
+        (status = 200, description = "Ready: the database answers (`degraded` while Redis does not)", body = Health),
         Errors<(BodyRead, Readiness)>,
     )
 )]
@@ -105,16 +105,21 @@ pub async fn readyz(cx: &Ctx) -> Result<Reply, Failure> {
     if let Some(redis) = redis {
         checks.insert("redis", redis.err().unwrap_or("ok"));
     }
-    if checks.values().any(|state| *state != "ok") {
+    // Without the database nothing is served. Without Redis everything is
+    // (claims are decided by the database alone): still ready, `degraded` —
+    // every instance shares one Redis, so a 503 here would take them all
+    // out of rotation at once.
+    if checks.get("database") != Some(&"ok") {
         return Err(NotReady::Dependencies(checks).into());
     }
-    Ok(Reply::json(StatusCode::OK, &Health { status: "ok", checks }))
+    let status = if checks.values().all(|state| *state == "ok") { "ok" } else { "degraded" };
+    Ok(Reply::json(StatusCode::OK, &Health { status, checks }))
 }
 
 /// The same check as `/readyz` (kept for existing probes).
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses(
-        (status = 200, description = "Ready: every dependency answers (as `/readyz`)", body = Health),
+        (status = 200, description = "Ready (as `/readyz`)", body = Health),
         Errors<(BodyRead, Readiness)>,
     )
 )]
@@ -129,10 +134,11 @@ async fn bounded(check: impl Future<Output = Result<(), &'static str>>) -> Resul
 /// Body of `GET /livez`, `/readyz` and `/healthz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok`; from `/readyz`, `degraded` while Redis does not answer.
     #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
-    /// Each dependency checked (`database`, and `redis` when configured): `ok`.
+    /// Each dependency checked (`database`, and `redis` when configured): `ok`,
+    /// `failed`, `timeout` or `circuit open`.
     /// Empty for `/livez`.
     #[schema(value_type = Object, example = json!({"database": "ok", "redis": "ok"}))]
     pub checks: Checks,

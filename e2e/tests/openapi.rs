@@ -348,7 +348,9 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     // ---- The queue API.
     let get = |api: &Api, path: &str| api.req(Method::GET, path);
     let post = |api: &Api, path: &str| api.req(Method::POST, path);
-    wr.call(get(&wr, "/wr/healthz")).await;
+    for path in ["/wr/healthz", "/wr/livez", "/wr/readyz"] {
+        assert_eq!(wr.call(get(&wr, path)).await.status, 200, "{path}");
+    }
     wr.call(get(&wr, "/wr/openapi.json")).await;
     let mut tokens = Vec::new();
     let mut visitors = Vec::new();
@@ -453,11 +455,11 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     for path in ["/api/openapi.json", "/api/events", "/api/me/bookings", "/api/me/coupons"] {
         assert!((200..300).contains(&bc.call(bearer(get(&bc, path), &token_a)).await.status), "{path}");
     }
-    for path in ["/healthz", "/metrics", "/admin/openapi.json"] {
+    for path in ["/healthz", "/livez", "/readyz", "/metrics", "/admin/openapi.json"] {
         assert_eq!(ops.call(get(&ops, path)).await.status, 200, "{path}");
     }
     // Operator routes do not exist on the public listener, whatever the credentials.
-    for path in ["/healthz", "/metrics", "/admin/stats", "/admin/openapi.json"] {
+    for path in ["/healthz", "/livez", "/readyz", "/metrics", "/admin/stats", "/admin/openapi.json"] {
         assert_eq!(bc.call(admin(get(&bc, path))).await.status, 404, "{path}");
     }
     let e = format!("/api/events/{event}");

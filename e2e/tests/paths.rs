@@ -96,7 +96,7 @@ fn segment() -> impl Strategy<Value = &'static str> {
         3 => prop_oneof![Just("1"), Just("2"), Just("01"), Just("+1"), Just("%31"), Just("1%00"), Just("0x1"), Just("1.0")],
         2 => prop_oneof![Just("seats"), Just("confirm"), Just("claims"), Just("bookings"), Just("popular"), Just("abc")],
         2 => prop_oneof![Just(""), Just("."), Just(".."), Just("%2e"), Just("%2F"), Just("%2f"), Just("\\"), Just(";")],
-        1 => prop_oneof![Just("metrics"), Just("admin"), Just("healthz"), Just("stats"), Just("%61pi"), Just("%65vents")],
+        1 => prop_oneof![Just("metrics"), Just("admin"), Just("healthz"), Just("livez"), Just("readyz"), Just("stats"), Just("%61pi"), Just("%65vents")],
     ]
 }
 

@@ -188,7 +188,7 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
     }
 
     // 2. Join.
-    let (mut standing, cookie) = join(ctx, plan, rec, Instant::now()).await?;
+    let (mut standing, cookie) = join(ctx, plan, rec, Instant::now(), "").await?;
     let joined = Instant::now();
     let ready = if standing["status"] == "READY" {
         rec.free_entry = true;
@@ -247,9 +247,18 @@ const JOIN_ATTEMPTS: u32 = 8;
 /// The longest `Retry-After` the harness waits out.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
-/// `POST /wr/{q}/join`; returns the answer and the `wr_visitor` cookie. A 428
-/// is answered with the solved challenge, a 429 waited out, as a browser does.
-async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant) -> Result<(Value, String), Failed> {
+/// `POST /wr/{q}/join` with the visitor's cookies so far (`""` for a new
+/// visitor); returns the answer and the cookies after it (`wr_visitor` and
+/// the queue ticket, which puts the visitor back at their place should the
+/// queue's store lose the line). A 428 is answered with the solved challenge,
+/// a 429 waited out, as a browser does.
+async fn join(
+    ctx: &Ctx,
+    plan: &Plan,
+    rec: &mut VisitorRecord,
+    intended: Instant,
+    cookies: &str,
+) -> Result<(Value, String), Failed> {
     let client = ctx.net.client(plan.index);
     let url = ctx.url(&format!("/wr/{}/join", ctx.args.queue));
     let mut intended = intended;
@@ -258,6 +267,9 @@ async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant
     let (a, sent) = loop {
         let sent = Instant::now();
         let mut request = client.post(&url);
+        if !cookies.is_empty() {
+            request = request.header("cookie", cookies);
+        }
         if let Some(b) = &body {
             request = request.json(b);
         }
@@ -293,15 +305,7 @@ async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant
         intended = Instant::now();
     };
     let received = Instant::now();
-    let cookie = a
-        .headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .find(|v| v.trim_start().starts_with("wr_visitor="))
-        .map(|v| v.trim().to_owned())
-        .unwrap_or_default();
+    let cookie = merge_cookies(cookies, a.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()));
     let m = a.json();
     match m["status"].as_str() {
         Some("READY") | Some("WAITING") => {}
@@ -310,7 +314,7 @@ async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant
             return Err("join:unexpected_answer".into());
         }
     }
-    if cookie.is_empty() && m["status"] == "WAITING" {
+    if !cookie.split("; ").any(|c| c.starts_with("wr_visitor=")) && m["status"] == "WAITING" {
         ctx.metrics.error(Step::Join, "no_visitor_cookie", None);
         return Err("join:no_visitor_cookie".into());
     }
@@ -322,6 +326,21 @@ async fn join(ctx: &Ctx, plan: &Plan, rec: &mut VisitorRecord, intended: Instant
         rec.saw_position(p);
     }
     Ok((m, cookie))
+}
+
+/// The `Cookie` header after a join: `sent` with the visitor and ticket
+/// cookies of the answer's `Set-Cookie` values replacing theirs.
+fn merge_cookies<'a>(sent: &str, set: impl Iterator<Item = &'a str>) -> String {
+    let mut pairs: Vec<(String, String)> =
+        sent.split(';').filter_map(|p| p.trim().split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    for value in set {
+        let Some((k, v)) = value.split(';').next().and_then(|p| p.trim().split_once('=')) else { continue };
+        if k == "wr_visitor" || k.starts_with("wr_ticket_") {
+            pairs.retain(|(name, _)| name != k);
+            pairs.push((k.to_owned(), v.to_owned()));
+        }
+    }
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
 }
 
 /// How waiting ended.
@@ -400,7 +419,8 @@ async fn wait_on_socket(
                 }
                 last = m;
             }
-            // NOT_IN_QUEUE or garbage: polling rejoins.
+            // NOT_IN_QUEUE (the place lapsed, or the store lost the line) or
+            // garbage: polling rejoins, with the queue ticket.
             _ => break Waited::Fallback(m),
         }
     };
@@ -433,10 +453,8 @@ async fn wait_polling(
                 // Lost the place (or never had one): join again, at the back.
                 rec.rejoined = true;
                 rec.last_position = None;
-                let (m, c) = join(ctx, plan, rec, Instant::now()).await?;
-                if !c.is_empty() {
-                    cookie = c;
-                }
+                let (m, c) = join(ctx, plan, rec, Instant::now(), &cookie).await?;
+                cookie = c;
                 standing = m;
                 continue;
             }
@@ -589,6 +607,14 @@ mod tests {
         assert_eq!(epoch_ms("1970-01-01T00:00:01.250Z"), Some(1250));
         assert_eq!(epoch_ms("2026-11-21T13:33:00Z"), Some(1_795_267_980_000));
         assert_eq!(epoch_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn a_join_keeps_the_visitor_and_ticket_cookies_and_replaces_old_ones() {
+        let set = ["wr_visitor=v2; Path=/; HttpOnly", "wr_ticket_q=t2; Path=/wr/q; HttpOnly", "other=x; Path=/"];
+        assert_eq!(merge_cookies("wr_visitor=v1; wr_ticket_q=t1", set.into_iter()), "wr_visitor=v2; wr_ticket_q=t2");
+        assert_eq!(merge_cookies("", ["wr_visitor=v; Path=/"].into_iter()), "wr_visitor=v");
+        assert_eq!(merge_cookies("wr_visitor=v", std::iter::empty()), "wr_visitor=v");
     }
 
     #[test]

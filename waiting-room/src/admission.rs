@@ -21,6 +21,7 @@ use crate::metrics::METRICS;
 use crate::push;
 use crate::queues::Queue;
 use crate::state::State;
+use crate::store::breaker::Breaker;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{QueueStore, Release};
@@ -45,10 +46,10 @@ impl AdmissionService {
             Backend::Redis => {
                 let mut backoff = Duration::from_millis(100);
                 loop {
-                    match RedisStore::connect(&self.store.redis_url, &self.store.key_prefix).await {
+                    match RedisStore::connect_with(&self.store.redis_url, &self.store.key_prefix, &self.store).await {
                         Ok(store) => {
                             tracing::info!(url = %self.store.redis_url, "connected to Redis");
-                            return Some(Arc::new(store));
+                            return Some(Arc::new(Breaker::new(Arc::new(store))));
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot connect to Redis yet; retrying"),
                     }
@@ -119,11 +120,29 @@ pub fn observe(queue: &Queue, r: &Release) {
     METRICS.eta.with_label_values(&[id]).set(i64::try_from(eta).unwrap_or(i64::MAX));
 }
 
+/// The line's epoch as the store reports it: on a new one (the store lost
+/// the line) tick tracking starts again and every socket hears its standing.
+fn epoch_seen(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) {
+    if push::on_epoch(state, queue, epoch) {
+        queue.estimate.restart();
+        let (state, queue2) = (state.clone(), queue.clone());
+        tokio::spawn(async move { control::restore(&state, &queue2).await });
+        METRICS.store_epochs.with_label_values(&[queue.id()]).inc();
+        tracing::warn!(
+            queue = queue.id(),
+            epoch = %crate::store::redis::epoch_id(epoch),
+            "the queue store lost the line (new epoch): visitors rejoin with their queue tickets"
+        );
+    }
+}
+
 async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
     loop {
         let params = queue.params();
         let started = Instant::now();
-        let pause = match store.release(queue.id(), &params).await {
+        let released = store.release(queue.id(), &params).await;
+        crate::degraded::observe(&state, &queue);
+        let pause = match released {
             Ok(r) => {
                 if r.ticked {
                     METRICS.tick_duration.with_label_values(&[queue.id()]).observe(started.elapsed().as_secs_f64());
@@ -136,6 +155,7 @@ async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>
                         "tick"
                     );
                 }
+                epoch_seen(&state, &queue, r.epoch);
                 observe(&queue, &r);
                 // Also when another instance ticked and this call only saw the
                 // tick number move: the fan-out happens once per tick anyway.
@@ -192,6 +212,13 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
                         }
                         continue;
                     }
+                    // "epoch <id> <tick>", just before each tick message.
+                    if let Some(rest) = payload.strip_prefix("epoch ") {
+                        if let Some(epoch) = rest.split(' ').next().and_then(|e| u64::from_str_radix(e, 16).ok()) {
+                            epoch_seen(&state, queue, epoch);
+                        }
+                        continue;
+                    }
                     // "pressure <tick> <joined>": edge-only instances learn the difficulty here.
                     if let Some(rest) = payload.strip_prefix("pressure ") {
                         if let Some(joined) = rest.split(' ').nth(1).and_then(|j| j.parse().ok()) {
@@ -213,7 +240,9 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
             Err(e) => tracing::warn!(error = %e, "cannot subscribe to tick messages; retrying"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        // At most a second: ticks of other instances are what this
+        // subscription is for, and a restarted Redis should be heard soon.
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

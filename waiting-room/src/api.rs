@@ -43,8 +43,12 @@ pub const MAX_BODY: usize = 4096;
 /// A route under `/wr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route<'a> {
-    /// `/wr/healthz`
+    /// `/wr/healthz` (the same as `/wr/readyz`)
     Health,
+    /// `/wr/livez`
+    Live,
+    /// `/wr/readyz`
+    Ready,
     /// `/wr/openapi.json`
     OpenApi,
     /// `/wr/{q}`
@@ -64,6 +68,8 @@ impl Route<'_> {
     pub fn name(&self) -> &'static str {
         match self {
             Route::Health => "healthz",
+            Route::Live => "livez",
+            Route::Ready => "readyz",
             Route::OpenApi => "openapi",
             Route::Page(_) => "page",
             Route::Join(_) => "join",
@@ -80,6 +86,8 @@ pub fn route(path: &str) -> Route<'_> {
     let mut parts = rest.strip_prefix('/').unwrap_or(rest).split('/');
     match (parts.next(), parts.next(), parts.next()) {
         (Some("healthz"), None, None) => Route::Health,
+        (Some("livez"), None, None) => Route::Live,
+        (Some("readyz"), None, None) => Route::Ready,
         // Not a queue id: ids are letters, digits, `-` and `_`.
         (Some("openapi.json"), None, None) => Route::OpenApi,
         (Some(q), None, None) if !q.is_empty() => Route::Page(q),
@@ -128,12 +136,17 @@ pub struct StatusMessage {
     /// it with `POST join_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeBody>,
+    /// The queue ticket of this place (WAITING, in the answer to a join; also
+    /// set as cookie `wr_ticket_<queue>`): should the queue store lose the
+    /// line, joining again with it restores the place by its original order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
-/// Body of `GET /wr/healthz`.
+/// Body of `GET /wr/livez`, `/wr/readyz` and `/wr/healthz`.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// Always `ok`.
+    /// `ok`; from readiness `degraded` while the queue store does not answer.
     #[schema(value_type = String, example = "ok")]
     pub status: &'static str,
 }
@@ -157,6 +170,7 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         entry: None,
         join_url: None,
         challenge: None,
+        ticket: None,
     };
     match standing {
         Standing::Waiting { position, waiting } => {
@@ -228,7 +242,19 @@ pub(crate) fn malformed_body() -> Reply {
 
 /// Reply to a standing: the message as JSON, plus the entry cookie when READY.
 fn standing_reply(state: &State, queue: &Queue, visitor: VisitorId, standing: Standing) -> Reply {
-    let m = message(state, queue, visitor, standing, now_ms());
+    standing_reply_with(state, queue, visitor, standing, None)
+}
+
+/// [`standing_reply`] carrying a join's queue ticket.
+fn standing_reply_with(
+    state: &State,
+    queue: &Queue,
+    visitor: VisitorId,
+    standing: Standing,
+    ticket: Option<String>,
+) -> Reply {
+    let mut m = message(state, queue, visitor, standing, now_ms());
+    m.ticket = ticket;
     let cookie =
         m.entry.as_ref().map(|e| set_cookie(shared::ENTRY_COOKIE, &e.token, Some(e.max_age), state.cookie_secure));
     let mut reply = Reply::json(200, &m).no_store();
@@ -263,6 +289,8 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
 pub async fn handle(state: &State, session: &mut Session, route: Route<'_>) -> Reply {
     match route {
         Route::Health => healthz(state, session).await,
+        Route::Live => livez(session),
+        Route::Ready => readyz(state, session).await,
         Route::OpenApi => openapi(session),
         Route::Page(q) => page(state, session, q).await,
         Route::Join(q) => join(state, session, q).await,
@@ -300,21 +328,84 @@ async fn prepare(
     Ok((queue, store.clone(), body))
 }
 
-/// Whether the queue store answers.
+/// Longest a readiness answer takes, whatever the store does: a load
+/// balancer's health check must not time out on a frozen Redis.
+pub const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(400);
+
+/// Whether the queue store answers (and this instance is not shutting down):
+/// for a check that wants to know about the store. Answered within 400 ms
+/// whatever the store does.
 #[utoipa::path(get, path = "/wr/healthz", tag = "queue",
     responses(
         (status = 200, description = "The queue store answers", body = Health),
-        (status = 503, response = crate::openapi::StoreDown),
+        (status = 503, response = crate::openapi::NotReady),
     )
 )]
 pub async fn healthz(state: &State, session: &Session) -> Reply {
+    if let Some(refused) = not_a_health_check(state, session) {
+        return refused;
+    }
+    if store_answers(state).await {
+        Reply::json(200, &Health { status: "ok" }).no_store()
+    } else {
+        store_down().no_store()
+    }
+}
+
+/// Liveness: the process serves HTTP. Never asks the queue store, so a
+/// store outage never gets a healthy proxy restarted.
+#[utoipa::path(get, path = "/wr/livez", tag = "queue",
+    responses((status = 200, description = "The process is alive", body = Health))
+)]
+pub fn livez(session: &Session) -> Reply {
     if !is_get(session) {
         return method_not_allowed("GET, HEAD");
     }
-    match state.store() {
-        Some(s) if s.ping().await.is_ok() => Reply::json(200, &Health { status: "ok" }).no_store(),
-        _ => store_down().no_store(),
+    Reply::json(200, &Health { status: "ok" }).no_store()
+}
+
+/// Readiness: send this instance traffic. 503 only while it shuts down
+/// (a deploy drains it). With the queue store down it still serves —
+/// admitted visitors pass the gate without the store, the queue page and
+/// API answer (503 to joins, or the open door) — so it stays ready,
+/// `degraded`: every instance shares the store, and taking them all out of
+/// rotation would take the whole site down. Answered within 400 ms.
+#[utoipa::path(get, path = "/wr/readyz", tag = "queue",
+    responses(
+        (status = 200, description = "Ready: `ok`, or `degraded` while the queue store does not answer", body = Health),
+        (status = 503, response = crate::openapi::Draining),
+    )
+)]
+pub async fn readyz(state: &State, session: &Session) -> Reply {
+    if let Some(refused) = not_a_health_check(state, session) {
+        return refused;
     }
+    let status = if store_answers(state).await { "ok" } else { "degraded" };
+    Reply::json(200, &Health { status }).no_store()
+}
+
+/// What both store-aware checks answer before asking the store: 405 to a
+/// method other than GET/HEAD, 503 while the instance drains.
+fn not_a_health_check(state: &State, session: &Session) -> Option<Reply> {
+    if !is_get(session) {
+        return Some(method_not_allowed("GET, HEAD"));
+    }
+    state.drain.is_draining().then(|| draining().no_store())
+}
+
+/// Does the store answer within [`READY_WITHIN`]? A store known to be down
+/// (its circuit breaker open) is not even asked.
+async fn store_answers(state: &State) -> bool {
+    match state.store() {
+        Some(s) if !s.known_down() => tokio::time::timeout(READY_WITHIN, s.ping()).await.is_ok_and(|r| r.is_ok()),
+        _ => false,
+    }
+}
+
+/// 503 while this instance shuts down (`Retry-After`: another instance
+/// will answer).
+pub(crate) fn draining() -> Reply {
+    Reply::error(503, "this instance is shutting down; connect again to reach another").header("retry-after", "1")
 }
 
 /// This document.
@@ -389,7 +480,7 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
         reply = reply
             .header("set-cookie", set_cookie(shared::ENTRY_COOKIE, &e.token, Some(e.max_age), state.cookie_secure));
     }
-    if let Some(c) = joined.set_cookie {
+    for c in joined.set_cookies(queue.id(), state.cookie_secure) {
         reply = reply.header("set-cookie", c);
     }
     reply
@@ -438,17 +529,19 @@ pub async fn join(state: &State, session: &mut Session, q: &str) -> Reply {
                 JoinKind::Joined => "waiting",
                 JoinKind::FreeEntry => "free_entry",
                 JoinKind::Rejoined => "rejoined",
+                JoinKind::Restored => "restored",
+                JoinKind::OpenDoor => "store_down",
                 _ => "existing",
             };
             METRICS.joins.with_label_values(&[queue.id(), outcome]).inc();
             if joined.kind == JoinKind::FreeEntry {
                 METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
             }
-            let reply = standing_reply(state, &queue, joined.visitor, joined.standing);
-            match joined.set_cookie {
-                Some(c) => reply.header("set-cookie", c),
-                None => reply,
+            let mut reply = standing_reply_with(state, &queue, joined.visitor, joined.standing, joined.ticket.clone());
+            for c in joined.set_cookies(queue.id(), state.cookie_secure) {
+                reply = reply.header("set-cookie", c);
             }
+            reply
         }
         Err(refusal) => refusal.reply(queue.id()),
     }

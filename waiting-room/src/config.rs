@@ -122,7 +122,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"].map(String::from).to_vec(),
-            deny_paths: ["/metrics", "/healthz", "/admin"].map(String::from).to_vec(),
+            deny_paths: ["/metrics", "/healthz", "/livez", "/readyz", "/admin"].map(String::from).to_vec(),
             allowed_origins: Vec::new(),
         }
     }
@@ -265,11 +265,27 @@ pub struct StoreConfig {
     /// Prefix of every Redis key (`{<prefix>:<queue>}:line`); lets several
     /// deployments or tests share one Redis.
     pub key_prefix: String,
+    /// How long connecting to Redis may take.
+    #[serde(with = "config::duration")]
+    pub connect_timeout: Duration,
+    /// How long one Redis call may take before it counts as failed (joins
+    /// and polls wait at most this, then get a 503).
+    #[serde(with = "config::duration")]
+    pub response_timeout: Duration,
+    /// Times a failed Redis call is retried on a new connection.
+    pub retries: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { backend: Backend::Memory, redis_url: "redis://127.0.0.1:6379".into(), key_prefix: "wr".into() }
+        StoreConfig {
+            backend: Backend::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "wr".into(),
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_millis(250),
+            retries: 1,
+        }
     }
 }
 
@@ -350,6 +366,30 @@ pub struct QueueConfig {
     /// How long an issued challenge may be answered.
     #[serde(with = "config::duration", default = "default_challenge_ttl")]
     pub challenge_ttl: Duration,
+    /// What visitors meet while the queue store is down (see `degraded.rs`):
+    /// `closed` (joins answer 503; tokens already issued keep working) or
+    /// `open` (visitors are let through at this queue's release rate per
+    /// instance, each with a session of `store_down_session`).
+    #[serde(default)]
+    pub on_store_down: StoreDownPolicy,
+    /// The session of a visitor let through while the store is down.
+    #[serde(with = "config::duration", default = "default_store_down_session")]
+    pub store_down_session: Duration,
+}
+
+/// `on_store_down`: the queue's policy while its store is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreDownPolicy {
+    /// Nobody new gets in.
+    #[default]
+    Closed,
+    /// Visitors get in at the release rate, with a short session.
+    Open,
+}
+
+fn default_store_down_session() -> Duration {
+    Duration::from_secs(120)
 }
 
 /// Whether a queue asks for a proof of work before it grants a new place.
@@ -401,6 +441,9 @@ impl QueueConfig {
         }
         if self.challenge_ttl < Duration::from_secs(10) || self.challenge_ttl > Duration::from_secs(3600) {
             return Err(ConfigError::new(format!("{at}.challenge_ttl"), "expected between 10s and 1h"));
+        }
+        if self.store_down_session < Duration::from_secs(10) || self.store_down_session > Duration::from_secs(3600) {
+            return Err(ConfigError::new(format!("{at}.store_down_session"), "expected between 10s and 1h"));
         }
         Ok(())
     }
@@ -496,6 +539,19 @@ impl Config {
                 format!("expected a redis:// or rediss:// URL, got {:?}", self.store.redis_url),
             ));
         }
+        if self.store.connect_timeout < Duration::from_millis(10)
+            || self.store.connect_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new("store.connect_timeout", "expected between 10ms and 60s"));
+        }
+        if self.store.response_timeout < Duration::from_millis(10)
+            || self.store.response_timeout > Duration::from_secs(60)
+        {
+            return Err(ConfigError::new("store.response_timeout", "expected between 10ms and 60s"));
+        }
+        if self.store.retries > 10 {
+            return Err(ConfigError::new("store.retries", "expected at most 10"));
+        }
         if !valid_id(&self.store.key_prefix) {
             return Err(ConfigError::new("store.key_prefix", "expected 1-64 characters from A-Z a-z 0-9 _ -"));
         }
@@ -540,6 +596,9 @@ impl Config {
                     key("id"),
                     format!("expected 1-64 characters from A-Z a-z 0-9 _ -, got {:?}", q.id),
                 ));
+            }
+            if ["healthz", "livez", "readyz"].contains(&q.id.as_str()) {
+                return Err(ConfigError::new(key("id"), format!("{:?} is the name of an endpoint under /wr", q.id)));
             }
             if let Some(j) = self.queues[..i].iter().position(|o| o.id == q.id) {
                 return Err(ConfigError::new(key("id"), format!("{:?} is already the id of queues[{j}]", q.id)));

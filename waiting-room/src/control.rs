@@ -62,6 +62,28 @@ pub async fn change(
     Ok(saved)
 }
 
+/// The store lost the line, and the live settings with it: count versions
+/// from 0 again, and write back the settings this instance runs with (all
+/// instances ran the same), so the operator's last change — a pause, a new
+/// rate — outlives the loss and later instances pick it up.
+pub async fn restore(state: &Arc<State>, queue: &Arc<Queue>) {
+    queue.forget_settings_version();
+    let Some(store) = state.store() else { return };
+    let saved = match store.load_settings(queue.id()).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => store.save_settings(queue.id(), &queue.settings()).await,
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(s) => {
+            queue.apply(&s);
+        }
+        Err(e) => {
+            tracing::warn!(queue = queue.id(), error = %e, "cannot restore the live settings; the next sync will")
+        }
+    }
+}
+
 /// Pick up settings another instance saved (a pub/sub message, or the
 /// periodic check). Returns whether anything changed here.
 pub async fn sync(state: &Arc<State>, queue: &Arc<Queue>) -> bool {

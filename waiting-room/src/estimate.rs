@@ -50,6 +50,12 @@ impl Estimator {
         s.last_tick_ms = now_ms;
     }
 
+    /// The tick count started again (the store lost the line): take the next
+    /// ticks for new. The measured rate stays: admission runs as before.
+    pub fn restart(&self) {
+        self.inner.lock().last_tick = 0;
+    }
+
     /// Measured admissions per second, if known.
     pub fn rate(&self) -> Option<f64> {
         self.inner.lock().rate

@@ -126,6 +126,17 @@ pub fn set_cookie(name: &str, value: &str, max_age_secs: Option<i64>, secure: bo
     c
 }
 
+/// The value of cookie `name` in each `Cookie` header of the request.
+pub fn cookie_values<'a>(session: &'a Session, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    session
+        .req_header()
+        .headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .filter_map(move |h| shared::cookie_value(h, name))
+}
+
 /// A header of the request as text, if present and valid UTF-8.
 pub fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())

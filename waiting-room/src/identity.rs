@@ -5,24 +5,20 @@
 //! place (see [`crate::join`]); a malformed cookie is never an error.
 
 use pingora::prelude::Session;
+use shared::VISITOR_COOKIE;
 use shared::visitor::{CookieSigner, VisitorId};
-use shared::{VISITOR_COOKIE, cookie_value};
 
 use crate::http::set_cookie;
 
 /// The visitor id from the request's cookie, if it verifies.
 pub fn existing(session: &Session, cookies: &CookieSigner) -> Option<VisitorId> {
-    session
-        .req_header()
-        .headers
-        .get_all("cookie")
-        .iter()
-        .filter_map(|h| h.to_str().ok())
-        .find_map(|h| cookie_value(h, VISITOR_COOKIE).and_then(|v| cookies.verify(v)))
+    crate::http::cookie_values(session, VISITOR_COOKIE).find_map(|v| cookies.verify(v))
 }
 
 /// A fresh visitor id and the `Set-Cookie` value carrying it. Only
-/// [`crate::join`] calls this, within the client's new-visitor budget.
+/// [`crate::join`] calls this, within the client's new-visitor budget, and
+/// the open door of a queue whose store is down (`crate::degraded`), within
+/// its allowance.
 pub fn mint(cookies: &CookieSigner, secure: bool) -> (VisitorId, String) {
     let visitor = VisitorId::random();
     // A year: the id only holds a place while the visitor waits.

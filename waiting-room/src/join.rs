@@ -30,7 +30,7 @@ use crate::limits::{Rate, Refused, retry_after_secs};
 use crate::metrics::METRICS;
 use crate::queues::Queue;
 use crate::state::{State, now_ms};
-use crate::store::{JoinChecks, JoinKind, Proof, QueueStore, Standing};
+use crate::store::{JoinChecks, JoinKind, Place, Proof, QueueStore, Standing};
 
 /// A join that got through.
 #[derive(Debug)]
@@ -43,6 +43,16 @@ pub struct Joined {
     pub standing: Standing,
     /// What the join did.
     pub kind: JoinKind,
+    /// The queue ticket of the visitor's place (WAITING; see `ticket.rs`).
+    pub ticket: Option<String>,
+}
+
+impl Joined {
+    /// The `Set-Cookie` values of this join: a minted visitor id, the ticket.
+    pub fn set_cookies(&self, queue: &str, secure: bool) -> Vec<String> {
+        let ticket = self.ticket.as_deref().map(|t| crate::ticket::set_cookie(queue, t, secure));
+        self.set_cookie.iter().cloned().chain(ticket).collect()
+    }
 }
 
 /// Why a join was refused.
@@ -80,6 +90,8 @@ pub struct Prepared {
     client: ClientKey,
     proof: Proof,
     why: Option<&'static str>,
+    /// The visitor's verified queue ticket.
+    ticket: Option<Place>,
 }
 
 /// A challenge for `queue` at its current difficulty (counted as a refusal).
@@ -154,7 +166,9 @@ pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&
             (visitor, Some(cookie))
         }
     };
-    Ok(Prepared { visitor, set_cookie, client, proof, why })
+    // Only a visitor who brings their cookie can bring their ticket.
+    let ticket = existing.and_then(|v| state.tickets.from_request(session, queue.id(), v));
+    Ok(Prepared { visitor, set_cookie, client, proof, why, ticket })
 }
 
 impl Prepared {
@@ -166,15 +180,26 @@ impl Prepared {
             max_per_client: max,
             proof: self.proof,
             fresh: self.set_cookie.is_some(),
+            ticket: self.ticket,
         };
-        let (standing, kind) = match store.join(queue.id(), self.visitor, &queue.params(), &checks).await {
-            Ok(joined) => joined,
+        let placed = match store.join_placed(queue.id(), self.visitor, &queue.params(), &checks).await {
+            Ok(placed) => placed,
             Err(e) => {
                 tracing::warn!(error = %e, queue = queue.id(), "join failed");
                 METRICS.store_errors.with_label_values(&["join"]).inc();
-                return Err(Refusal::StoreDown);
+                return match crate::degraded::let_in(state, queue) {
+                    Some(standing) => Ok(Joined {
+                        visitor: self.visitor,
+                        set_cookie: self.set_cookie,
+                        standing,
+                        kind: JoinKind::OpenDoor,
+                        ticket: None,
+                    }),
+                    None => Err(Refusal::StoreDown),
+                };
             }
         };
+        let (standing, kind) = (placed.standing, placed.kind);
         match kind {
             JoinKind::ClientFull => {
                 Refused::ClientPlaces.count();
@@ -192,8 +217,14 @@ impl Prepared {
             JoinKind::ChallengeSpent => {
                 Err(challenge(state, queue, Some("that challenge was already used for a place; each is good for one")))
             }
-            JoinKind::Joined | JoinKind::Existing | JoinKind::FreeEntry | JoinKind::Rejoined => {
-                Ok(Joined { visitor: self.visitor, set_cookie: self.set_cookie, standing, kind })
+            JoinKind::Joined
+            | JoinKind::Existing
+            | JoinKind::FreeEntry
+            | JoinKind::Rejoined
+            | JoinKind::Restored
+            | JoinKind::OpenDoor => {
+                let ticket = placed.place.map(|p| state.tickets.sign(queue.id(), self.visitor, p));
+                Ok(Joined { visitor: self.visitor, set_cookie: self.set_cookie, standing, kind, ticket })
             }
         }
     }

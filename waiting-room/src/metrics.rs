@@ -71,6 +71,12 @@ pub struct Metrics {
     /// `waiting_room_refused_total{reason}`: clients refused by a limit or a
     /// rule of the edge (see [`crate::limits::Refused`])
     pub refused: IntCounterVec,
+    /// `waiting_room_store_epochs_total{queue}`: new epochs of a line seen by
+    /// this instance (the store lost the line)
+    pub store_epochs: IntCounterVec,
+    /// `waiting_room_queue_mode{queue,mode}`: 1 for the mode each queue is in
+    /// (`normal`; with the store down, `closed` or `open`, see `degraded.rs`)
+    pub queue_mode: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -119,7 +125,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     joins: counter("waiting_room_joins_total", "Join requests by outcome.", &["queue", "outcome"]),
     admissions: counter(
         "waiting_room_admissions_total",
-        "Visitors admitted, by tick release or free entry.",
+        "Visitors admitted: by a tick's release, free entry, or with the store down (on_store_down = open).",
         &["queue", "via"],
     ),
     abandoned: counter(
@@ -212,6 +218,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     eta: gauge(
         "waiting_room_eta_seconds",
         "Wait estimate for a visitor joining the back of the line now (0 when nobody waits).",
+        &["queue"],
+    ),
+    queue_mode: gauge(
+        "waiting_room_queue_mode",
+        "1 for the mode each queue is in: normal, or with the queue store down closed or open (on_store_down).",
+        &["queue", "mode"],
+    ),
+    store_epochs: counter(
+        "waiting_room_store_epochs_total",
+        "Times this instance saw a queue's line in the store start a new epoch (the store lost the line).",
         &["queue"],
     ),
     sessions_ended: counter(

@@ -59,7 +59,7 @@ another method 405 with `Allow` (`components.responses.MethodNotAllowed`). Every
 #[derive(OpenApi)]
 #[openapi(
     info(title = "waiting-room", description = DESCRIPTION),
-    paths(api::healthz, api::page, api::join, api::status, api::socket, api::openapi),
+    paths(api::healthz, api::livez, api::readyz, api::page, api::join, api::status, api::socket, api::openapi),
     components(
         schemas(Problem),
         responses(
@@ -73,7 +73,9 @@ another method 405 with `Allow` (`components.responses.MethodNotAllowed`). Every
             MethodNotAllowed,
             ChallengeRequired,
             OverLimit,
-            HeadTooLarge
+            HeadTooLarge,
+            NotReady,
+            Draining
         )
     ),
     tags((name = "queue", description = "The queue API of the waiting room."))
@@ -96,6 +98,8 @@ pub fn operation(route: &Route<'_>) -> Option<(Vec<HttpMethod>, String)> {
     }
     match route {
         Route::Health => of::<api::__path_healthz>(),
+        Route::Live => of::<api::__path_livez>(),
+        Route::Ready => of::<api::__path_readyz>(),
         Route::OpenApi => of::<api::__path_openapi>(),
         Route::Page(_) => of::<api::__path_page>(),
         Route::Join(_) => of::<api::__path_join>(),
@@ -224,6 +228,21 @@ problem_response!(
 );
 
 problem_response!(
+    /// 503: this instance is shutting down.
+    Draining,
+    "This instance is shutting down (a deploy); connect again to reach another:\n",
+    [("draining", api::draining())]
+);
+
+problem_response!(
+    /// 503: not ready: the queue store does not answer, or the instance is shutting down.
+    NotReady,
+    "Not ready: the queue store (Redis) is not answering, or this instance is shutting down; retry after \
+     `Retry-After` seconds (another instance may answer at once):\n",
+    [("store_down", api::store_down()), ("draining", api::draining())]
+);
+
+problem_response!(
     /// 426: a plain request to the WebSocket endpoint.
     NotAnUpgrade,
     "Not a WebSocket upgrade (or over HTTP/2); the answer carries `Upgrade: websocket`:\n",
@@ -296,6 +315,8 @@ mod tests {
         let mut seen = Vec::new();
         for (concrete, route) in [
             ("/wr/healthz", Route::Health),
+            ("/wr/livez", Route::Live),
+            ("/wr/readyz", Route::Ready),
             ("/wr/openapi.json", Route::OpenApi),
             ("/wr/sale", Route::Page("sale")),
             ("/wr/sale/join", Route::Join("sale")),

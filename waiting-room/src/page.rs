@@ -283,6 +283,7 @@ mod tests {
             entry: None,
             join_url: None,
             challenge: None,
+            ticket: None,
         }
     }
 
@@ -303,6 +304,7 @@ mod tests {
             }),
             join_url: None,
             challenge: None,
+            ticket: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct Ctx {
     tried: Vec<SocketAddr>,
     /// The upstream's response head has arrived.
     answered: bool,
+    /// Let in with the store down (`degraded.rs`): the token minted for the
+    /// upstream, and the cookies the response sets.
+    let_in: Option<(String, Vec<String>)>,
 }
 
 /// The `ProxyHttp` implementation.
@@ -105,6 +108,26 @@ fn hex_id() -> String {
 
 fn wants_html(session: &Session) -> bool {
     header_str(session, "accept").is_some_and(|a| a.contains("text/html"))
+}
+
+impl WaitingRoom {
+    /// A request without a valid token while the store is down, to a queue
+    /// that is `on_store_down = "open"`: the visitor (their cookie's, or a
+    /// new one) and the token and cookies that let them in, if this
+    /// instance's allowance has room.
+    fn open_door(&self, session: &Session, queue_id: &str) -> Option<(String, (String, Vec<String>))> {
+        let queue = self.state.queues.by_id(queue_id)?;
+        let standing = crate::degraded::let_in(&self.state, queue)?;
+        let (visitor, minted) = match crate::identity::existing(session, &self.state.keys.cookies) {
+            Some(v) => (v, None),
+            None => {
+                let (v, cookie) = crate::identity::mint(&self.state.keys.cookies, self.state.cookie_secure);
+                (v, Some(cookie))
+            }
+        };
+        let (token, cookie) = crate::degraded::token_for(&self.state, queue, visitor, standing)?;
+        Some((visitor.to_string(), (token, minted.into_iter().chain([cookie]).collect())))
+    }
 }
 
 fn refusal_reply(session: &Session, queue: &str, refusal: &Refusal) -> (Reply, &'static str) {
@@ -210,6 +233,15 @@ impl ProxyHttp for WaitingRoom {
                 Ok(false)
             }
             Err(refusal) => {
+                if let Some((visitor, let_in)) = self.open_door(session, &queue_id) {
+                    METRICS.gate.with_label_values(&[&queue_id, "store_down"]).inc();
+                    ctx.outcome = "store_down";
+                    ctx.visitor = Some(visitor);
+                    ctx.iat = crate::state::now_ms().div_euclid(1000);
+                    ctx.queue = Some(queue_id);
+                    ctx.let_in = Some(let_in);
+                    return Ok(false);
+                }
                 let (reply, decision) = refusal_reply(session, &queue_id, &refusal);
                 METRICS.gate.with_label_values(&[&queue_id, decision]).inc();
                 ctx.outcome = decision;
@@ -266,6 +298,10 @@ impl ProxyHttp for WaitingRoom {
         for (name, value) in added {
             upstream_request.insert_header(name, value)?;
         }
+        // Let in with the store down: the upstream checks the token too.
+        if let Some((token, _)) = &ctx.let_in {
+            upstream_request.insert_header("authorization", format!("Bearer {token}"))?;
+        }
         // The upstream sees the path the gate decided on.
         let target = match upstream_request.uri.query() {
             Some(q) => format!("{}?{q}", ctx.path),
@@ -293,6 +329,11 @@ impl ProxyHttp for WaitingRoom {
             crate::session::end(&self.state, queue, visitor, ctx.iat, why).await;
         }
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some((_, cookies)) = &ctx.let_in {
+            for c in cookies {
+                upstream_response.append_header("set-cookie", c.as_str())?;
+            }
+        }
         Ok(())
     }
 

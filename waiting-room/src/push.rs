@@ -63,6 +63,8 @@ struct QueueConns {
     conns: Mutex<HashMap<u64, Conn>>,
     /// Highest tick already fanned out.
     refreshed_tick: AtomicU64,
+    /// The line's epoch as last seen here (0: none yet).
+    epoch: AtomicU64,
     /// Serializes refreshes of this queue, so updates reach a socket in tick
     /// order. An async mutex: it is held across store calls.
     refreshing: tokio::sync::Mutex<()>,
@@ -124,6 +126,30 @@ impl Hub {
         v.sort_unstable();
         v
     }
+}
+
+/// The line's epoch, as a store answer or a tick message tells it. A new one
+/// means the store lost the line and counts ticks from 1 again: forget the
+/// ticks fanned out so far (or the sockets would hear nothing until the new
+/// count passes the old) and push every socket its standing now — a visitor
+/// whose place was lost learns it at once and joins again with their queue
+/// ticket. Returns whether the epoch changed.
+pub fn on_epoch(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) -> bool {
+    let Some(conns) = state.hub.queues.get(queue.id()) else { return false };
+    if epoch == 0 {
+        return false;
+    }
+    let seen = conns.epoch.swap(epoch, Ordering::AcqRel);
+    if seen == epoch || seen == 0 {
+        return false;
+    }
+    conns.refreshed_tick.store(0, Ordering::Release);
+    let (state, queue, conns) = (state.clone(), queue.clone(), conns.clone());
+    tokio::spawn(async move {
+        let _serial = conns.refreshing.lock().await;
+        refresh(&state, &queue, &conns, now_ms()).await;
+    });
+    true
 }
 
 /// A tick happened (here or elsewhere): fan out new standings, once per tick.

@@ -33,6 +33,9 @@ pub struct Queue {
     settings_version: AtomicU64,
     /// The challenge difficulty now, from the last tick's pressure.
     difficulty: AtomicU8,
+    /// This instance's allowance while the store is down and the queue is
+    /// `on_store_down = "open"` (see `degraded.rs`).
+    pub open_door: crate::degraded::OpenDoor,
 }
 
 impl Queue {
@@ -49,6 +52,7 @@ impl Queue {
             template: None,
             settings_version: AtomicU64::new(0),
             difficulty,
+            open_door: Default::default(),
         }
     }
 
@@ -114,6 +118,12 @@ impl Queue {
             queue_all: self.queue_all(),
             version: self.settings_version.load(Ordering::Acquire),
         }
+    }
+
+    /// The store lost the settings (see `control::restore`): versions count
+    /// from 0 again.
+    pub fn forget_settings_version(&self) {
+        self.settings_version.store(0, Ordering::Release);
     }
 
     /// Apply shared settings unless a newer version is already applied.

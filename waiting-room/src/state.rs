@@ -31,6 +31,8 @@ pub struct State {
     pub keys: KeyDir,
     /// Keys of proof-of-work challenges and client tags (from the cookie secret).
     pub challenges: crate::challenge::Keys,
+    /// Queue tickets (from the cookie secret).
+    pub tickets: crate::ticket::Tickets,
     /// Token verification with cache.
     pub gate: Gate,
     /// Mark cookies `Secure`.
@@ -56,11 +58,13 @@ impl State {
         let hub = Hub::new(queues.all().iter().map(|q| q.id()));
         let ws_ping_interval = std::time::Duration::from_secs(15);
         let challenges = crate::challenge::Keys::new(&keys.cookies);
+        let tickets = crate::ticket::Tickets::new(&keys.cookies);
         State {
             queues,
             store: OnceLock::new(),
             keys,
             challenges,
+            tickets,
             gate,
             cookie_secure,
             hub,

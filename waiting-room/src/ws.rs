@@ -95,7 +95,7 @@ async fn placeholder() -> Box<ServerSession> {
 /// Write the 101 and take the raw stream out of the session. Bytes a client
 /// sent before reading the 101 stay in Pingora's request buffer and are
 /// dropped; RFC 6455 §4.1 requires clients to wait for the response first.
-pub async fn take_over(session: &mut Session, accept: &str, set_cookie: Option<String>) -> Option<Stream> {
+pub async fn take_over(session: &mut Session, accept: &str, set_cookies: Vec<String>) -> Option<Stream> {
     if !matches!(&*session.downstream_session, ServerSession::H1(_)) {
         return None;
     }
@@ -105,7 +105,7 @@ pub async fn take_over(session: &mut Session, accept: &str, set_cookie: Option<S
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n"
     );
-    if let Some(c) = set_cookie {
+    for c in set_cookies {
         head.push_str(&format!("Set-Cookie: {c}\r\n"));
     }
     head.push_str("\r\n");
@@ -278,8 +278,9 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         }
         Err(refusal) => return Err(refusal.reply(queue.id())),
     };
-    let initial = crate::api::message(state, &queue, joined.visitor, joined.standing, now_ms());
-    match take_over(session, &accept, joined.set_cookie).await {
+    let mut initial = crate::api::message(state, &queue, joined.visitor, joined.standing, now_ms());
+    initial.ticket = joined.ticket.clone();
+    match take_over(session, &accept, joined.set_cookies(queue.id(), state.cookie_secure)).await {
         Some(stream) => {
             let held = Held { registration, budget, tracked: state.drain.track(), draining: state.drain.watch() };
             spawn(stream, held, slot, initial, state.ws_ping_interval);
@@ -304,7 +305,7 @@ async fn challenge_socket(
 ) -> Result<(), Reply> {
     let mut m = crate::api::message(state, queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue, now_ms());
     m.challenge = Some(challenge.into());
-    let Some(stream) = take_over(session, accept, None).await else {
+    let Some(stream) = take_over(session, accept, Vec::new()).await else {
         return Err(Reply::error(400, "WebSockets need HTTP/1.1"));
     };
     let text = serde_json::to_string(&m).unwrap_or_default();

@@ -224,7 +224,7 @@ impl ErrorSet for NoEvent {
 pub struct Readiness;
 impl ErrorSet for Readiness {
     fn samples() -> Vec<(&'static str, Failure)> {
-        let checks = [("database", "ok"), ("redis", "timeout")].into_iter().collect();
+        let checks = [("database", "timeout"), ("redis", "ok")].into_iter().collect();
         vec![
             ("dependency_down", NotReady::Dependencies(checks).into()),
             ("shutting_down", NotReady::ShuttingDown.into()),

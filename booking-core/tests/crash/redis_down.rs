@@ -39,7 +39,6 @@ struct Site {
 struct Timed {
     status: u16,
     body: Value,
-    retry_after: Option<String>,
     took: Duration,
 }
 
@@ -119,9 +118,8 @@ impl Site {
         let start = Instant::now();
         let r = request.send().await.unwrap();
         let status = r.status().as_u16();
-        let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
         let body = r.json::<Value>().await.unwrap_or(Value::Null);
-        Timed { status, body, retry_after, took: start.elapsed() }
+        Timed { status, body, took: start.elapsed() }
     }
 
     async fn operator(&self, path: &str) -> Timed {
@@ -133,8 +131,9 @@ impl Site {
     }
 
     /// One visitor's seat map, hold, confirm and claim, then readiness and
-    /// liveness, each asserted prompt; `ready` is the readiness expected.
-    async fn round(&mut self, seat: usize, ready: u16, slowest: &mut Slowest) {
+    /// liveness, each asserted prompt; `redis_up`: whether readiness should
+    /// see Redis (without it the service is still ready, `degraded`).
+    async fn round(&mut self, seat: usize, redis_up: bool, slowest: &mut Slowest) {
         let token = self.visitor();
         let map = self.call(self.get(&format!("/api/events/{}/seats", self.event), &token)).await;
         assert_eq!(map.status, 200, "seat map: {}", map.body);
@@ -149,11 +148,17 @@ impl Site {
         let claim = self.claim(&token).await;
         assert_eq!(claim.status, 201, "claim (the database decides without the gate): {}", claim.body);
         let readyz = self.operator("/readyz").await;
-        assert_eq!(readyz.status, ready, "readyz: {}", readyz.body);
-        if ready == 503 {
-            assert_eq!(readyz.body["checks"]["database"], "ok", "{}", readyz.body);
+        // Ready either way: everything is served without Redis, and taking
+        // every instance out of rotation for a shared Redis would take the
+        // site down. The body says what is missing.
+        assert_eq!(readyz.status, 200, "readyz: {}", readyz.body);
+        assert_eq!(readyz.body["checks"]["database"], "ok", "{}", readyz.body);
+        if redis_up {
+            assert_eq!(readyz.body["status"], "ok", "{}", readyz.body);
+            assert_eq!(readyz.body["checks"]["redis"], "ok", "{}", readyz.body);
+        } else {
+            assert_eq!(readyz.body["status"], "degraded", "{}", readyz.body);
             assert_ne!(readyz.body["checks"]["redis"], "ok", "{}", readyz.body);
-            assert!(readyz.retry_after.is_some(), "a 503 carries Retry-After");
         }
         assert_eq!(self.operator("/livez").await.status, 200);
         for (what, took, bound) in [
@@ -172,14 +177,14 @@ impl Site {
         slowest.readyz = slowest.readyz.max(readyz.took);
     }
 
-    /// Poll until `/readyz` answers `status` (an event: no fixed sleep).
-    async fn await_ready(&self, status: u16, within: Duration) -> Duration {
+    /// Poll until `/readyz` sees Redis again (an event: no fixed sleep).
+    async fn await_redis(&self, within: Duration) -> Duration {
         let start = Instant::now();
         loop {
-            if self.operator("/readyz").await.status == status {
+            if self.operator("/readyz").await.body["checks"]["redis"] == "ok" {
                 return start.elapsed();
             }
-            assert!(start.elapsed() < within, "/readyz not {status} within {within:?}\n{}", self.core.log());
+            assert!(start.elapsed() < within, "/readyz without Redis for {within:?}\n{}", self.core.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -214,21 +219,21 @@ impl Site {
 async fn a_frozen_redis_holds_no_request_and_readiness_recovers_when_it_thaws() {
     let mut site = Site::start().await;
     let mut before = Slowest::default();
-    site.round(0, 200, &mut before).await;
+    site.round(0, true, &mut before).await;
     site.await_gate_agrees(Duration::from_secs(10)).await;
 
     site.redis.freeze();
     let mut frozen = Slowest::default();
     for i in 0..ROUNDS {
-        site.round(1 + i, 503, &mut frozen).await;
+        site.round(1 + i, false, &mut frozen).await;
     }
     println!("Redis frozen: slowest answers {frozen:?} (Redis up: {before:?})");
 
     site.redis.thaw();
-    let recovered = site.await_ready(200, Duration::from_secs(5)).await;
-    println!("Redis thawed: /readyz 200 after {recovered:?}");
+    let recovered = site.await_redis(Duration::from_secs(5)).await;
+    println!("Redis thawed: /readyz sees it after {recovered:?}");
     let mut after = Slowest::default();
-    site.round(1 + ROUNDS, 200, &mut after).await;
+    site.round(1 + ROUNDS, true, &mut after).await;
     // The claims the gate did not see (and the leases Redis granted after
     // their claims gave up on it) are settled against the database.
     let settled = Instant::now();
@@ -240,12 +245,12 @@ async fn a_frozen_redis_holds_no_request_and_readiness_recovers_when_it_thaws() 
 async fn a_redis_refusing_connections_holds_no_request() {
     let mut site = Site::start().await;
     let mut before = Slowest::default();
-    site.round(0, 200, &mut before).await;
+    site.round(0, true, &mut before).await;
 
     site.redis.kill();
     let mut gone = Slowest::default();
     for i in 0..ROUNDS {
-        site.round(1 + i, 503, &mut gone).await;
+        site.round(1 + i, false, &mut gone).await;
     }
     println!("Redis refusing: slowest answers {gone:?} (Redis up: {before:?})");
 }

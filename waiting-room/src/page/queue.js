@@ -205,6 +205,10 @@
 
   function handle(m, fromStatus) {
     if (done || !m || typeof m.status !== "string") return;
+    // Waiting again: should the place ever be lost (the queue's store
+    // restarted), the next NOT_IN_QUEUE joins again, and the wr_ticket
+    // cookie this join set puts the visitor back at their place in line.
+    if (m.status === "WAITING") joined = false;
     if (m.status === "READY") admitted(m, fromStatus);
     else apply(m);
   }
@@ -399,6 +403,21 @@
       try { m = JSON.parse(ev.data); } catch (e) { return; }
       if (m && m.status === "NOT_IN_QUEUE" && m.challenge && typeof m.challenge.challenge === "string") {
         challenge = m.challenge;
+        return;
+      }
+      // The place was lost while waiting (the queue's store restarted): join
+      // again at once (the ticket cookie restores the place), then listen on
+      // a new socket.
+      if (m && m.status === "NOT_IN_QUEUE" && !joined && !done) {
+        joined = true;
+        fallen = true;
+        clearTimeout(openTimer);
+        try { ws.close(); } catch (e) { /* already closed */ }
+        joinLine().then(afterJoin, function () {
+          failures += 1;
+          setLink("offline", "Connection lost. Trying again…");
+          retryJoin(undefined, backoff());
+        });
         return;
       }
       handle(m, false);

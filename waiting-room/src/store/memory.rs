@@ -14,19 +14,77 @@ use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
 use super::{
-    JoinAnswer, JoinChecks, JoinKind, Params, Proof, QueueStore, Release, SPENT_GRACE_MS, Standing, Stats, StoreError,
+    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, SPENT_GRACE_MS, Standing, Stats,
+    StoreError,
 };
 
 /// In-process queues.
-#[derive(Default)]
+///
+/// Their epoch is the process's: lines live and die with it. A queue ticket
+/// of another epoch is not honoured here (a restarted single instance places
+/// its visitors at the back again); restoring order is for the shared store.
 pub struct MemoryStore {
     queues: DashMap<String, Arc<Mutex<QueueState>>>,
+    epoch: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { queues: DashMap::new(), epoch: rand::random::<u64>() | 1 }
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The join itself, under the queue's lock.
+    fn join_locked(
+        &self,
+        s: &mut QueueState,
+        visitor: VisitorId,
+        p: &Params,
+        checks: &JoinChecks,
+    ) -> (Standing, JoinKind) {
+        let now = now_ms();
+        let (standing, lost_place) = s.standing(visitor, now, Some(p));
+        if standing != Standing::NotInQueue {
+            return (standing, JoinKind::Existing);
+        }
+        if s.line.len() == 0 && !p.queue_all {
+            let active = s.active(now);
+            if active < p.free_entry && (p.max_active == 0 || active < p.max_active) {
+                if let Some(refused) = s.spend(&checks.proof, now) {
+                    return (Standing::NotInQueue, refused);
+                }
+                let (admitted_at_ms, expires_at_ms) = s.admit(visitor, now, p.session_ms);
+                return (Standing::Ready { admitted_at_ms, expires_at_ms }, JoinKind::FreeEntry);
+            }
+        }
+        let client = checks.client.as_deref().filter(|_| checks.max_per_client > 0);
+        if let Some(c) = client
+            && s.places_of(c, checks.max_per_client) >= checks.max_per_client
+        {
+            return (Standing::NotInQueue, JoinKind::ClientFull);
+        }
+        if let Some(refused) = s.spend(&checks.proof, now) {
+            return (Standing::NotInQueue, refused);
+        }
+        s.next_seq += 1;
+        let seq = s.next_seq;
+        s.line.push(visitor, seq);
+        s.mark_seen(visitor, now);
+        if let Some(c) = client {
+            s.places.entry(c.to_owned()).or_default().insert(visitor);
+            s.place_of.insert(visitor, c.to_owned());
+        }
+        let waiting = s.line.len();
+        (
+            Standing::Waiting { position: waiting, waiting },
+            if lost_place { JoinKind::Rejoined } else { JoinKind::Joined },
+        )
     }
 
     fn queue(&self, queue: &str) -> Arc<Mutex<QueueState>> {
@@ -299,46 +357,21 @@ impl QueueState {
 
 #[async_trait]
 impl QueueStore for MemoryStore {
-    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer {
+    async fn join_placed(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        p: &Params,
+        checks: &JoinChecks,
+    ) -> Result<Placed, StoreError> {
         let q = self.queue(queue);
         let mut s = q.lock();
-        let now = now_ms();
-        let (standing, lost_place) = s.standing(visitor, now, Some(p));
-        if standing != Standing::NotInQueue {
-            return Ok((standing, JoinKind::Existing));
-        }
-        if s.line.len() == 0 && !p.queue_all {
-            let active = s.active(now);
-            if active < p.free_entry && (p.max_active == 0 || active < p.max_active) {
-                if let Some(refused) = s.spend(&checks.proof, now) {
-                    return Ok((Standing::NotInQueue, refused));
-                }
-                let (admitted_at_ms, expires_at_ms) = s.admit(visitor, now, p.session_ms);
-                return Ok((Standing::Ready { admitted_at_ms, expires_at_ms }, JoinKind::FreeEntry));
-            }
-        }
-        let client = checks.client.as_deref().filter(|_| checks.max_per_client > 0);
-        if let Some(c) = client
-            && s.places_of(c, checks.max_per_client) >= checks.max_per_client
-        {
-            return Ok((Standing::NotInQueue, JoinKind::ClientFull));
-        }
-        if let Some(refused) = s.spend(&checks.proof, now) {
-            return Ok((Standing::NotInQueue, refused));
-        }
-        s.next_seq += 1;
-        let seq = s.next_seq;
-        s.line.push(visitor, seq);
-        s.mark_seen(visitor, now);
-        if let Some(c) = client {
-            s.places.entry(c.to_owned()).or_default().insert(visitor);
-            s.place_of.insert(visitor, c.to_owned());
-        }
-        let waiting = s.line.len();
-        Ok((
-            Standing::Waiting { position: waiting, waiting },
-            if lost_place { JoinKind::Rejoined } else { JoinKind::Joined },
-        ))
+        let (standing, kind) = self.join_locked(&mut s, visitor, p, checks);
+        let place = match standing {
+            Standing::Waiting { .. } => s.line.by_visitor.get(&visitor).map(|&seq| Place { epoch: self.epoch, seq }),
+            _ => None,
+        };
+        Ok(Placed { standing, kind, place })
     }
 
     async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
@@ -346,13 +379,12 @@ impl QueueStore for MemoryStore {
         let mut s = q.lock();
         Ok(s.standing(visitor, now_ms(), Some(p)).0)
     }
-
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
         let q = self.queue(queue);
         let mut s = q.lock();
         let now = now_ms();
         let tick_ms = as_i64(p.tick_ms);
-        let mut out = Release { now_ms: now, tick: s.ticks, ..Release::default() };
+        let mut out = Release { now_ms: now, tick: s.ticks, epoch: self.epoch, ..Release::default() };
         let due = match s.last_tick_ms {
             // The first call starts the first interval: visitors gather for one tick.
             None => {

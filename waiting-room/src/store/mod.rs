@@ -46,6 +46,7 @@
 //! Times are milliseconds since the Unix epoch from the store's clock (Redis
 //! `TIME` for the Redis backend), so all instances agree on them.
 
+pub mod breaker;
 pub mod memory;
 pub mod redis;
 
@@ -88,6 +89,12 @@ pub enum JoinKind {
     FreeEntry,
     /// Came back after `abandon_after`: placed at the back again.
     Rejoined,
+    /// Came back with a queue ticket of a line the store lost: placed by the
+    /// ticket's sequence number, ahead of the new line's arrivals.
+    Restored,
+    /// Let in without the store, which is down (the queue's `on_store_down`
+    /// is `open`). No store answers this.
+    OpenDoor,
     /// Refused: the client already holds `max_per_client` places in the line.
     ClientFull,
     /// Refused: a new place needs a solved challenge and none was given.
@@ -134,6 +141,32 @@ pub struct JoinChecks {
     /// yet, so the store need not look for one (Redis skips two lookups; the
     /// memory store looks anyway, at no cost).
     pub fresh: bool,
+    /// The visitor's verified queue ticket: where they stood in an earlier
+    /// epoch of this line.
+    pub ticket: Option<Place>,
+}
+
+/// A place in a line: the line's epoch and the visitor's sequence number in
+/// it (what a queue ticket signs, see `ticket.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    /// The line's epoch: a random id the store writes with the line, so a
+    /// store that lost the line shows another.
+    pub epoch: u64,
+    /// The visitor's sequence number: smaller is earlier.
+    pub seq: u64,
+}
+
+/// A join's full answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    /// Where the visitor stands now.
+    pub standing: Standing,
+    /// What the join did.
+    pub kind: JoinKind,
+    /// Their place while waiting (`None` otherwise, and from a store that
+    /// keeps no epochs).
+    pub place: Option<Place>,
 }
 
 /// How long a spent seed is remembered after its challenge expires: another
@@ -204,6 +237,9 @@ pub struct Release {
     /// Places added to the line during the last completed tick interval
     /// (the challenge's measure of pressure).
     pub joined: u64,
+    /// The line's epoch (0: unknown); a new one means the store lost the line
+    /// and the tick count started again.
+    pub epoch: u64,
 }
 
 /// Counters of a queue.
@@ -249,7 +285,19 @@ pub struct StoreError(pub String);
 #[async_trait]
 pub trait QueueStore: Send + Sync + 'static {
     /// Join `queue` (idempotent), subject to `checks`.
-    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer;
+    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer {
+        self.join_placed(queue, visitor, p, checks).await.map(|j| (j.standing, j.kind))
+    }
+
+    /// [`QueueStore::join`], also saying where the visitor's place is (to
+    /// sign a queue ticket for it).
+    async fn join_placed(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        p: &Params,
+        checks: &JoinChecks,
+    ) -> Result<Placed, StoreError>;
 
     /// Where `visitor` stands; counts as being seen (keeps the place).
     async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError>;
@@ -289,4 +337,10 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Has the session that issued `visitor`'s token at `iat_s` ended?
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError>;
+
+    /// Is the store known to be down right now (a circuit breaker is open),
+    /// so that asking it would only wait?
+    fn known_down(&self) -> bool {
+        false
+    }
 }

@@ -39,7 +39,7 @@ use redis::{Script, Value};
 use shared::visitor::VisitorId;
 
 use super::{
-    JoinAnswer, JoinChecks, JoinKind, Params, Proof, QueueStore, Release, SPENT_GRACE_MS, SharedSettings, Standing,
+    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, SPENT_GRACE_MS, SharedSettings, Standing,
     Stats, StoreError,
 };
 
@@ -112,11 +112,20 @@ impl RedisStore {
     /// Connect to `url`; all keys start with `{<prefix>:`. Call this inside the
     /// runtime that will live as long as the store (a Pingora service's runtime).
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, prefix, &crate::config::StoreConfig::default()).await
+    }
+
+    /// Connect to `url` with `config`'s timeouts and retries.
+    pub async fn connect_with(
+        url: &str,
+        prefix: &str,
+        config: &crate::config::StoreConfig,
+    ) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(err)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(std::time::Duration::from_secs(2)))
-            .set_response_timeout(Some(std::time::Duration::from_secs(5)))
-            .set_number_of_retries(2);
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.response_timeout))
+            .set_number_of_retries(config.retries);
         let conn = ConnectionManager::new_with_config(client, config).await.map_err(err)?;
         Ok(RedisStore { conn, prefix: prefix.to_owned(), scripts: scripts() })
     }
@@ -138,7 +147,7 @@ impl RedisStore {
         mode: &str,
         p: &Params,
         checks: &JoinChecks,
-    ) -> Result<(Standing, JoinKind), StoreError> {
+    ) -> Result<Placed, StoreError> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
         let (proof, seed, remember_ms) = match &checks.proof {
@@ -149,7 +158,11 @@ impl RedisStore {
                 ("solved", seed.as_str(), (expires_at_ms + SPENT_GRACE_MS - crate::state::now_ms()).max(1))
             }
         };
-        let (kind, a, b, join_kind): (String, i64, i64, String) = self
+        let (ticket_epoch, ticket_seq) = match checks.ticket {
+            Some(t) => (epoch_id(t.epoch), t.seq.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let (kind, a, b, join_kind, epoch, seq): (String, i64, i64, String, String, String) = self
             .scripts
             .standing
             .key(k.key("line"))
@@ -160,6 +173,8 @@ impl RedisStore {
             .key(k.key("places"))
             .key(k.key("place_of"))
             .key(k.key(&format!("proof:{seed}")))
+            .key(k.key("epoch"))
+            .key(k.key("honoured"))
             .arg(visitor.to_string())
             .arg(mode)
             .arg(p.free_entry)
@@ -172,6 +187,9 @@ impl RedisStore {
             .arg(proof)
             .arg(remember_ms)
             .arg(if checks.fresh { "1" } else { "0" })
+            .arg(epoch_id(new_epoch()))
+            .arg(ticket_epoch)
+            .arg(ticket_seq)
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
@@ -184,13 +202,36 @@ impl RedisStore {
             "joined" => JoinKind::Joined,
             "free" => JoinKind::FreeEntry,
             "rejoined" => JoinKind::Rejoined,
+            "restored" => JoinKind::Restored,
             "client_full" => JoinKind::ClientFull,
             "challenge" => JoinKind::NeedsChallenge,
             "spent" => JoinKind::ChallengeSpent,
             _ => JoinKind::Existing,
         };
-        Ok((standing, join_kind))
+        // Sequence numbers are whole (Redis prints them as such; a float
+        // would be a corrupted line, and then no place is signed).
+        let place = match (parse_epoch(&epoch), seq.parse::<u64>()) {
+            (Some(epoch), Ok(seq)) if matches!(standing, Standing::Waiting { .. }) => Some(Place { epoch, seq }),
+            _ => None,
+        };
+        Ok(Placed { standing, kind: join_kind, place })
     }
+}
+
+/// A fresh random epoch id, offered with every call that may find a line
+/// without one (the store keeps the first).
+fn new_epoch() -> u64 {
+    rand::random::<u64>() | 1
+}
+
+/// An epoch as the store keeps it: 16 hex digits.
+pub fn epoch_id(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+/// An epoch read back from the store.
+fn parse_epoch(s: &str) -> Option<u64> {
+    u64::from_str_radix(s, 16).ok().filter(|e| *e != 0)
 }
 
 fn to_u64(v: i64) -> u64 {
@@ -205,6 +246,14 @@ fn int(v: Option<&Value>) -> i64 {
     }
 }
 
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
 fn visitor(v: &Value) -> Option<VisitorId> {
     match v {
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -215,12 +264,18 @@ fn visitor(v: &Value) -> Option<VisitorId> {
 
 #[async_trait]
 impl QueueStore for RedisStore {
-    async fn join(&self, queue: &str, visitor: VisitorId, p: &Params, checks: &JoinChecks) -> JoinAnswer {
+    async fn join_placed(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        p: &Params,
+        checks: &JoinChecks,
+    ) -> Result<Placed, StoreError> {
         self.standing_script(queue, visitor, "join", p, checks).await
     }
 
     async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
-        Ok(self.standing_script(queue, visitor, "status", p, &JoinChecks::default()).await?.0)
+        Ok(self.standing_script(queue, visitor, "status", p, &JoinChecks::default()).await?.standing)
     }
 
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
@@ -237,6 +292,7 @@ impl QueueStore for RedisStore {
             .key(k.key("places"))
             .key(k.key("place_of"))
             .key(k.key("seq"))
+            .key(k.key("epoch"))
             .arg(p.release_per_tick)
             .arg(p.tick_ms)
             .arg(p.session_ms)
@@ -244,6 +300,7 @@ impl QueueStore for RedisStore {
             .arg(p.abandon_after_ms)
             .arg(if p.paused { "1" } else { "0" })
             .arg(k.key("events"))
+            .arg(epoch_id(new_epoch()))
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
@@ -256,7 +313,8 @@ impl QueueStore for RedisStore {
             waiting: to_u64(int(values.get(5))),
             active: to_u64(int(values.get(6))),
             joined: to_u64(int(values.get(7))),
-            released: values.iter().skip(8).filter_map(visitor).collect(),
+            epoch: values.get(8).and_then(text).as_deref().and_then(parse_epoch).unwrap_or(0),
+            released: values.iter().skip(9).filter_map(visitor).collect(),
         })
     }
 
@@ -349,6 +407,7 @@ impl QueueStore for RedisStore {
             .key(k.key("settings"))
             .arg(json)
             .arg(k.key("events"))
+            .arg(epoch_id(new_epoch()))
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
@@ -375,6 +434,7 @@ impl QueueStore for RedisStore {
             .arg(iat_s)
             .arg(until_ms)
             .arg(k.key("events"))
+            .arg(epoch_id(new_epoch()))
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;

@@ -1,6 +1,5 @@
 //! The queue API's answers to bad requests, and health.
 
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -60,32 +59,10 @@ async fn bad_requests_get_problem_details_and_never_a_5xx() {
     assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200);
 }
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A proxy serving `queues` on a Redis of the test's own.
+async fn own_redis_proxy(redis: &RedisServer, upstream: &Upstream, queues: &str) -> Proxy {
+    let (url, prefix) = (redis.url(), unique("own"));
+    Proxy::start(ProxySpec { redis_url: Some(&url), ..ProxySpec::redis(queues, upstream.addr, &prefix) }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,18 +70,7 @@ async fn healthz_reports_503_while_redis_is_down_and_recovers() {
     let port = free_port();
     let redis = RedisServer::start(port);
     let upstream = Upstream::start().await;
-    let url = format!("redis://127.0.0.1:{}", redis.port);
-    let prefix = unique("health");
-    let proxy = Proxy::start(ProxySpec {
-        queues: &queue("q", "/a", 10, "1s", "10m", 0),
-        upstream: upstream.addr,
-        redis_prefix: Some(&prefix),
-        keys_dir: None,
-        redis_url: Some(&url),
-        limits: ONE_ADDRESS_LIMITS,
-        open_files: None,
-    })
-    .await;
+    let proxy = own_redis_proxy(&redis, &upstream, &queue("q", "/a", 10, "1s", "10m", 0)).await;
     let c = client();
     assert_eq!(c.get(proxy.url("/wr/healthz")).send().await.unwrap().status(), 200);
     drop(redis);
@@ -131,5 +97,61 @@ async fn healthz_reports_503_while_redis_is_down_and_recovers() {
         assert!(Instant::now() < deadline, "healthz never recovered");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(c.post(proxy.url("/wr/q/join")).send().await.unwrap().status(), 200);
+}
+
+/// Frozen Redis (SIGSTOP): it accepts connections and never answers — the
+/// worst case for a client without deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_redis_costs_readiness_and_joins_a_bounded_wait_and_admitted_traffic_nothing() {
+    let redis = RedisServer::start(free_port());
+    let upstream = Upstream::start().await;
+    let proxy = own_redis_proxy(&redis, &upstream, &queue("q", "/a", 10, "200ms", "10m", 0)).await;
+    let c = client();
+    let mut admitted = Visitor::default();
+    admitted.join(&c, &proxy, "q").await;
+    admitted.until_ready(&c, &proxy, "q", Duration::from_secs(10)).await;
+    let protected = || c.get(proxy.url("/a")).header("cookie", admitted.cookie_header()).send();
+    assert_eq!(protected().await.unwrap().status(), 200);
+    assert_eq!(c.get(proxy.url("/wr/readyz")).send().await.unwrap().status(), 200);
+
+    redis.signal("-STOP");
+    for round in 0..10 {
+        // Ready but degraded (every instance shares the store: none leaves
+        // the rotation), and the store check says 503; both within 500 ms.
+        let t = Instant::now();
+        let r = c.get(proxy.url("/wr/readyz")).send().await.unwrap();
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(500), "readiness took {took:?} (round {round})");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.json::<serde_json::Value>().await.unwrap()["status"], "degraded");
+        let t = Instant::now();
+        let r = c.get(proxy.url("/wr/healthz")).send().await.unwrap();
+        let took = t.elapsed();
+        assert!(took < Duration::from_millis(500), "the store check took {took:?} (round {round})");
+        problem(r, 503).await;
+        let t = Instant::now();
+        assert_eq!(c.get(proxy.url("/wr/livez")).send().await.unwrap().status(), 200);
+        assert!(t.elapsed() < Duration::from_millis(500), "liveness took {:?}", t.elapsed());
+        let t = Instant::now();
+        assert_eq!(protected().await.unwrap().status(), 200, "an admitted visitor is never held by the store");
+        assert!(t.elapsed() < Duration::from_millis(500), "admitted traffic took {:?}", t.elapsed());
+        let t = Instant::now();
+        let r = c.post(proxy.url("/wr/q/join")).send().await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.status(), 503);
+        assert!(r.headers().contains_key("retry-after"));
+        assert!(took < Duration::from_millis(1500), "a join waited {took:?} on the frozen store");
+    }
+
+    redis.signal("-CONT");
+    eventually("the store check after Redis thawed", Duration::from_secs(10), || async {
+        match c.get(proxy.url("/wr/healthz")).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(format!("{}", r.status())),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await;
     assert_eq!(c.post(proxy.url("/wr/q/join")).send().await.unwrap().status(), 200);
 }

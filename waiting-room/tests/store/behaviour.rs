@@ -8,7 +8,8 @@ use shared::visitor::VisitorId;
 use waiting_room::store::{JoinChecks, JoinKind, Params, Proof, QueueStore, Standing};
 
 /// No places cap, no challenge.
-const OPEN: JoinChecks = JoinChecks { client: None, max_per_client: 0, proof: Proof::NotRequired, fresh: false };
+const OPEN: JoinChecks =
+    JoinChecks { client: None, max_per_client: 0, proof: Proof::NotRequired, fresh: false, ticket: None };
 
 pub fn params() -> Params {
     Params {

@@ -2,15 +2,25 @@
 -- the tick marker read and written here, with Redis TIME, makes releases of all
 -- instances at least tick_ms apart, so any window of tick_ms holds at most N.
 -- KEYS: 1 line, 2 seen, 3 sessions, 4 admitted, 5 tick (hash: last_ms, tick, released, abandoned,
---       seq, joined), 6 places, 7 place_of (see standing.lua), 8 seq (the join sequence)
+--       seq, joined), 6 places, 7 place_of (see standing.lua), 8 seq (the join sequence), 9 epoch
 -- ARGV: 1 n, 2 tick_ms, 3 session_ms, 4 max_active, 5 abandon_after_ms, 6 paused ("1"|"0"),
---       7 pub/sub channel ("" = don't publish)
--- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, released visitors...}
+--       7 pub/sub channel ("" = don't publish), 8 an epoch id for a line that has none
+-- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, epoch, released visitors...}
 -- where joined = places added during the last completed tick interval (the join sequence's delta).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tick_ms = tonumber(ARGV[2])
 local CHUNK = 1000
+
+-- The line's epoch (see standing.lua): a line that has none was lost or is
+-- new; its tick count starts again from 1, and instances that see the new
+-- epoch stop comparing ticks with the old one.
+local epoch = redis.call('GET', KEYS[9])
+if not epoch then
+  epoch = ARGV[8]
+  redis.call('SET', KEYS[9], epoch)
+  redis.call('SET', KEYS[8], t[1] .. string.format('%06d', tonumber(t[2])), 'NX')
+end
 
 local function count_active()
   return redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
@@ -40,12 +50,12 @@ local tick = tonumber(redis.call('HGET', KEYS[5], 'tick') or '0')
 if not last then
   -- The first call starts the first interval: visitors gather for one tick.
   redis.call('HSET', KEYS[5], 'last_ms', now, 'seq', seq)
-  return {0, tick, now, tick_ms, 0, redis.call('ZCARD', KEYS[1]), count_active(), 0}
+  return {0, tick, now, tick_ms, 0, redis.call('ZCARD', KEYS[1]), count_active(), 0, epoch}
 end
 last = tonumber(last)
 if now - last < tick_ms then
   local joined = tonumber(redis.call('HGET', KEYS[5], 'joined') or '0')
-  return {0, tick, now, tick_ms - (now - last), 0, redis.call('ZCARD', KEYS[1]), count_active(), joined}
+  return {0, tick, now, tick_ms - (now - last), 0, redis.call('ZCARD', KEYS[1]), count_active(), joined, epoch}
 end
 tick = redis.call('HINCRBY', KEYS[5], 'tick', 1)
 -- A marker written before this field existed counts from here.
@@ -112,12 +122,15 @@ end
 local waiting = redis.call('ZCARD', KEYS[1])
 local active = count_active()
 if ARGV[7] ~= '' then
+  -- Before the tick: an instance that hears of a new epoch resets its tick
+  -- tracking, so it takes this tick for new.
+  redis.call('PUBLISH', ARGV[7], 'epoch ' .. epoch .. ' ' .. tick)
   redis.call('PUBLISH', ARGV[7], tick .. ' ' .. now .. ' ' .. #released .. ' ' .. abandoned .. ' ' .. waiting)
   -- A message of its own: instances of the previous release parse the tick
   -- message by its exact field count and ignore this one.
   redis.call('PUBLISH', ARGV[7], 'pressure ' .. tick .. ' ' .. joined)
 end
-local out = {1, tick, now, tick_ms, abandoned, waiting, active, joined}
+local out = {1, tick, now, tick_ms, abandoned, waiting, active, joined, epoch}
 for i = 1, #released do
   out[#out + 1] = released[i]
 end

@@ -1,0 +1,218 @@
+//! A circuit breaker in front of the queue store, so nothing waits on a
+//! store that is known to be down.
+//!
+//! Every call is bounded by the client's own response timeout
+//! (`store.response_timeout`). After [`FAILURES`] failed calls in a row the
+//! breaker opens: for [`COOLDOWN`] every call fails at once, without
+//! touching the store (a frozen Redis would otherwise cost every join and
+//! poll the whole timeout). Then one call is let through as a probe; its
+//! success closes the breaker, its failure opens it again. Readiness
+//! (`/wr/readyz`) reads [`Breaker::is_open`].
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use shared::visitor::VisitorId;
+
+use super::{JoinChecks, Params, Placed, QueueStore, Release, SharedSettings, Standing, Stats, StoreError};
+use crate::state::now_ms;
+
+/// Failed calls in a row that open the breaker.
+pub const FAILURES: u32 = 3;
+/// How long an open breaker refuses calls before probing.
+pub const COOLDOWN: Duration = Duration::from_secs(1);
+
+/// A store behind a circuit breaker.
+pub struct Breaker {
+    inner: Arc<dyn QueueStore>,
+    failures: AtomicU32,
+    /// When the breaker may let a probe through (ms); 0 while closed.
+    open_until_ms: AtomicI64,
+    /// A probe is in flight: others still fail fast.
+    probing: AtomicBool,
+}
+
+impl Breaker {
+    /// `inner` behind a closed breaker.
+    pub fn new(inner: Arc<dyn QueueStore>) -> Self {
+        Breaker {
+            inner,
+            failures: AtomicU32::new(0),
+            open_until_ms: AtomicI64::new(0),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    /// Is the breaker refusing calls (the store is known to be down)?
+    pub fn is_open(&self) -> bool {
+        self.open_until_ms.load(Ordering::Acquire) != 0
+    }
+
+    async fn call<T>(&self, op: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+        let open_until = self.open_until_ms.load(Ordering::Acquire);
+        let probe = open_until != 0;
+        if probe && (now_ms() < open_until || self.probing.swap(true, Ordering::AcqRel)) {
+            return Err(StoreError("the queue store is not answering (circuit open)".into()));
+        }
+        // A probe whose caller goes away (a client that hangs up mid-join)
+        // must not leave the breaker waiting for it forever.
+        let _probe = probe.then_some(ProbeGuard(&self.probing));
+        let result = op.await;
+        match &result {
+            Ok(_) => {
+                self.failures.store(0, Ordering::Release);
+                self.open_until_ms.store(0, Ordering::Release);
+            }
+            Err(_) => {
+                let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                if probe || failures >= FAILURES {
+                    let until = now_ms() + i64::try_from(COOLDOWN.as_millis()).unwrap_or(1000);
+                    if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
+                        tracing::warn!("queue store failing: calls refused at once for {COOLDOWN:?}, then probed");
+                    }
+                }
+            }
+        }
+        result
+    }
+}
+
+/// Clears the in-flight probe flag however the probe ends.
+struct ProbeGuard<'a>(&'a AtomicBool);
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+#[async_trait]
+impl QueueStore for Breaker {
+    async fn join_placed(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        p: &Params,
+        checks: &JoinChecks,
+    ) -> Result<Placed, StoreError> {
+        self.call(self.inner.join_placed(queue, visitor, p, checks)).await
+    }
+
+    async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
+        self.call(self.inner.status(queue, visitor, p)).await
+    }
+
+    async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
+        self.call(self.inner.release(queue, p)).await
+    }
+
+    async fn standings(&self, queue: &str, visitors: &[VisitorId]) -> Result<Vec<Standing>, StoreError> {
+        self.call(self.inner.standings(queue, visitors)).await
+    }
+
+    async fn touch(&self, queue: &str, visitors: &[VisitorId]) -> Result<(), StoreError> {
+        self.call(self.inner.touch(queue, visitors)).await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<Stats, StoreError> {
+        self.call(self.inner.stats(queue)).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.call(self.inner.ping()).await
+    }
+
+    async fn load_settings(&self, queue: &str) -> Result<Option<SharedSettings>, StoreError> {
+        self.call(self.inner.load_settings(queue)).await
+    }
+
+    async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
+        self.call(self.inner.save_settings(queue, settings)).await
+    }
+
+    async fn end_session(
+        &self,
+        queue: &str,
+        visitor: VisitorId,
+        iat_s: i64,
+        until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.call(self.inner.end_session(queue, visitor, iat_s, until_ms)).await
+    }
+
+    async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {
+        self.call(self.inner.revoked(queue, visitor, iat_s)).await
+    }
+
+    fn known_down(&self) -> bool {
+        self.is_open()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// A store whose pings fail while `down`, counting the calls it gets.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        calls: AtomicUsize,
+    }
+
+    impl Flaky {
+        fn ping(&self) -> Result<(), StoreError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if self.down.load(Ordering::SeqCst) { Err(StoreError("down".into())) } else { Ok(()) }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_left_alone_for_the_cooldown_then_probed() {
+        let flaky = Arc::new(Flaky::default());
+        let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
+        let call = || async { breaker.call(async { flaky.ping() }).await };
+        assert!(call().await.is_ok());
+        flaky.down.store(true, Ordering::SeqCst);
+        for _ in 0..FAILURES {
+            assert!(call().await.is_err());
+        }
+        assert!(breaker.is_open());
+        let before = flaky.calls.load(Ordering::SeqCst);
+        for _ in 0..100 {
+            assert!(call().await.is_err());
+        }
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), before, "nothing reached the store while open");
+        // After the cooldown one probe goes through; it fails: open again.
+        tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+        assert!(call().await.is_err());
+        assert_eq!(flaky.calls.load(Ordering::SeqCst), before + 1);
+        assert!(breaker.is_open());
+        // The store is back: the next probe closes the breaker.
+        flaky.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+        assert!(call().await.is_ok());
+        assert!(!breaker.is_open());
+        assert!(call().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_caller_went_away_does_not_keep_the_breaker_open() {
+        let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
+        for _ in 0..FAILURES {
+            let _ = breaker.call(async { Err::<(), _>(StoreError("down".into())) }).await;
+        }
+        tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
+        // The probe hangs, and its caller gives up on it.
+        let hung = breaker.call(std::future::pending::<Result<(), StoreError>>());
+        assert!(tokio::time::timeout(Duration::from_millis(50), hung).await.is_err());
+        // The next call is the new probe; the store answers: closed.
+        assert!(breaker.call(async { Ok::<_, StoreError>(()) }).await.is_ok());
+        assert!(!breaker.is_open());
+    }
+}
