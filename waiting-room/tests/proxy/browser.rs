@@ -255,3 +255,50 @@ async fn a_browser_solves_the_queue_challenge_with_or_without_webcrypto_and_is_a
         assert!(r["sockets"].as_u64() >= Some(1), "{scenario}: live over the WebSocket after joining: {r:#}");
     }
 }
+
+/// A Redis that forgets while the browser waits (restarted empty): the page
+/// hears that its place is gone, joins again on its own with the queue ticket
+/// cookie, gets its place back and is admitted — live and by polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_whose_queue_store_restarts_empty_gets_its_place_back_and_lands() {
+    for (scenario, waits_on) in [
+        ("live", "waiting_room_ws_connections"),
+        ("no-websocket", "waiting_room_requests_total{route=\"status\",status=\"200\"}"),
+    ] {
+        let port = free_port();
+        let redis = RedisServer::start(port);
+        let upstream = Upstream::start().await;
+        let (url, prefix) = (redis.url(), unique("browser-forgets"));
+        let q = queue("q", "/a", 1, "2s", "10m", 0);
+        let proxy =
+            Proxy::start(ProxySpec { redis_url: Some(&url), ..ProxySpec::redis(&q, upstream.addr, &prefix) }).await;
+        let c = client();
+        // Once the page waits (its socket open, or its first poll answered),
+        // Redis dies and comes back empty.
+        let restart = async {
+            let page = "waiting_room_requests_total{route=\"page\",status=\"200\"}";
+            let above = |series: &'static str, floor: f64| {
+                let c = &c;
+                let proxy = &proxy;
+                move || async move {
+                    let n = metric(c, proxy, series).await;
+                    if n > floor { Ok(()) } else { Err(format!("{series} = {n}")) }
+                }
+            };
+            eventually("the browser loads the queue page", Duration::from_secs(20), above(page, 0.0)).await;
+            // Polls before the page (the visitors put in line) do not count;
+            // the socket gauge counts the page's socket only.
+            let floor = if scenario == "live" { 0.0 } else { metric(&c, &proxy, waits_on).await };
+            eventually("the page waits", Duration::from_secs(20), above(waits_on, floor)).await;
+            redis.signal("-KILL");
+            drop(redis);
+            RedisServer::start(port)
+        };
+        let shots = proxy.dir.join("screenshots");
+        let (r, _redis) = tokio::join!(visit(&proxy, scenario, &shots, put_in_line(&proxy, 2)), restart);
+        assert!(r["joinPosts"].as_u64() >= Some(1), "{scenario}: the page joined again by itself: {r:#}");
+        let restored = metric(&c, &proxy, "waiting_room_joins_total{outcome=\"restored\",queue=\"q\"}").await;
+        assert_eq!(restored, 1.0, "{scenario}: the ticket restored the place: {r:#}\n{}", proxy.log());
+        assert_landed(&r, &proxy, &upstream);
+    }
+}
