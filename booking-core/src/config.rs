@@ -137,8 +137,17 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RedisConfig {
-    /// `redis://host:port/db`; empty runs without Redis (in-process gate, no fan-out).
+    /// `redis://host:port/db` of a single Redis; empty runs without Redis
+    /// (in-process gate, no fan-out) unless `cluster_nodes` or `sentinel` is
+    /// set, which name the servers instead (`url` must then stay empty).
     pub url: String,
+    /// Redis Cluster: `redis://host:port` of some of its nodes (the others
+    /// are discovered). Exclusive with `url` and `sentinel`.
+    pub cluster_nodes: Vec<String>,
+    /// Redis Sentinel: the primary is asked of the sentinels (and asked
+    /// again after a connection failure). Exclusive with `url` and
+    /// `cluster_nodes`.
+    pub sentinel: SentinelConfig,
     /// Prefix of every key and channel this service uses, so instances of
     /// different deployments (or tests) can share one Redis.
     pub prefix: String,
@@ -158,6 +167,8 @@ impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {
             url: String::new(),
+            cluster_nodes: Vec::new(),
+            sentinel: SentinelConfig::default(),
             prefix: "bc".into(),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(250),
@@ -166,11 +177,100 @@ impl Default for RedisConfig {
     }
 }
 
+/// `[redis] sentinel = { master_name = "…", nodes = ["redis://host:port", …] }`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the primary under (`sentinel monitor <name> …`).
+    pub master_name: String,
+    /// `redis://host:port` of the sentinels (not of Redis itself).
+    pub nodes: Vec<String>,
+}
+
+impl SentinelConfig {
+    /// Is Sentinel configured (either key set)?
+    pub fn is_set(&self) -> bool {
+        !self.master_name.is_empty() || !self.nodes.is_empty()
+    }
+}
+
+/// Which Redis deployment `[redis]` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisMode<'a> {
+    /// No Redis: everything in process.
+    Off,
+    /// One server (`url`).
+    Single(&'a str),
+    /// A Redis Cluster (`cluster_nodes`).
+    Cluster(&'a [String]),
+    /// A primary found through sentinels (`sentinel`).
+    Sentinel(&'a SentinelConfig),
+}
+
+fn is_redis_url(url: &str) -> bool {
+    url.starts_with("redis://") || url.starts_with("rediss://")
+}
+
+/// Every entry of `urls` is a redis:// URL (`key[i]` names the first that is not).
+fn check_urls(key: &str, urls: &[String]) -> Result<(), ConfigError> {
+    match urls.iter().position(|u| !is_redis_url(u)) {
+        Some(i) => {
+            Err(ConfigError::new(format!("{key}[{i}]"), format!("expected redis://host:port, got \"{}\"", urls[i])))
+        }
+        None => Ok(()),
+    }
+}
+
 impl RedisConfig {
+    /// The deployment this config names (valid configs only name one).
+    pub fn mode(&self) -> RedisMode<'_> {
+        if !self.cluster_nodes.is_empty() {
+            RedisMode::Cluster(&self.cluster_nodes)
+        } else if self.sentinel.is_set() {
+            RedisMode::Sentinel(&self.sentinel)
+        } else if !self.url.is_empty() {
+            RedisMode::Single(&self.url)
+        } else {
+            RedisMode::Off
+        }
+    }
+
+    /// Is any Redis configured?
+    pub fn is_enabled(&self) -> bool {
+        self.mode() != RedisMode::Off
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let url = &self.url;
-        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("rediss://")) {
+        if !(url.is_empty() || is_redis_url(url)) {
             return Err(ConfigError::new("redis.url", format!("expected redis://host:port or empty, got \"{url}\"")));
+        }
+        let (cluster, sentinel) = (!self.cluster_nodes.is_empty(), self.sentinel.is_set());
+        if cluster && sentinel {
+            return Err(ConfigError::new(
+                "redis.sentinel",
+                "set either redis.cluster_nodes or redis.sentinel, not both",
+            ));
+        }
+        if (cluster || sentinel) && !url.is_empty() {
+            let by = if cluster { "redis.cluster_nodes" } else { "redis.sentinel" };
+            return Err(ConfigError::new(
+                "redis.url",
+                format!("must be empty when {by} is set (they name the servers), got \"{url}\""),
+            ));
+        }
+        check_urls("redis.cluster_nodes", &self.cluster_nodes)?;
+        if sentinel {
+            if self.sentinel.master_name.is_empty() || self.sentinel.master_name.contains(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    "redis.sentinel.master_name",
+                    "must name the monitored primary (non-empty, no spaces)",
+                ));
+            }
+            if self.sentinel.nodes.is_empty() {
+                return Err(ConfigError::new("redis.sentinel.nodes", "must list at least one sentinel"));
+            }
+            check_urls("redis.sentinel.nodes", &self.sentinel.nodes)?;
         }
         if self.prefix.is_empty() || self.prefix.contains(char::is_whitespace) {
             return Err(ConfigError::new("redis.prefix", "must be non-empty and without spaces"));
@@ -430,6 +530,54 @@ mod tests {
         let c = Config::load_str("[redis]\nresponse_timeout = \"100ms\"\nretries = 0", &[]).unwrap();
         assert_eq!(c.redis.response_timeout, Duration::from_millis(100));
         assert_eq!(c.redis.retries, 0);
+    }
+
+    #[test]
+    fn redis_names_one_deployment_single_cluster_or_sentinel() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.redis.mode(), RedisMode::Off);
+        assert!(!c.redis.is_enabled());
+        let c = Config::load_str("[redis]\nurl = \"redis://h:1\"", &[]).unwrap();
+        assert_eq!(c.redis.mode(), RedisMode::Single("redis://h:1"));
+        let c = Config::load_str("[redis]\ncluster_nodes = [\"redis://a:1\", \"redis://b:2\"]", &[]).unwrap();
+        assert_eq!(c.redis.mode(), RedisMode::Cluster(&["redis://a:1".to_owned(), "redis://b:2".to_owned()]));
+        let file = "[redis]\nsentinel = { master_name = \"m\", nodes = [\"redis://s:26379\"] }";
+        let c = Config::load_str(file, &[]).unwrap();
+        let RedisMode::Sentinel(s) = c.redis.mode() else { panic!("{:?}", c.redis.mode()) };
+        assert_eq!((s.master_name.as_str(), s.nodes.as_slice()), ("m", &["redis://s:26379".to_owned()][..]));
+        assert!(c.redis.is_enabled());
+        // The shipped file's empty keys, set from the environment.
+        let shipped = "[redis]\nurl = \"\"\ncluster_nodes = []\nsentinel = { master_name = \"\", nodes = [] }";
+        let env = [("BC_REDIS__SENTINEL__MASTER_NAME", "m"), ("BC_REDIS__SENTINEL__NODES", "[\"redis://s:1\"]")];
+        assert!(matches!(Config::load_str(shipped, &env).unwrap().redis.mode(), RedisMode::Sentinel(_)));
+        let env = [("BC_REDIS__CLUSTER_NODES", "[\"redis://a:1\"]")];
+        assert!(matches!(Config::load_str(shipped, &env).unwrap().redis.mode(), RedisMode::Cluster(_)));
+    }
+
+    #[test]
+    fn redis_deployments_are_exclusive_and_their_keys_are_checked() {
+        for (file, key) in [
+            ("cluster_nodes = [\"redis://a:1\"]\nurl = \"redis://h:1\"", "redis.url"),
+            ("sentinel = { master_name = \"m\", nodes = [\"redis://s:1\"] }\nurl = \"redis://h:1\"", "redis.url"),
+            (
+                "cluster_nodes = [\"redis://a:1\"]\nsentinel = { master_name = \"m\", nodes = [\"redis://s:1\"] }",
+                "redis.sentinel",
+            ),
+            ("cluster_nodes = [\"redis://a:1\", \"a:2\"]", "redis.cluster_nodes[1]"),
+            ("sentinel = { nodes = [\"redis://s:1\"] }", "redis.sentinel.master_name"),
+            ("sentinel = { master_name = \"m\" }", "redis.sentinel.nodes"),
+            ("sentinel = { master_name = \"m\", nodes = [\"s:1\"] }", "redis.sentinel.nodes[0]"),
+            (
+                "sentinel = { master_name = \"m\", nodes = [\"redis://s:1\"], password = \"x\" }",
+                "redis.sentinel.password",
+            ),
+        ] {
+            let err = Config::load_str(&format!("[redis]\n{file}"), &[]).unwrap_err();
+            assert_eq!(err.key, key, "{file}: {err}");
+        }
+        let err =
+            Config::load_str("[redis]\nurl = \"redis://h:1\"\ncluster_nodes = [\"redis://a:1\"]", &[]).unwrap_err();
+        assert!(err.to_string().contains("must be empty when redis.cluster_nodes is set"), "{err}");
     }
 
     #[test]

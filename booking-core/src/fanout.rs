@@ -102,34 +102,21 @@ async fn publisher(
     }
 }
 
-/// A subscribed pub/sub connection, each step bounded by `timeout`.
-async fn subscribe(client: &redis::Client, channel: &str, timeout: Duration) -> redis::RedisResult<redis::aio::PubSub> {
-    let attempt = async {
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.subscribe(channel).await?;
-        Ok(pubsub)
-    };
-    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
-        Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no subscription within {timeout:?}"),
-        )))
-    })
-}
-
 /// Subscribe to `channel` (returning once the subscription is confirmed, so
 /// nothing published after start-up is missed) and drop cached seat maps as
 /// invalidations arrive, until `shutdown` flips. Connecting and subscribing
-/// are bounded by `timeout` (`redis.connect_timeout`) each time.
+/// are bounded by `redis.connect_timeout` each time. Where it subscribes
+/// follows [`RedisLink::subscribe`]: on a cluster any one node (a classic
+/// `PUBLISH` is broadcast to every node), under Sentinel the primary, asked
+/// of the sentinels again after each disconnect (a failover).
 pub async fn listen(
-    client: redis::Client,
+    link: RedisLink,
     channel: String,
     origin: String,
     catalogue: Catalogue,
-    timeout: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> redis::RedisResult<JoinHandle<()>> {
-    let mut pubsub = subscribe(&client, &channel, timeout).await?;
+    let mut pubsub = link.subscribe(&channel).await?;
     Ok(tokio::spawn(async move {
         loop {
             {
@@ -152,7 +139,7 @@ pub async fn listen(
                     _ = tokio::time::sleep(backoff) => {}
                     _ = shutdown.changed() => return,
                 }
-                if let Ok(fresh) = subscribe(&client, &channel, timeout).await {
+                if let Ok(fresh) = link.subscribe(&channel).await {
                     pubsub = fresh;
                     // Whatever was published while we were away is lost.
                     catalogue.invalidate_all_local();

@@ -49,8 +49,8 @@ pub enum StartError {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] store::StartError),
-    /// Redis could not be reached.
-    #[error("redis.url: cannot connect: {0}")]
+    /// Redis could not be reached (`redis.url`, `redis.cluster_nodes` or `redis.sentinel`).
+    #[error("redis: cannot connect: {0}")]
     Redis(#[from] redis::RedisError),
     /// A listen address could not be bound.
     #[error("{key}: cannot bind {addr}: {source}")]
@@ -106,20 +106,19 @@ impl Application {
         let ttl_ms = i64::try_from(config.catalogue.seat_map_ttl.as_millis()).unwrap_or(i64::MAX);
         let lease_ms = i64::try_from(config.coupons.lease.as_millis()).unwrap_or(i64::MAX);
 
-        let redis = if config.redis.url.is_empty() { None } else { Some(RedisLink::connect(&config.redis).await?) };
+        let redis = RedisLink::connect(&config.redis).await?;
         let (fanout, popular, gate) = match &redis {
             None => (
                 Fanout::disabled(),
                 Popular::Local(Default::default()),
                 Gate::local(store.clone(), metrics.clone(), lease_ms),
             ),
-            Some((_, link)) => (
+            Some(link) => (
                 Fanout::redis(link.clone(), format!("{prefix}:seatmap"), origin.clone(), shutdown_rx.clone()),
                 Popular::redis(link.clone(), format!("{prefix}:views")),
                 Gate::redis(link.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
             ),
         };
-        let link = redis.as_ref().map(|(_, link)| link.clone());
         let catalogue = Catalogue::new(store.clone(), fanout, popular, ttl_ms, metrics.clone());
         let holds = Holds::new(store.clone(), catalogue.clone(), metrics.clone(), &config.holds);
         let coupons = Coupons::new(store.clone(), gate, metrics.clone(), lease_ms);
@@ -133,13 +132,12 @@ impl Application {
             holds.clone().spawn_sweeper(config.holds.sweep_interval, shutdown_rx.clone()),
             coupons.clone().spawn_reconciler(config.coupons.reconcile_interval, shutdown_rx.clone()),
         ];
-        if let Some((client, _)) = redis {
+        if let Some(link) = &redis {
             let channel = format!("{prefix}:seatmap");
-            let timeout = config.redis.connect_timeout;
-            let listening = fanout::listen(client, channel, origin, catalogue.clone(), timeout, shutdown_rx.clone());
+            let listening = fanout::listen(link.clone(), channel, origin, catalogue.clone(), shutdown_rx.clone());
             tasks.push(listening.await?);
         }
-        let services = Services { store, auth, catalogue, holds, coupons, metrics, redis: link };
+        let services = Services { store, auth, catalogue, holds, coupons, metrics, redis };
         let state = AppState::new(config, services, shutdown_rx.clone());
         tasks.push(crate::idempotency::spawn_sweeper(state.clone(), shutdown_rx));
         let admin_at = admin.as_ref().map(|(_, a)| a.to_string()).unwrap_or_else(|| "off".into());

@@ -33,7 +33,7 @@ pub struct Services {
     pub coupons: Coupons,
     /// The application's metrics.
     pub metrics: Metrics,
-    /// The Redis connection, when `redis.url` is set (readiness pings it).
+    /// The Redis connection, when `[redis]` names one (readiness pings it).
     pub redis: Option<RedisLink>,
 }
 

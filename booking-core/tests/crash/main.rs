@@ -5,10 +5,13 @@
 //! deploy), PostgreSQL crash-restarted under it — then started again. Within 30 s the gate must hold nothing reserved and
 //! agree with the database (issued + free == 300); every visitor told
 //! "claimed" holds exactly that code; visitors without a code can still claim
-//! until the stock is gone; nothing is over-issued.
+//! until the stock is gone; nothing is over-issued. `redis_down`: Redis
+//! frozen or gone; `redis_ha`: the booking core on a Redis Cluster and on
+//! Sentinel, the primary killed mid-sale.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod redis_down;
+mod redis_ha;
 mod servers;
 
 use std::collections::{HashMap, HashSet};

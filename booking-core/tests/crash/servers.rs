@@ -236,3 +236,288 @@ impl Drop for Postgres {
         let _ = self.tool("pg_ctl").args(["-D", &self.data(), "-m", "immediate", "-w", "stop"]).output();
     }
 }
+
+/// Start a `redis-server` with `args` (after `--bind 127.0.0.1`, no
+/// persistence, files in `dir`), logging to `dir/<name>.log`.
+fn spawn_redis(dir: &Path, name: &str, program: &str, args: &[&str]) -> Child {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} on PATH (apt-get install redis-server): {e}"))
+}
+
+/// A plain connection to `redis://127.0.0.1:<port>`, retried until `within`.
+async fn connection(port: u16, within: Duration) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let deadline = Instant::now() + within;
+    loop {
+        match client.get_multiplexed_async_connection().await {
+            Ok(conn) => return conn,
+            Err(e) => assert!(Instant::now() < deadline, "no Redis on port {port}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Poll `check` every 50 ms until it is true; panic with `what` after `within`.
+async fn await_true<F, Fut>(what: &str, within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < within, "{what} not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+/// A Redis Cluster of this test only: `redis-server` processes in cluster
+/// mode (all primaries, no replicas) on free ports, joined with `redis-cli
+/// --cluster create`. Stopped on drop.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    /// The nodes' client ports.
+    pub ports: Vec<u16>,
+    dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Start `n` nodes, create the cluster and wait until every node says `cluster_state:ok`.
+    pub async fn start(n: usize) -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = RedisCluster { nodes: Vec::new(), ports: Vec::new(), dir };
+        for _ in 0..n {
+            // The bus port is set explicitly: the default (port + 10000) may not exist.
+            let (port, bus) = (free_port(), free_port());
+            let (p, b) = (port.to_string(), bus.to_string());
+            let config_file = cluster.dir.path().join(format!("nodes-{port}.conf")).display().to_string();
+            let args = [
+                "--port",
+                &p,
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config_file,
+                "--cluster-port",
+                &b,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ];
+            cluster.nodes.push(spawn_redis(cluster.dir.path(), &format!("node-{port}"), "redis-server", &args));
+            cluster.ports.push(port);
+        }
+        for &port in &cluster.ports {
+            connection(port, Duration::from_secs(10)).await;
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        create.args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        let out = create.args(["--cluster-replicas", "0", "--cluster-yes"]).output().expect("redis-cli on PATH");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        for &port in &cluster.ports {
+            let mut conn = connection(port, Duration::from_secs(5)).await;
+            await_true("cluster_state:ok", Duration::from_secs(30), || {
+                let mut conn = conn.clone();
+                async move {
+                    let info: String =
+                        redis::cmd("CLUSTER").arg("INFO").query_async(&mut conn).await.unwrap_or_default();
+                    info.contains("cluster_state:ok")
+                }
+            })
+            .await;
+            let () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+        }
+        cluster
+    }
+
+    /// `redis://127.0.0.1:<port>` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports.iter().map(|p| format!("redis://127.0.0.1:{p}")).collect()
+    }
+
+    /// The port of the node serving `key`'s slot.
+    pub async fn owner_of(&self, key: &str) -> u16 {
+        let mut conn = connection(self.ports[0], Duration::from_secs(5)).await;
+        let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut conn).await.unwrap();
+        // [[start, end, [ip, port, id], …], …]
+        let ranges: Vec<(i64, i64, (String, i64))> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async::<Vec<redis::Value>>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| match r {
+                redis::Value::Array(v) if v.len() >= 3 => {
+                    let int = |v: &redis::Value| if let redis::Value::Int(i) = v { Some(*i) } else { None };
+                    let redis::Value::Array(node) = &v[2] else { return None };
+                    let ip = match &node[0] {
+                        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                        _ => return None,
+                    };
+                    Some((int(&v[0])?, int(&v[1])?, (ip, int(&node[1])?)))
+                }
+                _ => None,
+            })
+            .collect();
+        let owner = ranges.iter().find(|(start, end, _)| (*start..=*end).contains(&slot));
+        u16::try_from(owner.unwrap_or_else(|| panic!("no node serves slot {slot}: {ranges:?}")).2.1).unwrap()
+    }
+
+    /// Subscribers of `channel` on the node at `port` (`PUBSUB NUMSUB` is per node).
+    pub async fn subscribers(&self, port: u16, channel: &str) -> i64 {
+        let mut conn = connection(port, Duration::from_secs(5)).await;
+        let (_, n): (String, i64) =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query_async(&mut conn).await.unwrap();
+        n
+    }
+
+    /// `HGET key field` on the node at `port` (which must serve `key`).
+    pub async fn hget(&self, port: u16, key: &str, field: &str) -> Option<String> {
+        let mut conn = connection(port, Duration::from_secs(5)).await;
+        redis::cmd("HGET").arg(key).arg(field).query_async(&mut conn).await.unwrap()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+    }
+}
+
+/// A primary, its replica and one sentinel monitoring them as `m` (quorum
+/// 1, down after 1 s, failover timeout 5 s), all of this test only. Stopped
+/// on drop.
+pub struct SentinelGroup {
+    primary: Child,
+    replica: Child,
+    sentinel: Child,
+    /// The first primary's port.
+    pub primary_port: u16,
+    /// The replica's port (the primary after a failover).
+    pub replica_port: u16,
+    /// The sentinel's port.
+    pub sentinel_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// The name the sentinel monitors the primary under.
+pub const MASTER_NAME: &str = "m";
+
+impl SentinelGroup {
+    /// Start all three and wait until the replica is in sync and the
+    /// sentinel knows both servers.
+    pub async fn start() -> SentinelGroup {
+        let dir = tempfile::tempdir().unwrap();
+        let (primary_port, replica_port, sentinel_port) = (free_port(), free_port(), free_port());
+        let plain = |port: u16| {
+            ["--port".to_owned(), port.to_string(), "--bind".into(), "127.0.0.1".into()]
+                .into_iter()
+                .chain(["--save", "", "--appendonly", "no"].map(String::from))
+                .collect::<Vec<String>>()
+        };
+        let args = plain(primary_port);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let primary = spawn_redis(dir.path(), "primary", "redis-server", &args);
+        let mut args = plain(replica_port);
+        args.extend(["--replicaof".into(), "127.0.0.1".into(), primary_port.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let replica = spawn_redis(dir.path(), "replica", "redis-server", &args);
+        let mut conn = connection(replica_port, Duration::from_secs(10)).await;
+        await_true("the replica in sync", Duration::from_secs(20), || {
+            let mut conn = conn.clone();
+            async move {
+                let info: String =
+                    redis::cmd("INFO").arg("replication").query_async(&mut conn).await.unwrap_or_default();
+                info.contains("master_link_status:up")
+            }
+        })
+        .await;
+        let () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+
+        // The sentinel rewrites its config file: it lives in the temp dir.
+        let config = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nsentinel monitor {MASTER_NAME} 127.0.0.1 {primary_port} 1\n\
+                 sentinel down-after-milliseconds {MASTER_NAME} 1000\nsentinel failover-timeout {MASTER_NAME} 5000\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        // Debian's redis-sentinel package is a link to redis-server; without it, `--sentinel` does the same.
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("redis-sentinel").is_file()));
+        let sentinel = if on_path {
+            spawn_redis(dir.path(), "sentinel", "redis-sentinel", &[&config])
+        } else {
+            spawn_redis(dir.path(), "sentinel", "redis-server", &[&config, "--sentinel"])
+        };
+        let group = SentinelGroup { primary, replica, sentinel, primary_port, replica_port, sentinel_port, _dir: dir };
+        let mut conn = connection(sentinel_port, Duration::from_secs(10)).await;
+        await_true("the sentinel to know the replica", Duration::from_secs(20), || {
+            let mut conn = conn.clone();
+            async move {
+                let replicas: redis::RedisResult<Vec<redis::Value>> =
+                    redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME).query_async(&mut conn).await;
+                replicas.is_ok_and(|r| !r.is_empty())
+            }
+        })
+        .await;
+        assert_eq!(group.primary_now().await, Some(primary_port));
+        let () = redis::cmd("PING").query_async(&mut conn).await.unwrap();
+        group
+    }
+
+    /// `redis://127.0.0.1:<sentinel port>`.
+    pub fn sentinel_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// The primary's port according to the sentinel.
+    pub async fn primary_now(&self) -> Option<u16> {
+        let mut conn = connection(self.sentinel_port, Duration::from_secs(5)).await;
+        let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(MASTER_NAME)
+            .query_async(&mut conn)
+            .await
+            .ok()
+            .flatten();
+        addr.and_then(|(_, port)| port.parse().ok())
+    }
+
+    /// `kill -9` the first primary.
+    pub fn kill_primary(&mut self) {
+        let _ = self.primary.kill();
+        let _ = self.primary.wait();
+    }
+
+    /// A plain connection to the replica (the primary after a failover).
+    pub async fn replica(&self) -> redis::aio::MultiplexedConnection {
+        connection(self.replica_port, Duration::from_secs(5)).await
+    }
+}
+
+impl Drop for SentinelGroup {
+    fn drop(&mut self) {
+        for child in [&mut self.sentinel, &mut self.replica, &mut self.primary] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -139,6 +139,16 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[1])
 return 1
 ";
 
+/// The gate's hash and lease keys. Every key a script of one campaign
+/// touches (these two and the staging key, `<hash>:staging:<uuid>`) starts
+/// with the hash key, which holds the hash tag `{gate:c}`: they share one
+/// slot on a Redis Cluster, as a script's keys must.
+fn gate_keys(prefix: &str, campaign_id: i64) -> (String, String) {
+    let hash = format!("{prefix}:{{gate:{campaign_id}}}");
+    let leases = format!("{hash}:leases");
+    (hash, leases)
+}
+
 /// Claimants written per pipeline while building a gate.
 const CLAIMANTS_PER_PIPELINE: usize = 5000;
 
@@ -209,12 +219,8 @@ impl RedisGate {
         }
     }
 
-    /// The gate's hash and lease keys. The `{…}` hash tag keeps them (and the
-    /// staging key) in one slot on a Redis cluster.
     fn keys(&self, campaign_id: i64) -> (String, String) {
-        let hash = format!("{}:{{gate:{campaign_id}}}", self.prefix);
-        let leases = format!("{hash}:leases");
-        (hash, leases)
+        gate_keys(&self.prefix, campaign_id)
     }
 
     async fn call(&self, script: &Script, campaign_id: i64, args: &[String]) -> Result<Value, GateError> {
@@ -382,5 +388,39 @@ impl RedisGate {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Redis Cluster hashes: the text between the first `{` and the
+    /// first `}` after it, if not empty; else the whole key.
+    fn hash_tag(key: &str) -> &str {
+        if let Some(open) = key.find('{')
+            && let Some(len) = key[open + 1..].find('}')
+            && len > 0
+        {
+            return &key[open + 1..open + 1 + len];
+        }
+        key
+    }
+
+    #[test]
+    fn every_key_of_a_campaigns_scripts_shares_one_hash_tag() {
+        for prefix in ["bc", "{bc}", "a{b", "x}y", "bcc0123"] {
+            for campaign in [1, 7, 123_456] {
+                let (hash, leases) = gate_keys(prefix, campaign);
+                let staging = format!("{hash}:staging:{}", uuid::Uuid::new_v4().simple());
+                let tag = hash_tag(&hash);
+                assert_eq!(hash_tag(&leases), tag, "{prefix} {campaign}");
+                assert_eq!(hash_tag(&staging), tag, "{prefix} {campaign}");
+                if !prefix.contains('{') {
+                    assert_eq!(tag, format!("gate:{campaign}"), "one slot per campaign, spread over the cluster");
+                }
+            }
+        }
+        assert_ne!(hash_tag(&gate_keys("bc", 1).0), hash_tag(&gate_keys("bc", 2).0));
     }
 }
