@@ -7,10 +7,10 @@
 # squares over the samples after the first minute's warm-up). Flat memory and
 # descriptors mean nothing grows with the number of visitors or tokens seen.
 #
-# Usage: bench/soak.sh   (env: DURATION=600 INTERVAL=30 RATE=100 BENCH_NO_BUILD=0)
+# Usage: bench/soak.sh   (env: DURATION=600 INTERVAL=30 RATE=50 BENCH_NO_BUILD=0)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-DURATION="${DURATION:-600}"; INTERVAL="${INTERVAL:-30}"; RATE="${RATE:-100}"
+DURATION="${DURATION:-600}"; INTERVAL="${INTERVAL:-30}"; RATE="${RATE:-50}"
 stack_setup soak
 db="soak_bench_$(date +%s)_$RANDOM"; prefix="soakbench$(date +%s)$RANDOM"
 psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
@@ -24,7 +24,7 @@ start_stack "$OUT"
 "$BIN/loadtest" --proxy "http://127.0.0.1:$WR_PORT" --queue sale --arrivals "$RATE/s" --duration "${DURATION}s" \
   --poll-share 0.2 --abandon-share 0.1 --max-wait 60s --drain 30s --request-timeout 30s \
   --proxy-admin "http://127.0.0.1:$WR_ADMIN" --booking "http://127.0.0.1:$BC_PORT" --booking-admin "http://127.0.0.1:$BC_ADMIN" \
-  --admin-token "$TOKEN" --database-url "$PG_SERVER/$db" --create-sale 100x100,100000 \
+  --admin-token "$TOKEN" --database-url "$PG_SERVER/$db" --create-sale 20x50,100000 \
   --out "$OUT/report.json" > "$OUT/report.txt" 2> "$OUT/progress.log" &
 LT_PID=$!; PIDS+=("$LT_PID")
 

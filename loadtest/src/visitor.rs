@@ -505,12 +505,14 @@ async fn book(
         at,
         &[200],
     )
-    .await?
-    .json();
-    let mut free: Vec<i64> = map["seats"]
+    .await?;
+    // Only the free seat ids outlive this line: a parsed map of a large hall
+    // is megabytes, and hundreds of visitors think before they hold.
+    let mut free: Vec<i64> = map.json()["seats"]
         .as_array()
         .map(|s| s.iter().filter(|s| s["status"] == "AVAILABLE").filter_map(|s| s["id"].as_i64()).collect())
         .unwrap_or_default();
+    drop(map);
     free.shuffle(rng);
 
     let mut held = None;
