@@ -47,6 +47,7 @@
 //! `TIME` for the Redis backend), so all instances agree on them.
 
 pub mod breaker;
+pub mod connection;
 pub mod memory;
 pub mod redis;
 

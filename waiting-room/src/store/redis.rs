@@ -34,10 +34,12 @@
 //! - `standings.lua`: read-only standings of many visitors in one round trip.
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
 use redis::{Script, Value};
 use shared::visitor::VisitorId;
 
+use super::connection::Conn;
 use super::{
     JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, SPENT_GRACE_MS, SharedSettings, Standing,
     Stats, StoreError,
@@ -46,9 +48,11 @@ use super::{
 /// Redis-backed queues.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     scripts: &'static Scripts,
+    /// `store.wait_replicas` and how long `WAIT` may take; `None` = don't wait.
+    wait: Option<(u32, Duration)>,
 }
 
 struct Scripts {
@@ -115,19 +119,51 @@ impl RedisStore {
         Self::connect_with(url, prefix, &crate::config::StoreConfig::default()).await
     }
 
-    /// Connect to `url` with `config`'s timeouts and retries.
+    /// Connect to the single server at `url` with `config`'s timeouts and retries.
     pub async fn connect_with(
         url: &str,
         prefix: &str,
         config: &crate::config::StoreConfig,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(config.retries);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(err)?;
-        Ok(RedisStore { conn, prefix: prefix.to_owned(), scripts: scripts() })
+        let config = crate::config::StoreConfig {
+            redis_url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+            cluster_nodes: Vec::new(),
+            sentinel: None,
+            ..config.clone()
+        };
+        Self::open(&config).await
+    }
+
+    /// Connect to the deployment `config` names (one server, a cluster, or
+    /// a primary found through sentinels), keys under `config.key_prefix`.
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        let conn = Conn::connect(config).await.map_err(err)?;
+        // The server answers WAIT before the client gives up on it, so a
+        // slow replica reads as "too few replicas", not as a dead primary.
+        let wait = (config.wait_replicas > 0).then(|| (config.wait_replicas, config.response_timeout * 3 / 4));
+        Ok(RedisStore { conn, prefix: config.key_prefix.clone(), scripts: scripts(), wait })
+    }
+
+    /// A connection for a write the caller will acknowledge: with
+    /// `wait_replicas`, the write and its `WAIT` share one connection.
+    async fn write_conn(&self) -> Result<Conn, StoreError> {
+        if self.wait.is_some() { self.conn.pinned().await.map_err(err) } else { Ok(self.conn.clone()) }
+    }
+
+    /// With `wait_replicas`: wait until that many replicas hold every write
+    /// sent on `conn` so far (on a cluster, of the node holding `key`), or
+    /// fail. `WAIT` covers all earlier writes of the connection, other
+    /// callers' too (it is multiplexed): stronger than needed, never weaker.
+    async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        let Some((replicas, timeout)) = self.wait else { return Ok(()) };
+        let acked = conn.wait(replicas, timeout, key).await.map_err(err)?;
+        if acked < i64::from(replicas) {
+            return Err(StoreError(format!(
+                "only {acked} of {replicas} replicas acknowledged the write within {timeout:?}"
+            )));
+        }
+        Ok(())
     }
 
     /// The keys of `queue`.
@@ -149,7 +185,8 @@ impl RedisStore {
         checks: &JoinChecks,
     ) -> Result<Placed, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.conn.clone();
+        let joining = mode == "join";
+        let mut conn = if joining { self.write_conn().await? } else { self.conn.clone() };
         let (proof, seed, remember_ms) = match &checks.proof {
             Proof::NotRequired => ("", "-", 0),
             Proof::Missing => ("missing", "-", 0),
@@ -193,6 +230,9 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
+        if joining {
+            self.replicated(&mut conn, &k.key("line")).await?;
+        }
         let standing = match kind.as_str() {
             "READY" => Standing::Ready { admitted_at_ms: a, expires_at_ms: b },
             "WAITING" => Standing::Waiting { position: to_u64(a), waiting: to_u64(b) },
@@ -280,7 +320,7 @@ impl QueueStore for RedisStore {
 
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn().await?;
         let values: Vec<Value> = self
             .scripts
             .release
@@ -304,8 +344,12 @@ impl QueueStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
+        let ticked = int(values.first()) == 1;
+        if ticked {
+            self.replicated(&mut conn, &k.key("tick")).await?;
+        }
         Ok(Release {
-            ticked: int(values.first()) == 1,
+            ticked,
             tick: to_u64(int(values.get(1))),
             now_ms: int(values.get(2)),
             next_due_in_ms: to_u64(int(values.get(3))),
@@ -400,7 +444,7 @@ impl QueueStore for RedisStore {
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
         let k = self.keys(queue);
         let json = serde_json::to_string(settings).map_err(|e| StoreError(e.to_string()))?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn().await?;
         let version: u64 = self
             .scripts
             .save_settings
@@ -411,6 +455,7 @@ impl QueueStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
+        self.replicated(&mut conn, &k.key("settings")).await?;
         Ok(SharedSettings { version, ..settings.clone() })
     }
 
@@ -422,7 +467,7 @@ impl QueueStore for RedisStore {
         until_ms: i64,
     ) -> Result<bool, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn().await?;
         let ended: i64 = self
             .scripts
             .end_session
@@ -438,6 +483,7 @@ impl QueueStore for RedisStore {
             .invoke_async(&mut conn)
             .await
             .map_err(err)?;
+        self.replicated(&mut conn, &k.key("sessions")).await?;
         Ok(ended == 1)
     }
 

@@ -1,0 +1,80 @@
+//! The store on the Redis deployments it supports besides one server: a
+//! Cluster (queues spread over its nodes) and replicated primaries
+//! (`store.wait_replicas`: a write too few replicas hold is a failure).
+
+use std::time::{Duration, Instant};
+
+use shared::visitor::VisitorId;
+use waiting_room::config::{Backend, StoreConfig};
+use waiting_room::store::redis::RedisStore;
+use waiting_room::store::{JoinChecks, QueueStore, Standing};
+
+use crate::behaviour::params;
+use crate::servers::{Cluster, Process, port, until};
+
+fn single(url: String, wait_replicas: u32) -> StoreConfig {
+    StoreConfig {
+        backend: Backend::Redis,
+        redis_url: url,
+        key_prefix: format!("test-{:016x}", rand::random::<u64>()),
+        wait_replicas,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_spread_over_the_cluster_nodes_and_each_runs_on_one() {
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let store = crate::cluster(&cluster).await;
+    let p = params();
+    for q in 0..12 {
+        let queue = format!("queue-{q}");
+        for i in 0..3u64 {
+            let placed = store.join_placed(&queue, VisitorId::random(), &p, &JoinChecks::default()).await.unwrap();
+            assert_eq!(placed.standing, Standing::Waiting { position: i + 1, waiting: i + 1 });
+        }
+        assert_eq!(store.stats(&queue).await.unwrap().waiting, 3);
+    }
+    let counts = cluster.key_counts();
+    assert!(counts.iter().filter(|c| **c > 0).count() >= 2, "keys on one node only: {counts:?}");
+    // A queue's keys live together: every key count is a multiple of a queue's.
+    let per_queue: u64 = counts.iter().sum::<u64>() / 12;
+    assert!(counts.iter().all(|c| c % per_queue == 0), "a queue split over nodes: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_too_few_replicas_hold_is_a_store_failure_and_reads_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let lonely = Process::server(port(), dir.path(), &[]);
+    let config = StoreConfig { response_timeout: Duration::from_millis(100), ..single(lonely.url(), 1) };
+    let store = RedisStore::open(&config).await.unwrap();
+    let p = params();
+    let v = VisitorId::random();
+    let err = store.join_placed("q", v, &p, &JoinChecks::default()).await.unwrap_err();
+    assert!(err.0.contains("0 of 1 replicas"), "{err}");
+    // The read path never waits.
+    assert!(store.status("q", v, &p).await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_a_replica_holds_is_answered_and_wait_costs_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Process::server(port(), dir.path(), &[]);
+    let replica = Process::server(port(), dir.path(), &["--replicaof", &format!("127.0.0.1 {}", primary.port)]);
+    until("the replica is in sync", Duration::from_secs(10), || {
+        replica.cli(&["INFO", "replication"]).filter(|i| i.contains("master_link_status:up")).map(|_| ())
+    });
+    let p = params();
+    let mut took = Vec::new();
+    for wait in [0, 1] {
+        let store = RedisStore::open(&single(primary.url(), wait)).await.unwrap();
+        let started = Instant::now();
+        for _ in 0..300 {
+            store.join_placed("q", VisitorId::random(), &p, &JoinChecks::default()).await.unwrap();
+        }
+        took.push(started.elapsed() / 300);
+    }
+    // A number to compare, not an assertion: WAIT is one more round trip
+    // plus the replica's acknowledgement.
+    eprintln!("sequential join: {:?} without WAIT, {:?} with WAIT 1", took[0], took[1]);
+}
