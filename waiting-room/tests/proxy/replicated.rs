@@ -127,3 +127,37 @@ async fn a_sentinel_failover_mid_queue_loses_no_acknowledged_place_and_keeps_n_p
         assert!(*count <= N, "{count} admitted at {at}, more than N = {N}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_a_redis_cluster_admit_in_join_order_at_n_per_tick() {
+    let cluster = tokio::task::spawn_blocking(crate::servers::Cluster::start).await.unwrap();
+    let shared = Shared::new("cluster").await;
+    let nodes: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let store = format!("cluster_nodes = [{}]\n", nodes.join(", "));
+    let queues = queue("q", "/a", N, "300ms", "10m", 0);
+    let spec = || ProxySpec { store: Some(&store), ..shared.spec(&queues) };
+    let proxies = [Proxy::start(spec()).await, Proxy::start(spec()).await];
+    let c = client();
+    let mut visitors = Vec::new();
+    for i in 0..20 {
+        let mut v = Visitor::default();
+        let answer = v.join(&c, &proxies[i % 2], "q").await;
+        assert_eq!(answer["status"], "WAITING", "{answer}");
+        assert_eq!(answer["position"], i as u64 + 1);
+        visitors.push(v);
+    }
+    // Each polls the other instance than the one it joined on.
+    let mut admitted = Vec::new();
+    for (i, v) in visitors.iter_mut().enumerate() {
+        let s = v.until_ready(&c, &proxies[(i + 1) % 2], "q", Duration::from_secs(20)).await;
+        admitted.push(s["admitted_at"].as_str().unwrap().to_owned());
+    }
+    // RFC 3339 times of one format compare as strings.
+    assert!(admitted.windows(2).all(|w| w[0] <= w[1]), "admitted out of join order: {admitted:?}");
+    let mut per_tick: HashMap<&str, u64> = HashMap::new();
+    for at in &admitted {
+        *per_tick.entry(at).or_default() += 1;
+    }
+    assert!(per_tick.values().all(|n| *n <= N), "more than N = {N} in a tick: {per_tick:?}");
+    assert_eq!(per_tick.len(), 4, "20 visitors at 5 per tick: {per_tick:?}");
+}

@@ -78,3 +78,38 @@ async fn a_write_a_replica_holds_is_answered_and_wait_costs_little() {
     // plus the replica's acknowledgement.
     eprintln!("sequential join: {:?} without WAIT, {:?} with WAIT 1", took[0], took[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_published_on_one_cluster_node_is_heard_on_every_other() {
+    use futures_util::StreamExt;
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let config = StoreConfig { cluster_nodes: cluster.urls(), ..single(String::new(), 0) };
+    let store = RedisStore::open(&config).await.unwrap();
+    let channel = store.channel("q");
+    // The node owning the queue's slot: the one that answers for its key.
+    let before = cluster.key_counts();
+    store.join_placed("q", VisitorId::random(), &params(), &JoinChecks::default()).await.unwrap();
+    let after = cluster.key_counts();
+    let owner = (0..3).find(|i| after[*i] > before[*i]).unwrap();
+    let mut subscribers = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate().filter(|(i, _)| *i != owner) {
+        let mut pubsub = redis::Client::open(node.url()).unwrap().get_async_pubsub().await.unwrap();
+        pubsub.subscribe(&channel).await.unwrap();
+        subscribers.push((i, pubsub));
+    }
+    let p = waiting_room::store::Params { tick_ms: 50, ..params() };
+    let mut ticked = false;
+    for _ in 0..40 {
+        ticked |= store.release("q", &p).await.unwrap().ticked;
+        if ticked {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ticked);
+    for (i, pubsub) in &mut subscribers {
+        let msg = tokio::time::timeout(Duration::from_secs(2), pubsub.on_message().next()).await;
+        let payload: String = msg.unwrap_or_else(|_| panic!("node {i} heard nothing")).unwrap().get_payload().unwrap();
+        assert!(payload.starts_with("epoch "), "node {i}: {payload}");
+    }
+}

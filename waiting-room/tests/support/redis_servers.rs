@@ -1,5 +1,5 @@
-//! Redis deployments the tests start from Debian's `redis-server`,
-//! `redis-sentinel` and `redis-cli`: a three-node Cluster and a primary with
+//! Redis deployments the tests start from Debian's `redis-server` (also as
+//! the sentinel, `--sentinel`) and `redis-cli`: a three-node Cluster and a primary with
 //! replicas under one sentinel. Every process listens on a free port, is
 //! killed when its handle drops (also when a test panics), and keeps its
 //! files in a tempdir. Readiness is polled, never slept for.
@@ -194,8 +194,10 @@ impl Sentinel {
             ),
         )
         .unwrap();
-        let sentinel =
-            Process::start("redis-sentinel", &[conf.to_str().unwrap().to_owned()], sentinel_port, dir.path());
+        // `redis-server --sentinel` is what Debian's `redis-sentinel` links
+        // to; it needs no second package.
+        let args = [conf.to_str().unwrap().to_owned(), "--sentinel".to_owned()];
+        let sentinel = Process::start("redis-server", &args, sentinel_port, dir.path());
         let s = Sentinel { primary, replicas, sentinel, _dir: dir };
         // The sentinel learns the replicas from the primary's INFO.
         let want = s.replicas.len();
