@@ -18,6 +18,11 @@
 //!   `READONLY`), asks the sentinels again on the next call. A call that fails
 //!   is not retried (a script may have run), so a failover costs the calls in
 //!   flight a store failure (503) and nothing else.
+//!
+//! A write and the `WAIT` covering it are sent as one pipeline
+//! (`RedisStore::acknowledged`), which every kind sends on one connection to
+//! one node (redis-rs routes a cluster pipeline by its keyed command; `WAIT`
+//! has no key and follows it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +30,6 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
@@ -42,10 +46,6 @@ pub enum Conn {
     Cluster(ClusterConnection),
     /// Whatever primary the sentinels name.
     Sentinel(SentinelConn),
-    /// One fixed connection to the primary the sentinels named (and its
-    /// generation): a write and the `WAIT` after it must travel on the same
-    /// connection.
-    Pinned(SentinelConn, u64, MultiplexedConnection),
 }
 
 impl Conn {
@@ -78,37 +78,6 @@ impl Conn {
             }
         }
     }
-
-    /// A handle on which consecutive calls share one connection (a write,
-    /// then the `WAIT` that covers it). Only Sentinel handles ever switch
-    /// connections between calls; the others are themselves.
-    pub async fn pinned(&self) -> RedisResult<Conn> {
-        match self {
-            Conn::Sentinel(s) => {
-                let (generation, conn) = s.current().await?;
-                Ok(Conn::Pinned(s.clone(), generation, conn))
-            }
-            other => Ok(other.clone()),
-        }
-    }
-
-    /// `WAIT <replicas> <timeout>` on this connection, on the node holding
-    /// `key` for a cluster: how many replicas acknowledged every write sent
-    /// on this connection so far.
-    pub async fn wait(&mut self, replicas: u32, timeout: Duration, key: &str) -> RedisResult<i64> {
-        let mut cmd = redis::cmd("WAIT");
-        cmd.arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX));
-        match self {
-            // redis-rs would send a keyless WAIT to every primary.
-            Conn::Cluster(c) => {
-                let route = Route::with_key(key, SlotAddr::Master);
-                let v =
-                    c.route_command(cmd, RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route))).await?;
-                Ok(redis::from_redis_value(v)?)
-            }
-            other => cmd.query_async(other).await,
-        }
-    }
 }
 
 impl ConnectionLike for Conn {
@@ -119,10 +88,6 @@ impl ConnectionLike for Conn {
             Conn::Sentinel(s) => Box::pin(async move {
                 let (generation, mut c) = s.current().await?;
                 s.checked(generation, c.req_packed_command(cmd).await)
-            }),
-            Conn::Pinned(s, generation, c) => Box::pin(async move {
-                let result = c.req_packed_command(cmd).await;
-                s.checked(*generation, result)
             }),
         }
     }
@@ -139,10 +104,6 @@ impl ConnectionLike for Conn {
             Conn::Sentinel(s) => Box::pin(async move {
                 let (generation, mut c) = s.current().await?;
                 s.checked(generation, c.req_packed_commands(pipeline, offset, count).await)
-            }),
-            Conn::Pinned(s, generation, c) => Box::pin(async move {
-                let result = c.req_packed_commands(pipeline, offset, count).await;
-                s.checked(*generation, result)
             }),
         }
     }

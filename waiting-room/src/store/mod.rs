@@ -5,6 +5,8 @@
 //! - [`redis::RedisStore`]: shared by any number of proxy instances; every step
 //!   that touches more than one key is one Lua script, so it is atomic, and all
 //!   keys of a queue share the hash tag `{<prefix>:<queue>}` (Redis Cluster safe).
+//!   It runs on one server, a Cluster or a Sentinel-watched primary
+//!   ([`connection`]).
 //!
 //! # Semantics both backends implement
 //!

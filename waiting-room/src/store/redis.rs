@@ -32,6 +32,17 @@
 //!   instance; prunes expired sessions, drops abandoned visitors, pops up to N
 //!   from the head, records their sessions and publishes a tick message.
 //! - `standings.lua`: read-only standings of many visitors in one round trip.
+//!
+//! # Deployments and acknowledged writes
+//!
+//! The store runs on one server, a Redis Cluster or a Sentinel-watched
+//! primary ([`super::connection`]). With `store.wait_replicas = n`, every
+//! write a caller reports as done (a join, a tick, an ended session, saved
+//! settings) is pipelined with `WAIT n <¾ response_timeout>` and fails
+//! unless n replicas hold it, so a failover to any of them keeps it. Reads
+//! never wait. Other instances may read such a write (or hear its pub/sub
+//! message) before the replicas hold it; only the answer to the caller
+//! waits.
 
 use async_trait::async_trait;
 use std::time::Duration;
@@ -145,25 +156,37 @@ impl RedisStore {
         Ok(RedisStore { conn, prefix: config.key_prefix.clone(), scripts: scripts(), wait })
     }
 
-    /// A connection for a write the caller will acknowledge: with
-    /// `wait_replicas`, the write and its `WAIT` share one connection.
-    async fn write_conn(&self) -> Result<Conn, StoreError> {
-        if self.wait.is_some() { self.conn.pinned().await.map_err(err) } else { Ok(self.conn.clone()) }
-    }
-
-    /// With `wait_replicas`: wait until that many replicas hold every write
-    /// sent on `conn` so far (on a cluster, of the node holding `key`), or
-    /// fail. `WAIT` covers all earlier writes of the connection, other
-    /// callers' too (it is multiplexed): stronger than needed, never weaker.
-    async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
-        let Some((replicas, timeout)) = self.wait else { return Ok(()) };
-        let acked = conn.wait(replicas, timeout, key).await.map_err(err)?;
-        if acked < i64::from(replicas) {
-            return Err(StoreError(format!(
-                "only {acked} of {replicas} replicas acknowledged the write within {timeout:?}"
-            )));
-        }
-        Ok(())
+    /// Run a script whose write a visitor (or an operator) will be told
+    /// about. With `wait_replicas`, `WAIT` follows it in one pipeline, so
+    /// both travel on one connection to one node whatever reconnects or
+    /// failovers happen around them (a `WAIT` on another connection would
+    /// count none of this write). `WAIT` covers every earlier write of that
+    /// connection, other callers' too (it is multiplexed): stronger than
+    /// needed, never weaker. The second value says whether enough replicas
+    /// acknowledged (always true without `wait_replicas`).
+    async fn acknowledged<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<(T, Result<(), StoreError>), StoreError> {
+        let mut conn = self.conn.clone();
+        let Some((replicas, timeout)) = self.wait else {
+            return Ok((call.invoke_async(&mut conn).await.map_err(err)?, Ok(())));
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(call).cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(1));
+        let (value, acked): (T, i64) = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                call.load_async(&mut conn).await.map_err(err)?;
+                pipe.query_async(&mut conn).await.map_err(err)?
+            }
+            other => other.map_err(err)?,
+        };
+        let enough = if acked >= i64::from(replicas) {
+            Ok(())
+        } else {
+            Err(StoreError(format!("only {acked} of {replicas} replicas acknowledged the write within {timeout:?}")))
+        };
+        Ok((value, enough))
     }
 
     /// The keys of `queue`.
@@ -185,8 +208,6 @@ impl RedisStore {
         checks: &JoinChecks,
     ) -> Result<Placed, StoreError> {
         let k = self.keys(queue);
-        let joining = mode == "join";
-        let mut conn = if joining { self.write_conn().await? } else { self.conn.clone() };
         let (proof, seed, remember_ms) = match &checks.proof {
             Proof::NotRequired => ("", "-", 0),
             Proof::Missing => ("missing", "-", 0),
@@ -199,10 +220,8 @@ impl RedisStore {
             Some(t) => (epoch_id(t.epoch), t.seq.to_string()),
             None => (String::new(), String::new()),
         };
-        let (kind, a, b, join_kind, epoch, seq): (String, i64, i64, String, String, String) = self
-            .scripts
-            .standing
-            .key(k.key("line"))
+        let mut call = self.scripts.standing.prepare_invoke();
+        call.key(k.key("line"))
             .key(k.key("seen"))
             .key(k.key("sessions"))
             .key(k.key("admitted"))
@@ -226,13 +245,15 @@ impl RedisStore {
             .arg(if checks.fresh { "1" } else { "0" })
             .arg(epoch_id(new_epoch()))
             .arg(ticket_epoch)
-            .arg(ticket_seq)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
-        if joining {
-            self.replicated(&mut conn, &k.key("line")).await?;
-        }
+            .arg(ticket_seq);
+        type Reply = (String, i64, i64, String, String, String);
+        let (kind, a, b, join_kind, epoch, seq): Reply = if mode == "join" {
+            let (reply, acknowledged) = self.acknowledged(&call).await?;
+            acknowledged?;
+            reply
+        } else {
+            call.invoke_async(&mut self.conn.clone()).await.map_err(err)?
+        };
         let standing = match kind.as_str() {
             "READY" => Standing::Ready { admitted_at_ms: a, expires_at_ms: b },
             "WAITING" => Standing::Waiting { position: to_u64(a), waiting: to_u64(b) },
@@ -320,11 +341,8 @@ impl QueueStore for RedisStore {
 
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.write_conn().await?;
-        let values: Vec<Value> = self
-            .scripts
-            .release
-            .key(k.key("line"))
+        let mut call = self.scripts.release.prepare_invoke();
+        call.key(k.key("line"))
             .key(k.key("seen"))
             .key(k.key("sessions"))
             .key(k.key("admitted"))
@@ -340,13 +358,12 @@ impl QueueStore for RedisStore {
             .arg(p.abandon_after_ms)
             .arg(if p.paused { "1" } else { "0" })
             .arg(k.key("events"))
-            .arg(epoch_id(new_epoch()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .arg(epoch_id(new_epoch()));
+        let (values, acknowledged): (Vec<Value>, _) = self.acknowledged(&call).await?;
         let ticked = int(values.first()) == 1;
+        // Only a tick is news; a call that found none wrote nothing to keep.
         if ticked {
-            self.replicated(&mut conn, &k.key("tick")).await?;
+            acknowledged?;
         }
         Ok(Release {
             ticked,
@@ -444,18 +461,10 @@ impl QueueStore for RedisStore {
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
         let k = self.keys(queue);
         let json = serde_json::to_string(settings).map_err(|e| StoreError(e.to_string()))?;
-        let mut conn = self.write_conn().await?;
-        let version: u64 = self
-            .scripts
-            .save_settings
-            .key(k.key("settings"))
-            .arg(json)
-            .arg(k.key("events"))
-            .arg(epoch_id(new_epoch()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
-        self.replicated(&mut conn, &k.key("settings")).await?;
+        let mut call = self.scripts.save_settings.prepare_invoke();
+        call.key(k.key("settings")).arg(json).arg(k.key("events")).arg(epoch_id(new_epoch()));
+        let (version, acknowledged): (u64, _) = self.acknowledged(&call).await?;
+        acknowledged?;
         Ok(SharedSettings { version, ..settings.clone() })
     }
 
@@ -467,11 +476,8 @@ impl QueueStore for RedisStore {
         until_ms: i64,
     ) -> Result<bool, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.write_conn().await?;
-        let ended: i64 = self
-            .scripts
-            .end_session
-            .key(k.key("sessions"))
+        let mut call = self.scripts.end_session.prepare_invoke();
+        call.key(k.key("sessions"))
             .key(k.key("admitted"))
             .key(k.key("revoked"))
             .key(k.key("revoked_until"))
@@ -479,11 +485,9 @@ impl QueueStore for RedisStore {
             .arg(iat_s)
             .arg(until_ms)
             .arg(k.key("events"))
-            .arg(epoch_id(new_epoch()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
-        self.replicated(&mut conn, &k.key("sessions")).await?;
+            .arg(epoch_id(new_epoch()));
+        let (ended, acknowledged): (i64, _) = self.acknowledged(&call).await?;
+        acknowledged?;
         Ok(ended == 1)
     }
 

@@ -67,16 +67,31 @@ async fn a_write_a_replica_holds_is_answered_and_wait_costs_little() {
     let p = params();
     let mut took = Vec::new();
     for wait in [0, 1] {
-        let store = RedisStore::open(&single(primary.url(), wait)).await.unwrap();
+        let store = std::sync::Arc::new(RedisStore::open(&single(primary.url(), wait)).await.unwrap());
         let started = Instant::now();
         for _ in 0..300 {
             store.join_placed("q", VisitorId::random(), &p, &JoinChecks::default()).await.unwrap();
         }
         took.push(started.elapsed() / 300);
+        // 32 callers at once on the one multiplexed connection.
+        let started = Instant::now();
+        let callers = (0..32).map(|_| {
+            let (store, p) = (store.clone(), p);
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    store.join_placed("q", VisitorId::random(), &p, &JoinChecks::default()).await.unwrap();
+                }
+            })
+        });
+        for c in futures_util::future::join_all(callers).await {
+            c.unwrap();
+        }
+        took.push(started.elapsed() / 1600);
     }
-    // A number to compare, not an assertion: WAIT is one more round trip
-    // plus the replica's acknowledgement.
-    eprintln!("sequential join: {:?} without WAIT, {:?} with WAIT 1", took[0], took[1]);
+    eprintln!(
+        "join, one caller: {:?} without WAIT, {:?} with WAIT 1; 32 callers: {:?} a join without, {:?} with",
+        took[0], took[2], took[1], took[3]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
