@@ -284,6 +284,23 @@ pub type JoinAnswer = Result<(Standing, JoinKind), StoreError>;
 #[error("queue store unavailable: {0}")]
 pub struct StoreError(pub String);
 
+/// How a [`StoreError`] about replication starts: the store answered, but
+/// fewer replicas than `store.wait_replicas` acknowledged the write in time.
+pub const UNREPLICATED: &str = "too few replicas acknowledged the write";
+
+impl StoreError {
+    /// A write too few replicas acknowledged (see [`UNREPLICATED`]).
+    pub fn unreplicated(detail: &str) -> Self {
+        StoreError(format!("{UNREPLICATED}: {detail}"))
+    }
+
+    /// Did the store answer, with too few replicas behind the write? Not a
+    /// sign that the store is down: reads go on.
+    pub fn is_unreplicated(&self) -> bool {
+        self.0.starts_with(UNREPLICATED)
+    }
+}
+
 /// The queue store. See the module docs for the semantics.
 #[async_trait]
 pub trait QueueStore: Send + Sync + 'static {

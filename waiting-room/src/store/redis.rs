@@ -38,7 +38,7 @@
 //! The store runs on one server, a Redis Cluster or a Sentinel-watched
 //! primary ([`super::connection`]). With `store.wait_replicas = n`, every
 //! write a caller reports as done (a join, a tick, an ended session, saved
-//! settings) is pipelined with `WAIT n <¾ response_timeout>` and fails
+//! settings) is pipelined with `WAIT n <response_timeout / 2>` and fails
 //! unless n replicas hold it, so a failover to any of them keeps it. Reads
 //! never wait. Other instances may read such a write (or hear its pub/sub
 //! message) before the replicas hold it; only the answer to the caller
@@ -152,7 +152,7 @@ impl RedisStore {
         let conn = Conn::connect(config).await.map_err(err)?;
         // The server answers WAIT before the client gives up on it, so a
         // slow replica reads as "too few replicas", not as a dead primary.
-        let wait = (config.wait_replicas > 0).then(|| (config.wait_replicas, config.response_timeout * 3 / 4));
+        let wait = (config.wait_replicas > 0).then(|| (config.wait_replicas, config.response_timeout / 2));
         Ok(RedisStore { conn, prefix: config.key_prefix.clone(), scripts: scripts(), wait })
     }
 
@@ -184,7 +184,7 @@ impl RedisStore {
         let enough = if acked >= i64::from(replicas) {
             Ok(())
         } else {
-            Err(StoreError(format!("only {acked} of {replicas} replicas acknowledged the write within {timeout:?}")))
+            Err(StoreError::unreplicated(&format!("{acked} of {replicas} within {timeout:?}")))
         };
         Ok((value, enough))
     }
