@@ -46,9 +46,9 @@ impl AdmissionService {
             Backend::Redis => {
                 let mut backoff = Duration::from_millis(100);
                 loop {
-                    match RedisStore::connect_with(&self.store.redis_url, &self.store.key_prefix, &self.store).await {
+                    match RedisStore::open(&self.store).await {
                         Ok(store) => {
-                            tracing::info!(url = %self.store.redis_url, "connected to Redis");
+                            tracing::info!(redis = %self.store.describe(), "connected to Redis");
                             return Some(Arc::new(Breaker::new(Arc::new(store))));
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot connect to Redis yet; retrying"),
@@ -82,8 +82,7 @@ impl BackgroundService for AdmissionService {
             tasks.push(tokio::spawn(push::keep_alive(self.state.clone(), q.clone())));
         }
         if self.store.backend == Backend::Redis {
-            let (url, prefix) = (self.store.redis_url.clone(), self.store.key_prefix.clone());
-            tasks.push(tokio::spawn(listen_for_ticks(self.state.clone(), url, prefix)));
+            tasks.push(tokio::spawn(listen_for_ticks(self.state.clone(), self.store.clone())));
         }
         let _ = shutdown.changed().await;
         for t in tasks {
@@ -175,15 +174,22 @@ async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>
 }
 
 /// Hear about ticks performed by other instances (Redis pub/sub), so their
-/// releases reach the sockets held here within the same push budget.
-async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
+/// releases reach the sockets held here within the same push budget. On a
+/// cluster any node hears every message; with sentinels, the primary is
+/// asked for again after the subscription ends.
+async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
     use futures_util::StreamExt;
-    let channels: Vec<String> =
-        state.queues.all().iter().map(|q| crate::store::redis::Keys::new(&prefix, q.id()).key("events")).collect();
+    let channels: Vec<String> = state
+        .queues
+        .all()
+        .iter()
+        .map(|q| crate::store::redis::Keys::new(&store.key_prefix, q.id()).key("events"))
+        .collect();
     let mut backoff = Duration::from_millis(100);
+    let mut attempt = 0;
     loop {
         let subscribed = async {
-            let client = redis::Client::open(url.as_str())?;
+            let client = crate::store::connection::subscriber(&store, attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channels).await?;
             Ok::<_, redis::RedisError>(pubsub)
@@ -239,6 +245,7 @@ async fn listen_for_ticks(state: Arc<State>, url: String, prefix: String) {
             }
             Err(e) => tracing::warn!(error = %e, "cannot subscribe to tick messages; retrying"),
         }
+        attempt += 1;
         tokio::time::sleep(backoff).await;
         // At most a second: ticks of other instances are what this
         // subscription is for, and a restarted Redis should be heard soon.

@@ -274,6 +274,103 @@ pub struct StoreConfig {
     pub response_timeout: Duration,
     /// Times a failed Redis call is retried on a new connection.
     pub retries: usize,
+    /// Redis Cluster seed nodes (`redis://host:port` each); when set, the
+    /// store talks to the cluster and `redis_url` is not used. A queue's keys
+    /// share one hash tag, so every script runs on one node.
+    pub cluster_nodes: Vec<String>,
+    /// Redis Sentinel: the primary is found by asking these sentinels, and
+    /// found again after a failover; `redis_url` is not used.
+    pub sentinel: Option<SentinelConfig>,
+    /// Replicas that must hold a write before the store acknowledges it
+    /// (`WAIT <n>` after every join, tick, ended session and saved
+    /// settings); fewer in time is a store failure (503), so a place a
+    /// visitor was told about survives a failover. 0 = don't wait.
+    pub wait_replicas: u32,
+}
+
+/// `store.sentinel`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the primary under (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// The sentinels, `redis://host:port` each.
+    pub nodes: Vec<String>,
+}
+
+/// Which Redis deployment the store talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology<'a> {
+    /// One server (`redis_url`).
+    Single(&'a str),
+    /// A cluster, by its seed nodes.
+    Cluster(&'a [String]),
+    /// A primary found through sentinels.
+    Sentinel { master_name: &'a str, nodes: &'a [String] },
+}
+
+impl StoreConfig {
+    /// The Redis deployment this configuration names.
+    pub fn topology(&self) -> RedisTopology<'_> {
+        if let Some(s) = &self.sentinel {
+            RedisTopology::Sentinel { master_name: &s.master_name, nodes: &s.nodes }
+        } else if !self.cluster_nodes.is_empty() {
+            RedisTopology::Cluster(&self.cluster_nodes)
+        } else {
+            RedisTopology::Single(&self.redis_url)
+        }
+    }
+
+    /// What the logs call this deployment.
+    pub fn describe(&self) -> String {
+        match self.topology() {
+            RedisTopology::Single(url) => url.to_owned(),
+            RedisTopology::Cluster(nodes) => format!("cluster {}", nodes.join(",")),
+            RedisTopology::Sentinel { master_name, nodes } => format!("sentinel {master_name}@{}", nodes.join(",")),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let url = |key: String, value: &str| {
+            if value.starts_with("redis://") || value.starts_with("rediss://") {
+                Ok(())
+            } else {
+                Err(ConfigError::new(key, format!("expected a redis:// or rediss:// URL, got {value:?}")))
+            }
+        };
+        if self.backend != Backend::Redis {
+            return Ok(());
+        }
+        if self.sentinel.is_some() && !self.cluster_nodes.is_empty() {
+            return Err(ConfigError::new(
+                "store.cluster_nodes",
+                "set either store.cluster_nodes or store.sentinel, not both",
+            ));
+        }
+        match self.topology() {
+            RedisTopology::Single(u) => url("store.redis_url".into(), u)?,
+            RedisTopology::Cluster(nodes) => {
+                for (i, n) in nodes.iter().enumerate() {
+                    url(format!("store.cluster_nodes[{i}]"), n)?;
+                }
+            }
+            RedisTopology::Sentinel { master_name, nodes } => {
+                if master_name.is_empty() {
+                    return Err(ConfigError::new("store.sentinel.master_name", "must not be empty"));
+                }
+                if nodes.is_empty() {
+                    return Err(ConfigError::new("store.sentinel.nodes", "expected at least one sentinel"));
+                }
+                for (i, n) in nodes.iter().enumerate() {
+                    url(format!("store.sentinel.nodes[{i}]"), n)?;
+                }
+            }
+        }
+        if self.wait_replicas > 16 {
+            return Err(ConfigError::new("store.wait_replicas", "expected at most 16"));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StoreConfig {
@@ -285,6 +382,9 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_millis(250),
             retries: 1,
+            cluster_nodes: Vec::new(),
+            sentinel: None,
+            wait_replicas: 0,
         }
     }
 }
@@ -533,12 +633,7 @@ impl Config {
                 "must be true with the memory backend: nobody else would ever release the line",
             ));
         }
-        if self.store.backend == Backend::Redis && !self.store.redis_url.starts_with("redis") {
-            return Err(ConfigError::new(
-                "store.redis_url",
-                format!("expected a redis:// or rediss:// URL, got {:?}", self.store.redis_url),
-            ));
-        }
+        self.store.validate()?;
         if self.store.connect_timeout < Duration::from_millis(10)
             || self.store.connect_timeout > Duration::from_secs(60)
         {
@@ -807,5 +902,62 @@ mod tests {
         assert!(prefix_covers("/api/events/42/", "/api/events/42/seats"));
         assert!(!prefix_covers("/api/events/42", "/api/events/420"));
         assert!(prefix_covers("/", "/anything"));
+    }
+
+    fn store(lines: &str) -> Result<Config, ConfigError> {
+        load(&format!("[store]\nbackend = \"redis\"\n{lines}\n{GOOD}"), &[])
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_its_seed_nodes() {
+        let c = store(r#"cluster_nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]"#).unwrap();
+        assert_eq!(
+            c.store.topology(),
+            RedisTopology::Cluster(&["redis://10.0.0.1:7000".to_owned(), "redis://10.0.0.2:7000".to_owned()])
+        );
+        assert_eq!(c.store.wait_replicas, 0);
+        let err = store(r#"cluster_nodes = ["redis://10.0.0.1:7000", "10.0.0.2:7000"]"#).unwrap_err();
+        assert_eq!(err.key, "store.cluster_nodes[1]");
+    }
+
+    #[test]
+    fn a_sentinel_deployment_needs_a_master_name_and_sentinels() {
+        let c = store(
+            r#"sentinel = { master_name = "wr", nodes = ["redis://10.0.0.1:26379"] }
+               wait_replicas = 1"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.store.topology(),
+            RedisTopology::Sentinel { master_name: "wr", nodes: &["redis://10.0.0.1:26379".to_owned()] }
+        );
+        assert_eq!(c.store.wait_replicas, 1);
+        assert_eq!(
+            store(r#"sentinel = { master_name = "", nodes = ["redis://a:1"] }"#).unwrap_err().key,
+            "store.sentinel.master_name"
+        );
+        assert_eq!(store(r#"sentinel = { master_name = "wr", nodes = [] }"#).unwrap_err().key, "store.sentinel.nodes");
+        assert_eq!(
+            store(r#"sentinel = { master_name = "wr", nodes = ["tcp://a:1"] }"#).unwrap_err().key,
+            "store.sentinel.nodes[0]"
+        );
+        assert!(store(r#"sentinel = { nodes = ["redis://a:1"] }"#).unwrap_err().message.contains("master_name"));
+    }
+
+    #[test]
+    fn cluster_and_sentinel_exclude_each_other() {
+        let err = store(
+            r#"cluster_nodes = ["redis://a:1"]
+               sentinel = { master_name = "wr", nodes = ["redis://b:2"] }"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "store.cluster_nodes");
+        assert!(err.message.contains("not both"), "{err}");
+    }
+
+    #[test]
+    fn wait_replicas_is_bounded() {
+        assert_eq!(store("wait_replicas = 17").unwrap_err().key, "store.wait_replicas");
+        assert_eq!(store("wait_replicas = -1").unwrap_err().key, "store.wait_replicas");
     }
 }

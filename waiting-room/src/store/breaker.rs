@@ -61,18 +61,18 @@ impl Breaker {
         // must not leave the breaker waiting for it forever.
         let _probe = probe.then_some(ProbeGuard(&self.probing));
         let result = op.await;
-        match &result {
-            Ok(_) => {
-                self.failures.store(0, Ordering::Release);
-                self.open_until_ms.store(0, Ordering::Release);
-            }
-            Err(_) => {
-                let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
-                if probe || failures >= FAILURES {
-                    let until = now_ms() + i64::try_from(COOLDOWN.as_millis()).unwrap_or(1000);
-                    if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
-                        tracing::warn!("queue store failing: calls refused at once for {COOLDOWN:?}, then probed");
-                    }
+        // A write too few replicas hold was still answered by the store
+        // (`store.wait_replicas`): it says nothing about the store being down.
+        let answered = result.as_ref().err().is_none_or(StoreError::is_unreplicated);
+        if answered {
+            self.failures.store(0, Ordering::Release);
+            self.open_until_ms.store(0, Ordering::Release);
+        } else {
+            let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+            if probe || failures >= FAILURES {
+                let until = now_ms() + i64::try_from(COOLDOWN.as_millis()).unwrap_or(1000);
+                if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
+                    tracing::warn!("queue store failing: calls refused at once for {COOLDOWN:?}, then probed");
                 }
             }
         }
@@ -214,5 +214,16 @@ mod tests {
         // The next call is the new probe; the store answers: closed.
         assert!(breaker.call(async { Ok::<_, StoreError>(()) }).await.is_ok());
         assert!(!breaker.is_open());
+    }
+
+    #[tokio::test]
+    async fn writes_too_few_replicas_hold_fail_without_opening_the_breaker() {
+        let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
+        for _ in 0..FAILURES * 2 {
+            let e = breaker.call(async { Err::<(), _>(StoreError::unreplicated("0 of 1")) }).await.unwrap_err();
+            assert!(e.is_unreplicated());
+        }
+        assert!(!breaker.is_open(), "the store answered every call");
+        assert!(breaker.call(async { Ok(()) }).await.is_ok());
     }
 }

@@ -5,6 +5,8 @@
 //! - [`redis::RedisStore`]: shared by any number of proxy instances; every step
 //!   that touches more than one key is one Lua script, so it is atomic, and all
 //!   keys of a queue share the hash tag `{<prefix>:<queue>}` (Redis Cluster safe).
+//!   It runs on one server, a Cluster or a Sentinel-watched primary
+//!   ([`connection`]).
 //!
 //! # Semantics both backends implement
 //!
@@ -47,6 +49,7 @@
 //! `TIME` for the Redis backend), so all instances agree on them.
 
 pub mod breaker;
+pub mod connection;
 pub mod memory;
 pub mod redis;
 
@@ -280,6 +283,23 @@ pub type JoinAnswer = Result<(Standing, JoinKind), StoreError>;
 #[derive(Debug, thiserror::Error)]
 #[error("queue store unavailable: {0}")]
 pub struct StoreError(pub String);
+
+/// How a [`StoreError`] about replication starts: the store answered, but
+/// fewer replicas than `store.wait_replicas` acknowledged the write in time.
+pub const UNREPLICATED: &str = "too few replicas acknowledged the write";
+
+impl StoreError {
+    /// A write too few replicas acknowledged (see [`UNREPLICATED`]).
+    pub fn unreplicated(detail: &str) -> Self {
+        StoreError(format!("{UNREPLICATED}: {detail}"))
+    }
+
+    /// Did the store answer, with too few replicas behind the write? Not a
+    /// sign that the store is down: reads go on.
+    pub fn is_unreplicated(&self) -> bool {
+        self.0.starts_with(UNREPLICATED)
+    }
+}
 
 /// The queue store. See the module docs for the semantics.
 #[async_trait]

@@ -32,12 +32,25 @@
 //!   instance; prunes expired sessions, drops abandoned visitors, pops up to N
 //!   from the head, records their sessions and publishes a tick message.
 //! - `standings.lua`: read-only standings of many visitors in one round trip.
+//!
+//! # Deployments and acknowledged writes
+//!
+//! The store runs on one server, a Redis Cluster or a Sentinel-watched
+//! primary ([`super::connection`]). With `store.wait_replicas = n`, every
+//! write a caller reports as done (a join, a tick, an ended session, saved
+//! settings) is pipelined with `WAIT n <response_timeout / 2>` and fails
+//! unless n replicas hold it, so a failover to any of them keeps it. Reads
+//! never wait. Other instances may read such a write (or hear its pub/sub
+//! message) before the replicas hold it; only the answer to the caller
+//! waits.
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
 use redis::{Script, Value};
 use shared::visitor::VisitorId;
 
+use super::connection::Conn;
 use super::{
     JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, SPENT_GRACE_MS, SharedSettings, Standing,
     Stats, StoreError,
@@ -46,9 +59,11 @@ use super::{
 /// Redis-backed queues.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     scripts: &'static Scripts,
+    /// `store.wait_replicas` and how long `WAIT` may take; `None` = don't wait.
+    wait: Option<(u32, Duration)>,
 }
 
 struct Scripts {
@@ -115,19 +130,63 @@ impl RedisStore {
         Self::connect_with(url, prefix, &crate::config::StoreConfig::default()).await
     }
 
-    /// Connect to `url` with `config`'s timeouts and retries.
+    /// Connect to the single server at `url` with `config`'s timeouts and retries.
     pub async fn connect_with(
         url: &str,
         prefix: &str,
         config: &crate::config::StoreConfig,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout))
-            .set_response_timeout(Some(config.response_timeout))
-            .set_number_of_retries(config.retries);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(err)?;
-        Ok(RedisStore { conn, prefix: prefix.to_owned(), scripts: scripts() })
+        let config = crate::config::StoreConfig {
+            redis_url: url.to_owned(),
+            key_prefix: prefix.to_owned(),
+            cluster_nodes: Vec::new(),
+            sentinel: None,
+            ..config.clone()
+        };
+        Self::open(&config).await
+    }
+
+    /// Connect to the deployment `config` names (one server, a cluster, or
+    /// a primary found through sentinels), keys under `config.key_prefix`.
+    pub async fn open(config: &crate::config::StoreConfig) -> Result<Self, StoreError> {
+        let conn = Conn::connect(config).await.map_err(err)?;
+        // The server answers WAIT before the client gives up on it, so a
+        // slow replica reads as "too few replicas", not as a dead primary.
+        let wait = (config.wait_replicas > 0).then(|| (config.wait_replicas, config.response_timeout / 2));
+        Ok(RedisStore { conn, prefix: config.key_prefix.clone(), scripts: scripts(), wait })
+    }
+
+    /// Run a script whose write a visitor (or an operator) will be told
+    /// about. With `wait_replicas`, `WAIT` follows it in one pipeline, so
+    /// both travel on one connection to one node whatever reconnects or
+    /// failovers happen around them (a `WAIT` on another connection would
+    /// count none of this write). `WAIT` covers every earlier write of that
+    /// connection, other callers' too (it is multiplexed): stronger than
+    /// needed, never weaker. The second value says whether enough replicas
+    /// acknowledged (always true without `wait_replicas`).
+    async fn acknowledged<T: redis::FromRedisValue>(
+        &self,
+        call: &redis::ScriptInvocation<'_>,
+    ) -> Result<(T, Result<(), StoreError>), StoreError> {
+        let mut conn = self.conn.clone();
+        let Some((replicas, timeout)) = self.wait else {
+            return Ok((call.invoke_async(&mut conn).await.map_err(err)?, Ok(())));
+        };
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(call).cmd("WAIT").arg(replicas).arg(u64::try_from(timeout.as_millis()).unwrap_or(1));
+        let (value, acked): (T, i64) = match pipe.query_async(&mut conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                call.load_async(&mut conn).await.map_err(err)?;
+                pipe.query_async(&mut conn).await.map_err(err)?
+            }
+            other => other.map_err(err)?,
+        };
+        let enough = if acked >= i64::from(replicas) {
+            Ok(())
+        } else {
+            Err(StoreError::unreplicated(&format!("{acked} of {replicas} within {timeout:?}")))
+        };
+        Ok((value, enough))
     }
 
     /// The keys of `queue`.
@@ -149,7 +208,6 @@ impl RedisStore {
         checks: &JoinChecks,
     ) -> Result<Placed, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.conn.clone();
         let (proof, seed, remember_ms) = match &checks.proof {
             Proof::NotRequired => ("", "-", 0),
             Proof::Missing => ("missing", "-", 0),
@@ -162,10 +220,8 @@ impl RedisStore {
             Some(t) => (epoch_id(t.epoch), t.seq.to_string()),
             None => (String::new(), String::new()),
         };
-        let (kind, a, b, join_kind, epoch, seq): (String, i64, i64, String, String, String) = self
-            .scripts
-            .standing
-            .key(k.key("line"))
+        let mut call = self.scripts.standing.prepare_invoke();
+        call.key(k.key("line"))
             .key(k.key("seen"))
             .key(k.key("sessions"))
             .key(k.key("admitted"))
@@ -189,10 +245,15 @@ impl RedisStore {
             .arg(if checks.fresh { "1" } else { "0" })
             .arg(epoch_id(new_epoch()))
             .arg(ticket_epoch)
-            .arg(ticket_seq)
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .arg(ticket_seq);
+        type Reply = (String, i64, i64, String, String, String);
+        let (kind, a, b, join_kind, epoch, seq): Reply = if mode == "join" {
+            let (reply, acknowledged) = self.acknowledged(&call).await?;
+            acknowledged?;
+            reply
+        } else {
+            call.invoke_async(&mut self.conn.clone()).await.map_err(err)?
+        };
         let standing = match kind.as_str() {
             "READY" => Standing::Ready { admitted_at_ms: a, expires_at_ms: b },
             "WAITING" => Standing::Waiting { position: to_u64(a), waiting: to_u64(b) },
@@ -280,11 +341,8 @@ impl QueueStore for RedisStore {
 
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.conn.clone();
-        let values: Vec<Value> = self
-            .scripts
-            .release
-            .key(k.key("line"))
+        let mut call = self.scripts.release.prepare_invoke();
+        call.key(k.key("line"))
             .key(k.key("seen"))
             .key(k.key("sessions"))
             .key(k.key("admitted"))
@@ -300,12 +358,15 @@ impl QueueStore for RedisStore {
             .arg(p.abandon_after_ms)
             .arg(if p.paused { "1" } else { "0" })
             .arg(k.key("events"))
-            .arg(epoch_id(new_epoch()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .arg(epoch_id(new_epoch()));
+        let (values, acknowledged): (Vec<Value>, _) = self.acknowledged(&call).await?;
+        let ticked = int(values.first()) == 1;
+        // Only a tick is news; a call that found none wrote nothing to keep.
+        if ticked {
+            acknowledged?;
+        }
         Ok(Release {
-            ticked: int(values.first()) == 1,
+            ticked,
             tick: to_u64(int(values.get(1))),
             now_ms: int(values.get(2)),
             next_due_in_ms: to_u64(int(values.get(3))),
@@ -400,17 +461,10 @@ impl QueueStore for RedisStore {
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
         let k = self.keys(queue);
         let json = serde_json::to_string(settings).map_err(|e| StoreError(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let version: u64 = self
-            .scripts
-            .save_settings
-            .key(k.key("settings"))
-            .arg(json)
-            .arg(k.key("events"))
-            .arg(epoch_id(new_epoch()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+        let mut call = self.scripts.save_settings.prepare_invoke();
+        call.key(k.key("settings")).arg(json).arg(k.key("events")).arg(epoch_id(new_epoch()));
+        let (version, acknowledged): (u64, _) = self.acknowledged(&call).await?;
+        acknowledged?;
         Ok(SharedSettings { version, ..settings.clone() })
     }
 
@@ -422,11 +476,8 @@ impl QueueStore for RedisStore {
         until_ms: i64,
     ) -> Result<bool, StoreError> {
         let k = self.keys(queue);
-        let mut conn = self.conn.clone();
-        let ended: i64 = self
-            .scripts
-            .end_session
-            .key(k.key("sessions"))
+        let mut call = self.scripts.end_session.prepare_invoke();
+        call.key(k.key("sessions"))
             .key(k.key("admitted"))
             .key(k.key("revoked"))
             .key(k.key("revoked_until"))
@@ -434,10 +485,9 @@ impl QueueStore for RedisStore {
             .arg(iat_s)
             .arg(until_ms)
             .arg(k.key("events"))
-            .arg(epoch_id(new_epoch()))
-            .invoke_async(&mut conn)
-            .await
-            .map_err(err)?;
+            .arg(epoch_id(new_epoch()));
+        let (ended, acknowledged): (i64, _) = self.acknowledged(&call).await?;
+        acknowledged?;
         Ok(ended == 1)
     }
 

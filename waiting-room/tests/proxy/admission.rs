@@ -19,6 +19,7 @@ async fn a_tick_releases_exactly_min_n_and_waiting() {
         redis_prefix: Some(&prefix),
         keys_dir: None,
         redis_url: None,
+        store: None,
         limits: ONE_ADDRESS_LIMITS,
         open_files: None,
     })
@@ -64,6 +65,7 @@ async fn three_instances_on_one_redis_release_at_most_n_per_interval_in_join_ord
                 redis_prefix: Some(&prefix),
                 keys_dir: Some(keys.path()),
                 redis_url: None,
+                store: None,
                 limits: ONE_ADDRESS_LIMITS,
                 open_files: None,
             })

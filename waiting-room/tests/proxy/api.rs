@@ -11,6 +11,7 @@ async fn memory_proxy(upstream: &Upstream) -> Proxy {
         redis_prefix: None,
         keys_dir: None,
         redis_url: None,
+        store: None,
         limits: ONE_ADDRESS_LIMITS,
         open_files: None,
     })

@@ -14,6 +14,7 @@ async fn a_thousand_concurrent_joins(redis: bool) {
         redis_prefix: redis.then_some(prefix.as_str()),
         keys_dir: None,
         redis_url: None,
+        store: None,
         limits: ONE_ADDRESS_LIMITS,
         open_files: None,
     })

@@ -22,6 +22,7 @@ async fn proxy_with_keys(upstream: &Upstream, keys: &std::path::Path) -> Proxy {
         redis_prefix: None,
         keys_dir: Some(keys),
         redis_url: None,
+        store: None,
         limits: ONE_ADDRESS_LIMITS,
         open_files: None,
     })

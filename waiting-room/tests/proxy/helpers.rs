@@ -118,6 +118,9 @@ pub struct ProxySpec<'a> {
     pub redis_prefix: Option<&'a str>,
     /// Redis URL when not `REDIS_URL`.
     pub redis_url: Option<&'a str>,
+    /// `[store]` lines naming the Redis deployment in place of `redis_url`
+    /// (`cluster_nodes = [...]`, `sentinel = {...}`, `wait_replicas`).
+    pub store: Option<&'a str>,
     /// Key directory shared with other proxies (a fresh one when `None`).
     pub keys_dir: Option<&'a Path>,
     /// The `[limits]` table: [`ONE_ADDRESS_LIMITS`] unless a test sets its own.
@@ -141,6 +144,7 @@ impl<'a> ProxySpec<'a> {
             redis_prefix: None,
             keys_dir: None,
             redis_url: None,
+            store: None,
             limits: ONE_ADDRESS_LIMITS,
             open_files: None,
         }
@@ -154,6 +158,7 @@ impl<'a> ProxySpec<'a> {
             redis_prefix: Some(prefix),
             keys_dir: None,
             redis_url: None,
+            store: None,
             limits: ONE_ADDRESS_LIMITS,
             open_files: None,
         }
@@ -193,6 +198,9 @@ impl Proxy {
         let admin_port = free_port();
         let keys = spec.keys_dir.map(Path::to_path_buf).unwrap_or_else(|| dir.join("keys"));
         let store = match spec.redis_prefix {
+            Some(prefix) if spec.store.is_some() => {
+                format!("backend = \"redis\"\nkey_prefix = \"{prefix}\"\n{}", spec.store.unwrap_or_default())
+            }
             Some(prefix) => format!(
                 "backend = \"redis\"\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"",
                 spec.redis_url.map(str::to_owned).unwrap_or_else(redis_url)

@@ -15,6 +15,7 @@ async fn session_expiry_returns_the_visitor_to_not_in_queue_and_closes_the_gate(
         redis_prefix: Some(&prefix),
         keys_dir: None,
         redis_url: None,
+        store: None,
         limits: ONE_ADDRESS_LIMITS,
         open_files: None,
     })
@@ -47,6 +48,7 @@ async fn signing_keys_survive_a_restart() {
         redis_prefix: None,
         keys_dir: None,
         redis_url: None,
+        store: None,
         limits: ONE_ADDRESS_LIMITS,
         open_files: None,
     })

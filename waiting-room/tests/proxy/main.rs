@@ -12,6 +12,9 @@ mod gate;
 mod helpers;
 mod lane;
 mod lifecycle;
+mod replicated;
+#[path = "../support/redis_servers.rs"]
+mod servers;
 mod session_end;
 mod store_down;
 mod ws;

@@ -1,10 +1,15 @@
 //! One behaviour suite for every queue store backend: each test below runs
-//! against the in-process store and against real Redis (at `REDIS_URL`, default
-//! 127.0.0.1:6379, each test under its own key prefix).
+//! against the in-process store, against real Redis (at `REDIS_URL`, default
+//! 127.0.0.1:6379, each test under its own key prefix) and against a
+//! three-node Redis Cluster the test starts (one per test: nextest runs each
+//! test in its own process, so a shared one could not be stopped).
 #![allow(clippy::unwrap_used)]
 
 mod behaviour;
 mod redis_faults;
+#[path = "../support/redis_servers.rs"]
+mod servers;
+mod topologies;
 
 use std::sync::Arc;
 
@@ -25,6 +30,17 @@ pub async fn redis() -> Arc<dyn QueueStore> {
     Arc::new(RedisStore::connect(&redis_url(), &prefix).await.expect("Redis must be running at REDIS_URL"))
 }
 
+/// A store on `cluster`, under a fresh key prefix.
+pub async fn cluster(cluster: &servers::Cluster) -> Arc<dyn QueueStore> {
+    let config = waiting_room::config::StoreConfig {
+        backend: waiting_room::config::Backend::Redis,
+        cluster_nodes: cluster.urls(),
+        key_prefix: format!("test-{:016x}", rand::random::<u64>()),
+        ..Default::default()
+    };
+    Arc::new(RedisStore::open(&config).await.unwrap())
+}
+
 /// Generate `mod memory { #[tokio::test] fn name() }` and `mod redis { … }` for
 /// each behaviour test, so the backends cannot drift apart.
 macro_rules! for_each_backend {
@@ -42,6 +58,15 @@ macro_rules! for_each_backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     crate::behaviour::$name(crate::redis().await).await;
+                }
+            )*
+        }
+        mod cluster_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let cluster = tokio::task::spawn_blocking(crate::servers::Cluster::start).await.unwrap();
+                    crate::behaviour::$name(crate::cluster(&cluster).await).await;
                 }
             )*
         }
