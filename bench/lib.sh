@@ -77,13 +77,14 @@ new_visitors = { rate = 0.0, burst = 0.0 }
 joins = { rate = 0.0, burst = 0.0 }
 max_waiting_per_client = 0"
 
-# write_stack DIR PREFIX DB N TICK [LIMITS]: the configs of one stack (release
-# waiting room on Redis under PREFIX with queue "sale" at N per TICK, booking
-# core on database DB) in DIR. LIMITS: extra TOML for the waiting room (e.g. a
-# [limits] table); empty keeps the defaults. Needs WR_PORT WR_METRICS WR_ADMIN
+# write_stack DIR PREFIX DB N TICK [LIMITS] [SESSION]: the configs of one stack
+# (release waiting room on Redis under PREFIX with queue "sale" at N per TICK,
+# sessions of SESSION (default 10m), booking core on database DB) in DIR.
+# LIMITS: extra TOML for the waiting room (e.g. a [limits] table); empty keeps
+# the defaults. Needs WR_PORT WR_METRICS WR_ADMIN
 # BC_PORT BC_ADMIN TOKEN REDIS_URL PG_SERVER.
 write_stack() {
-  local dir="$1" prefix="$2" db="$3" n="$4" tick="$5" limits="${6:-}"
+  local dir="$1" prefix="$2" db="$3" n="$4" tick="$5" limits="${6:-}" session="${7:-10m}"
   mkdir -p "$dir"
   cat > "$dir/waiting-room.toml" <<TOML
 [server]
@@ -108,7 +109,7 @@ id = "sale"
 paths = ["/api/events", "/api/holds", "/api/coupons", "/api/me"]
 release_per_tick = $n
 tick = "$tick"
-session = "10m"
+session = "$session"
 TOML
   cat > "$dir/booking-core.toml" <<TOML
 [server]

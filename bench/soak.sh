@@ -15,8 +15,11 @@ stack_setup soak
 db="soak_bench_$(date +%s)_$RANDOM"; prefix="soakbench$(date +%s)$RANDOM"
 psql -q "$PG_URL" -c "CREATE DATABASE $db" >/dev/null
 # One address stands for every visitor: the per-client limits are off (they
-# are measured in bench/abuse.sh).
-write_stack "$OUT" "$prefix" "$db" "$RATE" 1s "$LIMITS_OFF"
+# are measured in bench/abuse.sh). Sessions of 2 minutes: what is kept per
+# admitted visitor (verified tokens, sessions in Redis) lives as long as the
+# session, so it levels off after two minutes instead of growing for the
+# whole soak as it would with the default 10.
+write_stack "$OUT" "$prefix" "$db" "$RATE" 1s "$LIMITS_OFF" 2m
 start_stack "$OUT"
 
 # The harness: a steady stream for the whole soak; a large sale so stock
@@ -62,7 +65,7 @@ kv() { grep -m1 '^summary ' "$OUT/report.txt" 2>/dev/null | tr ' ' '\n' | sed -n
 {
   echo "# soak ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo "machine: $(machine)"
-  echo "setup: release waiting-room (2 threads, Redis) + booking-core (PostgreSQL, Redis); loadtest at $RATE/s for ${DURATION}s,"
+  echo "setup: release waiting-room (2 threads, Redis, sessions 2m) + booking-core (PostgreSQL, Redis); loadtest at $RATE/s for ${DURATION}s,"
   echo "       poll share 0.2, abandon share 0.1; RSS and descriptors every ${INTERVAL}s (postgres: the soak database's backends)"
   echo "command: DURATION=$DURATION INTERVAL=$INTERVAL RATE=$RATE bench/soak.sh"
   echo
