@@ -44,7 +44,7 @@ status=PASS
 wait "$FLOOD_PID" "$SLOW_PID" || true
 
 kv() { grep -m1 '^summary ' "$OUT/report.txt" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-sv() { sed -n "s/^$1=//p" "$OUT/slow.txt"; }
+sv() { sed -n "s/^slow_$1=//p" "$OUT/slow.txt"; }
 {
   echo "# abuse benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo "machine: $(machine)"

@@ -80,6 +80,28 @@ impl Breaker {
     }
 }
 
+impl Breaker {
+    /// [`Breaker::call`] for an idempotent call (joining again keeps the
+    /// place, a release is guarded by the tick marker, reads change
+    /// nothing): a timeout gets one more try before it counts, because
+    /// under load it is usually a slow answer (Redis starved of CPU for a
+    /// moment), not a dead store. A frozen store costs two timeouts per call
+    /// until the breaker opens.
+    async fn call_idempotent<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        self.call(async {
+            match op().await {
+                Err(e) if e.is_timeout() => op().await,
+                done => done,
+            }
+        })
+        .await
+    }
+}
+
 /// Clears the in-flight probe flag however the probe ends.
 struct ProbeGuard<'a>(&'a AtomicBool);
 
@@ -98,27 +120,27 @@ impl QueueStore for Breaker {
         p: &Params,
         checks: &JoinChecks,
     ) -> Result<Placed, StoreError> {
-        self.call(self.inner.join_placed(queue, visitor, p, checks)).await
+        self.call_idempotent(|| self.inner.join_placed(queue, visitor, p, checks)).await
     }
 
     async fn status(&self, queue: &str, visitor: VisitorId, p: &Params) -> Result<Standing, StoreError> {
-        self.call(self.inner.status(queue, visitor, p)).await
+        self.call_idempotent(|| self.inner.status(queue, visitor, p)).await
     }
 
     async fn release(&self, queue: &str, p: &Params) -> Result<Release, StoreError> {
-        self.call(self.inner.release(queue, p)).await
+        self.call_idempotent(|| self.inner.release(queue, p)).await
     }
 
     async fn standings(&self, queue: &str, visitors: &[VisitorId]) -> Result<Vec<Standing>, StoreError> {
-        self.call(self.inner.standings(queue, visitors)).await
+        self.call_idempotent(|| self.inner.standings(queue, visitors)).await
     }
 
     async fn touch(&self, queue: &str, visitors: &[VisitorId]) -> Result<(), StoreError> {
-        self.call(self.inner.touch(queue, visitors)).await
+        self.call_idempotent(|| self.inner.touch(queue, visitors)).await
     }
 
     async fn stats(&self, queue: &str) -> Result<Stats, StoreError> {
-        self.call(self.inner.stats(queue)).await
+        self.call_idempotent(|| self.inner.stats(queue)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -126,7 +148,7 @@ impl QueueStore for Breaker {
     }
 
     async fn load_settings(&self, queue: &str) -> Result<Option<SharedSettings>, StoreError> {
-        self.call(self.inner.load_settings(queue)).await
+        self.call_idempotent(|| self.inner.load_settings(queue)).await
     }
 
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
@@ -144,7 +166,7 @@ impl QueueStore for Breaker {
     }
 
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {
-        self.call(self.inner.revoked(queue, visitor, iat_s)).await
+        self.call_idempotent(|| self.inner.revoked(queue, visitor, iat_s)).await
     }
 
     fn known_down(&self) -> bool {
@@ -225,5 +247,39 @@ mod tests {
         }
         assert!(!breaker.is_open(), "the store answered every call");
         assert!(breaker.call(async { Ok(()) }).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_call_that_timed_out_is_tried_once_more() {
+        let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
+        let tries = AtomicUsize::new(0);
+        // A slow answer: the second try gets through, nothing counts as failed.
+        let slow_once = || async {
+            let n = tries.fetch_add(1, Ordering::SeqCst);
+            if n == 0 { Err(StoreError(crate::store::TIMED_OUT.to_string())) } else { Ok(n) }
+        };
+        assert_eq!(breaker.call_idempotent(slow_once).await.unwrap(), 1);
+        assert_eq!(breaker.failures.load(Ordering::SeqCst), 0);
+        // Always timing out: two tries per call, one failure each, and the
+        // breaker opens after FAILURES calls as before.
+        tries.store(0, Ordering::SeqCst);
+        let frozen = || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(StoreError(crate::store::TIMED_OUT.into()))
+        };
+        for _ in 0..FAILURES {
+            assert!(breaker.call_idempotent(frozen).await.is_err());
+        }
+        assert_eq!(tries.load(Ordering::SeqCst), 2 * FAILURES as usize);
+        assert!(breaker.is_open());
+        // Other errors are not tried again.
+        let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
+        tries.store(0, Ordering::SeqCst);
+        let refused = || async {
+            tries.fetch_add(1, Ordering::SeqCst);
+            Err::<(), _>(StoreError("connection refused".into()))
+        };
+        assert!(breaker.call_idempotent(refused).await.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
     }
 }

@@ -288,7 +288,17 @@ pub struct StoreError(pub String);
 /// fewer replicas than `store.wait_replicas` acknowledged the write in time.
 pub const UNREPLICATED: &str = "too few replicas acknowledged the write";
 
+/// How a [`StoreError`] of a call that got no answer in time starts (the
+/// Redis client's own words).
+pub const TIMED_OUT: &str = "timed out";
+
 impl StoreError {
+    /// No answer within `store.response_timeout`: under load usually a slow
+    /// answer, not a dead store.
+    pub fn is_timeout(&self) -> bool {
+        self.0.starts_with(TIMED_OUT)
+    }
+
     /// A write too few replicas acknowledged (see [`UNREPLICATED`]).
     pub fn unreplicated(detail: &str) -> Self {
         StoreError(format!("{UNREPLICATED}: {detail}"))

@@ -104,6 +104,9 @@ fn scripts() -> &'static Scripts {
 const BATCH: usize = 2000;
 
 fn err(e: redis::RedisError) -> StoreError {
+    if e.is_timeout() && !e.to_string().starts_with(super::TIMED_OUT) {
+        return StoreError(format!("{}: {e}", super::TIMED_OUT));
+    }
     StoreError(e.to_string())
 }
 
