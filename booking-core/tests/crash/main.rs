@@ -97,6 +97,48 @@ async fn postgres_crash_restarted_mid_storm() {
 /// One claim's answer: status and body, or no answer at all (connection lost).
 type Answer = Option<(u16, Value)>;
 
+/// Visitor → (claim id, code) of every issued code, from the database
+/// (PostgreSQL or SQLite); no visitor holds two.
+async fn issued_codes(database_url: &str) -> HashMap<String, (i64, String)> {
+    let sql = "SELECT visitor_id, id, code FROM coupon_codes WHERE visitor_id IS NOT NULL";
+    let rows: Vec<(String, i64, String)> = if database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(database_url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(database_url).await.unwrap();
+        sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
+    };
+    let count = rows.len();
+    let codes: HashMap<String, (i64, String)> = rows.into_iter().map(|(v, id, code)| (v, (id, code))).collect();
+    assert_eq!(codes.len(), count, "a visitor holds two codes");
+    codes
+}
+
+/// Every 201 names the row `codes` holds for that visitor, no visitor was
+/// told 201 twice, and a 409 naming a code names the visitor's own.
+fn check_answers<'a>(
+    visitors: &[String],
+    codes: &HashMap<String, (i64, String)>,
+    answers: impl Iterator<Item = &'a (usize, Answer)>,
+) {
+    let mut told = HashSet::new();
+    for (i, answer) in answers {
+        let visitor = &visitors[*i];
+        let held = codes.get(visitor);
+        match answer {
+            Some((201, body)) => {
+                assert!(told.insert(visitor.clone()), "visitor {visitor} was told 201 twice");
+                assert_eq!(held.map(|h| h.0), body["claim_id"].as_i64(), "a 201 without its row: {body}");
+                assert_eq!(held.map(|h| h.1.as_str()), body["code"].as_str());
+            }
+            Some((409, body)) if body["code"].is_string() => {
+                assert_eq!(held.map(|h| h.1.as_str()), body["code"].as_str(), "409 names another code: {body}");
+            }
+            _ => {}
+        }
+    }
+}
+
 struct Sale {
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
@@ -347,40 +389,10 @@ impl Sale {
         }
     }
 
-    async fn codes(&self) -> HashMap<String, (i64, String)> {
-        let sql = "SELECT visitor_id, id, code FROM coupon_codes WHERE visitor_id IS NOT NULL";
-        let rows: Vec<(String, i64, String)> = if self.database_url.starts_with("postgres") {
-            let mut conn = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
-            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
-        } else {
-            let mut conn = sqlx::SqliteConnection::connect(&self.database_url).await.unwrap();
-            sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap()
-        };
-        let count = rows.len();
-        let codes: HashMap<String, (i64, String)> = rows.into_iter().map(|(v, id, code)| (v, (id, code))).collect();
-        assert_eq!(codes.len(), count, "a visitor holds two codes");
-        codes
-    }
-
     async fn audit(&self, core: &Core, campaign: i64, first: &[(usize, Answer)], second: &[(usize, Answer)]) {
-        let codes = self.codes().await;
+        let codes = issued_codes(&self.database_url).await;
         assert_eq!(codes.len() as i64, STOCK, "the whole stock is issued, exactly (no leak, no over-issue)");
-        let mut told = HashSet::new();
-        for (i, answer) in first.iter().chain(second) {
-            let visitor = &self.visitors[*i];
-            let held = codes.get(visitor);
-            match answer {
-                Some((201, body)) => {
-                    assert!(told.insert(visitor.clone()), "visitor {visitor} was told 201 twice");
-                    assert_eq!(held.map(|h| h.0), body["claim_id"].as_i64(), "a 201 without its row: {body}");
-                    assert_eq!(held.map(|h| h.1.as_str()), body["code"].as_str());
-                }
-                Some((409, body)) if body["code"].is_string() => {
-                    assert_eq!(held.map(|h| h.1.as_str()), body["code"].as_str(), "409 names another code: {body}");
-                }
-                _ => {}
-            }
-        }
+        check_answers(&self.visitors, &codes, first.iter().chain(second));
         // After recovery, each visitor's final answer says exactly what they hold.
         for (i, answer) in second {
             let visitor = &self.visitors[*i];

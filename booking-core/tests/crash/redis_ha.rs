@@ -15,7 +15,7 @@
 //!   agrees with the database again and decides the rest of the sale; seat
 //!   maps fan out on the new primary.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -25,7 +25,6 @@ use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 use shared::keys::KeyDir;
 use shared::token::EntryClaims;
-use sqlx::Connection;
 use tokio::sync::Notify;
 
 use super::servers::{Core, MASTER_NAME, RedisCluster, SentinelGroup};
@@ -196,38 +195,12 @@ impl Shop {
         sum
     }
 
-    /// Visitor → (claim id, code), from the database.
-    async fn codes(&self) -> HashMap<String, (i64, String)> {
-        let mut conn = sqlx::PgConnection::connect(&self.database_url).await.unwrap();
-        let sql = "SELECT visitor_id, id, code FROM coupon_codes WHERE visitor_id IS NOT NULL";
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
-        let count = rows.len();
-        let codes: HashMap<String, (i64, String)> = rows.into_iter().map(|(v, id, code)| (v, (id, code))).collect();
-        assert_eq!(codes.len(), count, "a visitor holds two codes");
-        codes
-    }
-
     /// Every 201 names the row the database holds for that visitor, no
     /// visitor was told 201 twice, nothing is over-issued. Returns the codes.
     async fn audit(&self, answers: &[(usize, Answer)]) -> HashMap<String, (i64, String)> {
-        let codes = self.codes().await;
+        let codes = crate::issued_codes(&self.database_url).await;
         assert!(codes.len() as i64 <= self.stock, "over-issued: {} codes of {}", codes.len(), self.stock);
-        let mut told = HashSet::new();
-        for (i, answer) in answers {
-            let visitor = &self.visitors[*i];
-            let held = codes.get(visitor);
-            match answer {
-                Some((201, body)) => {
-                    assert!(told.insert(visitor.clone()), "visitor {visitor} was told 201 twice");
-                    assert_eq!(held.map(|h| h.0), body["claim_id"].as_i64(), "a 201 without its row: {body}");
-                    assert_eq!(held.map(|h| h.1.as_str()), body["code"].as_str());
-                }
-                Some((409, body)) if body["code"].is_string() => {
-                    assert_eq!(held.map(|h| h.1.as_str()), body["code"].as_str(), "409 names another code: {body}");
-                }
-                _ => {}
-            }
-        }
+        crate::check_answers(&self.visitors, &codes, answers.iter());
         codes
     }
 

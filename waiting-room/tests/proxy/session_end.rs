@@ -4,45 +4,19 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-
 use crate::helpers::*;
 
 /// An upstream answering 200 to everything, and to a confirm also
 /// `wr-session: end; reason="confirm"`.
 async fn shop() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4) else {
-                        match s.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                        continue;
-                    };
-                    let confirm = buf.starts_with(b"POST /api/holds/h1/confirm ");
-                    buf.drain(..end);
-                    let answer: &[u8] = if confirm {
-                        b"HTTP/1.1 200 OK\r\nwr-session: end; reason=\"confirm\"\r\ncontent-length: 6\r\n\r\nbooked"
-                    } else {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
-                    };
-                    if s.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    raw_upstream(|head| async move {
+        if head.starts_with("POST /api/holds/h1/confirm ") {
+            b"HTTP/1.1 200 OK\r\nwr-session: end; reason=\"confirm\"\r\ncontent-length: 6\r\n\r\nbooked".to_vec()
+        } else {
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()
         }
-    });
-    addr
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
