@@ -89,6 +89,12 @@ pub struct Args {
     /// Seats tried per visitor: after a 409 the visitor picks another available seat.
     #[arg(long, default_value_t = 3, help_heading = "Visitor behaviour")]
     pub hold_attempts: u32,
+    /// Share of visitors who wait in line normally but, once admitted, make no request to the
+    /// booking core at all (they walk away with their token), 0..1. Chosen per visitor from
+    /// --seed and the arrival number alone, so the same visitors are no-shows whatever the
+    /// other shares are.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_share, help_heading = "Visitor behaviour")]
+    pub no_show: f64,
     /// Random pause up to this long before each booking step (0s: none).
     #[arg(long, default_value = "0s", value_parser = parse_duration, help_heading = "Visitor behaviour")]
     #[serde(with = "human")]

@@ -83,6 +83,12 @@ impl Step {
     fn is_request(self) -> bool {
         !matches!(self, Step::AdmissionWait | Step::WsFirst | Step::Challenge)
     }
+
+    /// Whether the step is a request an admitted visitor sends to the booking
+    /// core (through the proxy, with its entry token).
+    pub fn is_booking(self) -> bool {
+        matches!(self, Step::SeatMap | Step::Hold | Step::Confirm | Step::Claim)
+    }
 }
 
 /// A fresh histogram in microseconds, 1 µs to 1 h.
@@ -207,6 +213,39 @@ impl Metrics {
         p99
     }
 
+    /// The booking steps' requests taken together (what admitted visitors
+    /// asked of the booking core): one histogram merged from the steps' own,
+    /// and their errors sorted by kind.
+    pub fn booking_requests(&self) -> BookingRequests {
+        let mut all = histogram();
+        let mut b = BookingRequests::default();
+        for step in Step::ALL.into_iter().filter(|s| s.is_booking()) {
+            let s = self.steps[step.index()].lock();
+            // Same bounds on both sides, so the merge cannot fail; were it
+            // to, the counts below still stand and only percentiles shrink.
+            let _ = all.add(&s.latency);
+            for (kind, n) in &s.errors {
+                if kind.starts_with("5xx") {
+                    b.server_errors += n;
+                } else if kind.starts_with("transport:") {
+                    b.transport_errors += n;
+                } else {
+                    b.other_errors += n;
+                }
+            }
+        }
+        // Every answer (expected or not) recorded a latency; transport errors
+        // are the requests that got none.
+        b.answered = all.len();
+        b.requests = b.answered + b.transport_errors;
+        b.completed = b.answered.saturating_sub(b.server_errors + b.other_errors);
+        if !all.is_empty() {
+            let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+            (b.p50_ms, b.p90_ms, b.p99_ms, b.max_ms) = (ms(0.5), ms(0.9), ms(0.99), all.max() as f64 / 1000.0);
+        }
+        b
+    }
+
     /// Summaries of every step that saw anything.
     pub fn snapshot(&self) -> Vec<StepStats> {
         Step::ALL
@@ -236,6 +275,33 @@ impl Metrics {
             })
             .collect()
     }
+}
+
+/// The requests admitted visitors sent to the booking core (seat map,
+/// holds, claims, confirms), all together; latencies from the intended start
+/// like every step's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct BookingRequests {
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests answered (any status).
+    pub answered: u64,
+    /// Answered with an expected status (201, 409 taken, 410 sold out…).
+    pub completed: u64,
+    /// Answered 5xx.
+    pub server_errors: u64,
+    /// No answer: timeout, refused or broken connection.
+    pub transport_errors: u64,
+    /// Answered with a status the flow does not expect (not 5xx).
+    pub other_errors: u64,
+    /// Median latency of the answered requests (ms).
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
 }
 
 /// One step's summary in the report.
@@ -290,5 +356,31 @@ mod tests {
         assert_eq!(Live::get(&m.live.server_errors), 1);
         assert!(m.take_recent_p99_ms().is_some());
         assert!(m.take_recent_p99_ms().is_none(), "reset after reading");
+    }
+
+    #[test]
+    fn booking_requests_merge_the_booking_steps_and_sort_their_errors() {
+        let m = Metrics::default();
+        for i in 1..=98u64 {
+            m.record(Step::Claim, Duration::from_millis(i), "201");
+        }
+        m.record(Step::SeatMap, Duration::from_millis(900), "200");
+        m.record(Step::Confirm, Duration::from_millis(1000), "200");
+        // Not booking requests: the time in line and a join.
+        m.record(Step::AdmissionWait, Duration::from_secs(60), "READY");
+        m.record(Step::Join, Duration::from_secs(50), "200");
+        // Not a request either: no seat left to try.
+        m.count(Step::Hold, "no_seat_available");
+        m.error(Step::Hold, "5xx:503", Some(Duration::from_millis(5000)));
+        m.error(Step::Hold, "status:400", Some(Duration::from_millis(2)));
+        m.error(Step::Claim, "transport:timeout", None);
+        m.error(Step::Join, "5xx:502", Some(Duration::from_millis(1)));
+        let b = m.booking_requests();
+        assert_eq!((b.requests, b.answered, b.completed), (103, 102, 100), "{b:?}");
+        assert_eq!((b.server_errors, b.transport_errors, b.other_errors), (1, 1, 1), "{b:?}");
+        assert!((49.0..=52.0).contains(&b.p50_ms), "{b:?}");
+        assert!((990.0..=1010.0).contains(&b.p99_ms), "{b:?}");
+        assert!((4990.0..=5010.0).contains(&b.max_ms), "the 503's latency counts: {b:?}");
+        assert_eq!(Metrics::default().booking_requests(), BookingRequests::default());
     }
 }

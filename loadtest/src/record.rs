@@ -59,6 +59,8 @@ pub enum Fate {
     Running,
     /// Admitted and went through the booking flow (whatever the seats and stock allowed).
     Done,
+    /// Admitted, then made no request on purpose (`--no-show`).
+    NoShow,
     /// Left the line on purpose before being admitted.
     Abandoned,
     /// Still waiting when the run stopped it (drain timeout).
@@ -92,6 +94,10 @@ pub struct VisitorRecord {
     pub hashes: u64,
     /// `admitted_at` of the READY message (epoch ms, server clock).
     pub admitted_at_ms: Option<i64>,
+    /// When the harness saw the READY (ns since the run started).
+    pub admitted_ns: Option<u64>,
+    /// When the booking flow's last answer arrived (ns since the run started; done visitors only).
+    pub finished_ns: Option<u64>,
     /// Status of the unauthenticated request to the protected URL.
     pub gate_status: Option<u16>,
     /// Positions that went up between two observations: (before, after).
@@ -125,6 +131,8 @@ impl VisitorRecord {
             challenges: 0,
             hashes: 0,
             admitted_at_ms: None,
+            admitted_ns: None,
+            finished_ns: None,
             gate_status: None,
             position_increases: Vec::new(),
             token: None,

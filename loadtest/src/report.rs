@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::audit::Audit;
 use crate::cli::Args;
-use crate::metrics::StepStats;
+use crate::metrics::{BookingRequests, StepStats};
 use crate::record::{Fate, Mode, VisitorRecord};
 
 /// How well the harness kept to the schedule.
@@ -32,6 +32,8 @@ pub struct Arrivals {
 pub struct Visitors {
     /// Admitted and booked (as far as seats and stock allowed).
     pub done: usize,
+    /// Admitted and, on purpose, never came (`--no-show`).
+    pub no_shows: usize,
     /// Left the line on purpose.
     pub abandoned: usize,
     /// Not admitted when the run stopped.
@@ -71,6 +73,7 @@ impl Visitors {
         for r in records {
             match &r.fate {
                 Fate::Done => v.done += 1,
+                Fate::NoShow => v.no_shows += 1,
                 Fate::Abandoned => v.abandoned += 1,
                 Fate::StillWaiting => v.still_waiting += 1,
                 Fate::Running | Fate::Stopped => v.stopped += 1,
@@ -97,6 +100,49 @@ impl Visitors {
     }
 }
 
+/// What admitted visitors did at the booking core: the load the waiting
+/// room let through, and how the booking core coped with it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AdmittedPhase {
+    /// Visitors admitted (by a tick or by free entry).
+    pub admitted: usize,
+    /// Of them, no-shows (`--no-show`): admitted, no request.
+    pub no_shows: usize,
+    /// Of them, visitors who went through the whole booking flow.
+    pub completed: usize,
+    /// From the first admission to the last completed flow (s, harness clock).
+    pub window_seconds: f64,
+    /// Admitted throughput: completed flows per second of that window.
+    pub visitors_per_second: f64,
+    /// Booking requests answered with an expected status per second of that window.
+    pub requests_per_second: f64,
+    /// The booking requests (seat map, holds, claims, confirms) together.
+    pub requests: BookingRequests,
+}
+
+impl AdmittedPhase {
+    /// From the visitors' records and the booking steps' measurements.
+    pub fn of(records: &[VisitorRecord], requests: BookingRequests) -> AdmittedPhase {
+        let first = records.iter().filter_map(|r| r.admitted_ns).min();
+        let last = records.iter().filter(|r| r.fate == Fate::Done).filter_map(|r| r.finished_ns).max();
+        let window_seconds = match (first, last) {
+            (Some(a), Some(b)) if b > a => (b - a) as f64 / 1e9,
+            _ => 0.0,
+        };
+        let completed = records.iter().filter(|r| r.fate == Fate::Done).count();
+        let per_second = |n: f64| if window_seconds > 0.0 { n / window_seconds } else { 0.0 };
+        AdmittedPhase {
+            admitted: records.iter().filter(|r| r.admitted_ns.is_some()).count(),
+            no_shows: records.iter().filter(|r| r.fate == Fate::NoShow).count(),
+            completed,
+            window_seconds,
+            visitors_per_second: per_second(completed as f64),
+            requests_per_second: per_second(requests.completed as f64),
+            requests,
+        }
+    }
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -120,6 +166,8 @@ pub struct Report {
     pub visitors: Visitors,
     /// Per-step latencies and outcomes.
     pub steps: Vec<StepStats>,
+    /// The admitted visitors' load on the booking core.
+    pub admitted: AdmittedPhase,
     /// Audit results (with admissions per tick and the order statistics).
     pub audit: Audit,
 }
@@ -150,9 +198,10 @@ impl Report {
         let v = &self.visitors;
         let _ = writeln!(
             s,
-            "visitors: {} done, {} abandoned, {} still waiting, {} stopped, {} failed {:?}; {} by tick, {} free entry; \
-             {} WebSocket / {} polling, {} rejoined; {} holds, {} bookings, {} coupons",
+            "visitors: {} done, {} no-shows, {} abandoned, {} still waiting, {} stopped, {} failed {:?}; {} by tick, \
+             {} free entry; {} WebSocket / {} polling, {} rejoined; {} holds, {} bookings, {} coupons",
             v.done,
+            v.no_shows,
             v.abandoned,
             v.still_waiting,
             v.stopped,
@@ -197,6 +246,28 @@ impl Report {
                 if st.error_kinds.is_empty() { String::new() } else { format!(" / {:?}", st.error_kinds) }
             );
         }
+        let ad = &self.admitted;
+        let b = &ad.requests;
+        let _ = writeln!(
+            s,
+            "\nadmitted phase: {} admitted ({} no-shows), {} completed the booking flow in {:.1}s from the first \
+             admission: {:.1} visitors/s, {:.1} completed requests/s",
+            ad.admitted, ad.no_shows, ad.completed, ad.window_seconds, ad.visitors_per_second, ad.requests_per_second
+        );
+        let _ = writeln!(
+            s,
+            "booking requests: {} sent, {} answered, {} 5xx, {} transport errors, {} unexpected; \
+             p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            b.requests,
+            b.answered,
+            b.server_errors,
+            b.transport_errors,
+            b.other_errors,
+            b.p50_ms,
+            b.p90_ms,
+            b.p99_ms,
+            b.max_ms
+        );
         let t = &self.audit.ticks;
         let sizes: Vec<String> = t.releases.iter().take(30).map(|r| r.admitted.to_string()).collect();
         let _ = writeln!(
@@ -209,6 +280,13 @@ impl Report {
             sizes.join(" "),
             if t.releases.len() > 30 { " …" } else { "" }
         );
+        if let Some(a) = &self.audit.adaptive {
+            let _ = writeln!(
+                s,
+                "tick log ({} admission): {} ticks in the run, n {}–{} (mean {:.1}), {} released; by reason {:?}",
+                a.mode, a.ticks, a.n_min, a.n_max, a.n_mean, a.released, a.reasons
+            );
+        }
         let _ = writeln!(s, "\naudit:");
         for c in &self.audit.checks {
             let _ = writeln!(s, "  {:<4} {:<22} {}", c.status.to_string(), c.name, c.detail);
@@ -240,6 +318,71 @@ impl Report {
         for st in &self.steps {
             let _ = write!(line, " p99_{}_ms={:.1}", st.step, st.p99_ms);
         }
+        let ad = &self.admitted;
+        let _ = write!(
+            line,
+            " admitted={} no_shows={} completed={} admitted_window_s={:.2} admitted_visitors_per_second={:.2} \
+             admitted_requests_per_second={:.2} booking_requests={} booking_p50_ms={:.1} booking_p99_ms={:.1} \
+             booking_5xx={} booking_transport_errors={} booking_unexpected={}",
+            ad.admitted,
+            ad.no_shows,
+            ad.completed,
+            ad.window_seconds,
+            ad.visitors_per_second,
+            ad.requests_per_second,
+            ad.requests.requests,
+            ad.requests.p50_ms,
+            ad.requests.p99_ms,
+            ad.requests.server_errors,
+            ad.requests.transport_errors,
+            ad.requests.other_errors,
+        );
+        match &self.audit.adaptive {
+            Some(a) => {
+                let _ = write!(
+                    line,
+                    " admission={} logged_ticks={} n_min={} n_max={} n_mean={:.1}",
+                    a.mode, a.ticks, a.n_min, a.n_max, a.n_mean
+                );
+            }
+            None => line.push_str(" admission=unknown logged_ticks=0 n_min=none n_max=none n_mean=none"),
+        }
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visitor(index: usize, fate: Fate, admitted_s: Option<f64>, finished_s: Option<f64>) -> VisitorRecord {
+        let mut r = VisitorRecord::new(index, Mode::WebSocket, false);
+        let ns = |s: f64| (s * 1e9) as u64;
+        r.admitted_ns = admitted_s.map(ns);
+        r.finished_ns = finished_s.map(ns);
+        r.fate = fate;
+        r
+    }
+
+    #[test]
+    fn admitted_throughput_counts_completed_flows_from_the_first_admission_to_the_last_completion() {
+        let records = [
+            // First admission at 2 s; a no-show admitted then, never finishing.
+            visitor(0, Fate::NoShow, Some(2.0), None),
+            visitor(1, Fate::Done, Some(3.0), Some(4.0)),
+            visitor(2, Fate::Done, Some(5.0), Some(12.0)),
+            // A failed flow finished later but does not count as completed.
+            visitor(3, Fate::Failed("hold:5xx:503".into()), Some(6.0), None),
+            visitor(4, Fate::StillWaiting, None, None),
+        ];
+        let requests = BookingRequests { completed: 50, ..BookingRequests::default() };
+        let a = AdmittedPhase::of(&records, requests);
+        assert_eq!((a.admitted, a.no_shows, a.completed), (4, 1, 2));
+        assert!((a.window_seconds - 10.0).abs() < 1e-6, "{a:?}");
+        assert!((a.visitors_per_second - 0.2).abs() < 1e-6, "{a:?}");
+        assert!((a.requests_per_second - 5.0).abs() < 1e-6, "{a:?}");
+        // Nobody finished: no window, no rates (not a division by zero).
+        let none = AdmittedPhase::of(&records[..1], BookingRequests::default());
+        assert_eq!((none.window_seconds, none.visitors_per_second), (0.0, 0.0));
     }
 }

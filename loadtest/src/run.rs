@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::net::Net;
 use crate::progress::Progress;
 use crate::record::VisitorRecord;
-use crate::report::{Arrivals, Report, Visitors};
+use crate::report::{AdmittedPhase, Arrivals, Report, Visitors};
 use crate::services;
 use crate::visitor::{self, Ctx, Plan};
 
@@ -53,6 +53,8 @@ pub async fn run(args: Args) -> Result<Report> {
         bail!("--proxy must be an http:// URL, got {:?}", args.proxy);
     }
     let started_at = OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default();
+    // Ticks from this moment on belong to the run (the tick log's audit).
+    let started_ms = audit::evidence::now_ms();
     let (event, campaign) = sale(&args).await?;
     let queue_before = match &args.proxy_admin {
         Some(admin) => Some(
@@ -122,7 +124,7 @@ pub async fn run(args: Args) -> Result<Report> {
     progress.finish().await;
     records.sort_by_key(|r| r.index);
 
-    let mut evidence = Evidence::gather(&args, &records, campaign, event, queue_before).await;
+    let mut evidence = Evidence::gather(&args, &records, campaign, event, queue_before, started_ms).await;
     evidence.server_errors = metrics
         .snapshot()
         .iter()
@@ -156,6 +158,7 @@ pub async fn run(args: Args) -> Result<Report> {
             start_lag_max_ms: if lag.is_empty() { 0.0 } else { lag.max() as f64 / 1000.0 },
         },
         visitors: Visitors::of(&records),
+        admitted: AdmittedPhase::of(&records, metrics.booking_requests()),
         steps: metrics.snapshot(),
         audit,
         config: args,

@@ -1,5 +1,7 @@
 //! The services' operator endpoints the harness reads: the waiting room's
-//! `GET /admin/queues/{q}` (N, T, tick counters), the booking core's
+//! `GET /admin/queues/{q}` (N, T, tick counters, the admission mode and its
+//! controller) and `GET /admin/queues/{q}/ticks` (the log of recent ticks,
+//! from builds with adaptive admission), the booking core's
 //! `GET /admin/stats` (claims and stock per campaign) and `POST /admin/…`
 //! (creating the sale) on its operator listener, and a visitor's own
 //! `GET /api/me/coupons` on its public one.
@@ -7,7 +9,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -30,37 +32,139 @@ pub struct QueueState {
     pub abandoned_total: u64,
     /// In line now.
     pub waiting: u64,
+    /// Most active sessions (0 = no cap).
+    pub max_active: u64,
+    /// How N is set: `fixed` or `adaptive` (`fixed` from builds that predate
+    /// adaptive admission, which have no such setting).
+    pub mode: String,
+    /// Adaptive: lowest N (absent on older builds).
+    pub min_per_tick: Option<u64>,
+    /// Adaptive: highest N (absent on older builds).
+    pub max_per_tick: Option<u64>,
+    /// Adaptive: N pinned by the operator (0 = not pinned).
+    pub pin_per_tick: Option<u64>,
+    /// Adaptive: the upstream p99 the controller keeps under, as configured ("300ms").
+    pub target_p99: Option<String>,
+    /// The controller's latest decision (builds with adaptive admission).
+    pub controller: Option<Controller>,
+}
+
+impl QueueState {
+    /// Whether N follows the adaptive controller.
+    pub fn adaptive(&self) -> bool {
+        self.mode == "adaptive"
+    }
+
+    /// Read the answer of `GET /admin/queues/{q}`.
+    pub fn from_json(v: &Value) -> Result<QueueState> {
+        let a = &v["settings"]["admission"];
+        let num = |v: &Value, what: &str| v.as_u64().with_context(|| format!("queue state: no {what} in {v}"));
+        let tick = a["tick"].as_str().context("queue state: no settings.admission.tick")?;
+        let controller = match &v["controller"] {
+            Value::Null => None,
+            c => Some(Controller::deserialize(c).context("queue state: controller")?),
+        };
+        Ok(QueueState {
+            release_per_tick: num(&a["release_per_tick"], "release_per_tick")?,
+            tick: humantime::parse_duration(tick).with_context(|| format!("queue state: tick {tick:?}"))?,
+            free_entry: a["free_entry"].as_u64().unwrap_or(0),
+            ticks: num(&v["ticks"], "ticks")?,
+            released_total: num(&v["released_total"], "released_total")?,
+            abandoned_total: num(&v["abandoned_total"], "abandoned_total")?,
+            waiting: v["waiting"].as_u64().unwrap_or(0),
+            max_active: a["max_active"].as_u64().unwrap_or(0),
+            mode: a["admission"].as_str().unwrap_or("fixed").to_owned(),
+            min_per_tick: a["min_per_tick"].as_u64(),
+            max_per_tick: a["max_per_tick"].as_u64(),
+            pin_per_tick: a["pin_per_tick"].as_u64(),
+            target_p99: a["target_p99"].as_str().map(str::to_owned),
+            controller,
+        })
+    }
+}
+
+/// The adaptive controller's latest decision (`controller` in the queue state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Controller {
+    /// `adaptive` or `fixed`.
+    #[serde(default)]
+    pub mode: String,
+    /// The N it set.
+    #[serde(default)]
+    pub n: u64,
+    /// Why: `headroom`, `overload`, `hold`, `pinned`, `fixed`.
+    #[serde(default)]
+    pub reason: String,
+    /// The tick it decided at.
+    #[serde(default)]
+    pub tick: u64,
+}
+
+/// One entry of `GET /admin/queues/{q}/ticks`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TickEntry {
+    /// Tick number.
+    pub tick: u64,
+    /// When it ran (epoch ms, server clock).
+    pub at_ms: i64,
+    /// The N it was allowed to release.
+    pub n: u64,
+    /// Visitors it released.
+    pub released: u64,
+    /// Visitors still in line after it.
+    pub waiting: u64,
+    /// `adaptive` or `fixed` (what the queue was in at that tick).
+    #[serde(default)]
+    pub mode: String,
+    /// The controller's reason for `n`.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// Read the answer of `GET /admin/queues/{q}/ticks` (newest first there; any order here).
+pub fn parse_tick_log(v: &Value) -> Result<Vec<TickEntry>> {
+    let ticks = v.get("ticks").context("tick log: no `ticks` list")?;
+    Vec::<TickEntry>::deserialize(ticks).context("tick log: malformed entry")
 }
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default()
 }
 
-async fn get_json(url: &str, token: &str) -> Result<Value> {
+/// `GET url` with the bearer token: the status and, when it is a success, the JSON body.
+async fn get(url: &str, token: &str) -> Result<(reqwest::StatusCode, Option<Value>)> {
     let r = http().get(url).bearer_auth(token).send().await.with_context(|| format!("GET {url}"))?;
     let status = r.status();
     let body = r.text().await.unwrap_or_default();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok((status, None));
+    }
     if !status.is_success() {
         bail!("GET {url}: {status}: {body}");
     }
-    serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON: {body}"))
+    let v = serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON: {body}"))?;
+    Ok((status, Some(v)))
+}
+
+async fn get_json(url: &str, token: &str) -> Result<Value> {
+    match get(url, token).await? {
+        (_, Some(v)) => Ok(v),
+        (status, None) => bail!("GET {url}: {status}"),
+    }
 }
 
 /// `GET {admin}/admin/queues/{queue}` of the waiting room.
 pub async fn queue_state(admin: &str, token: &str, queue: &str) -> Result<QueueState> {
-    let v = get_json(&format!("{}/admin/queues/{queue}", admin.trim_end_matches('/')), token).await?;
-    let a = &v["settings"]["admission"];
-    let num = |v: &Value, what: &str| v.as_u64().with_context(|| format!("queue state: no {what} in {v}"));
-    let tick = a["tick"].as_str().context("queue state: no settings.admission.tick")?;
-    Ok(QueueState {
-        release_per_tick: num(&a["release_per_tick"], "release_per_tick")?,
-        tick: humantime::parse_duration(tick).with_context(|| format!("queue state: tick {tick:?}"))?,
-        free_entry: a["free_entry"].as_u64().unwrap_or(0),
-        ticks: num(&v["ticks"], "ticks")?,
-        released_total: num(&v["released_total"], "released_total")?,
-        abandoned_total: num(&v["abandoned_total"], "abandoned_total")?,
-        waiting: v["waiting"].as_u64().unwrap_or(0),
-    })
+    QueueState::from_json(&get_json(&format!("{}/admin/queues/{queue}", admin.trim_end_matches('/')), token).await?)
+}
+
+/// `GET {admin}/admin/queues/{queue}/ticks`: the waiting room's log of recent
+/// ticks; `None` when it answers 404 (a build without adaptive admission).
+pub async fn tick_log(admin: &str, token: &str, queue: &str) -> Result<Option<Vec<TickEntry>>> {
+    match get(&format!("{}/admin/queues/{queue}/ticks", admin.trim_end_matches('/')), token).await? {
+        (_, Some(v)) => parse_tick_log(&v).map(Some),
+        (_, None) => Ok(None),
+    }
 }
 
 /// One campaign in the booking core's `/admin/stats`.
@@ -154,4 +258,75 @@ pub async fn my_claims(
         .filter_map(|c| c["claim_id"].as_i64())
         .collect();
     Ok(Some(ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `GET /admin/queues/sale` of a build from before adaptive admission (recorded).
+    const FIXED_BEFORE_ADAPTIVE: &str = r#"{"id":"sale","name":"sale","paths":["/api/events"],
+        "settings":{"admission":{"free_entry":0,"release_per_tick":40,"tick":"1s","session":"10m","max_active":0,
+        "abandon_after":"1m"},"paused":false,"queue_all":false,"version":3},"waiting":120,"active":800,
+        "ticks":57,"released_total":2280,"abandoned_total":4,"release_rate_measured":40.0,
+        "release_rate_configured":40.0,"connections_here":118}"#;
+
+    /// The same on a build with adaptive admission, in adaptive mode.
+    const ADAPTIVE: &str = r#"{"id":"sale","name":"sale","paths":["/api/events"],
+        "settings":{"admission":{"free_entry":0,"release_per_tick":40,"tick":"500ms","session":"10m","max_active":0,
+        "abandon_after":"1m","admission":"adaptive","min_per_tick":1,"max_per_tick":400,"target_p99":"300ms",
+        "target_error_rate":0.01,"arrival_grace":"10s","pin_per_tick":0},"paused":false,"queue_all":false,"version":4},
+        "waiting":5000,"active":900,"ticks":57,"released_total":3100,"abandoned_total":0,
+        "controller":{"mode":"adaptive","n":120,"reason":"headroom","tick":57,"signals":{"samples":812,"p50_ms":12.0,
+        "p99_ms":85.0,"error_rate":0.0,"in_flight":3,"arrived":100,"no_shows":30,"waiting":5000,"released":110}}}"#;
+
+    #[test]
+    fn a_queue_state_from_before_adaptive_admission_reads_as_fixed() {
+        let q = QueueState::from_json(&json(FIXED_BEFORE_ADAPTIVE)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!((q.release_per_tick, q.tick, q.ticks, q.waiting), (40, Duration::from_secs(1), 57, 120));
+        assert_eq!(q.mode, "fixed");
+        assert!(!q.adaptive());
+        assert_eq!((q.max_per_tick, q.controller.as_ref()), (None, None));
+    }
+
+    #[test]
+    fn an_adaptive_queue_state_has_its_bounds_and_controller() {
+        let q = QueueState::from_json(&json(ADAPTIVE)).unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(q.adaptive());
+        assert_eq!((q.min_per_tick, q.max_per_tick, q.pin_per_tick), (Some(1), Some(400), Some(0)));
+        assert_eq!((q.tick, q.max_active), (Duration::from_millis(500), 0));
+        assert_eq!(q.target_p99.as_deref(), Some("300ms"));
+        let c = q.controller.unwrap_or_else(|| panic!("no controller"));
+        assert_eq!((c.mode.as_str(), c.n, c.reason.as_str(), c.tick), ("adaptive", 120, "headroom", 57));
+    }
+
+    #[test]
+    fn a_queue_state_without_n_or_t_is_an_error() {
+        assert!(QueueState::from_json(&json(r#"{"settings":{"admission":{"tick":"1s"}},"ticks":1}"#)).is_err());
+        assert!(
+            QueueState::from_json(&json(r#"{"settings":{"admission":{"release_per_tick":5}},"ticks":1}"#)).is_err()
+        );
+    }
+
+    #[test]
+    fn the_tick_log_parses_and_malformed_entries_are_errors() {
+        let log = json(
+            r#"{"queue":"sale","ticks":[
+                {"tick":58,"at_ms":1764620000500,"n":130,"released":130,"waiting":4870,"mode":"adaptive","reason":"headroom"},
+                {"tick":57,"at_ms":1764620000000,"n":120,"released":110,"waiting":0,"mode":"adaptive","reason":"hold"}]}"#,
+        );
+        let ticks = parse_tick_log(&log).unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(ticks.len(), 2);
+        assert_eq!((ticks[1].tick, ticks[1].n, ticks[1].released, ticks[1].waiting), (57, 120, 110, 0));
+        assert_eq!(ticks[0].reason, "headroom");
+        assert!(parse_tick_log(&json(r#"{"queue":"sale"}"#)).is_err());
+        assert!(parse_tick_log(&json(r#"{"ticks":[{"tick":1,"at_ms":5}]}"#)).is_err(), "an entry without n");
+        // Entries without mode or reason still read (they default to empty).
+        let bare = parse_tick_log(&json(r#"{"ticks":[{"tick":1,"at_ms":5,"n":3,"released":3,"waiting":9}]}"#));
+        assert_eq!(bare.map(|t| t[0].mode.clone()).ok(), Some(String::new()));
+    }
 }

@@ -8,6 +8,7 @@
 //! GET seats ─► POST hold on a random AVAILABLE seat (another one after a 409)
 //!          ─► POST claim (twice with --claim-twice) ─► POST confirm (probability --confirm;
 //!              last: a confirmed booking ends the session)
+//! (a no-show, --no-show, stops at READY: admitted, but never comes to the booking core)
 //! ```
 //!
 //! Each step's latency is measured from its intended start (see
@@ -77,6 +78,23 @@ pub struct Plan {
     pub claim_twice: bool,
     /// Seed of its own random choices (seats, think times).
     pub seed: u64,
+    /// Walks away once admitted, without a single request (`--no-show`).
+    pub no_show: bool,
+}
+
+/// Salt of the no-show draw, so it is a stream of its own (ASCII "no-shows").
+const NO_SHOW_SALT: u64 = 0x6e6f_2d73_686f_7773;
+
+/// A number in [0, 1) from `seed`, `index` and `salt` alone (the splitmix64
+/// finalizer): a draw that does not depend on how many draws the plan's
+/// generator made before it.
+fn unit_hash(seed: u64, index: usize, salt: u64) -> f64 {
+    let mut z = seed ^ salt ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // The top 53 bits, as a double in [0, 1).
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl Plan {
@@ -93,6 +111,12 @@ impl Plan {
             confirm: rng.gen_bool(args.confirm),
             claim_twice: rng.gen_bool(args.claim_twice),
             seed: rng.r#gen(),
+            // Not drawn from `rng`: the abandon draw above takes one more
+            // number only for abandoners, so a draw from `rng` would pick
+            // other no-shows whenever --abandon-share changes, and two runs
+            // compared side by side (fixed against adaptive admission) must
+            // lose the same visitors.
+            no_show: unit_hash(args.seed, index, NO_SHOW_SALT) < args.no_show,
         }
     }
 }
@@ -223,6 +247,7 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
         }
     };
     let admitted = Instant::now();
+    rec.admitted_ns = Some(ctx.ns(admitted));
     if !rec.free_entry {
         ctx.metrics.record(Step::AdmissionWait, admitted - joined, "READY");
     }
@@ -236,8 +261,15 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
         return Err("admission_wait:ready_without_token".into());
     }
 
+    if plan.no_show {
+        // Admitted, and never seen again: the proxy's only sign of them is
+        // that no request with their token arrives.
+        return Ok(Fate::NoShow);
+    }
+
     // 3. Booking, through the proxy with the token.
     book(ctx, plan, rec, &mut rng, client, &token, admitted).await?;
+    rec.finished_ns = Some(ctx.ns(Instant::now()));
     Ok(Fate::Done)
 }
 
@@ -635,5 +667,28 @@ mod tests {
         assert!((800..1200).contains(&polling), "{polling}");
         assert!((0..100).all(|i| Plan::new(&args, i).abandon_after.is_none()));
         assert_eq!(Plan::new(&args, 17).seed, Plan::new(&args, 17).seed);
+        assert!((0..4000).all(|i| !Plan::new(&args, i).no_show), "no no-shows by default");
+    }
+
+    #[test]
+    fn no_shows_follow_the_share_and_the_seed_but_not_the_other_shares() {
+        use clap::Parser;
+        let parse = |flags: &[&str]| {
+            let mut argv = vec!["loadtest"];
+            argv.extend_from_slice(flags);
+            Args::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let who = |args: &Args| (0..4000).filter(|&i| Plan::new(args, i).no_show).collect::<Vec<_>>();
+        let base = who(&parse(&["--no-show", "0.3"]));
+        assert!((1080..1320).contains(&base.len()), "{}", base.len());
+        // The same visitors whatever the abandon and poll shares (the plan's
+        // generator draws a different number of values for abandoners).
+        assert_eq!(base, who(&parse(&["--no-show", "0.3", "--abandon-share", "0.5", "--poll-share", "0.9"])));
+        // Another seed, other visitors.
+        assert_ne!(base, who(&parse(&["--no-show", "0.3", "--seed", "2"])));
+        // A larger share keeps every no-show of a smaller one (a threshold on one draw).
+        let more = who(&parse(&["--no-show", "0.6"]));
+        assert!(base.iter().all(|i| more.contains(i)) && more.len() > base.len());
+        assert_eq!(who(&parse(&["--no-show", "1"])).len(), 4000);
     }
 }

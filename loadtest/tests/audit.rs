@@ -44,6 +44,13 @@ enum Fault {
     ServerError,
     /// The protected URL answers 200 without a token.
     OpenGate,
+    /// No tick log (`/admin/queues/q/ticks` answers 404, like a build without adaptive admission).
+    NoTickLog,
+    /// Each tick releases one fewer than its N while visitors wait (and logs N).
+    ShortRelease,
+    /// Not a fault: adaptive admission, N per tick moving between 1 and 2N
+    /// (above `release_per_tick` = N, within `max_per_tick` = 2N).
+    Adaptive,
 }
 
 #[derive(Default)]
@@ -55,6 +62,8 @@ struct Fake {
     ticks: u64,
     released: u64,
     last_release: i64,
+    /// The tick log, newest first (as the waiting room serves it).
+    log: VecDeque<Value>,
     seats: HashMap<i64, String>,
     next_id: i64,
     /// Claims answered 201, per visitor.
@@ -110,14 +119,30 @@ impl Fake {
             return;
         }
         self.last_release = at;
-        let n = if self.fault() == Fault::OverAdmit { 2 * N } else { N };
-        for _ in 0..n {
+        // The N this tick may release, as logged; OverAdmit and ShortRelease lie about it.
+        let (n, mode) = match self.fault() {
+            // Mostly 1, every fifth tick 2N: the line builds up, and that tick's release exceeds N.
+            Fault::Adaptive if self.ticks % 5 == 4 => (2 * N, "adaptive"),
+            Fault::Adaptive => (1, "adaptive"),
+            _ => (N, "fixed"),
+        };
+        let releasing = match self.fault() {
+            Fault::OverAdmit => 2 * N,
+            Fault::ShortRelease => N - 1,
+            _ => n,
+        };
+        let mut released = 0;
+        for _ in 0..releasing {
             let next = if self.fault() == Fault::Lifo { self.line.pop_back() } else { self.line.pop_front() };
             let Some(v) = next else { break };
             self.admitted.insert(v, at);
             self.released += 1;
+            released += 1;
         }
         self.ticks += 1;
+        self.log.push_front(json!({"tick": self.ticks, "at_ms": at, "n": n, "released": released,
+                                   "waiting": self.line.len(), "mode": mode, "reason": mode}));
+        self.log.truncate(1000);
     }
 
     fn handle(
@@ -149,11 +174,23 @@ impl Fake {
                 r
             }
             ("GET", "/wr/q/status") => reply(200, self.standing(&cookie.unwrap_or_default())),
-            ("GET", "/admin/queues/q") => reply(
-                200,
-                json!({"settings": {"admission": {"release_per_tick": N, "tick": format!("{TICK_MS}ms"), "free_entry": 0}},
-                       "ticks": self.ticks, "released_total": self.released, "abandoned_total": 0, "waiting": self.line.len()}),
-            ),
+            ("GET", "/admin/queues/q") => {
+                // The shape of a build from before adaptive admission, unless adaptive.
+                let mut admission =
+                    json!({"release_per_tick": N, "tick": format!("{TICK_MS}ms"), "free_entry": 0, "max_active": 0});
+                if fault == Fault::Adaptive {
+                    admission["admission"] = json!("adaptive");
+                    admission["min_per_tick"] = json!(1);
+                    admission["max_per_tick"] = json!(2 * N);
+                }
+                reply(
+                    200,
+                    json!({"settings": {"admission": admission}, "ticks": self.ticks, "released_total": self.released,
+                           "abandoned_total": 0, "waiting": self.line.len()}),
+                )
+            }
+            ("GET", "/admin/queues/q/ticks") if fault == Fault::NoTickLog => reply(404, json!({"title": "not here"})),
+            ("GET", "/admin/queues/q/ticks") => reply(200, json!({"queue": "q", "ticks": self.log})),
             ("GET", "/admin/stats") => {
                 reply(200, json!({"campaigns": [{"id": CAMPAIGN, "stock": STOCK, "claimed": self.issued}]}))
             }
@@ -307,11 +344,12 @@ async fn run_against(fault: Fault) -> loadtest::Report {
 /// The fake has no database, so this check cannot run against it.
 const NEEDS_DATABASE: &str = "grants_recorded";
 
-/// What a check should say when `failing` are the injected faults.
-fn expected(name: &str, failing: &[&str]) -> Status {
+/// What a check should say when `failing` are the injected faults
+/// (`skipping`: checks the fault leaves without their data).
+fn expected(name: &str, failing: &[&str], skipping: &[&str]) -> Status {
     if failing.contains(&name) {
         Status::Fail
-    } else if name == NEEDS_DATABASE {
+    } else if name == NEEDS_DATABASE || skipping.contains(&name) {
         Status::Skipped
     } else {
         Status::Pass
@@ -320,10 +358,15 @@ fn expected(name: &str, failing: &[&str]) -> Status {
 
 /// Every check in `failing` fails, every other one passes.
 fn only_fails(report: &loadtest::Report, failing: &[&str]) {
+    fails_and_skips(report, failing, &[]);
+}
+
+/// Every check in `failing` fails, those in `skipping` are skipped, every other one passes.
+fn fails_and_skips(report: &loadtest::Report, failing: &[&str], skipping: &[&str]) {
     let text = report.render();
     assert_eq!(report.passed(), failing.is_empty(), "{text}");
     for c in &report.audit.checks {
-        assert_eq!(c.status, expected(c.name, failing), "{}: {}\n{text}", c.name, c.detail);
+        assert_eq!(c.status, expected(c.name, failing, skipping), "{}: {}\n{text}", c.name, c.detail);
     }
 }
 
@@ -339,7 +382,8 @@ async fn a_fake_that_keeps_every_invariant_passes_every_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn releasing_twice_n_in_a_tick_fails_the_tick_limit() {
     let report = run_against(Fault::OverAdmit).await;
-    only_fails(&report, &["tick_limit"]);
+    // The tick log shows it too: released more than the logged n.
+    only_fails(&report, &["tick_limit", "adaptive_ticks"]);
     assert!(report.audit.ticks.max_per_release > N as u64, "{}", report.render());
 }
 
@@ -381,4 +425,85 @@ async fn a_500_anywhere_fails_no_5xx() {
 async fn a_protected_url_served_without_a_token_fails_gate_closed() {
     let report = run_against(Fault::OpenGate).await;
     only_fails(&report, &["gate_closed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_room_without_a_tick_log_skips_adaptive_ticks_and_nothing_else() {
+    let report = run_against(Fault::NoTickLog).await;
+    fails_and_skips(&report, &[], &["adaptive_ticks"]);
+    let c = report.audit.check("adaptive_ticks").unwrap();
+    assert!(c.detail.contains("404"), "{}", c.detail);
+    assert!(report.audit.adaptive.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn releasing_fewer_than_n_while_visitors_wait_fails_adaptive_ticks() {
+    let report = run_against(Fault::ShortRelease).await;
+    only_fails(&report, &["adaptive_ticks"]);
+    let c = report.audit.check("adaptive_ticks").unwrap();
+    assert!(c.detail.contains("left waiting"), "{}", c.detail);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_admission_above_release_per_tick_passes_every_check() {
+    let report = run_against(Fault::Adaptive).await;
+    let text = report.render();
+    only_fails(&report, &[]);
+    // Releases above release_per_tick happened: a fixed N would have failed tick_limit.
+    assert!(report.audit.ticks.max_per_release > N as u64, "{text}");
+    let a = report.audit.adaptive.as_ref().unwrap();
+    assert_eq!((a.mode.as_str(), a.n_min, a.n_max), ("adaptive", 1, 2 * N as u64), "{text}");
+    assert!(text.contains("tick log (adaptive admission)"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_shows_are_admitted_make_no_request_and_are_reported() {
+    let url = start(Fault::None).await;
+    let args = loadtest::Args::try_parse_from([
+        "loadtest",
+        "--proxy",
+        &url,
+        "--queue",
+        "q",
+        "--event",
+        "7",
+        "--campaign",
+        "3",
+        "--arrivals",
+        "40/s",
+        "--duration",
+        "1s",
+        "--poll-share",
+        "1",
+        "--abandon-share",
+        "0",
+        "--no-show",
+        "0.5",
+        "--max-wait",
+        "20s",
+        "--drain",
+        "20s",
+        "--proxy-admin",
+        &url,
+        "--admin-token",
+        "t",
+        "--quiet",
+    ])
+    .unwrap();
+    let report = loadtest::run(args).await.unwrap();
+    let text = report.render();
+    assert!(report.passed(), "{text}");
+    let (v, a) = (&report.visitors, &report.admitted);
+    assert_eq!(v.no_shows + v.done, 40, "everybody admitted, and either booked or walked away\n{text}");
+    assert!((10..=30).contains(&v.no_shows), "about half are no-shows\n{text}");
+    assert_eq!((a.admitted, a.no_shows, a.completed), (40, v.no_shows, v.done), "{text}");
+    // Only visitors who came asked for a seat map: one each.
+    let seat_maps = report.steps.iter().find(|s| s.step == "seat_map").map_or(0, |s| s.count);
+    assert_eq!(seat_maps as usize, v.done, "{text}");
+    assert!(a.requests.requests >= 2 * v.done as u64 && a.requests.server_errors == 0, "{text}");
+    assert!(a.window_seconds > 0.0 && a.visitors_per_second > 0.0, "{text}");
+    assert!(
+        text.contains("no-shows") && report.summary_line().contains(&format!(" no_shows={}", v.no_shows)),
+        "{text}"
+    );
 }

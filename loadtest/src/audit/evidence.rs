@@ -1,6 +1,7 @@
 //! Evidence for the audit beyond the visitors' own records: admission
-//! settings and tick counters, the campaign's stock, the database rows, and
-//! each claimer's `/api/me/coupons`. Gathered once, after the run.
+//! settings and tick counters, the waiting room's tick log, the campaign's
+//! stock, the database rows, and each claimer's `/api/me/coupons`. Gathered
+//! once, after the run.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,7 +11,21 @@ use futures_util::StreamExt;
 use crate::audit::db::{self, DbView};
 use crate::cli::Args;
 use crate::record::VisitorRecord;
-use crate::services::{self, CampaignStock, QueueState};
+use crate::services::{self, CampaignStock, QueueState, TickEntry};
+
+/// The waiting room's tick log (`GET /admin/queues/{q}/ticks`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TickLog {
+    /// Not asked for (no `--proxy-admin`).
+    #[default]
+    NotAsked,
+    /// The endpoint answered 404: a build without adaptive admission.
+    Missing,
+    /// The endpoint failed (the failure is in the `sources` check).
+    Unreadable,
+    /// The entries, in the order served.
+    Read(Vec<TickEntry>),
+}
 
 /// Claims checked against each visitor's `/api/me/coupons`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -34,6 +49,11 @@ pub struct Evidence {
     pub queue_before: Option<QueueState>,
     /// The queue after the run.
     pub queue_after: Option<QueueState>,
+    /// The tick log after the run.
+    pub tick_log: TickLog,
+    /// The run's span on the wall clock (epoch ms: start, and when the tick
+    /// log was read), to pick the ticks that belong to it.
+    pub run_window_ms: Option<(i64, i64)>,
     /// 5xx answers by `step:status`.
     pub server_errors: BTreeMap<String, u64>,
     /// `--hold-length`.
@@ -53,6 +73,27 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// The queue's state from the admin API: after the run, or else before it.
+    pub fn queue(&self) -> Option<&QueueState> {
+        self.queue_after.as_ref().or(self.queue_before.as_ref())
+    }
+
+    /// Whether the queue ran with adaptive admission.
+    pub fn adaptive(&self) -> bool {
+        self.queue().is_some_and(QueueState::adaptive)
+    }
+
+    /// The logged ticks that ran during the run, oldest first (empty
+    /// without a log or a window).
+    pub fn run_ticks(&self) -> Vec<&TickEntry> {
+        let (TickLog::Read(log), Some((from, to))) = (&self.tick_log, self.run_window_ms) else {
+            return Vec::new();
+        };
+        let mut ticks: Vec<&TickEntry> = log.iter().filter(|t| (from..=to).contains(&t.at_ms)).collect();
+        ticks.sort_by_key(|t| (t.at_ms, t.tick));
+        ticks
+    }
+
     /// N: the admin API's (after the run) or the flag's.
     pub fn release_per_tick(&self) -> Option<u64> {
         self.queue_after
@@ -75,13 +116,15 @@ impl Evidence {
         (released > n * ticks).then(|| format!("admin counters: {released} released in {ticks} ticks (N = {n})"))
     }
 
-    /// Gather what the flags point at. `server_errors` is filled by the caller.
+    /// Gather what the flags point at; `started_ms` is the run's start on the
+    /// wall clock (epoch ms). `server_errors` is filled by the caller.
     pub async fn gather(
         args: &Args,
         records: &[VisitorRecord],
         campaign: i64,
         event: i64,
         queue_before: Option<QueueState>,
+        started_ms: i64,
     ) -> Evidence {
         let mut e = Evidence {
             release_per_tick_flag: args.release_per_tick,
@@ -98,6 +141,16 @@ impl Evidence {
                 Ok(q) => e.queue_after = Some(q),
                 Err(err) => e.source_errors.push(format!("waiting room admin API: {err:#}")),
             }
+            e.tick_log = match services::tick_log(admin, &token, &args.queue).await {
+                Ok(Some(log)) => TickLog::Read(log),
+                Ok(None) => TickLog::Missing,
+                Err(err) => {
+                    e.source_errors.push(format!("waiting room tick log: {err:#}"));
+                    TickLog::Unreadable
+                }
+            };
+            // Read after the log: every tick it holds ran before this.
+            e.run_window_ms = Some((started_ms, now_ms()));
         }
         if let Some(booking_admin) = &args.booking_admin
             && args.admin_token.is_some()
@@ -117,6 +170,12 @@ impl Evidence {
         }
         e
     }
+}
+
+/// The wall clock in epoch ms (the services' clock, on one machine or synced).
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 /// Look up every acknowledged claim in its visitor's `/api/me/coupons`.

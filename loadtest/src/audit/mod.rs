@@ -5,7 +5,8 @@
 //! |---|---|---|
 //! | `no_5xx` | every answer | any 5xx |
 //! | `gate_closed` | the unauthenticated request | a protected URL answered 2xx without a token |
-//! | `tick_limit` | `admitted_at` of every admission; admin tick counters | a window of length T holds more than N |
+//! | `tick_limit` | `admitted_at` of every admission; admin tick counters | a window of length T holds more than N (adaptive admission: more than the `n` the tick log gives the ticks around it, or `max_per_tick` where it gives none) |
+//! | `adaptive_ticks` | the waiting room's tick log (`GET /admin/queues/{q}/ticks`), ticks of the run only; `max_per_tick`, `max_active` | a tick released more than its `n`; adaptive mode set `n` above `max_per_tick`; a tick left visitors waiting but released fewer than `n` with no `max_active` cap. Skipped when the endpoint answers 404 (a build without adaptive admission), or in fixed mode with no tick logged |
 //! | `fifo_order` | join timings vs `admitted_at` ([`order`]) | any pair admitted against proven join order |
 //! | `positions_never_rise` | WAITING messages and polls | a position went up |
 //! | `seat_single_holder` | 201 holds, 200 confirms; `holds`/`bookings` rows | a seat held or booked by two visitors at once |
@@ -19,6 +20,7 @@
 //! A check without the data it needs is `skipped` (and says which flag
 //! provides it); skipped checks do not fail the run.
 
+pub mod adaptive;
 pub mod booking;
 pub mod db;
 pub mod evidence;
@@ -30,6 +32,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use adaptive::AdaptiveStats;
 pub use evidence::Evidence;
 use order::{Joined, OrderStats};
 use ticks::TickStats;
@@ -78,6 +81,8 @@ pub struct Audit {
     pub order: OrderStats,
     /// Admissions per tick.
     pub ticks: TickStats,
+    /// The tick log's ticks of the run (when the waiting room keeps one).
+    pub adaptive: Option<AdaptiveStats>,
 }
 
 impl Audit {
@@ -135,6 +140,8 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
     let release_per_tick = e.release_per_tick();
     let ticks = ticks::tick_stats(records.iter().filter(|r| r.queued()).filter_map(|r| r.admitted_at_ms), tick);
     checks.push(match (release_per_tick, ticks.max_in_window) {
+        // N moves from tick to tick: bound each window by its own tick's.
+        _ if e.adaptive() => adaptive::tick_limit(&ticks, e),
         (Some(n), Some(max)) => {
             let mut v = Vec::new();
             if max > n {
@@ -162,6 +169,11 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
             "N and T unknown: pass --proxy-admin (and --admin-token), or --release-per-tick and --tick",
         ),
     });
+
+    // The tick log: each tick within its own N, and all of it while people wait.
+    let admitted_by_tick = records.iter().filter(|r| r.queued() && r.admitted_at_ms.is_some()).count();
+    let (adaptive_check, adaptive) = adaptive::adaptive_ticks(e, admitted_by_tick);
+    checks.push(adaptive_check);
 
     // FIFO.
     let joined: Vec<Joined> = records
@@ -292,7 +304,7 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
             Fate::Failed(kind) => *fates.entry(kind.clone()).or_default() += 1,
             Fate::StillWaiting => *fates.entry("still_waiting_at_end".into()).or_default() += 1,
             Fate::Running | Fate::Stopped => *fates.entry("stopped_at_end".into()).or_default() += 1,
-            Fate::Done | Fate::Abandoned => {}
+            Fate::Done | Fate::NoShow | Fate::Abandoned => {}
         }
     }
     let failed: usize = fates.values().sum();
@@ -312,5 +324,5 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
     });
 
     checks.push(check("sources", &e.source_errors, "every audit source given could be read".into()));
-    Audit { checks, order, ticks }
+    Audit { checks, order, ticks, adaptive }
 }

@@ -53,23 +53,35 @@ pub fn tick_stats(admitted_ms: impl IntoIterator<Item = i64>, tick: Option<Durat
     let min_gap_ms = releases.windows(2).map(|w| w[1].at_ms - w[0].at_ms).min();
     let (mut max_in_window, mut worst_window_start_ms) = (None, None);
     if let Some(t) = tick {
-        let t = i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1);
-        // Windows [start, start + T) starting at each release: the fullest window starts at one.
-        let (mut end, mut sum, mut best) = (0usize, 0u64, (0u64, None));
-        for (start, r) in releases.iter().enumerate() {
-            while end < releases.len() && releases[end].at_ms < r.at_ms.saturating_add(t) {
-                sum += releases[end].admitted;
-                end += 1;
-            }
+        let mut best = (0u64, None);
+        for (start, sum) in windows(&releases, t) {
             if sum > best.0 {
-                best = (sum, Some(r.at_ms));
+                best = (sum, Some(start));
             }
-            sum -= releases[start].admitted;
         }
         max_in_window = Some(best.0);
         worst_window_start_ms = best.1;
     }
     TickStats { releases, max_per_release, mean_per_release, min_gap_ms, max_in_window, worst_window_start_ms }
+}
+
+/// The windows [start, start + `tick`) that start at each release (in time
+/// order), with the admissions inside each: (start ms, admissions). The
+/// fullest window of any start begins at a release, so these are all that
+/// need checking.
+pub fn windows(releases: &[Release], tick: Duration) -> Vec<(i64, u64)> {
+    let t = i64::try_from(tick.as_millis()).unwrap_or(i64::MAX).max(1);
+    let (mut end, mut sum) = (0usize, 0u64);
+    let mut out = Vec::with_capacity(releases.len());
+    for (start, r) in releases.iter().enumerate() {
+        while end < releases.len() && releases[end].at_ms < r.at_ms.saturating_add(t) {
+            sum += releases[end].admitted;
+            end += 1;
+        }
+        out.push((r.at_ms, sum));
+        sum -= releases[start].admitted;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -95,6 +107,13 @@ mod tests {
         assert_eq!(s.max_in_window, Some(20));
         assert_eq!(s.worst_window_start_ms, Some(1000));
         assert_eq!(s.min_gap_ms, Some(600));
+    }
+
+    #[test]
+    fn every_window_starting_at_a_release_is_listed_with_its_sum() {
+        let s = tick_stats(times(&[(1000, 10), (1600, 7), (3000, 4)]), None);
+        assert_eq!(windows(&s.releases, Duration::from_secs(1)), vec![(1000, 17), (1600, 7), (3000, 4)]);
+        assert_eq!(windows(&[], Duration::from_secs(1)), Vec::new());
     }
 
     #[test]
