@@ -32,12 +32,55 @@
 /// Fewer requests than this in a window says nothing about latency.
 pub const MIN_SAMPLES: u64 = 20;
 
+/// Latency histogram buckets: bucket `i` holds latencies up to
+/// `BASE^i` ms (bucket 0: up to 1 ms), the last one everything above. A
+/// fixed log scale so that instances' histograms add up bucket by bucket in
+/// the store, with ~20% resolution, ample for a dead band of 20%.
+pub const BUCKETS: usize = 64;
+const BASE: f64 = 1.2;
+
+/// The bucket of a latency of `ms` milliseconds.
+pub fn bucket(ms: f64) -> usize {
+    if ms.is_nan() || ms <= 1.0 {
+        return 0;
+    }
+    ((ms.ln() / BASE.ln()).ceil() as usize).min(BUCKETS - 1)
+}
+
+/// The upper bound of bucket `i` (ms).
+pub fn bucket_ms(i: usize) -> f64 {
+    BASE.powi(i32::try_from(i.min(BUCKETS - 1)).unwrap_or(0))
+}
+
+/// The `q`-quantile (0..1) of a histogram, as its bucket's upper bound; 0
+/// for an empty one.
+pub fn quantile(buckets: &[u64], q: f64) -> f64 {
+    let total: u64 = buckets.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    // The rank of the quantile, 1-based: the smallest latency with at least
+    // q of the samples at or below it.
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (i, c) in buckets.iter().enumerate() {
+        seen += c;
+        if seen >= rank {
+            return bucket_ms(i);
+        }
+    }
+    bucket_ms(buckets.len().saturating_sub(1))
+}
+
 /// What the proxies measured since the last decision, merged across
 /// instances.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Signals {
     /// Requests to the upstream that finished in the window.
     pub samples: u64,
+    /// Their median latency (ms), shown, not used.
+    #[serde(default)]
+    pub p50_ms: f64,
     /// Their 99th-percentile latency (ms).
     pub p99_ms: f64,
     /// Share of them that failed (5xx, timeouts, refused connections), 0..1.
@@ -46,6 +89,48 @@ pub struct Signals {
     pub waiting: u64,
     /// Visitors the last tick released.
     pub released: u64,
+    /// Requests in flight at the tick, all instances.
+    #[serde(default)]
+    pub in_flight: u64,
+    /// Admitted visitors who arrived in the window.
+    #[serde(default)]
+    pub arrived: u64,
+    /// Admitted visitors found to be no-shows in the window.
+    #[serde(default)]
+    pub no_shows: u64,
+}
+
+impl Signals {
+    /// The controller's inputs from a tick's merged window.
+    pub fn from_window(w: &crate::store::Window, waiting: u64, released: u64) -> Self {
+        Signals {
+            samples: w.samples,
+            p50_ms: quantile(&w.buckets, 0.5),
+            p99_ms: quantile(&w.buckets, 0.99),
+            error_rate: if w.samples == 0 { 0.0 } else { w.errors as f64 / w.samples as f64 },
+            waiting,
+            released,
+            in_flight: w.in_flight,
+            arrived: w.arrived,
+            no_shows: w.no_shows,
+        }
+    }
+}
+
+/// A decision as the store keeps it, and as the admin API and every
+/// instance's metrics show it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    /// The tick whose window was judged; N applies from the next one.
+    pub tick: u64,
+    /// The N decided.
+    pub n: u64,
+    /// Why ([`Reason::label`]).
+    pub reason: String,
+    /// The controller's state after the decision.
+    pub state: State,
+    /// The signals it judged.
+    pub signals: Signals,
 }
 
 /// The operator's bounds and targets.
@@ -59,6 +144,35 @@ pub struct Bounds {
     pub target_p99_ms: f64,
     /// Keep the upstream's error share under this, 0..1.
     pub target_error_rate: f64,
+}
+
+impl Bounds {
+    /// A queue's bounds and targets.
+    pub fn of(a: &crate::config::Admission) -> Self {
+        Bounds {
+            min_per_tick: a.min_per_tick,
+            max_per_tick: a.max_per_tick,
+            target_p99_ms: a.target_p99.as_secs_f64() * 1000.0,
+            target_error_rate: a.target_error_rate,
+        }
+    }
+}
+
+/// The decision after tick `tick`, which closed the window `signals` came
+/// from, continuing from `prev` (the last decision saved). In fixed mode the
+/// record only shows the signals and the operator's N; it also carries that
+/// N as the controller's state, so switching to adaptive starts from the N
+/// the operator trusted (past slow start) instead of from `min_per_tick`.
+pub fn next(prev: Option<&Record>, a: &crate::config::Admission, tick: u64, signals: Signals) -> Record {
+    let bounds = Bounds::of(a);
+    if a.mode == crate::config::AdmissionMode::Fixed {
+        let state = State { n: a.release_per_tick as f64, overloaded_once: true };
+        return Record { tick, n: a.release_per_tick, reason: "fixed".into(), state, signals };
+    }
+    let mut state = prev.map_or_else(|| State::start(&bounds), |p| p.state);
+    let pinned = (a.pin_per_tick > 0).then_some(a.pin_per_tick);
+    let d = state.decide(&signals, &bounds, pinned);
+    Record { tick, n: d.n, reason: d.reason.label().into(), state, signals }
 }
 
 /// Why N is what it is.
@@ -155,7 +269,14 @@ mod tests {
         let load = n as f64 * show / capacity;
         let p99_ms = if load <= 1.0 { 50.0 + 150.0 * load } else { 200.0 + 400.0 * (load - 1.0) * 10.0 };
         let error_rate = if load > 1.5 { 0.05 } else { 0.0 };
-        Signals { samples: (n as f64 * show * 3.0) as u64, p99_ms, error_rate, waiting: 100_000, released: n }
+        Signals {
+            samples: (n as f64 * show * 3.0) as u64,
+            p99_ms,
+            error_rate,
+            waiting: 100_000,
+            released: n,
+            ..Signals::default()
+        }
     }
 
     /// Run `ticks` decisions against the simulated upstream; the Ns chosen.
@@ -235,15 +356,60 @@ mod tests {
     #[test]
     fn bounds_pins_and_idle_queues_are_respected() {
         let mut st = State::start(&BOUNDS);
-        let idle = Signals { samples: 1000, p99_ms: 10.0, error_rate: 0.0, waiting: 0, released: 0 };
+        let idle = Signals { samples: 1000, p99_ms: 10.0, waiting: 0, released: 0, ..Signals::default() };
         assert_eq!(st.decide(&idle, &BOUNDS, None), Decision { n: 10, reason: Reason::Hold });
         let pinned = st.decide(&idle, &BOUNDS, Some(1_000_000));
         assert_eq!(pinned, Decision { n: 5000, reason: Reason::Pinned });
         let mut st = State { n: 12.0, overloaded_once: true };
-        let burning = Signals { samples: 1000, p99_ms: 5000.0, error_rate: 0.5, waiting: 10, released: 12 };
+        let burning =
+            Signals { samples: 1000, p99_ms: 5000.0, error_rate: 0.5, waiting: 10, released: 12, ..Signals::default() };
         assert_eq!(st.decide(&burning, &BOUNDS, None), Decision { n: 10, reason: Reason::Overload });
         // Too few requests to judge latency: hold.
-        let quiet = Signals { samples: 3, p99_ms: 9000.0, error_rate: 0.0, waiting: 10, released: 12 };
+        let quiet = Signals { samples: 3, p99_ms: 9000.0, waiting: 10, released: 12, ..Signals::default() };
         assert_eq!(st.decide(&quiet, &BOUNDS, None).reason, Reason::Hold);
+    }
+
+    #[test]
+    fn buckets_cover_every_latency_and_quantiles_read_them_back() {
+        assert_eq!(bucket(0.0), 0);
+        assert_eq!(bucket(f64::NAN), 0);
+        assert_eq!(bucket(1e12), BUCKETS - 1);
+        for ms in [1.5, 10.0, 99.0, 300.0, 4000.0] {
+            let b = bucket(ms);
+            assert!(bucket_ms(b) >= ms && bucket_ms(b - 1) < ms, "{ms} in {b}");
+        }
+        let mut h = vec![0; BUCKETS];
+        h[bucket(10.0)] = 98;
+        h[bucket(500.0)] = 2;
+        assert!((10.0..12.0).contains(&quantile(&h, 0.5)));
+        assert!((10.0..12.0).contains(&quantile(&h, 0.98)));
+        assert!((500.0..600.0).contains(&quantile(&h, 0.99)));
+        assert_eq!(quantile(&[0; BUCKETS], 0.99), 0.0);
+    }
+
+    fn admission(mode: crate::config::AdmissionMode, pin: u64) -> crate::config::Admission {
+        let toml = "id = \"q\"\npaths = [\"/x\"]\nrelease_per_tick = 40\ntick = \"1s\"\nsession = \"1m\"\n\
+                    min_per_tick = 10\nmax_per_tick = 5000";
+        let q: crate::config::QueueConfig = toml::from_str(toml).unwrap_or_else(|e| panic!("{e}"));
+        crate::config::Admission { mode, pin_per_tick: pin, ..q.admission() }
+    }
+
+    #[test]
+    fn decisions_continue_from_the_saved_state_and_fixed_mode_hands_over_its_n() {
+        use crate::config::AdmissionMode::{Adaptive, Fixed};
+        let calm = Signals { samples: 1000, p99_ms: 10.0, waiting: 1000, released: 40, ..Signals::default() };
+        // Fixed: the operator's N, past slow start.
+        let fixed = next(None, &admission(Fixed, 0), 7, calm);
+        assert_eq!((fixed.n, fixed.reason.as_str(), fixed.tick), (40, "fixed", 7));
+        // Switched to adaptive: grows from that N by a tenth, not from the minimum.
+        let grown = next(Some(&fixed), &admission(Adaptive, 0), 8, calm);
+        assert_eq!((grown.n, grown.reason.as_str()), (44, "headroom"));
+        // No decision before: slow start from the minimum.
+        assert_eq!(next(None, &admission(Adaptive, 0), 1, calm).n, 20);
+        // The pin wins, and the controller continues from it once unpinned.
+        let pinned = next(Some(&grown), &admission(Adaptive, 100), 9, calm);
+        assert_eq!((pinned.n, pinned.reason.as_str()), (100, "pinned"));
+        let hot = Signals { p99_ms: 1000.0, ..calm };
+        assert_eq!(next(Some(&pinned), &admission(Adaptive, 0), 10, hot).n, 50);
     }
 }

@@ -9,6 +9,7 @@
 //! POST  /admin/queues/{q}/resume      release again
 //! POST  /admin/queues/{q}/queue-all   everybody queues, even when free entry would admit them
 //! POST  /admin/queues/{q}/free-entry  free entry as configured again
+//! GET   /admin/queues/{q}/ticks?limit=K the last K ticks (≤ 1000): N allowed, released, why
 //! POST  /admin/reload                 re-read the config file (same as SIGHUP)
 //! ```
 //!
@@ -30,7 +31,7 @@ use crate::http::Reply;
 use crate::limits::{Refused, retry_after_secs};
 use crate::queues::Queue;
 use crate::state::State;
-use crate::store::SharedSettings;
+use crate::store::{SharedSettings, TICK_LOG};
 
 /// Largest admin request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -67,6 +68,40 @@ pub struct QueueState {
     release_rate_configured: f64,
     /// WebSockets open on the instance that answered.
     connections_here: usize,
+    /// How N is set now, and the last decision with the signals it judged.
+    controller: Controller,
+}
+
+/// The admission controller's view of a queue (`adaptive.rs`).
+#[derive(Debug, Serialize)]
+struct Controller {
+    /// `fixed` or `adaptive`.
+    mode: &'static str,
+    /// The N ticks release now.
+    n: u64,
+    /// The operator's pin, if any (adaptive mode).
+    pinned: Option<u64>,
+    /// Why the last decision chose its N (`fixed` in fixed mode).
+    reason: Option<String>,
+    /// The tick whose window the last decision judged.
+    tick: Option<u64>,
+    /// The signals it judged (all instances merged).
+    signals: Option<crate::adaptive::Signals>,
+}
+
+impl Controller {
+    fn of(queue: &Queue) -> Self {
+        let a = queue.admission();
+        let last = queue.last_decision();
+        Controller {
+            mode: a.mode.label(),
+            n: queue.current_n(),
+            pinned: (a.mode == crate::config::AdmissionMode::Adaptive && a.pin_per_tick > 0).then_some(a.pin_per_tick),
+            reason: last.as_ref().map(|d| d.reason.clone()),
+            tick: last.as_ref().map(|d| d.tick),
+            signals: last.map(|d| d.signals),
+        }
+    }
 }
 
 /// A settings change: every field optional.
@@ -81,6 +116,13 @@ struct Patch {
     abandon_after: Option<String>,
     paused: Option<bool>,
     queue_all: Option<bool>,
+    admission: Option<crate::config::AdmissionMode>,
+    min_per_tick: Option<u64>,
+    max_per_tick: Option<u64>,
+    target_p99: Option<String>,
+    target_error_rate: Option<f64>,
+    arrival_grace: Option<String>,
+    pin_per_tick: Option<u64>,
 }
 
 impl Patch {
@@ -104,6 +146,23 @@ impl Patch {
         duration("tick", &self.tick, &mut a.tick)?;
         duration("session", &self.session, &mut a.session)?;
         duration("abandon_after", &self.abandon_after, &mut a.abandon_after)?;
+        duration("target_p99", &self.target_p99, &mut a.target_p99)?;
+        duration("arrival_grace", &self.arrival_grace, &mut a.arrival_grace)?;
+        if let Some(v) = self.admission {
+            a.mode = v;
+        }
+        if let Some(v) = self.min_per_tick {
+            a.min_per_tick = v;
+        }
+        if let Some(v) = self.max_per_tick {
+            a.max_per_tick = v;
+        }
+        if let Some(v) = self.target_error_rate {
+            a.target_error_rate = v;
+        }
+        if let Some(v) = self.pin_per_tick {
+            a.pin_per_tick = v;
+        }
         if let Some(v) = self.paused {
             s.paused = v;
         }
@@ -130,6 +189,7 @@ async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> 
         release_rate_measured: queue.estimate.rate(),
         release_rate_configured: queue.configured_rate(),
         connections_here: state.hub.connections(queue.id()),
+        controller: Controller::of(queue),
     })
 }
 
@@ -230,6 +290,18 @@ impl AdminApp {
                 patch.apply(&mut next)?;
                 change_reply(control::change(&self.state, &q, &actor, "update", |s| *s = next).await)?;
                 Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
+            }
+            ("GET", ["admin", "queues", id, "ticks"]) => {
+                let q = queue(id)?;
+                let limit = match session.req_header().uri.query().and_then(|q| q.strip_prefix("limit=")) {
+                    None => 100,
+                    Some(v) => v.parse::<usize>().ok().filter(|n| (1..=TICK_LOG).contains(n)).ok_or_else(|| {
+                        Reply::error(400, format!("limit must be a number between 1 and {TICK_LOG}, got {v:?}"))
+                    })?,
+                };
+                let store = self.state.store().ok_or_else(store_down)?;
+                let ticks = store.ticks(q.id(), limit).await.map_err(|_| store_down())?;
+                Ok(Reply::json(200, &serde_json::json!({"queue": q.id(), "ticks": ticks})))
             }
             ("POST", ["admin", "queues", id, action]) => {
                 let q = queue(id)?;

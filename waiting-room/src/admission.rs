@@ -98,10 +98,7 @@ pub fn observe(queue: &Queue, r: &Release) {
     METRICS.active.with_label_values(&[id]).set(i64::try_from(r.active).unwrap_or(i64::MAX));
     METRICS.configured_rate.with_label_values(&[id]).set(queue.configured_rate());
     METRICS.paused.with_label_values(&[id]).set(i64::from(queue.paused()));
-    METRICS
-        .release_per_tick
-        .with_label_values(&[id])
-        .set(i64::try_from(queue.admission().release_per_tick).unwrap_or(i64::MAX));
+    METRICS.release_per_tick.with_label_values(&[id]).set(i64::try_from(queue.current_n()).unwrap_or(i64::MAX));
     // Every call reports the last tick's pressure, also when another
     // instance performed it.
     queue.note_pressure(r.joined);
@@ -135,10 +132,64 @@ fn epoch_seen(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) {
     }
 }
 
+/// Hand this instance's measurements since the last report to the store,
+/// into the window the next tick closes. A report the store did not take is
+/// kept for the next call.
+async fn report(queue: &Queue, store: &Arc<dyn QueueStore>) {
+    let r = queue.signals.take(crate::signals::instance());
+    if let Err(e) = store.report(queue.id(), &r).await {
+        METRICS.store_errors.with_label_values(&["report"]).inc();
+        tracing::debug!(queue = queue.id(), error = %e, "report failed; kept for the next");
+        queue.signals.put_back(r);
+    }
+}
+
+/// This call ticked and got the tick's merged window: decide the next N
+/// (once per tick across instances) and save it for every instance.
+async fn decide(queue: &Queue, store: &Arc<dyn QueueStore>, r: &Release, window: &crate::store::Window) {
+    let id = queue.id();
+    let signals = crate::adaptive::Signals::from_window(window, r.waiting, r.released.len() as u64);
+    let record = crate::adaptive::next(r.decision.as_ref(), &queue.admission(), r.tick, signals);
+    METRICS.adaptive_decisions.with_label_values(&[id, &record.reason]).inc();
+    METRICS.arrivals.with_label_values(&[id]).inc_by(window.arrived);
+    METRICS.no_shows.with_label_values(&[id]).inc_by(r.no_shows);
+    tracing::debug!(
+        queue = id,
+        tick = r.tick,
+        n = record.n,
+        reason = %record.reason,
+        p99_ms = signals.p99_ms,
+        samples = signals.samples,
+        errors = signals.error_rate,
+        "admission decision"
+    );
+    match store.save_decision(id, &record).await {
+        Ok(_) => show_decision(queue, &record),
+        Err(e) => {
+            // The next tick then runs on the previous decision: a hold.
+            METRICS.store_errors.with_label_values(&["save_decision"]).inc();
+            tracing::warn!(queue = id, error = %e, "cannot save the admission decision");
+        }
+    }
+}
+
+/// The last decision saved, on this instance's gauges (every instance shows
+/// the same one, whichever made it).
+fn show_decision(queue: &Queue, d: &crate::adaptive::Record) {
+    let id = queue.id();
+    queue.note_decision(d);
+    METRICS.adaptive_n.with_label_values(&[id]).set(i64::try_from(d.n).unwrap_or(i64::MAX));
+    METRICS.window_p50.with_label_values(&[id]).set(d.signals.p50_ms / 1000.0);
+    METRICS.window_p99.with_label_values(&[id]).set(d.signals.p99_ms / 1000.0);
+    METRICS.window_errors.with_label_values(&[id]).set(d.signals.error_rate);
+    METRICS.in_flight.with_label_values(&[id]).set(i64::try_from(d.signals.in_flight).unwrap_or(i64::MAX));
+}
+
 async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
     loop {
         let params = queue.params();
         let started = Instant::now();
+        report(&queue, &store).await;
         let released = store.release(queue.id(), &params).await;
         crate::degraded::observe(&state, &queue);
         let pause = match released {
@@ -155,6 +206,14 @@ async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>
                     );
                 }
                 epoch_seen(&state, &queue, r.epoch);
+                match &r.window {
+                    Some(w) if r.ticked => decide(&queue, &store, &r, w).await,
+                    _ => {
+                        if let Some(d) = &r.decision {
+                            show_decision(&queue, d);
+                        }
+                    }
+                }
                 observe(&queue, &r);
                 // Also when another instance ticked and this call only saw the
                 // tick number move: the fan-out happens once per tick anyway.

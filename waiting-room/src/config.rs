@@ -475,6 +475,68 @@ pub struct QueueConfig {
     /// The session of a visitor let through while the store is down.
     #[serde(with = "config::duration", default = "default_store_down_session")]
     pub store_down_session: Duration,
+    /// `fixed`: N per tick as set; `adaptive`: N follows the upstream's
+    /// health between `min_per_tick` and `max_per_tick` (see `adaptive.rs`).
+    #[serde(default)]
+    pub admission: AdmissionMode,
+    /// Adaptive: N never goes below this.
+    #[serde(default = "default_min_per_tick")]
+    pub min_per_tick: u64,
+    /// Adaptive: N never goes above this.
+    #[serde(default = "default_max_per_tick")]
+    pub max_per_tick: u64,
+    /// Adaptive: keep the upstream's p99 (admitted requests) under this.
+    #[serde(with = "config::duration", default = "default_target_p99")]
+    pub target_p99: Duration,
+    /// Adaptive: keep the upstream's share of failed requests under this.
+    #[serde(default = "default_target_error_rate")]
+    pub target_error_rate: f64,
+    /// An admitted visitor who makes no request to a protected path this
+    /// long after admission is a no-show; in adaptive mode no-shows stop
+    /// counting toward `max_active`. 0 = arrivals are not tracked.
+    #[serde(with = "config::duration", default = "default_arrival_grace")]
+    pub arrival_grace: Duration,
+}
+
+/// `admission`: how a queue's N per tick is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionMode {
+    /// The operator's `release_per_tick`.
+    #[default]
+    Fixed,
+    /// The controller's, from the upstream's latency and errors.
+    Adaptive,
+}
+
+impl AdmissionMode {
+    /// Label for metrics and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            AdmissionMode::Fixed => "fixed",
+            AdmissionMode::Adaptive => "adaptive",
+        }
+    }
+}
+
+fn default_min_per_tick() -> u64 {
+    1
+}
+
+fn default_max_per_tick() -> u64 {
+    1000
+}
+
+fn default_target_p99() -> Duration {
+    Duration::from_millis(300)
+}
+
+fn default_target_error_rate() -> f64 {
+    0.01
+}
+
+fn default_arrival_grace() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `on_store_down`: the queue's policy while its store is down.
@@ -557,12 +619,21 @@ impl QueueConfig {
             session: self.session,
             max_active: self.max_active,
             abandon_after: self.abandon_after,
+            mode: self.admission,
+            min_per_tick: self.min_per_tick,
+            max_per_tick: self.max_per_tick,
+            target_p99: self.target_p99,
+            target_error_rate: self.target_error_rate,
+            arrival_grace: self.arrival_grace,
+            pin_per_tick: 0,
         }
     }
 }
 
 /// The admission knobs of a queue: what an operator tunes during a sale.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+/// Fields added after the first release have defaults, so settings saved in
+/// the store by an older build still load.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Admission {
     /// Admit at once while nobody waits and active sessions are below this.
@@ -580,6 +651,42 @@ pub struct Admission {
     /// Unseen this long while waiting = abandoned; 0 = never.
     #[serde(with = "config::duration")]
     pub abandon_after: Duration,
+    /// How N is set (`admission` in the config file and the admin API).
+    #[serde(rename = "admission", default)]
+    pub mode: AdmissionMode,
+    /// Adaptive: lowest N.
+    #[serde(default = "default_min_per_tick")]
+    pub min_per_tick: u64,
+    /// Adaptive: highest N.
+    #[serde(default = "default_max_per_tick")]
+    pub max_per_tick: u64,
+    /// Adaptive: the upstream's p99 to stay under.
+    #[serde(with = "config::duration", default = "default_target_p99")]
+    pub target_p99: Duration,
+    /// Adaptive: the upstream's error share to stay under.
+    #[serde(default = "default_target_error_rate")]
+    pub target_error_rate: f64,
+    /// No request this long after admission = a no-show; 0 = not tracked.
+    #[serde(with = "config::duration", default = "default_arrival_grace")]
+    pub arrival_grace: Duration,
+    /// Adaptive: the operator pinned N to this (0 = the controller decides).
+    #[serde(default)]
+    pub pin_per_tick: u64,
+}
+
+impl Admission {
+    /// The N the next tick may release, given the controller's last
+    /// decision (`decided`, adaptive mode only): the operator's pin first,
+    /// then the mode's own.
+    pub fn effective_n(&self, decided: Option<u64>) -> u64 {
+        match self.mode {
+            AdmissionMode::Fixed => self.release_per_tick,
+            AdmissionMode::Adaptive if self.pin_per_tick > 0 => self.pin_per_tick.min(self.max_per_tick),
+            AdmissionMode::Adaptive => {
+                decided.unwrap_or(self.min_per_tick).clamp(self.min_per_tick.max(1), self.max_per_tick.max(1))
+            }
+        }
+    }
 }
 
 fn default_abandon_after() -> Duration {
@@ -778,6 +885,32 @@ impl Admission {
         }
         if !self.abandon_after.is_zero() && self.abandon_after < Duration::from_secs(1) {
             return Err(ConfigError::new(format!("{at}.abandon_after"), "expected 0 (never) or at least 1s"));
+        }
+        if self.min_per_tick == 0 || self.min_per_tick > 1_000_000 {
+            return Err(ConfigError::new(format!("{at}.min_per_tick"), "expected between 1 and 1000000"));
+        }
+        if self.max_per_tick < self.min_per_tick || self.max_per_tick > 1_000_000 {
+            return Err(ConfigError::new(
+                format!("{at}.max_per_tick"),
+                format!("expected between min_per_tick ({}) and 1000000", self.min_per_tick),
+            ));
+        }
+        if self.target_p99 < Duration::from_millis(1) || self.target_p99 > Duration::from_secs(60) {
+            return Err(ConfigError::new(format!("{at}.target_p99"), "expected between 1ms and 60s"));
+        }
+        if !(self.target_error_rate > 0.0 && self.target_error_rate <= 1.0) {
+            return Err(ConfigError::new(format!("{at}.target_error_rate"), "expected more than 0 and at most 1"));
+        }
+        if !self.arrival_grace.is_zero()
+            && (self.arrival_grace < Duration::from_secs(1) || self.arrival_grace > Duration::from_secs(3600))
+        {
+            return Err(ConfigError::new(format!("{at}.arrival_grace"), "expected 0 (off) or between 1s and 1h"));
+        }
+        if self.pin_per_tick > self.max_per_tick {
+            return Err(ConfigError::new(
+                format!("{at}.pin_per_tick"),
+                format!("expected 0 (not pinned) or at most max_per_tick ({})", self.max_per_tick),
+            ));
         }
         Ok(())
     }

@@ -67,6 +67,7 @@ pub mod push;
 pub mod queues;
 pub mod sched;
 pub mod session;
+pub mod signals;
 pub mod state;
 pub mod store;
 pub mod ticket;

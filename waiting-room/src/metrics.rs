@@ -77,6 +77,29 @@ pub struct Metrics {
     /// `waiting_room_queue_mode{queue,mode}`: 1 for the mode each queue is in
     /// (`normal`; with the store down, `closed` or `open`, see `degraded.rs`)
     pub queue_mode: IntGaugeVec,
+    /// `waiting_room_adaptive_n{queue}`: the N the controller decided for the
+    /// next tick (fixed mode: the operator's N)
+    pub adaptive_n: IntGaugeVec,
+    /// `waiting_room_adaptive_decisions_total{queue,reason}`: decisions this
+    /// instance made (one per tick across all instances), by reason
+    pub adaptive_decisions: IntCounterVec,
+    /// `waiting_room_upstream_window_p50_seconds{queue}`,
+    /// `…_p99_seconds{queue}`: admitted requests' latency in the window the
+    /// last decision judged (all instances merged)
+    pub window_p50: prometheus::GaugeVec,
+    /// See [`Metrics::window_p50`].
+    pub window_p99: prometheus::GaugeVec,
+    /// `waiting_room_upstream_window_error_ratio{queue}`: failed share of them
+    pub window_errors: prometheus::GaugeVec,
+    /// `waiting_room_upstream_in_flight{queue}`: admitted requests in flight
+    /// at the last decision, all instances
+    pub in_flight: IntGaugeVec,
+    /// `waiting_room_arrivals_total{queue}`: admitted visitors whose first
+    /// request came (counted by the instance that decided)
+    pub arrivals: IntCounterVec,
+    /// `waiting_room_no_shows_total{queue}`: admitted visitors with no request
+    /// within `arrival_grace`
+    pub no_shows: IntCounterVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -224,6 +247,46 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "waiting_room_queue_mode",
         "1 for the mode each queue is in: normal, or with the queue store down closed or open (on_store_down).",
         &["queue", "mode"],
+    ),
+    adaptive_n: gauge(
+        "waiting_room_adaptive_n",
+        "The N the admission controller set for the next tick (fixed mode: the operator's N).",
+        &["queue"],
+    ),
+    adaptive_decisions: counter(
+        "waiting_room_adaptive_decisions_total",
+        "Admission decisions made by this instance (one per tick across instances), by reason.",
+        &["queue", "reason"],
+    ),
+    window_p50: fgauge(
+        "waiting_room_upstream_window_p50_seconds",
+        "Median latency of admitted requests to the upstream in the last decision's window, all instances.",
+        &["queue"],
+    ),
+    window_p99: fgauge(
+        "waiting_room_upstream_window_p99_seconds",
+        "99th-percentile latency of admitted requests to the upstream in the last decision's window.",
+        &["queue"],
+    ),
+    window_errors: fgauge(
+        "waiting_room_upstream_window_error_ratio",
+        "Share of admitted requests that failed (5xx, timeout, refused) in the last decision's window.",
+        &["queue"],
+    ),
+    in_flight: gauge(
+        "waiting_room_upstream_in_flight",
+        "Admitted requests in flight to the upstream at the last decision, all instances.",
+        &["queue"],
+    ),
+    arrivals: counter(
+        "waiting_room_arrivals_total",
+        "Admitted visitors whose first request to a protected path arrived.",
+        &["queue"],
+    ),
+    no_shows: counter(
+        "waiting_room_no_shows_total",
+        "Admitted visitors who made no request within arrival_grace of their admission.",
+        &["queue"],
     ),
     store_epochs: counter(
         "waiting_room_store_epochs_total",

@@ -52,6 +52,19 @@ pub struct Ctx {
     /// Let in with the store down (`degraded.rs`): the token minted for the
     /// upstream, and the cookies the response sets.
     let_in: Option<(String, Vec<String>)>,
+    /// An admitted request counted in its queue's signals (`signals.rs`):
+    /// when it first went upstream, until its answer's head or its failure.
+    signalled: Option<(Arc<crate::queues::Queue>, Instant)>,
+}
+
+impl Ctx {
+    /// The admitted request's answer head came (`failed`: a 5xx), or it
+    /// failed without one: counted once.
+    fn signal_done(&mut self, failed: bool) {
+        if let Some((queue, started)) = self.signalled.take() {
+            queue.signals.finish(started.elapsed(), failed);
+        }
+    }
 }
 
 /// The `ProxyHttp` implementation.
@@ -226,6 +239,13 @@ impl ProxyHttp for WaitingRoom {
         match checked {
             Ok(admit) => {
                 METRICS.gate.with_label_values(&[&queue_id, "allowed"]).inc();
+                // The token's first request here: the visitor arrived (the
+                // store matches it with the admission, once per visitor).
+                if admit.fresh
+                    && let Ok(visitor) = admit.visitor.parse()
+                {
+                    queue.signals.arrived(visitor, admit.iat);
+                }
                 ctx.outcome = "allowed";
                 ctx.visitor = Some(admit.visitor);
                 ctx.iat = admit.iat;
@@ -312,6 +332,12 @@ impl ProxyHttp for WaitingRoom {
             upstream_request.set_uri(uri);
         }
         ctx.upstream_started = Some(Instant::now());
+        if ctx.signalled.is_none()
+            && let Some(queue) = ctx.queue.as_deref().and_then(|q| self.state.queues.by_id(q))
+        {
+            queue.signals.start();
+            ctx.signalled = Some((queue.clone(), Instant::now()));
+        }
         Ok(())
     }
 
@@ -322,6 +348,7 @@ impl ProxyHttp for WaitingRoom {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.answered = true;
+        ctx.signal_done(upstream_response.status.as_u16() >= 500);
         // The purchase ended the session: act on it, never pass it on.
         let ended = upstream_response.headers.get(SESSION_HEADER).and_then(|v| SessionEnd::parse(v.as_bytes()));
         upstream_response.remove_header(SESSION_HEADER);
@@ -413,6 +440,8 @@ impl ProxyHttp for WaitingRoom {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        // Went upstream and no head came back: refused, timed out, broken.
+        ctx.signal_done(true);
         let status = session.response_written().map_or(ctx.status, |r| r.status.as_u16());
         if let Some(started) = ctx.upstream_started {
             METRICS.proxied.with_label_values(&["pingora"]).inc();

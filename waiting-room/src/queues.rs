@@ -36,6 +36,14 @@ pub struct Queue {
     /// This instance's allowance while the store is down and the queue is
     /// `on_store_down = "open"` (see `degraded.rs`).
     pub open_door: crate::degraded::OpenDoor,
+    /// What this instance measured of the queue's admitted traffic since its
+    /// last report to the store (see `signals.rs`).
+    pub signals: crate::signals::Tally,
+    /// The controller's last decision seen (0 before any), for rates and wait
+    /// estimates in adaptive mode.
+    last_n: AtomicU64,
+    /// The same decision whole, for the admin API.
+    last_decision: parking_lot::Mutex<Option<crate::adaptive::Record>>,
 }
 
 impl Queue {
@@ -53,6 +61,9 @@ impl Queue {
             settings_version: AtomicU64::new(0),
             difficulty,
             open_door: Default::default(),
+            signals: Default::default(),
+            last_n: AtomicU64::new(0),
+            last_decision: Default::default(),
         }
     }
 
@@ -69,12 +80,7 @@ impl Queue {
     /// A tick added `joined` places: set the difficulty from it (see `challenge.rs`).
     pub fn note_pressure(&self, joined: u64) {
         let c = &self.config;
-        let bits = crate::challenge::difficulty(
-            joined,
-            self.admission().release_per_tick,
-            c.challenge_min_bits,
-            c.challenge_max_bits,
-        );
+        let bits = crate::challenge::difficulty(joined, self.current_n(), c.challenge_min_bits, c.challenge_max_bits);
         self.difficulty.store(bits, Ordering::Relaxed);
     }
 
@@ -98,10 +104,34 @@ impl Queue {
         self.queue_all.load(Ordering::Relaxed)
     }
 
-    /// Configured admissions per second (N / T).
+    /// The N ticks release now: the operator's in fixed mode; in adaptive
+    /// mode the pin, or the last N a tick was allowed (the controller's).
+    pub fn current_n(&self) -> u64 {
+        let a = self.admission();
+        let seen = self.last_n.load(Ordering::Relaxed);
+        a.effective_n((seen > 0).then_some(seen))
+    }
+
+    /// The controller's last decision is `d`.
+    pub fn note_decision(&self, d: &crate::adaptive::Record) {
+        if d.n > 0 {
+            self.last_n.store(d.n, Ordering::Relaxed);
+        }
+        let mut last = self.last_decision.lock();
+        if last.as_ref().is_none_or(|l| l.tick != d.tick || l.n != d.n) {
+            *last = Some(d.clone());
+        }
+    }
+
+    /// The controller's last decision seen here.
+    pub fn last_decision(&self) -> Option<crate::adaptive::Record> {
+        self.last_decision.lock().clone()
+    }
+
+    /// Configured admissions per second (N / T; adaptive: the controller's N).
     pub fn configured_rate(&self) -> f64 {
         let a = self.admission();
-        a.release_per_tick as f64 / a.tick.as_secs_f64().max(0.001)
+        self.current_n() as f64 / a.tick.as_secs_f64().max(0.001)
     }
 
     /// Seconds until the visitor at `position` gets in.

@@ -129,6 +129,8 @@ struct Local {
     proxied: LocalIntCounter,
     hits: LocalIntCounter,
     tokens: HashMap<Box<str>, Admitted>,
+    /// Each queue's admitted-traffic signals, in `allowed`'s order.
+    signals: Vec<(Arc<crate::queues::Queue>, crate::signals::Local)>,
 }
 
 struct Admitted {
@@ -143,7 +145,10 @@ struct Admitted {
 }
 
 impl Local {
-    fn flush(&self) {
+    fn flush(&mut self) {
+        for (queue, tally) in &mut self.signals {
+            tally.flush(&queue.signals);
+        }
         self.allowed.iter().for_each(|(_, c)| c.flush());
         self.latency.iter().for_each(LocalHistogram::flush);
         self.proxied.flush();
@@ -157,7 +162,7 @@ thread_local! {
 
 /// Flush this thread's tallies to the registry.
 fn flush_local() {
-    LOCAL.with_borrow(|l| l.iter().for_each(Local::flush));
+    LOCAL.with_borrow_mut(|l| l.iter_mut().for_each(Local::flush));
 }
 
 /// Forget this thread's copies of tokens expired at `now_ms`.
@@ -198,7 +203,7 @@ impl FastLane {
             let local = match slot {
                 Some(l) if l.lane == self.id => l,
                 _ => {
-                    if let Some(old) = slot.take() {
+                    if let Some(mut old) = slot.take() {
                         old.flush();
                     }
                     slot.insert(Local {
@@ -208,6 +213,7 @@ impl FastLane {
                         proxied: self.proxied.local(),
                         hits: crate::metrics::TOKEN_CACHE_HITS.local(),
                         tokens: HashMap::new(),
+                        signals: self.state.queues.all().iter().map(|q| (q.clone(), Default::default())).collect(),
                     })
                 }
             };
@@ -255,6 +261,20 @@ impl FastLane {
             l.proxied.inc();
             if let Some(c) = queue.and_then(|queue| l.allowed.iter().find(|(q, _)| q == queue)) {
                 c.1.inc();
+            }
+        });
+    }
+
+    /// An admitted request of `queue` goes upstream (`done` = None), or got
+    /// its answer's head (`Some(failed)`) after `started` (`signals.rs`).
+    fn signal(&self, queue: Option<&str>, started: Instant, done: Option<bool>) {
+        let Some(queue) = queue else { return };
+        self.local(|l| {
+            if let Some((_, tally)) = l.signals.iter_mut().find(|(q, _)| q.id() == queue) {
+                match done {
+                    None => tally.start(),
+                    Some(failed) => tally.finish(started.elapsed(), failed),
+                }
             }
         });
     }
@@ -432,6 +452,7 @@ impl FastLane {
         self.count_proxied(req.queue.as_deref());
         let within = self.state.limits.config.send_timeout;
         let started = Instant::now();
+        self.signal(req.queue.as_deref(), started, None);
         let mut tried: Vec<SocketAddr> = Vec::new();
         let exchanged = loop {
             let Some(addr) = self.upstreams.pick(&tried) else {
@@ -456,6 +477,7 @@ impl FastLane {
             Ok(ok) => ok,
             Err(error) => {
                 self.observe_latency(0, started);
+                self.signal(req.queue.as_deref(), started, Some(true));
                 let reply = Reply::bad_gateway().header(REQUEST_ID_HEADER, req.request_id.clone());
                 let keep = !req.close && !*shutdown.borrow();
                 let sent = tokio::time::timeout(within, write_all_flush(io, &reply.to_http1(req.head, !keep)))
@@ -465,6 +487,7 @@ impl FastLane {
                 return keep && sent;
             }
         };
+        self.signal(req.queue.as_deref(), started, Some(head.status >= 500));
         // The purchase ended the session: refused from the next request on,
         // before this answer reaches the client.
         if let (Some(why), Some(queue), Some((visitor, iat))) = (head.session_end, &req.queue, &req.admitted) {

@@ -17,7 +17,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shared::visitor::VisitorId;
 
-use super::{JoinChecks, Params, Placed, QueueStore, Release, SharedSettings, Standing, Stats, StoreError};
+use super::{
+    JoinChecks, Params, Placed, QueueStore, Release, Report, SharedSettings, Standing, Stats, StoreError, TickLog,
+};
 use crate::state::now_ms;
 
 /// Failed calls in a row that open the breaker.
@@ -167,6 +169,19 @@ impl QueueStore for Breaker {
 
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {
         self.call_idempotent(|| self.inner.revoked(queue, visitor, iat_s)).await
+    }
+
+    async fn report(&self, queue: &str, report: &Report) -> Result<(), StoreError> {
+        // Not retried: a report that did land would count twice.
+        self.call(self.inner.report(queue, report)).await
+    }
+
+    async fn save_decision(&self, queue: &str, record: &crate::adaptive::Record) -> Result<bool, StoreError> {
+        self.call_idempotent(|| self.inner.save_decision(queue, record)).await
+    }
+
+    async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError> {
+        self.call_idempotent(|| self.inner.ticks(queue, limit)).await
     }
 
     fn known_down(&self) -> bool {

@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
 use super::{
-    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, SPENT_GRACE_MS, Standing, Stats,
-    StoreError,
+    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, Report, SPENT_GRACE_MS, Standing, Stats,
+    StoreError, TICK_LOG, TickLog, Window,
 };
 
 /// In-process queues.
@@ -235,6 +235,19 @@ struct QueueState {
     ticks: u64,
     released_total: u64,
     abandoned_total: u64,
+    /// Reports since the last tick (see `report.lua` for the shared store).
+    window: Window,
+    /// Requests in flight per reporting instance, and when it reported.
+    in_flight: HashMap<u64, (u64, i64)>,
+    /// Released visitors not yet arrived: admission time, and the same by time.
+    pending: HashMap<VisitorId, i64>,
+    pending_order: BTreeSet<(i64, VisitorId)>,
+    /// Live sessions of no-shows.
+    no_show: HashSet<VisitorId>,
+    /// The controller's last decision saved.
+    decision: Option<crate::adaptive::Record>,
+    /// Newest first.
+    tick_log: std::collections::VecDeque<TickLog>,
 }
 
 impl QueueState {
@@ -313,7 +326,15 @@ impl QueueState {
             }
             self.session_order.pop_first();
             self.sessions.remove(&visitor);
+            self.forget_arrival(&visitor);
         }
+    }
+
+    /// The visitor's session ended or they arrived: no longer a pending
+    /// arrival or a no-show. Whether they were either.
+    fn forget_arrival(&mut self, visitor: &VisitorId) -> bool {
+        let pending = self.pending.remove(visitor).is_some_and(|at| self.pending_order.remove(&(at, *visitor)));
+        self.no_show.remove(visitor) || pending
     }
 
     fn active(&mut self, now: i64) -> u64 {
@@ -400,6 +421,7 @@ impl QueueStore for MemoryStore {
             out.waiting = s.line.len();
             out.active = s.active(now);
             out.joined = s.last_joined;
+            out.decision = s.decision.clone();
             return Ok(out);
         }
         s.last_tick_ms = Some(now);
@@ -424,22 +446,72 @@ impl QueueStore for MemoryStore {
             s.abandoned_total += out.abandoned;
         }
 
-        if !p.paused {
-            let active = s.sessions.len() as u64;
-            let mut n = p.release_per_tick;
-            if p.max_active > 0 {
-                n = n.min(p.max_active.saturating_sub(active));
+        // Released visitors with no request within the grace are no-shows
+        // (as in release.lua).
+        if p.arrival_grace_ms > 0 {
+            let cutoff = now - as_i64(p.arrival_grace_ms);
+            while let Some(&(at, visitor)) = s.pending_order.first() {
+                if at >= cutoff {
+                    break;
+                }
+                s.pending_order.pop_first();
+                s.pending.remove(&visitor);
+                s.no_show.insert(visitor);
+                out.no_shows += 1;
             }
-            while (out.released.len() as u64) < n {
-                let Some(visitor) = s.line.pop_front() else { break };
-                s.left_line(&visitor);
-                s.admit(visitor, now, p.session_ms);
-                out.released.push(visitor);
-            }
-            s.released_total += out.released.len() as u64;
         }
+
+        let (n, mode, reason) = match (p.adaptive, p.paused) {
+            (_, true) => (0, "paused", "fixed".to_owned()),
+            (None, false) => (p.release_per_tick, "fixed", "fixed".to_owned()),
+            (Some(a), false) if a.pin > 0 => (a.n(None), "pinned", "pinned".to_owned()),
+            (Some(a), false) => {
+                let decided = s.decision.as_ref().map(|d| d.n);
+                let reason = s.decision.as_ref().map_or_else(|| "start".to_owned(), |d| d.reason.clone());
+                (a.n(decided), "adaptive", reason)
+            }
+        };
+        out.n = n;
+        let mut room = n;
+        if p.max_active > 0 {
+            let mut active = s.sessions.len() as u64;
+            if p.adaptive.is_some() && p.arrival_grace_ms > 0 {
+                active = active.saturating_sub(s.no_show.len() as u64);
+            }
+            room = room.min(p.max_active.saturating_sub(active));
+        }
+        while (out.released.len() as u64) < room {
+            let Some(visitor) = s.line.pop_front() else { break };
+            s.left_line(&visitor);
+            s.admit(visitor, now, p.session_ms);
+            if p.arrival_grace_ms > 0 {
+                s.pending.insert(visitor, now);
+                s.pending_order.insert((now, visitor));
+            }
+            out.released.push(visitor);
+        }
+        s.released_total += out.released.len() as u64;
         out.waiting = s.line.len();
         out.active = s.sessions.len() as u64;
+
+        let mut window = std::mem::take(&mut s.window);
+        s.in_flight.retain(|_, (_, at)| *at >= now - 5000);
+        window.in_flight = s.in_flight.values().map(|(n, _)| n).sum();
+        window.no_shows = out.no_shows;
+        window.buckets.resize(crate::adaptive::BUCKETS, 0);
+        out.window = Some(window);
+        let entry = TickLog {
+            tick: out.tick,
+            at_ms: now,
+            n,
+            released: out.released.len() as u64,
+            waiting: out.waiting,
+            mode: mode.to_owned(),
+            reason,
+        };
+        s.tick_log.push_front(entry);
+        s.tick_log.truncate(TICK_LOG);
+        out.decision = s.decision.clone();
         Ok(out)
     }
 
@@ -513,11 +585,52 @@ impl QueueStore for MemoryStore {
         {
             s.sessions.remove(&visitor);
             s.session_order.remove(&(expires, visitor));
+            s.forget_arrival(&visitor);
             ended = expires > now;
         }
         let entry = s.revoked.entry(visitor).or_insert((iat_s, until_ms));
         *entry = (entry.0.max(iat_s), entry.1.max(until_ms));
         Ok(ended)
+    }
+
+    async fn report(&self, queue: &str, r: &Report) -> Result<(), StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        let now = now_ms();
+        s.in_flight.insert(r.instance, (r.in_flight, now));
+        let w = &mut s.window;
+        w.samples += r.samples;
+        w.errors += r.errors;
+        w.buckets.resize(crate::adaptive::BUCKETS, 0);
+        for &(b, c) in &r.buckets {
+            if let Some(slot) = w.buckets.get_mut(b) {
+                *slot += c;
+            }
+        }
+        for (visitor, iat) in &r.arrivals {
+            // Only an arrival with a token of the visitor's current admission.
+            let current = s.sessions.get(visitor).is_some_and(|&(at, _)| iat.saturating_mul(1000) >= at - 1000);
+            if current && s.forget_arrival(visitor) {
+                s.window.arrived += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn save_decision(&self, queue: &str, record: &crate::adaptive::Record) -> Result<bool, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        if s.decision.as_ref().is_some_and(|d| d.tick >= record.tick) {
+            return Ok(false);
+        }
+        s.decision = Some(record.clone());
+        Ok(true)
+    }
+
+    async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError> {
+        let q = self.queue(queue);
+        let s = q.lock();
+        Ok(s.tick_log.iter().take(limit).cloned().collect())
     }
 
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {

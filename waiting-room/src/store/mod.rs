@@ -196,6 +196,31 @@ pub struct Params {
     pub paused: bool,
     /// Everybody queues, even when free entry would let them in.
     pub queue_all: bool,
+    /// Adaptive admission: N is the controller's last decision saved in the
+    /// store, within these bounds (`None`: N is `release_per_tick`).
+    pub adaptive: Option<AdaptiveParams>,
+    /// Admitted visitors with no request this long after admission are
+    /// no-shows (0: arrivals are not tracked).
+    pub arrival_grace_ms: u64,
+}
+
+/// The adaptive mode's part of [`Params`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdaptiveParams {
+    /// Lowest N.
+    pub min: u64,
+    /// Highest N.
+    pub max: u64,
+    /// The operator's pin (0: none): N is this, whatever was decided.
+    pub pin: u64,
+}
+
+impl AdaptiveParams {
+    /// The N a tick may release, given the decision saved (if any).
+    pub fn n(&self, decided: Option<u64>) -> u64 {
+        let (lo, hi) = (self.min.max(1), self.max.max(self.min.max(1)));
+        if self.pin > 0 { self.pin.min(hi) } else { decided.unwrap_or(lo).clamp(lo, hi) }
+    }
 }
 
 impl Params {
@@ -210,6 +235,12 @@ impl Params {
             abandon_after_ms: ms(a.abandon_after),
             paused: false,
             queue_all: false,
+            adaptive: (a.mode == crate::config::AdmissionMode::Adaptive).then_some(AdaptiveParams {
+                min: a.min_per_tick,
+                max: a.max_per_tick,
+                pin: a.pin_per_tick,
+            }),
+            arrival_grace_ms: ms(a.arrival_grace),
         }
     }
 }
@@ -219,7 +250,7 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Result of a [`QueueStore::release`] call.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Release {
     /// Whether a tick happened in this call (false: not due yet).
     pub ticked: bool,
@@ -243,7 +274,83 @@ pub struct Release {
     /// The line's epoch (0: unknown); a new one means the store lost the line
     /// and the tick count started again.
     pub epoch: u64,
+    /// The N this call's tick was allowed to release (0 when it did not tick).
+    pub n: u64,
+    /// Admitted visitors this tick found to be no-shows.
+    pub no_shows: u64,
+    /// The signals of every instance merged since the previous tick, handed
+    /// to the caller whose call ticked and to no other (so the controller
+    /// decides once per tick).
+    pub window: Option<Window>,
+    /// The controller's last decision saved in the store, if any.
+    pub decision: Option<crate::adaptive::Record>,
 }
+
+/// What instances measured of one queue's admitted traffic since the
+/// previous tick, merged in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Latency histogram of requests to the upstream (see
+    /// [`crate::adaptive::bucket`]): count per bucket.
+    pub buckets: Vec<u64>,
+    /// Requests that finished (answered or failed).
+    pub samples: u64,
+    /// Of which failed: 5xx, timeouts, refused connections.
+    pub errors: u64,
+    /// Requests in flight now, all live instances together.
+    pub in_flight: u64,
+    /// Admitted visitors whose first request arrived.
+    pub arrived: u64,
+    /// Admitted visitors found to be no-shows by the tick.
+    pub no_shows: u64,
+}
+
+/// One instance's measurements since its previous report.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Report {
+    /// Which instance (in-flight counts are per instance, not added up).
+    pub instance: u64,
+    /// `(bucket, count)` of latencies, only buckets with a count.
+    pub buckets: Vec<(usize, u64)>,
+    /// Requests that finished.
+    pub samples: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Requests in flight on this instance now.
+    pub in_flight: u64,
+    /// Admitted visitors seen here for the first time: id and the token's
+    /// `iat` (seconds), which says which admission it belongs to.
+    pub arrivals: Vec<(VisitorId, i64)>,
+}
+
+impl Report {
+    /// Nothing to tell besides the in-flight count.
+    pub fn is_quiet(&self) -> bool {
+        self.samples == 0 && self.arrivals.is_empty() && self.in_flight == 0
+    }
+}
+
+/// One tick as the store logged it (`GET /admin/queues/{q}/ticks`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TickLog {
+    /// Tick number.
+    pub tick: u64,
+    /// Store time of the tick (ms).
+    pub at_ms: i64,
+    /// The N it was allowed to release.
+    pub n: u64,
+    /// How many it released (≤ n; less when the line or `max_active` ran out).
+    pub released: u64,
+    /// Visitors still waiting after it.
+    pub waiting: u64,
+    /// `fixed`, `adaptive` or `pinned`.
+    pub mode: String,
+    /// Why the controller chose that N (`fixed` in fixed mode).
+    pub reason: String,
+}
+
+/// Ticks the store keeps in its log.
+pub const TICK_LOG: usize = 1000;
 
 /// Counters of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -263,7 +370,7 @@ pub struct Stats {
 /// Live settings of a queue, shared by every instance on the store: what an
 /// operator set through the admin API or a config reload. They win over each
 /// instance's config file until the next change.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SharedSettings {
     /// Admission knobs.
     pub admission: Admission,
@@ -367,6 +474,18 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// Has the session that issued `visitor`'s token at `iat_s` ended?
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError>;
+
+    /// Add one instance's measurements to the queue's current window (see
+    /// [`Release::window`]); arrivals of admitted visitors are matched with
+    /// their admissions here.
+    async fn report(&self, queue: &str, report: &Report) -> Result<(), StoreError>;
+
+    /// Save the controller's decision made at `tick`, unless a decision of a
+    /// later tick is already saved. Returns whether it was saved.
+    async fn save_decision(&self, queue: &str, record: &crate::adaptive::Record) -> Result<bool, StoreError>;
+
+    /// The last `limit` ticks, newest first.
+    async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError>;
 
     /// Is the store known to be down right now (a circuit breaker is open),
     /// so that asking it would only wait?

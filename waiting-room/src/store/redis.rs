@@ -15,6 +15,12 @@
 //! {<prefix>:<queue>}:place_of   hash      waiting visitor -> client (to forget the place on leaving)
 //! {<prefix>:<queue>}:proof:<s>  string    a spent challenge seed, until a minute past its expiry
 //! {<prefix>:<queue>}:settings   hash      json, version: live settings shared by all instances
+//! {<prefix>:<queue>}:signals    hash      samples, errors, arrived, b<i>: the reports since the last tick
+//! {<prefix>:<queue>}:inflight   hash      instance -> "<requests in flight> <ms>"
+//! {<prefix>:<queue>}:pending    zset      released visitor -> admission (ms), until their first request
+//! {<prefix>:<queue>}:noshow     zset      no-show -> session end (ms)
+//! {<prefix>:<queue>}:controller hash      n, tick, reason, epoch, record: the adaptive controller's last decision
+//! {<prefix>:<queue>}:ticklog    list      "<tick> <ms> <n> <released> <waiting> <mode> <reason>", last 1000
 //! {<prefix>:<queue>}:events     channel   "<tick> <now> <released> <abandoned> <waiting>" and
 //!                                         "pressure <tick> <joined>" per tick,
 //!                                         "settings <version>" per settings change
@@ -32,6 +38,9 @@
 //!   instance; prunes expired sessions, drops abandoned visitors, pops up to N
 //!   from the head, records their sessions and publishes a tick message.
 //! - `standings.lua`: read-only standings of many visitors in one round trip.
+//! - `report.lua`: an instance's measurements (latency histogram, errors,
+//!   in flight, arrivals) added to the window the next tick closes; the
+//!   tick hands the merged window to the one caller that ticked.
 //!
 //! # Deployments and acknowledged writes
 //!
@@ -52,8 +61,8 @@ use shared::visitor::VisitorId;
 
 use super::connection::Conn;
 use super::{
-    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, SPENT_GRACE_MS, SharedSettings, Standing,
-    Stats, StoreError,
+    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, Report, SPENT_GRACE_MS, SharedSettings,
+    Standing, Stats, StoreError, TickLog, Window,
 };
 
 /// Redis-backed queues.
@@ -73,6 +82,8 @@ struct Scripts {
     save_settings: Script,
     end_session: Script,
     revoked: Script,
+    report: Script,
+    save_decision: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -82,6 +93,18 @@ fn scripts() -> &'static Scripts {
         release: Script::new(include_str!("lua/release.lua")),
         standings: Script::new(include_str!("lua/standings.lua")),
         end_session: Script::new(include_str!("lua/end_session.lua")),
+        report: Script::new(include_str!("lua/report.lua")),
+        // KEYS: controller, epoch; ARGV: tick, n, reason, record. A decision
+        // of an older tick of the same line never replaces a newer one (a
+        // line the store lost counts ticks from 1 again).
+        save_decision: Script::new(
+            "local epoch = redis.call('GET', KEYS[2]) or '' \
+             local c = redis.call('HMGET', KEYS[1], 'tick', 'epoch') \
+             if c[2] == epoch and tonumber(c[1] or '-1') >= tonumber(ARGV[1]) then return 0 end \
+             redis.call('HSET', KEYS[1], 'tick', ARGV[1], 'epoch', epoch, 'n', ARGV[2], 'reason', ARGV[3], \
+               'record', ARGV[4]) \
+             return 1",
+        ),
         // KEYS: revoked, revoked_until; ARGV: visitor. The last revoked iat,
         // or -1 (none, or kept no longer).
         revoked: Script::new(
@@ -318,6 +341,36 @@ fn text(v: &Value) -> Option<String> {
     }
 }
 
+/// The window of release.lua: {samples, errors, in_flight, arrived,
+/// no_shows, bucket, count, ...}.
+fn window(v: &Value) -> Window {
+    let Value::Array(items) = v else { return Window::default() };
+    let at = |i: usize| to_u64(int(items.get(i)));
+    let mut buckets = vec![0; crate::adaptive::BUCKETS];
+    for pair in items.get(5..).unwrap_or_default().chunks_exact(2) {
+        let (b, c) = (to_u64(int(Some(&pair[0]))), to_u64(int(Some(&pair[1]))));
+        if let Some(slot) = usize::try_from(b).ok().and_then(|b| buckets.get_mut(b)) {
+            *slot += c;
+        }
+    }
+    Window { buckets, samples: at(0), errors: at(1), in_flight: at(2), arrived: at(3), no_shows: at(4) }
+}
+
+/// One entry of the tick log: "<tick> <ms> <n> <released> <waiting> <mode> <reason>".
+fn tick_log(line: &str) -> Option<TickLog> {
+    let f: Vec<&str> = line.split(' ').collect();
+    let [tick, at_ms, n, released, waiting, mode, reason] = f[..] else { return None };
+    Some(TickLog {
+        tick: tick.parse().ok()?,
+        at_ms: at_ms.parse().ok()?,
+        n: n.parse().ok()?,
+        released: released.parse().ok()?,
+        waiting: waiting.parse().ok()?,
+        mode: mode.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
 fn visitor(v: &Value) -> Option<VisitorId> {
     match v {
         Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
@@ -354,6 +407,12 @@ impl QueueStore for RedisStore {
             .key(k.key("place_of"))
             .key(k.key("seq"))
             .key(k.key("epoch"))
+            .key(k.key("signals"))
+            .key(k.key("inflight"))
+            .key(k.key("pending"))
+            .key(k.key("noshow"))
+            .key(k.key("controller"))
+            .key(k.key("ticklog"))
             .arg(p.release_per_tick)
             .arg(p.tick_ms)
             .arg(p.session_ms)
@@ -362,6 +421,11 @@ impl QueueStore for RedisStore {
             .arg(if p.paused { "1" } else { "0" })
             .arg(k.key("events"))
             .arg(epoch_id(new_epoch()));
+        match p.adaptive {
+            Some(a) => call.arg("adaptive").arg(a.min).arg(a.max).arg(a.pin),
+            None => call.arg("fixed").arg(0).arg(0).arg(0),
+        };
+        call.arg(p.arrival_grace_ms);
         let (values, acknowledged): (Vec<Value>, _) = self.acknowledged(&call).await?;
         let ticked = int(values.first()) == 1;
         // Only a tick is news; a call that found none wrote nothing to keep.
@@ -378,7 +442,11 @@ impl QueueStore for RedisStore {
             active: to_u64(int(values.get(6))),
             joined: to_u64(int(values.get(7))),
             epoch: values.get(8).and_then(text).as_deref().and_then(parse_epoch).unwrap_or(0),
-            released: values.iter().skip(9).filter_map(visitor).collect(),
+            n: to_u64(int(values.get(9))),
+            no_shows: to_u64(int(values.get(10))),
+            window: if ticked { values.get(11).map(window) } else { None },
+            decision: values.get(12).and_then(text).and_then(|j| serde_json::from_str(&j).ok()),
+            released: values.iter().skip(13).filter_map(visitor).collect(),
         })
     }
 
@@ -484,6 +552,8 @@ impl QueueStore for RedisStore {
             .key(k.key("admitted"))
             .key(k.key("revoked"))
             .key(k.key("revoked_until"))
+            .key(k.key("pending"))
+            .key(k.key("noshow"))
             .arg(visitor.to_string())
             .arg(iat_s)
             .arg(until_ms)
@@ -494,6 +564,49 @@ impl QueueStore for RedisStore {
         Ok(ended == 1)
     }
 
+    async fn report(&self, queue: &str, r: &Report) -> Result<(), StoreError> {
+        let k = self.keys(queue);
+        let mut call = self.scripts.report.prepare_invoke();
+        call.key(k.key("signals"))
+            .key(k.key("inflight"))
+            .key(k.key("pending"))
+            .key(k.key("noshow"))
+            .key(k.key("admitted"))
+            .arg(r.instance)
+            .arg(r.in_flight)
+            .arg(r.samples)
+            .arg(r.errors)
+            .arg(r.buckets.len());
+        for (b, c) in &r.buckets {
+            call.arg(*b).arg(*c);
+        }
+        for (v, iat) in &r.arrivals {
+            call.arg(v.to_string()).arg(*iat);
+        }
+        let mut conn = self.conn.clone();
+        let _: i64 = call.invoke_async(&mut conn).await.map_err(err)?;
+        Ok(())
+    }
+
+    async fn save_decision(&self, queue: &str, record: &crate::adaptive::Record) -> Result<bool, StoreError> {
+        let k = self.keys(queue);
+        let json = serde_json::to_string(record).map_err(|e| StoreError(format!("cannot encode a decision: {e}")))?;
+        let mut call = self.scripts.save_decision.prepare_invoke();
+        call.key(k.key("controller")).key(k.key("epoch")).arg(record.tick).arg(record.n).arg(&record.reason).arg(json);
+        let mut conn = self.conn.clone();
+        let saved: i64 = call.invoke_async(&mut conn).await.map_err(err)?;
+        Ok(saved == 1)
+    }
+
+    async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError> {
+        let key = self.keys(queue).key("ticklog");
+        let last = isize::try_from(limit.clamp(1, super::TICK_LOG)).unwrap_or(1) - 1;
+        let mut conn = self.conn.clone();
+        let lines: Vec<String> =
+            redis::cmd("LRANGE").arg(key).arg(0).arg(last).query_async(&mut conn).await.map_err(err)?;
+        Ok(lines.iter().filter_map(|l| tick_log(l)).collect())
+    }
+
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {
         let k = self.keys(queue);
         let mut conn = self.conn.clone();
@@ -502,6 +615,8 @@ impl QueueStore for RedisStore {
             .revoked
             .key(k.key("revoked"))
             .key(k.key("revoked_until"))
+            .key(k.key("pending"))
+            .key(k.key("noshow"))
             .arg(visitor.to_string())
             .invoke_async(&mut conn)
             .await

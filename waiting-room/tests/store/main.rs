@@ -91,4 +91,6 @@ for_each_backend!(
     a_new_place_needs_a_proof_and_each_solution_buys_one,
     spent_seeds_are_forgotten_a_minute_after_their_challenge_expires,
     every_tick_reports_the_places_added_in_the_interval_before_it,
+    adaptive_ticks_release_the_decided_n_and_the_log_shows_every_tick,
+    reports_merge_into_the_next_tick_and_no_shows_stop_counting_toward_max_active,
 );

@@ -2,7 +2,8 @@
 -- and record that the admission's tokens are revoked, for every instance.
 -- KEYS: 1 sessions (zset visitor->expires ms), 2 admitted (hash visitor->admitted ms),
 --       3 revoked (hash visitor->iat s of the last revoked admission),
---       4 revoked_until (zset visitor->ms until which the revocation is kept)
+--       4 revoked_until (zset visitor->ms until which the revocation is kept),
+--       5 pending, 6 noshow (arrival tracking, see release.lua)
 -- ARGV: 1 visitor, 2 iat (s) of the token whose session ends, 3 keep until (ms),
 --       4 pub/sub channel
 -- Returns 1 if a live session ended, 0 if it had already.
@@ -24,6 +25,8 @@ if at and math.floor(tonumber(at) / 1000) <= iat then
     ended = 1
   end
   redis.call('HDEL', KEYS[2], v)
+  redis.call('ZREM', KEYS[5], v)
+  redis.call('ZREM', KEYS[6], v)
 end
 local before = tonumber(redis.call('HGET', KEYS[3], v) or '-1')
 if iat > before then

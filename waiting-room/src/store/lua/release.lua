@@ -2,11 +2,22 @@
 -- the tick marker read and written here, with Redis TIME, makes releases of all
 -- instances at least tick_ms apart, so any window of tick_ms holds at most N.
 -- KEYS: 1 line, 2 seen, 3 sessions, 4 admitted, 5 tick (hash: last_ms, tick, released, abandoned,
---       seq, joined), 6 places, 7 place_of (see standing.lua), 8 seq (the join sequence), 9 epoch
+--       seq, joined), 6 places, 7 place_of (see standing.lua), 8 seq (the join sequence), 9 epoch,
+--       10 signals (hash: the window's merged reports, see report.lua), 11 inflight (hash:
+--       instance -> "<in flight> <ms>"), 12 pending (zset: released visitor -> admission ms, until
+--       they arrive), 13 noshow (zset: no-show -> session end ms), 14 controller (hash: n, tick,
+--       reason, epoch, record), 15 ticklog (list: "<tick> <ms> <n> <released> <waiting> <mode> <reason>")
 -- ARGV: 1 n, 2 tick_ms, 3 session_ms, 4 max_active, 5 abandon_after_ms, 6 paused ("1"|"0"),
---       7 pub/sub channel ("" = don't publish), 8 an epoch id for a line that has none
--- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, epoch, released visitors...}
--- where joined = places added during the last completed tick interval (the join sequence's delta).
+--       7 pub/sub channel ("" = don't publish), 8 an epoch id for a line that has none,
+--       9 mode ("fixed"|"adaptive"), 10 min_per_tick, 11 max_per_tick, 12 pin (0 = none),
+--       13 arrival_grace_ms (0 = arrivals not tracked)
+-- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, epoch, n, no_shows,
+--          window, record, released visitors...}
+-- where joined = places added during the last completed tick interval (the join sequence's delta),
+-- n = the N this tick was allowed (0 without a tick), window = {samples, errors, in_flight,
+-- arrived, no_shows, bucket, count, bucket, count, ...} of the interval this tick closed (only to
+-- the caller whose call ticked, so the controller decides once per tick; {} otherwise), and
+-- record = the controller's last saved decision (JSON, "" if none).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tick_ms = tonumber(ARGV[2])
@@ -25,6 +36,9 @@ end
 local function count_active()
   return redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
 end
+local record = redis.call('HGET', KEYS[14], 'record') or ''
+local grace = tonumber(ARGV[13])
+local adaptive = ARGV[9] == 'adaptive'
 
 -- Visitors who left the line (released or abandoned): forget which client held their places.
 local function forget_places(visitors)
@@ -50,12 +64,13 @@ local tick = tonumber(redis.call('HGET', KEYS[5], 'tick') or '0')
 if not last then
   -- The first call starts the first interval: visitors gather for one tick.
   redis.call('HSET', KEYS[5], 'last_ms', now, 'seq', seq)
-  return {0, tick, now, tick_ms, 0, redis.call('ZCARD', KEYS[1]), count_active(), 0, epoch}
+  return {0, tick, now, tick_ms, 0, redis.call('ZCARD', KEYS[1]), count_active(), 0, epoch, 0, 0, {}, record}
 end
 last = tonumber(last)
 if now - last < tick_ms then
   local joined = tonumber(redis.call('HGET', KEYS[5], 'joined') or '0')
-  return {0, tick, now, tick_ms - (now - last), 0, redis.call('ZCARD', KEYS[1]), count_active(), joined, epoch}
+  return {0, tick, now, tick_ms - (now - last), 0, redis.call('ZCARD', KEYS[1]), count_active(), joined, epoch,
+          0, 0, {}, record}
 end
 tick = redis.call('HINCRBY', KEYS[5], 'tick', 1)
 -- A marker written before this field existed counts from here.
@@ -68,6 +83,27 @@ for i = 1, #expired, CHUNK do
   local part = {unpack(expired, i, math.min(i + CHUNK - 1, #expired))}
   redis.call('ZREM', KEYS[3], unpack(part))
   redis.call('HDEL', KEYS[4], unpack(part))
+  redis.call('ZREM', KEYS[12], unpack(part))
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[13], '-inf', now)
+
+-- Released visitors who made no request within the grace are no-shows: in
+-- adaptive mode they stop counting toward max_active (their tokens stay
+-- valid; one who turns up late counts again, see report.lua).
+local no_shows = 0
+if grace > 0 then
+  local late = redis.call('ZRANGEBYSCORE', KEYS[12], '-inf', '(' .. (now - grace), 'WITHSCORES', 'LIMIT', 0, 20000)
+  for i = 1, #late, 2 * CHUNK do
+    local members, zargs = {}, {}
+    for j = i, math.min(i + 2 * CHUNK - 1, #late), 2 do
+      members[#members + 1] = late[j]
+      zargs[#zargs + 1] = tonumber(late[j + 1]) + tonumber(ARGV[3])
+      zargs[#zargs + 1] = late[j]
+    end
+    redis.call('ZREM', KEYS[12], unpack(members))
+    redis.call('ZADD', KEYS[13], unpack(zargs))
+  end
+  no_shows = #late / 2
 end
 
 -- Abandoned visitors leave the line before anyone is released, so they never
@@ -88,15 +124,39 @@ if abandon > 0 then
   end
 end
 
-local released = {}
-if ARGV[6] ~= '1' then
-  local n = tonumber(ARGV[1])
-  local cap = tonumber(ARGV[4])
-  if cap > 0 then
-    n = math.min(n, math.max(cap - count_active(), 0))
+-- The N of this tick: the operator's in fixed mode; in adaptive mode the
+-- pin, else the controller's last decision, within the bounds.
+local n = tonumber(ARGV[1])
+local mode, reason = 'fixed', 'fixed'
+if adaptive then
+  local lo = math.max(tonumber(ARGV[10]), 1)
+  local hi = math.max(tonumber(ARGV[11]), lo)
+  local pin = tonumber(ARGV[12])
+  if pin > 0 then
+    n, mode, reason = math.min(pin, hi), 'pinned', 'pinned'
+  else
+    local c = redis.call('HMGET', KEYS[14], 'n', 'reason')
+    n = math.min(math.max(tonumber(c[1] or lo), lo), hi)
+    mode, reason = 'adaptive', c[2] or 'start'
   end
-  if n > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[1], n)
+end
+if ARGV[6] == '1' then
+  n, mode = 0, 'paused'
+end
+
+local released = {}
+if n > 0 then
+  local cap = tonumber(ARGV[4])
+  local room = n
+  if cap > 0 then
+    local active = count_active()
+    if adaptive and grace > 0 then
+      active = active - redis.call('ZCOUNT', KEYS[13], '(' .. now, '+inf')
+    end
+    room = math.min(n, math.max(cap - active, 0))
+  end
+  if room > 0 then
+    local popped = redis.call('ZPOPMIN', KEYS[1], room)
     local expires = now + tonumber(ARGV[3])
     for i = 1, #popped, 2 do
       released[#released + 1] = popped[i]
@@ -111,6 +171,13 @@ if ARGV[6] ~= '1' then
       end
       redis.call('ZADD', KEYS[3], unpack(zargs))
       redis.call('HSET', KEYS[4], unpack(hargs))
+      if grace > 0 then
+        -- zargs as pending's: the admission time is every member's score.
+        for j = 1, #zargs, 2 do
+          zargs[j] = now
+        end
+        redis.call('ZADD', KEYS[12], unpack(zargs))
+      end
       local part = {unpack(released, i, math.min(i + CHUNK - 1, #released))}
       redis.call('ZREM', KEYS[2], unpack(part))
       forget_places(part)
@@ -121,6 +188,36 @@ end
 
 local waiting = redis.call('ZCARD', KEYS[1])
 local active = count_active()
+
+-- The window this tick closes: every instance's reports since the previous
+-- tick, and the in-flight counts of instances heard from in the last 5 s.
+local sig = redis.call('HGETALL', KEYS[10])
+redis.call('DEL', KEYS[10])
+local fields = {}
+for i = 1, #sig, 2 do
+  fields[sig[i]] = sig[i + 1]
+end
+local in_flight = 0
+local flights = redis.call('HGETALL', KEYS[11])
+for i = 1, #flights, 2 do
+  local value, at = string.match(flights[i + 1], '^(%d+) (%d+)$')
+  if at and tonumber(at) >= now - 5000 then
+    in_flight = in_flight + tonumber(value)
+  else
+    redis.call('HDEL', KEYS[11], flights[i])
+  end
+end
+local window = {tonumber(fields.samples or '0'), tonumber(fields.errors or '0'), in_flight,
+                tonumber(fields.arrived or '0'), no_shows}
+for name, count in pairs(fields) do
+  local b = string.match(name, '^b(%d+)$')
+  if b then
+    window[#window + 1] = tonumber(b)
+    window[#window + 1] = tonumber(count)
+  end
+end
+redis.call('LPUSH', KEYS[15], table.concat({tick, now, n, #released, waiting, mode, reason}, ' '))
+redis.call('LTRIM', KEYS[15], 0, 999)
 if ARGV[7] ~= '' then
   -- Before the tick: an instance that hears of a new epoch resets its tick
   -- tracking, so it takes this tick for new.
@@ -130,7 +227,7 @@ if ARGV[7] ~= '' then
   -- message by its exact field count and ignore this one.
   redis.call('PUBLISH', ARGV[7], 'pressure ' .. tick .. ' ' .. joined)
 end
-local out = {1, tick, now, tick_ms, abandoned, waiting, active, joined, epoch}
+local out = {1, tick, now, tick_ms, abandoned, waiting, active, joined, epoch, n, no_shows, window, record}
 for i = 1, #released do
   out[#out + 1] = released[i]
 end
