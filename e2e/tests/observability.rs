@@ -47,6 +47,9 @@ const MUST_MOVE: &[&str] = &[
     "waiting_room_upstream_latency_seconds_count",
     "waiting_room_requests_total",
     "waiting_room_token_cache_total",
+    "waiting_room_adaptive_n",
+    "waiting_room_adaptive_decisions_total",
+    "waiting_room_arrivals_total",
     "booking_core_holds_total",
     "booking_core_confirms_total",
     "booking_core_releases_total",
@@ -254,6 +257,14 @@ fn the_dashboard_covers_every_part_of_the_sale() {
         "booking_core_claims_total",
         "booking_core_coupon_stock_left",
         "booking_core_db_query_duration_seconds_bucket",
+        // Adaptive admission: every decision and the signals it used.
+        "waiting_room_adaptive_n",
+        "waiting_room_adaptive_decisions_total",
+        "waiting_room_upstream_window_p99_seconds",
+        "waiting_room_upstream_window_error_ratio",
+        "waiting_room_upstream_in_flight",
+        "waiting_room_arrivals_total",
+        "waiting_room_no_shows_total",
     ] {
         assert!(used.contains(metric), "no panel shows {metric}");
     }
