@@ -2,29 +2,43 @@
 //! instead of a guess made before the sale.
 //!
 //! The controller is AIMD, the rule TCP uses for the same problem (send as
-//! fast as the path allows, find out by the path's own signals):
+//! fast as the path allows, find out by the path's own signals), with TCP's
+//! care for the signal's delay: a visitor admitted at tick k loads the
+//! upstream over the following ticks (arriving, then going through the
+//! sale), so a window shows the effect of a change of N only some ticks
+//! later — the controller's "round trip".
 //!
 //! - **Overload** — the upstream's p99 over `target_p99`, or its error share
 //!   over `target_error_rate` — cuts N multiplicatively: × 0.7, or × 0.5 when
 //!   a signal is more than twice its target. Cutting by a fraction of N
 //!   empties an overloaded upstream's queue in a few ticks whatever N was.
+//!   Once per round trip, as TCP halves once per RTT: while the overload
+//!   is already easing (its score, the larger of p99/target and
+//!   errors/target, at least 10% below the last overloaded window's) N is
+//!   held (`draining`): the visitors admitted before the cut are still
+//!   loading the upstream, and cutting again for them would cut for the same
+//!   overload twice. An overload that does not ease is cut again.
 //! - **Headroom** — p99 under 80% of its target, errors under target, N
 //!   actually used (the line had at least N waiting) — grows N: doubling
 //!   until the first overload ever seen ("slow start", so a sale that opens
 //!   at `min_per_tick` reaches a large capacity in log2 ticks), then adding
-//!   a tenth of N (at least 1) per tick.
+//!   a tenth of N (at least 1) per tick. A doubling waits until the load has
+//!   followed the previous one (requests per window up by half since it),
+//!   so slow start overshoots by the delay's worth of one doubling, not of
+//!   one doubling per tick of delay.
 //! - Anything in between, or too few requests to tell (fewer than
 //!   [`MIN_SAMPLES`] in the window), holds N.
 //!
-//! Why it is stable: each tick, N moves toward the capacity C at which the
-//! upstream's p99 crosses its target. Below C it grows by at most 10% (after
-//! slow start), above C it shrinks by at least 30%, so the multiplicative
-//! decrease outweighs the additive increase and N settles into a sawtooth
-//! between ~0.7·C and C: throughput at least ~85% of C on average, while the
-//! overshoot above C lasts at most one tick (the p99 of that tick's requests
-//! shows it). The dead band between 80% and 100% of the target keeps N still
-//! once it is near C. N never leaves [`Bounds`]' range, and an operator's
-//! pin overrides the controller until unpinned.
+//! Why it is stable: each round trip, N moves toward the capacity C at which
+//! the upstream's p99 crosses its target. Below C it grows by at most 10% per
+//! tick (after slow start), above C it shrinks by at least 30% per round
+//! trip, so the multiplicative decrease outweighs the additive increase and N
+//! settles into a sawtooth between ~0.7·C and C: throughput at least ~85% of
+//! C on average, while an overshoot above C lasts about one round trip (the
+//! p99 of the requests it adds shows it). The dead band between 80% and 100%
+//! of the target keeps N still once it is near C. N never leaves
+//! [`Bounds`]' range, and an operator's pin overrides the controller until
+//! unpinned.
 //!
 //! No-shows (admitted visitors who never reach the upstream) load nothing,
 //! so they leave headroom and N grows to replace them.
@@ -166,7 +180,7 @@ impl Bounds {
 pub fn next(prev: Option<&Record>, a: &crate::config::Admission, tick: u64, signals: Signals) -> Record {
     let bounds = Bounds::of(a);
     if a.mode == crate::config::AdmissionMode::Fixed {
-        let state = State { n: a.release_per_tick as f64, overloaded_once: true };
+        let state = State::settled(a.release_per_tick as f64);
         return Record { tick, n: a.release_per_tick, reason: "fixed".into(), state, signals };
     }
     let mut state = prev.map_or_else(|| State::start(&bounds), |p| p.state);
@@ -182,8 +196,11 @@ pub enum Reason {
     Overload,
     /// Headroom and demand: grown.
     Headroom,
-    /// Nothing to act on (in the dead band, no demand, too few samples).
+    /// Nothing to act on (in the dead band, no demand, too few samples, a
+    /// slow-start doubling the load has not followed yet).
     Hold,
+    /// Overloaded, but easing since the last cut: held, not cut again.
+    Draining,
     /// The operator pinned N.
     Pinned,
 }
@@ -195,6 +212,7 @@ impl Reason {
             Reason::Overload => "overload",
             Reason::Headroom => "headroom",
             Reason::Hold => "hold",
+            Reason::Draining => "draining",
             Reason::Pinned => "pinned",
         }
     }
@@ -217,12 +235,24 @@ pub struct State {
     pub n: f64,
     /// An overload has been seen: slow start is over.
     pub overloaded_once: bool,
+    /// The overload score (max of p99/target and errors/target) of the last
+    /// window if it was overloaded, else 0.
+    #[serde(default)]
+    pub overload_score: f64,
+    /// Requests in the window of the last slow-start doubling.
+    #[serde(default)]
+    pub grown_at_samples: u64,
 }
 
 impl State {
     /// The state a queue starts in: N at its minimum, slow start ahead.
     pub fn start(b: &Bounds) -> Self {
-        State { n: b.min_per_tick.max(1) as f64, overloaded_once: false }
+        State { n: b.min_per_tick.max(1) as f64, overloaded_once: false, overload_score: 0.0, grown_at_samples: 0 }
+    }
+
+    /// A state at `n`, past slow start (the operator's N, a pin).
+    pub fn settled(n: f64) -> Self {
+        State { n, overloaded_once: true, overload_score: 0.0, grown_at_samples: 0 }
     }
 
     /// Decide the next N from `s`; `pinned` overrides.
@@ -232,22 +262,36 @@ impl State {
             self.n = (n as f64).clamp(lo, hi);
             return Decision { n: self.n as u64, reason: Reason::Pinned };
         }
-        let p99_ratio = if s.samples >= MIN_SAMPLES { s.p99_ms / b.target_p99_ms.max(1.0) } else { 0.0 };
-        let error_ratio = s.error_rate / b.target_error_rate.max(1e-6);
-        let reason = if p99_ratio > 1.0 || (s.samples > 0 && error_ratio > 1.0) {
-            let beta = if p99_ratio > 2.0 || error_ratio > 2.0 { 0.5 } else { 0.7 };
-            self.n *= beta;
+        let judged = s.samples >= MIN_SAMPLES;
+        let p99_ratio = if judged { s.p99_ms / b.target_p99_ms.max(1.0) } else { 0.0 };
+        let error_ratio = if judged { s.error_rate / b.target_error_rate.max(1e-6) } else { 0.0 };
+        let score = p99_ratio.max(error_ratio);
+        let reason = if score > 1.0 {
+            let easing = self.overload_score > 0.0 && score < 0.9 * self.overload_score;
+            self.overload_score = score;
             self.overloaded_once = true;
-            Reason::Overload
-        } else if s.samples >= MIN_SAMPLES
-            && p99_ratio < 0.8
-            && s.waiting > 0
-            && s.released as f64 >= (self.n.floor() * 0.9).max(1.0)
-        {
-            self.n = if self.overloaded_once { self.n + (self.n / 10.0).max(1.0) } else { self.n * 2.0 };
-            Reason::Headroom
+            if easing {
+                Reason::Draining
+            } else {
+                self.n *= if score > 2.0 { 0.5 } else { 0.7 };
+                Reason::Overload
+            }
         } else {
-            Reason::Hold
+            self.overload_score = 0.0;
+            let headroom =
+                judged && p99_ratio < 0.8 && s.waiting > 0 && s.released as f64 >= (self.n.floor() * 0.9).max(1.0);
+            if !headroom {
+                Reason::Hold
+            } else if self.overloaded_once {
+                self.n += (self.n / 10.0).max(1.0);
+                Reason::Headroom
+            } else if s.samples as f64 >= 1.5 * self.grown_at_samples as f64 {
+                self.n *= 2.0;
+                self.grown_at_samples = s.samples;
+                Reason::Headroom
+            } else {
+                Reason::Hold
+            }
         };
         self.n = self.n.clamp(lo, hi);
         Decision { n: self.n.floor() as u64, reason }
@@ -312,7 +356,7 @@ mod tests {
 
     #[test]
     fn an_overloaded_upstream_is_relieved_within_a_few_ticks() {
-        let mut st = State { n: 3000.0, overloaded_once: true };
+        let mut st = State::settled(3000.0);
         let mut n = 3000;
         let mut ticks = 0;
         while upstream(n, 1000.0, 1.0).p99_ms > BOUNDS.target_p99_ms {
@@ -360,7 +404,7 @@ mod tests {
         assert_eq!(st.decide(&idle, &BOUNDS, None), Decision { n: 10, reason: Reason::Hold });
         let pinned = st.decide(&idle, &BOUNDS, Some(1_000_000));
         assert_eq!(pinned, Decision { n: 5000, reason: Reason::Pinned });
-        let mut st = State { n: 12.0, overloaded_once: true };
+        let mut st = State::settled(12.0);
         let burning =
             Signals { samples: 1000, p99_ms: 5000.0, error_rate: 0.5, waiting: 10, released: 12, ..Signals::default() };
         assert_eq!(st.decide(&burning, &BOUNDS, None), Decision { n: 10, reason: Reason::Overload });
@@ -411,5 +455,67 @@ mod tests {
         assert_eq!((pinned.n, pinned.reason.as_str()), (100, "pinned"));
         let hot = Signals { p99_ms: 1000.0, ..calm };
         assert_eq!(next(Some(&pinned), &admission(Adaptive, 0), 10, hot).n, 50);
+    }
+
+    /// Like [`run`], but each admitted visitor loads the upstream over
+    /// `lag` ticks (arrives, then goes through the sale): a window shows a
+    /// change of N only gradually, over `lag` ticks.
+    fn run_lagged(capacity: f64, lag: usize, ticks: usize) -> (Vec<Decision>, Vec<f64>) {
+        let mut st = State::start(&BOUNDS);
+        let mut admitted = vec![0u64; lag];
+        let mut n = BOUNDS.min_per_tick;
+        let mut loads = Vec::new();
+        let decisions = (0..ticks)
+            .map(|t| {
+                admitted[t % lag] = n;
+                // The load now: every cohort still in the sale, as a rate of admissions per tick.
+                let load = admitted.iter().sum::<u64>() / lag as u64;
+                loads.push(load as f64 / capacity);
+                let d = st.decide(&Signals { released: n, ..upstream(load, capacity, 1.0) }, &BOUNDS, None);
+                n = d.n;
+                d
+            })
+            .collect();
+        (decisions, loads)
+    }
+
+    #[test]
+    fn an_overload_is_cut_once_while_it_drains() {
+        let (trace, loads) = run_lagged(1000.0, 4, 300);
+        let peak = trace.iter().map(|d| d.n).max().unwrap_or(0);
+        assert!(peak <= 3000, "peak {peak}: {:?}", &trace[..30]);
+        // After the first overload: the load settles around the capacity,
+        // instead of N being cut again for load admitted before the last cut
+        // (cutting every overloaded tick averages 0.86 of the capacity here
+        // and dips to 0.44 of it).
+        let steady = &loads[100..];
+        let mean = steady.iter().sum::<f64>() / steady.len() as f64;
+        assert!((0.9..=1.1).contains(&mean), "mean load {mean}");
+        let lowest = trace[100..].iter().map(|d| d.n).min().unwrap_or(0);
+        assert!(lowest >= 600, "cut to {lowest}");
+        assert!(trace.iter().any(|d| d.reason == Reason::Draining), "never held while draining");
+    }
+
+    #[test]
+    fn slow_start_waits_for_the_load_to_follow_each_doubling() {
+        // Dead time: a tick's window shows the load of N three ticks ago.
+        // Doubling every tick would reach 2^3 = 8x the N the upstream last
+        // showed before the first overload is seen.
+        let mut st = State::start(&BOUNDS);
+        let mut ns = vec![BOUNDS.min_per_tick; 3];
+        for _ in 0..40 {
+            let shown = ns[ns.len() - 3];
+            let d = st.decide(
+                &Signals { released: *ns.last().unwrap_or(&0), ..upstream(shown, 1000.0, 1.0) },
+                &BOUNDS,
+                None,
+            );
+            ns.push(d.n);
+            if d.reason == Reason::Overload {
+                break;
+            }
+        }
+        let peak = ns.iter().copied().max().unwrap_or(0);
+        assert!(peak <= 2600, "peak {peak}: {ns:?}");
     }
 }

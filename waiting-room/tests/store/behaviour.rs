@@ -433,13 +433,7 @@ pub async fn an_ended_session_frees_its_slot_and_its_admission_is_revoked(store:
 }
 
 fn decision(tick: u64, n: u64) -> Record {
-    Record {
-        tick,
-        n,
-        reason: "headroom".into(),
-        state: State { n: n as f64, overloaded_once: false },
-        signals: Signals::default(),
-    }
+    Record { tick, n, reason: "headroom".into(), state: State::settled(n as f64), signals: Signals::default() }
 }
 
 pub async fn adaptive_ticks_release_the_decided_n_and_the_log_shows_every_tick(store: Arc<dyn QueueStore>) {
