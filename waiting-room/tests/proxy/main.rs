@@ -1,6 +1,7 @@
 //! Integration tests against the real `waiting-room` process.
 #![allow(clippy::unwrap_used)]
 
+mod adaptive;
 mod admission;
 mod api;
 mod browser;

@@ -1,0 +1,117 @@
+//! Adaptive admission over three instances on one Redis: every instance
+//! measures the admitted requests it forwards, the store merges them, and
+//! each tick is judged exactly once, by the instance that performed it.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const VISITORS: usize = 60;
+const REQUESTS: usize = 5;
+
+async fn admin(c: &reqwest::Client, proxy: &Proxy, path: &str) -> Value {
+    c.get(format!("{}{path}", proxy.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap().json().await.unwrap()
+}
+
+/// Sum of a counter over every reason label of `metric` for queue `q`.
+async fn all_reasons(c: &reqwest::Client, proxy: &Proxy, metric: &str) -> f64 {
+    let mut sum = 0.0;
+    for reason in ["headroom", "overload", "hold", "draining", "pinned", "fixed"] {
+        sum += self::metric(c, proxy, &format!("{metric}{{queue=\"q\",reason=\"{reason}\"}}")).await;
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_merge_their_signals_and_each_tick_is_decided_once() {
+    let shared = Shared::new("adaptive").await;
+    let queue = format!(
+        "{}admission = \"adaptive\"\nmin_per_tick = 4\nmax_per_tick = 50\narrival_grace = \"30s\"\n",
+        queue("q", "/p", 1, "200ms", "10m", 0)
+    );
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(Proxy::start(shared.spec(&queue)).await);
+    }
+    let c = client();
+    // Each visitor joins on one instance and sends its admitted requests
+    // through all three in turn: each instance sees the token for the first
+    // time and reports an arrival, which must count once.
+    let bases: Vec<String> = proxies.iter().map(|p| p.base.clone()).collect();
+    let mut tasks = Vec::new();
+    for i in 0..VISITORS {
+        let (c, bases) = (c.clone(), bases.clone());
+        let join_at = bases[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let r = c.post(format!("{join_at}/wr/q/join")).send().await.unwrap();
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+            let mut status: Value = r.json().await.unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while status["status"] != "READY" {
+                assert!(std::time::Instant::now() < deadline, "never admitted: {status}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let r = c.get(format!("{join_at}/wr/q/status")).header("cookie", &cookie).send().await.unwrap();
+                status = r.json().await.unwrap();
+            }
+            let token = status["token"].as_str().unwrap().to_owned();
+            for j in 0..REQUESTS {
+                let serve_at = &bases[(i + 1 + j) % 3];
+                let r = c.get(format!("{serve_at}/p/x")).bearer_auth(&token).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(shared.upstream.count(), VISITORS * REQUESTS);
+
+    // Every arrival is counted once, by whichever instance judged the
+    // window it landed in, although three instances reported them.
+    let arrivals = eventually("every arrival counted once", Duration::from_secs(10), || async {
+        let mut sum = 0.0;
+        for p in &proxies {
+            sum += metric(&c, p, "waiting_room_arrivals_total{queue=\"q\"}").await;
+        }
+        if sum >= VISITORS as f64 { Ok(sum) } else { Err(format!("{sum} arrivals")) }
+    })
+    .await;
+    assert_eq!(arrivals, VISITORS as f64);
+
+    // Exactly one decision per tick: each instance decided the ticks it
+    // performed (the decision comes just before the tick is counted). The
+    // log is read first: ticks go on while the metrics are read.
+    let log = admin(&c, &proxies[0], "/admin/queues/q/ticks?limit=1000").await;
+    let ticks = log["ticks"].as_array().unwrap();
+    let mut decisions = 0.0;
+    for p in &proxies {
+        let ticks = metric(&c, p, "waiting_room_ticks_total{queue=\"q\"}").await;
+        let decided = all_reasons(&c, p, "waiting_room_adaptive_decisions_total").await;
+        assert!(decided >= ticks && decided <= ticks + 1.0, "{decided} decisions for {ticks} ticks");
+        decisions += decided;
+    }
+    assert!(decisions >= ticks.len() as f64 - 1.0 && decisions <= ticks.len() as f64 + 10.0, "{decisions} {log}");
+    // Every tick released at most the N decided before it, within the bounds;
+    // requests of the visitors let N grow from the minimum.
+    let mut released = 0;
+    for t in ticks {
+        let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
+        assert!(r <= n && (4..=50).contains(&n), "{t}");
+        released += r;
+    }
+    assert_eq!(released, VISITORS as u64, "{log}");
+    // Every instance shows the same decision (the one saved in the store).
+    let shown = eventually("the same decision everywhere", Duration::from_secs(5), || async {
+        let mut seen = Vec::new();
+        for p in &proxies {
+            let s = admin(&c, p, "/admin/queues/q").await;
+            seen.push((s["controller"]["mode"].clone(), s["controller"]["n"].clone()));
+        }
+        if seen.iter().all(|s| *s == seen[0]) { Ok(seen[0].clone()) } else { Err(format!("{seen:?}")) }
+    })
+    .await;
+    assert_eq!(shown.0, "adaptive");
+    assert!(shown.1.as_u64().is_some_and(|n| (4..=50).contains(&n)), "{shown:?}");
+}
