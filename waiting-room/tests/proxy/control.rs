@@ -158,3 +158,59 @@ async fn admin_changes_through_one_instance_apply_to_all() {
         + metric(&c, &b, "waiting_room_admin_changes_total{action=\"update\",queue=\"q\"}").await;
     assert_eq!(total, 4.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_admission_is_switched_pinned_and_validated_through_the_admin_api() {
+    let upstream = Upstream::start().await;
+    let q = queue("q", "/a", 2, "200ms", "10m", 0);
+    let p = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
+    let c = client();
+    let patch = |body: &'static str| {
+        let (c, p) = (&c, &p);
+        async move { admin(c, p, reqwest::Method::PATCH, "/admin/queues/q", Some(body)).await }
+    };
+    let (status, _) = patch(r#"{"admission":"sometimes"}"#).await;
+    assert_eq!(status, 422);
+    let (status, body) = patch(r#"{"admission":"adaptive","max_per_tick":0}"#).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("max_per_tick")), "{body}");
+    let (status, body) = patch(r#"{"target_error_rate":0}"#).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("target_error_rate")), "{body}");
+    let (status, s) = patch(r#"{"admission":"adaptive","min_per_tick":3,"max_per_tick":20}"#).await;
+    assert_eq!((status, s["controller"]["mode"].as_str()), (200, Some("adaptive")), "{s}");
+    let (status, body) = patch(r#"{"pin_per_tick":50}"#).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("pin_per_tick")), "{body}");
+    let (status, s) = patch(r#"{"pin_per_tick":7}"#).await;
+    assert_eq!((status, s["controller"]["pinned"].as_u64(), s["controller"]["n"].as_u64()), (200, Some(7), Some(7)));
+
+    let mut vs = vec![Visitor::default(); 30];
+    for v in &mut vs {
+        v.join(&c, &p, "q").await;
+    }
+    let pinned = until_state(&c, &p, "two pinned ticks", |s| s["released_total"].as_u64() >= Some(14)).await;
+    assert_eq!(pinned["controller"]["mode"], "adaptive");
+    let (status, log) = admin(&c, &p, reqwest::Method::GET, "/admin/queues/q/ticks?limit=5", None).await;
+    assert_eq!(status, 200);
+    let ticks = log["ticks"].as_array().unwrap();
+    assert!(!ticks.is_empty() && ticks.len() <= 5, "{log}");
+    let newest = &ticks[0];
+    assert_eq!((newest["mode"].as_str(), newest["n"].as_u64()), (Some("pinned"), Some(7)), "{log}");
+    assert!(ticks.iter().all(|t| t["released"].as_u64() <= t["n"].as_u64()), "{log}");
+    for bad in ["limit=abc", "limit=0", "limit=1001"] {
+        let (status, body) = admin(&c, &p, reqwest::Method::GET, &format!("/admin/queues/q/ticks?{bad}"), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
+    }
+    let (status, _) = admin(&c, &p, reqwest::Method::GET, "/admin/queues/nope/ticks", None).await;
+    assert_eq!(status, 404);
+
+    // Back to fixed: the operator's N again.
+    let (status, s) = patch(r#"{"admission":"fixed","pin_per_tick":0,"release_per_tick":2}"#).await;
+    assert_eq!(
+        (status, s["controller"]["mode"].as_str(), s["controller"]["n"].as_u64()),
+        (200, Some("fixed"), Some(2))
+    );
+    let before = s["ticks"].as_u64().unwrap();
+    until_state(&c, &p, "a fixed tick", |s| s["ticks"].as_u64() > Some(before + 1)).await;
+    let (_, log) = admin(&c, &p, reqwest::Method::GET, "/admin/queues/q/ticks?limit=1", None).await;
+    assert_eq!((log["ticks"][0]["mode"].as_str(), log["ticks"][0]["n"].as_u64()), (Some("fixed"), Some(2)), "{log}");
+}
