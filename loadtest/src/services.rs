@@ -60,10 +60,15 @@ impl QueueState {
         let a = &v["settings"]["admission"];
         let num = |v: &Value, what: &str| v.as_u64().with_context(|| format!("queue state: no {what} in {v}"));
         let tick = a["tick"].as_str().context("queue state: no settings.admission.tick")?;
-        let controller = match &v["controller"] {
-            Value::Null => None,
-            c => Some(Controller::deserialize(c).context("queue state: controller")?),
-        };
+        // Informational (the report's, not the audit's): read what is there,
+        // never fail the run over it.
+        let c = &v["controller"];
+        let controller = c.is_object().then(|| Controller {
+            mode: c["mode"].as_str().unwrap_or_default().to_owned(),
+            n: c["n"].as_u64().unwrap_or(0),
+            reason: c["reason"].as_str().unwrap_or_default().to_owned(),
+            tick: c["tick"].as_u64().unwrap_or(0),
+        });
         Ok(QueueState {
             release_per_tick: num(&a["release_per_tick"], "release_per_tick")?,
             tick: humantime::parse_duration(tick).with_context(|| format!("queue state: tick {tick:?}"))?,
@@ -83,20 +88,17 @@ impl QueueState {
     }
 }
 
-/// The adaptive controller's latest decision (`controller` in the queue state).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The adaptive controller's latest decision (`controller` in the queue
+/// state); a member that is absent or null reads as empty or 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Controller {
     /// `adaptive` or `fixed`.
-    #[serde(default)]
     pub mode: String,
     /// The N it set.
-    #[serde(default)]
     pub n: u64,
     /// Why: `headroom`, `overload`, `hold`, `pinned`, `fixed`.
-    #[serde(default)]
     pub reason: String,
     /// The tick it decided at.
-    #[serde(default)]
     pub tick: u64,
 }
 
@@ -113,12 +115,17 @@ pub struct TickEntry {
     pub released: u64,
     /// Visitors still in line after it.
     pub waiting: u64,
-    /// `adaptive` or `fixed` (what the queue was in at that tick).
-    #[serde(default)]
+    /// `adaptive` or `fixed` (what the queue was in at that tick; empty when not said).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub mode: String,
-    /// The controller's reason for `n`.
-    #[serde(default)]
+    /// The controller's reason for `n` (empty when not said).
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub reason: String,
+}
+
+/// A string member that may be null: null reads as empty.
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Read the answer of `GET /admin/queues/{q}/ticks` (newest first there; any order here).
@@ -305,6 +312,19 @@ mod tests {
     }
 
     #[test]
+    fn a_controller_with_null_members_still_reads() {
+        // Recorded from a fixed queue before its first decision.
+        let v = json(
+            r#"{"settings":{"admission":{"release_per_tick":10,"tick":"1s","admission":"fixed"}},"ticks":0,
+                "released_total":0,"abandoned_total":0,
+                "controller":{"mode":"fixed","n":10,"pinned":null,"reason":null,"tick":null,"signals":null}}"#,
+        );
+        let q = QueueState::from_json(&v).unwrap_or_else(|e| panic!("{e:#}"));
+        let c = q.controller.unwrap_or_else(|| panic!("no controller"));
+        assert_eq!((c.mode.as_str(), c.n, c.reason.as_str(), c.tick), ("fixed", 10, "", 0));
+    }
+
+    #[test]
     fn a_queue_state_without_n_or_t_is_an_error() {
         assert!(QueueState::from_json(&json(r#"{"settings":{"admission":{"tick":"1s"}},"ticks":1}"#)).is_err());
         assert!(
@@ -325,8 +345,11 @@ mod tests {
         assert_eq!(ticks[0].reason, "headroom");
         assert!(parse_tick_log(&json(r#"{"queue":"sale"}"#)).is_err());
         assert!(parse_tick_log(&json(r#"{"ticks":[{"tick":1,"at_ms":5}]}"#)).is_err(), "an entry without n");
-        // Entries without mode or reason still read (they default to empty).
+        // Entries without mode or reason, or with null ones, still read (as empty).
         let bare = parse_tick_log(&json(r#"{"ticks":[{"tick":1,"at_ms":5,"n":3,"released":3,"waiting":9}]}"#));
         assert_eq!(bare.map(|t| t[0].mode.clone()).ok(), Some(String::new()));
+        let nulls =
+            json(r#"{"ticks":[{"tick":1,"at_ms":5,"n":3,"released":3,"waiting":9,"mode":null,"reason":null}]}"#);
+        assert_eq!(parse_tick_log(&nulls).map(|t| t[0].reason.clone()).ok(), Some(String::new()));
     }
 }

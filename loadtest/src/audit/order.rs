@@ -11,8 +11,9 @@
 //! reported tau is (C − D) / (C + D): Kendall's tau restricted to pairs
 //! ordered on both sides (Goodman–Kruskal's gamma). FIFO gives exactly 1.0;
 //! any D > 0 is a visitor admitted before someone who provably joined
-//! earlier. Visitors still waiting when the run ended count as admitted
-//! last. Counting runs in O(n log n) with a Fenwick tree over admission ranks.
+//! earlier. Only visitors whose admission was seen take part (see the
+//! `fifo_order` check for those stopped in line). Counting runs in
+//! O(n log n) with a Fenwick tree over admission ranks.
 
 use serde::Serialize;
 
@@ -25,7 +26,7 @@ pub struct Joined {
     pub sent_ns: u64,
     /// Join answer received (client ns).
     pub received_ns: u64,
-    /// `admitted_at` (server ms); `i64::MAX` for still waiting at the end.
+    /// `admitted_at` (server ms).
     pub admitted_ms: i64,
 }
 
