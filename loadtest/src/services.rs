@@ -165,10 +165,15 @@ pub async fn queue_state(admin: &str, token: &str, queue: &str) -> Result<QueueS
     QueueState::from_json(&get_json(&format!("{}/admin/queues/{queue}", admin.trim_end_matches('/')), token).await?)
 }
 
+/// Most ticks the waiting room keeps, and asks for (its default answer is
+/// the last 100: 25 s of ticks at 250 ms, less than a run).
+pub const TICK_LOG_LIMIT: usize = 1000;
+
 /// `GET {admin}/admin/queues/{queue}/ticks`: the waiting room's log of recent
 /// ticks; `None` when it answers 404 (a build without adaptive admission).
 pub async fn tick_log(admin: &str, token: &str, queue: &str) -> Result<Option<Vec<TickEntry>>> {
-    match get(&format!("{}/admin/queues/{queue}/ticks", admin.trim_end_matches('/')), token).await? {
+    let url = format!("{}/admin/queues/{queue}/ticks?limit={TICK_LOG_LIMIT}", admin.trim_end_matches('/'));
+    match get(&url, token).await? {
         (_, Some(v)) => parse_tick_log(&v).map(Some),
         (_, None) => Ok(None),
     }

@@ -22,7 +22,7 @@ use serde::Serialize;
 use super::evidence::TickLog;
 use super::ticks::{self, TickStats};
 use super::{Check, Evidence, check, skipped};
-use crate::services::TickEntry;
+use crate::services::{TICK_LOG_LIMIT, TickEntry};
 
 /// What the tick log says about the run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -129,6 +129,21 @@ pub fn adaptive_ticks(e: &Evidence, admitted_by_tick: usize) -> (Check, Option<A
         return (check, None);
     };
     let violations = tick_violations(&ticks, queue.adaptive(), queue.max_per_tick, queue.max_active);
+    // A full log that starts inside the run has lost the run's first ticks.
+    let lost_note = match (&e.tick_log, e.run_window_ms) {
+        (TickLog::Read(log), Some((from, _))) if log.len() >= TICK_LOG_LIMIT => {
+            match log.iter().map(|t| t.at_ms).min() {
+                Some(oldest) if oldest > from => {
+                    format!(
+                        " (the log keeps {TICK_LOG_LIMIT} ticks: the run's first {} ms went unchecked)",
+                        oldest - from
+                    )
+                }
+                _ => String::new(),
+            }
+        }
+        _ => String::new(),
+    };
     let max_note = match (queue.adaptive(), queue.max_per_tick) {
         (true, Some(max)) => format!(" ≤ max_per_tick = {max}"),
         (true, None) => " (max_per_tick unknown: not bounded)".into(),
@@ -140,7 +155,7 @@ pub fn adaptive_ticks(e: &Evidence, admitted_by_tick: usize) -> (Check, Option<A
         format!("max_active = {} may hold a release back, so a short release is not a fault", queue.max_active)
     };
     let ok = format!(
-        "{} {} ticks in the run: released ≤ n, n {}–{} (mean {:.1}){max_note}; {cap_note}; reasons {:?}",
+        "{} {} ticks in the run{lost_note}: released ≤ n, n {}–{} (mean {:.1}){max_note}; {cap_note}; reasons {:?}",
         s.ticks, s.mode, s.n_min, s.n_max, s.n_mean, s.reasons
     );
     (check(NAME, &violations, ok), stats)
@@ -248,6 +263,19 @@ mod tests {
         assert!((s.n_mean - 148.0).abs() < 1e-9, "{}", s.n_mean);
         assert_eq!(s.reasons.get("headroom"), Some(&3));
         assert!(c.detail.contains("max_per_tick = 400"), "{}", c.detail);
+    }
+
+    #[test]
+    fn a_full_log_that_starts_inside_the_run_says_what_went_unchecked() {
+        let entries: Vec<String> = (0..TICK_LOG_LIMIT)
+            .map(|i| format!(r#"{{"tick":{i},"at_ms":{},"n":5,"released":5,"waiting":1}}"#, 50_000 + i))
+            .collect();
+        let e = evidence("adaptive", 0, &format!(r#"{{"ticks":[{}]}}"#, entries.join(",")));
+        let (c, _) = adaptive_ticks(&e, 5000);
+        assert_eq!(c.status, Status::Pass, "{}", c.detail);
+        assert!(c.detail.contains("first 49000 ms went unchecked"), "{}", c.detail);
+        // A log that reaches back before the run says nothing of the kind.
+        assert!(!adaptive_ticks(&evidence("adaptive", 0, GOOD), 575).0.detail.contains("unchecked"));
     }
 
     #[test]
