@@ -9,39 +9,59 @@
 //! later — the controller's "round trip".
 //!
 //! - **Overload** — the upstream's p99 over `target_p99`, or its error share
-//!   over `target_error_rate` — cuts N multiplicatively: × 0.7, or × 0.5 when
+//!   over `target_error_rate`, or the requests in flight amounting to more
+//!   than `target_p99` of the upstream's work at the window's rate (Little's
+//!   law: a queue building up shows there at once, in the latency of
+//!   finished requests only when they finish) — cuts N multiplicatively: × 0.7, or × 0.5 when
 //!   a signal is more than twice its target. Cutting by a fraction of N
 //!   empties an overloaded upstream's queue in a few ticks whatever N was.
-//!   Once per round trip, as TCP halves once per RTT: while the overload
-//!   is already easing (its score, the larger of p99/target and
-//!   errors/target, at least 10% below the last overloaded window's) N is
-//!   held (`draining`): the visitors admitted before the cut are still
-//!   loading the upstream, and cutting again for them would cut for the same
-//!   overload twice. An overload that does not ease is cut again.
+//!   Once per round trip (about a second), as TCP halves once per RTT:
+//!   for a second after a cut N is held (`draining`) unless the overload
+//!   score (the largest of p99/target, errors/target, queue/target) doubled
+//!   since the cut: the visitors admitted before the cut are still loading
+//!   the upstream, and cutting again for them would cut for the same
+//!   overload twice. An overload that outlasts the round trip is cut again.
 //! - **Headroom** — p99 under 80% of its target, errors under target, N
 //!   actually used (the line had at least N waiting) — grows N: doubling
-//!   until the first overload ever seen ("slow start", so a sale that opens
-//!   at `min_per_tick` reaches a large capacity in log2 ticks), then adding
-//!   a tenth of N (at least 1) per tick. A doubling waits until the load has
-//!   followed the previous one (requests per window up by half since it),
-//!   so slow start overshoots by the delay's worth of one doubling, not of
-//!   one doubling per tick of delay.
-//! - Anything in between, or too few requests to tell (fewer than
-//!   [`MIN_SAMPLES`] in the window), holds N.
+//!   per second until the first overload ever seen or the p99 reaching 30%
+//!   of its target
+//!   ("slow start", so a sale that opens at `min_per_tick` reaches a large
+//!   capacity in log2 ticks), then by 25% per second (at least one visitor
+//!   per second, a tick's share of it each tick), and by 2% per second once
+//!   N is within 15% of the N of the last overload: the capacity found there
+//!   is probed slowly instead of being run into every few seconds. A
+//!   doubling waits until the load has followed the previous one (requests
+//!   per window up by half since it), so slow start overshoots by the
+//!   delay's worth of one doubling, not of one doubling per tick of delay.
+//! - Anything in between holds N. Fewer than [`MIN_SAMPLES`] requests in
+//!   the window never count as an overload (one slow request is not one),
+//!   but may show headroom when every one of them was fast and none failed:
+//!   a small N whose visitors send few requests per tick must still grow.
 //!
 //! Why it is stable: each round trip, N moves toward the capacity C at which
-//! the upstream's p99 crosses its target. Below C it grows by at most 10% per
-//! tick (after slow start), above C it shrinks by at least 30% per round
-//! trip, so the multiplicative decrease outweighs the additive increase and N
-//! settles into a sawtooth between ~0.7·C and C: throughput at least ~85% of
-//! C on average, while an overshoot above C lasts about one round trip (the
-//! p99 of the requests it adds shows it). The dead band between 80% and 100%
-//! of the target keeps N still once it is near C. N never leaves
+//! the upstream's p99 crosses its target. Below C it grows by at most 25% per
+//! second, slowing to 2% near the last overload; above C it shrinks by at
+//! least 30% per round trip, so the multiplicative decrease outweighs the
+//! additive increase and N settles into a sawtooth under C whose overshoots
+//! are rare (the slow probe) and last about one round trip (the p99 and the
+//! queue of the requests it adds show it). The dead band between 80% and
+//! 100% of the target keeps N still once it is near C. N never leaves
 //! [`Bounds`]' range, and an operator's pin overrides the controller until
 //! unpinned.
 //!
 //! No-shows (admitted visitors who never reach the upstream) load nothing,
 //! so they leave headroom and N grows to replace them.
+
+/// Slow start ends once the p99 (or the queue in flight) reaches this share
+/// of the target: latency rises long before the target is crossed.
+const SLOW_START_UNTIL: f64 = 0.3;
+
+/// Growth per second past slow start, as a share of N and at least this
+/// many visitors per tick-second; then near the N of the last overload.
+const GROW: f64 = 0.25;
+const GROW_LEAST: f64 = 1.0;
+const PROBE: f64 = 0.02;
+const PROBE_LEAST: f64 = 0.2;
 
 /// Fewer requests than this in a window says nothing about latency.
 pub const MIN_SAMPLES: u64 = 20;
@@ -112,11 +132,27 @@ pub struct Signals {
     /// Admitted visitors found to be no-shows in the window.
     #[serde(default)]
     pub no_shows: u64,
+    /// The window's length (ms): the tick.
+    #[serde(default)]
+    pub window_ms: u64,
+}
+
+impl Signals {
+    /// How long a request starting now would wait behind those in flight, if
+    /// the upstream keeps finishing them at the window's rate (Little's law),
+    /// in ms. Requests queueing at an overloaded upstream show here at once,
+    /// while the latency of finished ones shows them only once they finish.
+    pub fn queue_ms(&self) -> f64 {
+        if self.samples == 0 || self.window_ms == 0 {
+            return 0.0;
+        }
+        self.in_flight as f64 * self.window_ms as f64 / self.samples as f64
+    }
 }
 
 impl Signals {
     /// The controller's inputs from a tick's merged window.
-    pub fn from_window(w: &crate::store::Window, waiting: u64, released: u64) -> Self {
+    pub fn from_window(w: &crate::store::Window, waiting: u64, released: u64, window_ms: u64) -> Self {
         Signals {
             samples: w.samples,
             p50_ms: quantile(&w.buckets, 0.5),
@@ -127,6 +163,7 @@ impl Signals {
             in_flight: w.in_flight,
             arrived: w.arrived,
             no_shows: w.no_shows,
+            window_ms,
         }
     }
 }
@@ -199,7 +236,7 @@ pub enum Reason {
     /// Nothing to act on (in the dead band, no demand, too few samples, a
     /// slow-start doubling the load has not followed yet).
     Hold,
-    /// Overloaded, but easing since the last cut: held, not cut again.
+    /// Overloaded, but cut less than a round trip ago: held, not cut again.
     Draining,
     /// The operator pinned N.
     Pinned,
@@ -242,17 +279,47 @@ pub struct State {
     /// Requests in the window of the last slow-start doubling.
     #[serde(default)]
     pub grown_at_samples: u64,
+    /// N when the last overload began (0: none since N last grew past it):
+    /// growth slows down near it.
+    #[serde(default)]
+    pub ceiling: f64,
+    /// Decisions since the last cut.
+    #[serde(default = "long_ago")]
+    pub since_cut: u32,
+    /// The overload score that cut.
+    #[serde(default)]
+    pub cut_score: f64,
+}
+
+fn long_ago() -> u32 {
+    u32::MAX
 }
 
 impl State {
     /// The state a queue starts in: N at its minimum, slow start ahead.
     pub fn start(b: &Bounds) -> Self {
-        State { n: b.min_per_tick.max(1) as f64, overloaded_once: false, overload_score: 0.0, grown_at_samples: 0 }
+        State {
+            n: b.min_per_tick.max(1) as f64,
+            overloaded_once: false,
+            overload_score: 0.0,
+            grown_at_samples: 0,
+            ceiling: 0.0,
+            since_cut: long_ago(),
+            cut_score: 0.0,
+        }
     }
 
     /// A state at `n`, past slow start (the operator's N, a pin).
     pub fn settled(n: f64) -> Self {
-        State { n, overloaded_once: true, overload_score: 0.0, grown_at_samples: 0 }
+        State {
+            n,
+            overloaded_once: true,
+            overload_score: 0.0,
+            grown_at_samples: 0,
+            ceiling: 0.0,
+            since_cut: long_ago(),
+            cut_score: 0.0,
+        }
     }
 
     /// Decide the next N from `s`; `pinned` overrides.
@@ -262,31 +329,65 @@ impl State {
             self.n = (n as f64).clamp(lo, hi);
             return Decision { n: self.n as u64, reason: Reason::Pinned };
         }
+        // Too few requests to judge an overload by (one slow request is not
+        // one), but not too few to see that nothing is slow: a small N whose
+        // visitors send few requests per window must still be able to grow.
         let judged = s.samples >= MIN_SAMPLES;
-        let p99_ratio = if judged { s.p99_ms / b.target_p99_ms.max(1.0) } else { 0.0 };
-        let error_ratio = if judged { s.error_rate / b.target_error_rate.max(1e-6) } else { 0.0 };
-        let score = p99_ratio.max(error_ratio);
+        let p99_ratio = s.p99_ms / b.target_p99_ms.max(1.0);
+        let error_ratio = s.error_rate / b.target_error_rate.max(1e-6);
+        let queue_ratio = s.queue_ms() / b.target_p99_ms.max(1.0);
+        let score = if judged { p99_ratio.max(error_ratio).max(queue_ratio) } else { 0.0 };
+        // Slow start doubles per second, a tick's share of it each tick (at
+        // least one visitor more): what a tick shows lags by about a second
+        // whatever the tick. A step waits until the load rose by half of
+        // the previous one.
+        let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
+        let slow_step = 2f64.powf(tick_s.min(1.0)).max(1.0 + 1.0 / self.n.max(1.0));
+        // The controller's round trip: about a second, whatever the tick.
+        let round_trip = (1.0 / tick_s).ceil().max(1.0) as u32;
         let reason = if score > 1.0 {
-            let easing = self.overload_score > 0.0 && score < 0.9 * self.overload_score;
-            self.overload_score = score;
             self.overloaded_once = true;
-            if easing {
+            let entering = self.overload_score == 0.0;
+            self.overload_score = score;
+            if self.since_cut < round_trip && score < 2.0 * self.cut_score {
+                // Cut less than a round trip ago and not much worse: the
+                // visitors admitted before the cut are still loading it.
+                self.since_cut += 1;
                 Reason::Draining
             } else {
+                if entering {
+                    self.ceiling = self.n;
+                }
+                self.cut_score = score;
+                self.since_cut = 0;
                 self.n *= if score > 2.0 { 0.5 } else { 0.7 };
                 Reason::Overload
             }
         } else {
             self.overload_score = 0.0;
-            let headroom =
-                judged && p99_ratio < 0.8 && s.waiting > 0 && s.released as f64 >= (self.n.floor() * 0.9).max(1.0);
+            self.since_cut = self.since_cut.saturating_add(1);
+            let headroom = (judged || s.error_rate == 0.0)
+                && p99_ratio < 0.8
+                && queue_ratio < 0.8
+                && s.waiting > 0
+                && s.released as f64 >= (self.n.floor() * 0.9).max(1.0);
             if !headroom {
                 Reason::Hold
-            } else if self.overloaded_once {
-                self.n += (self.n / 10.0).max(1.0);
+            } else if self.overloaded_once || p99_ratio.max(queue_ratio) >= SLOW_START_UNTIL {
+                // Past slow start, or nearing the target: additive steps,
+                // per second (a tick's share of them), and small ones near
+                // the N of the last overload, where the capacity was found.
+                self.overloaded_once = true;
+                let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
+                let near = self.ceiling > 0.0 && self.n >= 0.85 * self.ceiling;
+                let (share, least) = if near { (PROBE, PROBE_LEAST) } else { (GROW, GROW_LEAST) };
+                self.n += (self.n * share).max(least) * tick_s;
+                if self.n > self.ceiling {
+                    self.ceiling = 0.0;
+                }
                 Reason::Headroom
-            } else if s.samples as f64 >= 1.5 * self.grown_at_samples as f64 {
-                self.n *= 2.0;
+            } else if s.samples as f64 >= (1.0 + (slow_step - 1.0) / 2.0) * self.grown_at_samples as f64 {
+                self.n *= slow_step;
                 self.grown_at_samples = s.samples;
                 Reason::Headroom
             } else {
@@ -341,7 +442,7 @@ mod tests {
         let trace = run(1000.0, 1.0, 200);
         // Up from 10 in a handful of ticks.
         let first_cut = trace.iter().position(|d| d.reason == Reason::Overload).unwrap();
-        assert!(first_cut <= 10, "{first_cut}");
+        assert!(first_cut <= 15, "{first_cut}");
         // The capacity that matters: the largest N the upstream serves
         // within the p99 target.
         let capacity = (1..5000u64).take_while(|n| upstream(*n, 1000.0, 1.0).p99_ms <= BOUNDS.target_p99_ms).count();
@@ -408,9 +509,13 @@ mod tests {
         let burning =
             Signals { samples: 1000, p99_ms: 5000.0, error_rate: 0.5, waiting: 10, released: 12, ..Signals::default() };
         assert_eq!(st.decide(&burning, &BOUNDS, None), Decision { n: 10, reason: Reason::Overload });
-        // Too few requests to judge latency: hold.
+        // Too few requests to judge an overload by: hold ...
         let quiet = Signals { samples: 3, p99_ms: 9000.0, waiting: 10, released: 12, ..Signals::default() };
         assert_eq!(st.decide(&quiet, &BOUNDS, None).reason, Reason::Hold);
+        // ... but few fast ones, none failed, are headroom (N = 1 on a short tick).
+        let mut st = State::start(&Bounds { min_per_tick: 1, ..BOUNDS });
+        let few = Signals { samples: 3, p99_ms: 30.0, waiting: 1000, released: 1, ..Signals::default() };
+        assert_eq!(st.decide(&few, &BOUNDS, None), Decision { n: 10, reason: Reason::Headroom });
     }
 
     #[test]
@@ -445,9 +550,9 @@ mod tests {
         // Fixed: the operator's N, past slow start.
         let fixed = next(None, &admission(Fixed, 0), 7, calm);
         assert_eq!((fixed.n, fixed.reason.as_str(), fixed.tick), (40, "fixed", 7));
-        // Switched to adaptive: grows from that N by a tenth, not from the minimum.
+        // Switched to adaptive: grows from that N by a quarter per second, not from the minimum.
         let grown = next(Some(&fixed), &admission(Adaptive, 0), 8, calm);
-        assert_eq!((grown.n, grown.reason.as_str()), (44, "headroom"));
+        assert_eq!((grown.n, grown.reason.as_str()), (50, "headroom"));
         // No decision before: slow start from the minimum.
         assert_eq!(next(None, &admission(Adaptive, 0), 1, calm).n, 20);
         // The pin wins, and the controller continues from it once unpinned.
@@ -458,12 +563,12 @@ mod tests {
     }
 
     /// Like [`run`], but each admitted visitor loads the upstream over
-    /// `lag` ticks (arrives, then goes through the sale): a window shows a
-    /// change of N only gradually, over `lag` ticks.
-    fn run_lagged(capacity: f64, lag: usize, ticks: usize) -> (Vec<Decision>, Vec<f64>) {
-        let mut st = State::start(&BOUNDS);
-        let mut admitted = vec![0u64; lag];
-        let mut n = BOUNDS.min_per_tick;
+    /// `lag` ticks of 250 ms (arrives, then goes through the sale): a window
+    /// shows a change of N only gradually. Starts at `n` with the upstream
+    /// already loaded by it.
+    fn run_lagged(mut st: State, n: u64, capacity: f64, lag: usize, ticks: usize) -> (Vec<Decision>, Vec<f64>) {
+        let mut admitted = vec![n; lag];
+        let mut n = n;
         let mut loads = Vec::new();
         let decisions = (0..ticks)
             .map(|t| {
@@ -471,7 +576,8 @@ mod tests {
                 // The load now: every cohort still in the sale, as a rate of admissions per tick.
                 let load = admitted.iter().sum::<u64>() / lag as u64;
                 loads.push(load as f64 / capacity);
-                let d = st.decide(&Signals { released: n, ..upstream(load, capacity, 1.0) }, &BOUNDS, None);
+                let signals = Signals { released: n, window_ms: 250, ..upstream(load, capacity, 1.0) };
+                let d = st.decide(&signals, &BOUNDS, None);
                 n = d.n;
                 d
             })
@@ -481,19 +587,21 @@ mod tests {
 
     #[test]
     fn an_overload_is_cut_once_while_it_drains() {
-        let (trace, loads) = run_lagged(1000.0, 4, 300);
-        let peak = trace.iter().map(|d| d.n).max().unwrap_or(0);
-        assert!(peak <= 3000, "peak {peak}: {:?}", &trace[..30]);
-        // After the first overload: the load settles around the capacity,
-        // instead of N being cut again for load admitted before the last cut
-        // (cutting every overloaded tick averages 0.86 of the capacity here
-        // and dips to 0.44 of it).
-        let steady = &loads[100..];
-        let mean = steady.iter().sum::<f64>() / steady.len() as f64;
-        assert!((0.9..=1.1).contains(&mean), "mean load {mean}");
-        let lowest = trace[100..].iter().map(|d| d.n).min().unwrap_or(0);
-        assert!(lowest >= 600, "cut to {lowest}");
+        // Three times the capacity admitted for a while: the first cut takes
+        // the load down over the next ticks as the earlier visitors finish;
+        // cutting again on each of those ticks (for visitors admitted before
+        // the first cut) would go down to 0.19 of the capacity.
+        let (trace, loads) = run_lagged(State::settled(3000.0), 3000, 1000.0, 4, 40);
+        let lowest = trace.iter().map(|d| d.n).min().unwrap_or(0);
+        assert!(lowest >= 700, "cut to {lowest}: {:?}", trace.iter().map(|d| d.n).collect::<Vec<_>>());
         assert!(trace.iter().any(|d| d.reason == Reason::Draining), "never held while draining");
+        // And from there the load settles around the capacity.
+        let (trace, loads2) = run_lagged(State::start(&BOUNDS), BOUNDS.min_per_tick, 1000.0, 4, 400);
+        let steady = &loads2[150..];
+        let mean = steady.iter().sum::<f64>() / steady.len() as f64;
+        assert!((0.85..=1.1).contains(&mean), "mean load {mean}");
+        assert!(trace.iter().map(|d| d.n).max().unwrap_or(0) <= 3000);
+        assert!(loads.iter().all(|l| l.is_finite()));
     }
 
     #[test]
@@ -517,5 +625,26 @@ mod tests {
         }
         let peak = ns.iter().copied().max().unwrap_or(0);
         assert!(peak <= 2600, "peak {peak}: {ns:?}");
+    }
+
+    #[test]
+    fn requests_piling_up_in_flight_are_an_overload_before_their_latency_shows() {
+        let mut st = State::settled(100.0);
+        // 400 requests finished in a 250 ms window (1600/s), all fast; 800 in
+        // flight: a newcomer waits ~500 ms behind them.
+        let piling = Signals {
+            samples: 400,
+            p99_ms: 40.0,
+            in_flight: 800,
+            window_ms: 250,
+            waiting: 1000,
+            released: 100,
+            ..Signals::default()
+        };
+        assert!((piling.queue_ms() - 500.0).abs() < 1e-9);
+        assert_eq!(st.decide(&piling, &BOUNDS, None), Decision { n: 70, reason: Reason::Overload });
+        // A few in flight at the same rate is no queue: headroom.
+        let flowing = Signals { in_flight: 20, ..piling };
+        assert_eq!(st.decide(&flowing, &BOUNDS, None).reason, Reason::Headroom);
     }
 }

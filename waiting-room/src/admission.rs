@@ -148,7 +148,8 @@ async fn report(queue: &Queue, store: &Arc<dyn QueueStore>) {
 /// (once per tick across instances) and save it for every instance.
 async fn decide(queue: &Queue, store: &Arc<dyn QueueStore>, r: &Release, window: &crate::store::Window) {
     let id = queue.id();
-    let signals = crate::adaptive::Signals::from_window(window, r.waiting, r.released.len() as u64);
+    let tick_ms = u64::try_from(queue.admission().tick.as_millis()).unwrap_or(u64::MAX);
+    let signals = crate::adaptive::Signals::from_window(window, r.waiting, r.released.len() as u64, tick_ms);
     let record = crate::adaptive::next(r.decision.as_ref(), &queue.admission(), r.tick, signals);
     METRICS.adaptive_decisions.with_label_values(&[id, &record.reason]).inc();
     METRICS.arrivals.with_label_values(&[id]).inc_by(window.arrived);

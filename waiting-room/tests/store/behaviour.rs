@@ -521,7 +521,7 @@ pub async fn reports_merge_into_the_next_tick_and_no_shows_stop_counting_toward_
     assert_eq!((w.samples, w.errors, w.in_flight, w.arrived), (15, 1, 5, 1), "{w:?}");
     assert_eq!(w.buckets[bucket(10.0)], 14);
     assert_eq!(w.buckets[bucket(900.0)], 1);
-    let signals = Signals::from_window(&w, second.waiting, 0);
+    let signals = Signals::from_window(&w, second.waiting, 0, 200);
     assert!(signals.p50_ms >= 10.0 && signals.p50_ms < 13.0, "{signals:?}");
     assert!(signals.p99_ms >= 900.0 && signals.p99_ms < 1100.0, "{signals:?}");
     // The next window starts empty (in flight is a level, not a sum: kept).
