@@ -136,6 +136,10 @@ fn epoch_seen(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) {
 /// into the window the next tick closes. A report the store did not take is
 /// kept for the next call.
 async fn report(queue: &Queue, store: &Arc<dyn QueueStore>) {
+    // A store known to be down would only make the tick wait.
+    if store.known_down() {
+        return;
+    }
     let r = queue.signals.take(crate::signals::instance());
     if let Err(e) = store.report(queue.id(), &r).await {
         METRICS.store_errors.with_label_values(&["report"]).inc();

@@ -32,7 +32,12 @@ async fn with_the_store_down_a_closed_queue_refuses_and_an_open_one_lets_in_at_i
         if mode == 1.0 { Ok(()) } else { Err(format!("door mode open = {mode}")) }
     })
     .await;
-    assert_eq!(metric(&c, &proxy, "waiting_room_queue_mode{mode=\"closed\",queue=\"shut\"}").await, 1.0);
+    // Each queue's ticker finds out on its own next call.
+    eventually("the closed queue knows too", Duration::from_secs(10), || async {
+        let mode = metric(&c, &proxy, "waiting_room_queue_mode{mode=\"closed\",queue=\"shut\"}").await;
+        if mode == 1.0 { Ok(()) } else { Err(format!("shut mode closed = {mode}")) }
+    })
+    .await;
     // Ready (it serves), degraded; the store check says 503.
     let ready = c.get(proxy.url("/wr/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
