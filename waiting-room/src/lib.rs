@@ -8,6 +8,7 @@
 //! - [`store`]: the queue store trait and its two backends (memory, Redis).
 //! - [`admission`]: the background service running one ticker per queue.
 //! - [`adaptive`]: the controller that sets N from the upstream's health.
+//! - [`signals`]: what this instance measures of admitted traffic for it (both lanes).
 //! - [`control`]: live settings shared across instances; SIGHUP reload.
 //! - [`admin`]: the operator API on its own listener.
 //! - [`estimate`]: wait estimates from the measured release rate.
