@@ -24,15 +24,15 @@
 //! - **Headroom** — p99 under 80% of its target, errors under target, N
 //!   actually used (the line had at least N waiting) — grows N: doubling
 //!   per second until the first overload ever seen or the p99 reaching 30%
-//!   of its target
-//!   ("slow start", so a sale that opens at `min_per_tick` reaches a large
-//!   capacity in log2 ticks), then by 25% per second (at least one visitor
-//!   per second, a tick's share of it each tick), and by 2% per second once
-//!   N is within 15% of the N of the last overload: the capacity found there
-//!   is probed slowly instead of being run into every few seconds. A
-//!   doubling waits until the load has followed the previous one (requests
-//!   per window up by half since it), so slow start overshoots by the
-//!   delay's worth of one doubling, not of one doubling per tick of delay.
+//!   of its target ("slow start", so a sale that opens at `min_per_tick`
+//!   reaches a large capacity in a few seconds), then by 25% per second (at
+//!   least one visitor per second, a tick's share of it each tick), and by
+//!   2% per second once N is within 15% of the N of the last overload (and
+//!   until 50% past it): the capacity found there is probed slowly instead
+//!   of being run into every few seconds. A doubling waits until the load
+//!   has followed the previous one (requests per window up by half of the
+//!   last step), so slow start overshoots by the delay's worth of one step,
+//!   not of one step per tick of delay.
 //! - Anything in between holds N. Fewer than [`MIN_SAMPLES`] requests in
 //!   the window never count as an overload (one slow request is not one),
 //!   but may show headroom when every one of them was fast and none failed:
@@ -62,6 +62,8 @@ const GROW: f64 = 0.25;
 const GROW_LEAST: f64 = 1.0;
 const PROBE: f64 = 0.02;
 const PROBE_LEAST: f64 = 0.2;
+/// The probe lasts until N is this far past the last overload's N.
+const CEILING_PASSED: f64 = 1.5;
 
 /// Fewer requests than this in a window says nothing about latency.
 pub const MIN_SAMPLES: u64 = 20;
@@ -382,7 +384,9 @@ impl State {
                 let near = self.ceiling > 0.0 && self.n >= 0.85 * self.ceiling;
                 let (share, least) = if near { (PROBE, PROBE_LEAST) } else { (GROW, GROW_LEAST) };
                 self.n += (self.n * share).max(least) * tick_s;
-                if self.n > self.ceiling {
+                // Well past it without an overload: the capacity has grown
+                // (or the overload had another cause); grow fast again.
+                if self.n > CEILING_PASSED * self.ceiling {
                     self.ceiling = 0.0;
                 }
                 Reason::Headroom

@@ -165,6 +165,13 @@ async fn adaptive_admission_is_switched_pinned_and_validated_through_the_admin_a
     let q = queue("q", "/a", 2, "200ms", "10m", 0);
     let p = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
     let c = client();
+    // The admin listener is its own service: it may come up just after the
+    // public one answered the health check.
+    eventually("the admin API answers", Duration::from_secs(10), || async {
+        let r = c.get(format!("{}/admin/queues/q", p.admin)).bearer_auth(ADMIN_TOKEN).send().await;
+        r.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
     let patch = |body: &'static str| {
         let (c, p) = (&c, &p);
         async move { admin(c, p, reqwest::Method::PATCH, "/admin/queues/q", Some(body)).await }
