@@ -141,11 +141,16 @@ async fn report(queue: &Queue, store: &Arc<dyn QueueStore>) {
         return;
     }
     let r = queue.signals.take(crate::signals::instance());
+    if !queue.signals.worth_reporting(&r) {
+        return;
+    }
     if let Err(e) = store.report(queue.id(), &r).await {
         METRICS.store_errors.with_label_values(&["report"]).inc();
         tracing::debug!(queue = queue.id(), error = %e, "report failed; kept for the next");
         queue.signals.put_back(r);
+        return;
     }
+    queue.signals.reported(&r);
 }
 
 /// This call ticked and got the tick's merged window: decide the next N

@@ -41,6 +41,8 @@ pub struct Tally {
     started: AtomicU64,
     finished: AtomicU64,
     arrivals: Mutex<Vec<(VisitorId, i64)>>,
+    /// The in-flight count the store last took from this instance.
+    reported_in_flight: AtomicU64,
 }
 
 impl Default for Tally {
@@ -52,6 +54,7 @@ impl Default for Tally {
             started: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             arrivals: Mutex::new(Vec::new()),
+            reported_in_flight: AtomicU64::new(0),
         }
     }
 }
@@ -104,6 +107,17 @@ impl Tally {
             in_flight: self.in_flight(),
             arrivals: std::mem::take(&mut *self.arrivals.lock()),
         }
+    }
+
+    /// Whether `r` tells the store anything: a quiet instance whose last
+    /// in-flight count was 0 costs Redis no call per tick.
+    pub fn worth_reporting(&self, r: &Report) -> bool {
+        !r.is_quiet() || self.reported_in_flight.load(Ordering::Relaxed) != 0
+    }
+
+    /// The store took `r`.
+    pub fn reported(&self, r: &Report) {
+        self.reported_in_flight.store(r.in_flight, Ordering::Relaxed);
     }
 
     /// A report the store did not take: keep its counts for the next one.
@@ -203,5 +217,20 @@ mod tests {
         let r = t.take(1);
         assert_eq!((r.samples, r.errors, r.in_flight), (1, 1, 1));
         assert_eq!(r.buckets, vec![(bucket(500.0), 1)]);
+    }
+
+    #[test]
+    fn a_quiet_instance_reports_only_to_clear_its_last_in_flight_count() {
+        let t = Tally::default();
+        assert!(!t.worth_reporting(&t.take(1)), "nothing to tell");
+        t.start();
+        let busy = t.take(1);
+        assert!(t.worth_reporting(&busy));
+        t.reported(&busy);
+        t.finish(Duration::from_millis(5), false);
+        let done = t.take(1);
+        assert!(t.worth_reporting(&done), "its sample, and in flight back to 0");
+        t.reported(&done);
+        assert!(!t.worth_reporting(&t.take(1)));
     }
 }
