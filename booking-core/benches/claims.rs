@@ -158,7 +158,7 @@ async fn main() {
         name: "Bench".into(),
         venue: "Hall".into(),
         starts_at: now + 86_400_000,
-        rows: (0..rows).map(booking_core::admin::row_label).collect(),
+        rows: (0..rows).map(booking_core::catalogue::row_label).collect(),
         seats_per_row: per_row,
         price_cents: 100,
     };

@@ -12,19 +12,15 @@ use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::catalogue::EventView;
+use crate::catalogue::{EventView, row_label};
 use crate::clock::{self, now_ms};
+use crate::config::{MAX_SEATS, MAX_STOCK};
 use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply, body};
 use crate::openapi::{AdminAuth, AdminCampaign, AdminEvent, BodyRead, Errors, JsonBody, Server};
 use crate::store::catalogue::NewEvent;
 use crate::store::coupons::NewCampaign;
 use crate::store::{CampaignRow, FOREIGN_KEY, StoreError};
-
-/// Largest seat layout one event may have.
-pub const MAX_SEATS: i64 = 20_000;
-/// Largest campaign stock.
-pub const MAX_STOCK: i64 = 1_000_000;
 
 /// Admin errors.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +105,7 @@ fn same_secret(presented: &str, expected: &str) -> bool {
 )]
 pub async fn metrics(cx: &Ctx) -> Reply {
     cx.state.store().sample_pool();
-    cx.state.metrics().refresh_stock_left(cx.state.store()).await;
+    cx.state.metrics().refresh_stock_left(|| cx.state.store().stock_left(now_ms())).await;
     Reply::raw(StatusCode::OK, "text/plain; version=0.0.4", cx.state.metrics().render())
 }
 
@@ -183,12 +179,6 @@ fn check_text(field: &'static str, text: &str) -> Result<(), AdminError> {
         return Err(invalid(field, "must be 1..=200 characters"));
     }
     Ok(())
-}
-
-/// Row labels: A..Z, then AA..ZZ.
-pub fn row_label(index: i64) -> String {
-    let letter = |i: i64| char::from(b'A' + u8::try_from(i.rem_euclid(26)).unwrap_or(0));
-    if index < 26 { letter(index).to_string() } else { format!("{}{}", letter(index / 26 - 1), letter(index % 26)) }
 }
 
 /// Body of `POST /admin/campaigns`.
@@ -314,14 +304,5 @@ mod tests {
         assert!(!same_secret("0123456789abcdeF", "0123456789abcdef"));
         assert!(!same_secret("0123456789abcdef0", "0123456789abcdef"));
         assert!(!same_secret("", "0123456789abcdef"));
-    }
-
-    #[test]
-    fn rows_are_labelled_a_to_zz() {
-        assert_eq!(row_label(0), "A");
-        assert_eq!(row_label(25), "Z");
-        assert_eq!(row_label(26), "AA");
-        assert_eq!(row_label(27), "AB");
-        assert_eq!(row_label(701), "ZZ");
     }
 }

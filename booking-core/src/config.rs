@@ -14,7 +14,10 @@ use shared::config::{ConfigError, Env, duration};
 
 mod sections;
 
-pub use self::sections::{AdminConfig, CouponsConfig, IdempotencyConfig, RateLimitConfig, SessionEndOn, parse_addr};
+pub use self::sections::{
+    AdminConfig, CouponsConfig, DemoConfig, IdempotencyConfig, MAX_SEATS, MAX_STOCK, RateLimitConfig, SessionEndOn,
+    parse_addr,
+};
 
 /// Prefix of the environment variables that override the file
 /// (`BC_DATABASE__URL=postgres://…`).
@@ -48,7 +51,7 @@ pub struct Config {
     /// The operator listener (`/admin`, `/metrics`, `/healthz`).
     pub admin: AdminConfig,
     /// The demo event `make run` seeds (off unless `seed = true`).
-    pub demo: crate::demo::DemoConfig,
+    pub demo: DemoConfig,
     /// Which events each waiting-room queue admits to.
     pub queues: Vec<QueueConfig>,
     /// Log format and filter.
@@ -69,7 +72,7 @@ impl Default for Config {
             idempotency: IdempotencyConfig::default(),
             rate_limit: RateLimitConfig::default(),
             admin: AdminConfig::default(),
-            demo: crate::demo::DemoConfig::default(),
+            demo: DemoConfig::default(),
             queues: vec![QueueConfig { id: "main".into(), events: vec![], all_events: true }],
             log: LogConfig::default(),
         }

@@ -7,14 +7,14 @@
 //! only place that knows what every instance has issued, so each instance
 //! reports the same truth (dashboards take the `max` across instances).
 
+use std::fmt::Display;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
-
-use crate::store::Store;
 
 /// Least time between two stock reads: scrapes must not turn into a way to
 /// load the database.
@@ -171,13 +171,20 @@ impl Metrics {
     /// into `booking_core_coupon_stock` and `booking_core_coupon_stock_left`,
     /// at most once per second; a failed or slow read keeps the previous
     /// values (a scrape never fails for it).
-    pub async fn refresh_stock_left(&self, store: &Store) {
+    ///
+    /// `read` gives `(campaign, stock, left)` rows (`Store::stock_left`); it is
+    /// passed in rather than the store, which records its own timings here.
+    pub async fn refresh_stock_left<F, E>(&self, read: impl FnOnce() -> F)
+    where
+        F: Future<Output = Result<Vec<(i64, i64, i64)>, E>>,
+        E: Display,
+    {
         let Ok(mut read_at) = self.stock_read_at.try_lock() else { return };
         if read_at.is_some_and(|at| at.elapsed() < STOCK_REFRESH_EVERY) {
             return;
         }
         *read_at = Some(Instant::now());
-        match tokio::time::timeout(STOCK_REFRESH_TIMEOUT, store.stock_left(crate::clock::now_ms())).await {
+        match tokio::time::timeout(STOCK_REFRESH_TIMEOUT, read()).await {
             Ok(Ok(campaigns)) => {
                 // Reset first so closed campaigns leave the page.
                 self.stock.reset();

@@ -234,6 +234,12 @@ impl Catalogue {
     }
 }
 
+/// Row labels: A..Z, then AA..ZZ.
+pub fn row_label(index: i64) -> String {
+    let letter = |i: i64| char::from(b'A' + u8::try_from(i.rem_euclid(26)).unwrap_or(0));
+    if index < 26 { letter(index).to_string() } else { format!("{}{}", letter(index / 26 - 1), letter(index % 26)) }
+}
+
 /// Every event.
 #[utoipa::path(get, path = "/api/events", tag = "events",
     responses(
@@ -291,4 +297,18 @@ pub async fn get_seats(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, id)?;
     Ok(Reply::json(StatusCode::OK, &cx.state.catalogue().seat_map(id, &visitor.id).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_are_labelled_a_to_zz() {
+        assert_eq!(row_label(0), "A");
+        assert_eq!(row_label(25), "Z");
+        assert_eq!(row_label(26), "AA");
+        assert_eq!(row_label(27), "AB");
+        assert_eq!(row_label(701), "ZZ");
+    }
 }

@@ -182,3 +182,90 @@ impl SessionEndOn {
         }
     }
 }
+
+/// Largest seat layout one event may have (`POST /admin/events` and `[demo]`).
+pub const MAX_SEATS: i64 = 20_000;
+/// Largest campaign stock (`POST /admin/campaigns` and `[demo]`).
+pub const MAX_STOCK: i64 = 1_000_000;
+
+/// `[demo]`: what `make run` seeds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemoConfig {
+    /// Seed the demo event and campaign at start if the database has no events.
+    pub seed: bool,
+    /// The event's name (shown on the event page).
+    pub event_name: String,
+    /// Its venue.
+    pub venue: String,
+    /// How long after seeding the event starts.
+    #[serde(with = "duration")]
+    pub starts_in: Duration,
+    /// Rows of seats (labelled A, B, …).
+    pub rows: i64,
+    /// Seats in each row.
+    pub seats_per_row: i64,
+    /// Price of every seat, in cents.
+    pub price_cents: i64,
+    /// The coupon campaign's name.
+    pub coupon_name: String,
+    /// Coupon codes in stock.
+    pub coupon_stock: i64,
+    /// How long the campaign stays open, from the moment of seeding.
+    #[serde(with = "duration")]
+    pub coupon_window: Duration,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            seed: false,
+            event_name: "Aurora Skies: live in concert".into(),
+            venue: "Harbour Hall".into(),
+            starts_in: Duration::from_secs(30 * 24 * 3600),
+            rows: 12,
+            seats_per_row: 25,
+            price_cents: 4500,
+            coupon_name: "Early-bird merch voucher".into(),
+            coupon_stock: 100,
+            coupon_window: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+impl DemoConfig {
+    /// The same limits as `POST /admin/events` and `/admin/campaigns`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, text) in [
+            ("demo.event_name", &self.event_name),
+            ("demo.venue", &self.venue),
+            ("demo.coupon_name", &self.coupon_name),
+        ] {
+            if text.trim().is_empty() || text.chars().count() > 200 {
+                return Err(ConfigError::new(key, "must be 1..=200 characters"));
+            }
+        }
+        if !(1..=702).contains(&self.rows) {
+            return Err(ConfigError::new("demo.rows", "must be 1..=702 (rows are labelled A..ZZ)"));
+        }
+        if !(1..=1000).contains(&self.seats_per_row) {
+            return Err(ConfigError::new("demo.seats_per_row", "must be 1..=1000"));
+        }
+        if self.rows * self.seats_per_row > MAX_SEATS {
+            return Err(ConfigError::new("demo.rows", format!("rows × seats_per_row must be at most {MAX_SEATS}")));
+        }
+        if !(0..=100_000_000).contains(&self.price_cents) {
+            return Err(ConfigError::new("demo.price_cents", "must be 0..=100000000"));
+        }
+        if !(1..=MAX_STOCK).contains(&self.coupon_stock) {
+            return Err(ConfigError::new("demo.coupon_stock", format!("must be 1..={MAX_STOCK}")));
+        }
+        if self.coupon_window < Duration::from_secs(60) || self.coupon_window > Duration::from_secs(10 * 365 * 86_400) {
+            return Err(ConfigError::new("demo.coupon_window", "must be between 1m and 10 years"));
+        }
+        if self.starts_in > Duration::from_secs(10 * 365 * 86_400) {
+            return Err(ConfigError::new("demo.starts_in", "must be at most 10 years"));
+        }
+        Ok(())
+    }
+}
