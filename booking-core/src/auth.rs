@@ -21,8 +21,8 @@ use shared::problem::Problem;
 use shared::token::{TokenError, TokenVerifier};
 
 use crate::config::Config;
-use crate::http::problem::ApiError;
 use crate::metrics::Metrics;
+use crate::problem::ApiError;
 
 /// How often an unknown key id may trigger a re-read of the key folder.
 const RELOAD_EVERY: Duration = Duration::from_secs(1);

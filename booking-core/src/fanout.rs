@@ -16,6 +16,13 @@
 //! [`crate::redis_breaker`] open) invalidations are not published at all:
 //! the other instances' seat maps age out within `catalogue.seat_map_ttl`,
 //! and no request ever waits for a publish.
+//!
+//! The one import cycle left in the crate is this module and
+//! [`crate::catalogue`]: the catalogue publishes its changes through the
+//! [`Fanout`] it holds, and [`listen`] drops that catalogue's cached maps when
+//! another instance's message arrives. Both halves are the one seat-map cache
+//! kept coherent across instances; splitting them would only hide the pair
+//! behind a callback.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,40 +3,45 @@
 //!
 //! # Layout
 //!
+//! From the bottom up; no module imports one above it (the import graph has
+//! no cycle).
+//!
 //! - [`config`]: the one config type (`configs/booking-core.toml`, then `BC_…`
-//!   environment variables) and its validation step.
+//!   environment variables), `[demo]` included, and its validation step.
+//! - [`clock`]: epoch-millisecond time, the only unit stored in the database.
+//! - [`metrics`]: the per-application Prometheus registry.
+//! - [`store`]: the [`store::Store`] over PostgreSQL or SQLite, one module per
+//!   concept (every SQL statement is there), with migrations for both backends.
+//! - [`problem`]: the error contract ([`problem::ApiError`]: each error's
+//!   status) and the single place that turns errors into
+//!   `application/problem+json`.
+//! - [`redis_breaker`]: the one Redis connection (explicit timeouts) behind a
+//!   circuit breaker, so Redis trouble never holds a request.
+//! - The services, which know nothing of HTTP requests or the OpenAPI
+//!   documents:
+//!   - [`auth`]: entry-token verification (the visitor with their session
+//!     end) and the queue → event scope check.
+//!   - [`limits`]: per-visitor rate limit on mutating requests, per-address
+//!     limit on failed admin attempts.
+//!   - [`catalogue`]: events, the per-event seat-map cache and popular events.
+//!   - [`fanout`]: seat-map invalidations between instances over Redis pub/sub.
+//!   - [`holds`]: seat holds (one conditional `UPDATE`), confirm, release, sweeper.
+//!   - [`coupons`]: first-come coupon claims behind an atomic gate (Redis Lua
+//!     or in-process) in front of the database, which has the final word.
+//!   - [`demo`]: the demo event and coupon campaign `make run` seeds (`[demo]`).
+//! - [`state`]: [`state::AppState`], the cheap `Clone` handle every request gets.
+//! - [`http`]: what the HTTP layer shares: the listener kinds, the router,
+//!   body/JSON parsing, a handler's context and reply.
+//! - [`routes`]: the handlers, one module per area, with their OpenAPI
+//!   annotations: events, holds, coupons, `Idempotency-Key` replay, purchases
+//!   that end the session (`wr-session: end`), the operator API
+//!   (`/admin`, `/metrics`), health checks, the event page visitors land on
+//!   (`GET /events/{id}`) and the OpenAPI 3.1 documents.
+//! - [`server`]: the hyper accept loop of each listener, handing each request
+//!   to [`routes`].
 //! - [`startup`]: [`startup::Application`] binds the listener (port 0 in tests),
 //!   connects the database and Redis, starts the background tasks and shuts
 //!   everything down on request.
-//! - [`state`]: [`state::AppState`], the cheap `Clone` handle every request gets.
-//! - [`http`]: the hyper server, the router, body/JSON parsing and the single
-//!   place that turns errors into `application/problem+json`.
-//! - [`auth`]: entry-token verification and the queue → event scope check.
-//! - [`catalogue`]: events, the per-event seat-map cache and popular events.
-//! - [`fanout`]: seat-map invalidations between instances over Redis pub/sub.
-//! - [`redis_breaker`]: the one Redis connection (explicit timeouts) behind a
-//!   circuit breaker, so Redis trouble never holds a request.
-//! - [`holds`]: seat holds (one conditional `UPDATE`), confirm, release, sweeper.
-//! - [`coupons`]: first-come coupon claims behind an atomic gate (Redis Lua or
-//!   in-process) in front of the database, which has the final word.
-//! - [`idempotency`]: `Idempotency-Key` replay for holds, confirms and claims,
-//!   with records that expire.
-//! - [`limits`]: per-visitor rate limit on mutating requests, per-address
-//!   limit on failed admin attempts.
-//! - [`session`]: purchases that end the visitor's waiting-room session
-//!   (`wr-session: end`).
-//! - [`admin`]: the operator listener's routes: the bearer-protected API
-//!   (events, campaigns, stats), `/metrics`.
-//! - [`health`]: `/livez`, `/readyz` (and its alias `/healthz`) on the
-//!   operator listener.
-//! - [`metrics`]: the per-application Prometheus registry.
-//! - [`store`]: the [`store::Store`] over PostgreSQL or SQLite, one module per
-//!   concept, with migrations for both backends.
-//! - [`clock`]: epoch-millisecond time, the only unit stored in the database.
-//! - [`openapi`]: the OpenAPI 3.1 document of the API, generated from the
-//!   handlers, their types and their errors (`GET /api/openapi.json`).
-//! - [`web`]: the event page visitors land on once admitted (`GET /events/{id}`).
-//! - [`demo`]: the demo event and coupon campaign `make run` seeds (`[demo]`).
 //!
 //! # Invariants
 //!
@@ -53,7 +58,6 @@
 //! - A claim is answered 201 only after its row is committed.
 //! - Every `/api` route verifies the entry token itself before any database work.
 
-pub mod admin;
 pub mod auth;
 pub mod catalogue;
 pub mod clock;
@@ -61,20 +65,18 @@ pub mod config;
 pub mod coupons;
 pub mod demo;
 pub mod fanout;
-pub mod health;
 pub mod holds;
 pub mod http;
-pub mod idempotency;
 pub mod limits;
 pub mod metrics;
-pub mod openapi;
+pub mod problem;
 pub mod redis_breaker;
-pub mod session;
+pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod tasks;
-pub mod web;
 
 pub use config::Config;
 pub use startup::{Application, RunningApp, ShutdownHandle};

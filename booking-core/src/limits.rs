@@ -16,7 +16,7 @@ use http::StatusCode;
 use shared::problem::Problem;
 
 use crate::config::Config;
-use crate::http::problem::ApiError;
+use crate::problem::ApiError;
 
 /// Above this many tracked keys, idle ones are dropped before inserting more.
 const MAX_TRACKED: usize = 100_000;

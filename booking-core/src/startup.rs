@@ -139,7 +139,7 @@ impl Application {
         }
         let services = Services { store, auth, catalogue, holds, coupons, metrics, redis };
         let state = AppState::new(config, services, shutdown_rx.clone());
-        tasks.push(crate::idempotency::spawn_sweeper(state.clone(), shutdown_rx));
+        tasks.push(crate::routes::idempotency::spawn_sweeper(state.clone(), shutdown_rx));
         let admin_at = admin.as_ref().map(|(_, a)| a.to_string()).unwrap_or_else(|| "off".into());
         tracing::info!(%addr, admin = %admin_at, "booking core listening");
         Ok(Application { listener, addr, admin, state, shutdown: ShutdownHandle(Arc::new(shutdown_tx)), tasks })
@@ -170,9 +170,9 @@ impl Application {
     pub async fn run_until_stopped(self) {
         let Application { listener, admin, state, shutdown, tasks, .. } = self;
         let operator = admin.map(|(listener, _)| {
-            tokio::spawn(crate::http::serve(listener, Listener::Operator, state.clone(), shutdown.0.subscribe()))
+            tokio::spawn(crate::server::serve(listener, Listener::Operator, state.clone(), shutdown.0.subscribe()))
         });
-        crate::http::serve(listener, Listener::Public, state.clone(), shutdown.0.subscribe()).await;
+        crate::server::serve(listener, Listener::Public, state.clone(), shutdown.0.subscribe()).await;
         shutdown.shutdown();
         if let Some(operator) = operator {
             let _ = operator.await;

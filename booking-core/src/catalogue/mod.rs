@@ -21,10 +21,8 @@ use self::cache::SeatMapCache;
 use self::popular::Popular;
 use crate::clock::{self, now_ms};
 use crate::fanout::Fanout;
-use crate::http::problem::{ApiError, Failure};
-use crate::http::{Ctx, Reply};
 use crate::metrics::Metrics;
-use crate::openapi::{BodyRead, Errors, NoEvent, PathId, Popularity, Scope, Server, Token};
+use crate::problem::ApiError;
 use crate::store::{EventRow, Store, StoreError};
 
 /// How many events `GET /api/events/popular` lists.
@@ -97,10 +95,22 @@ pub struct SeatView {
     /// Price in cents.
     pub price_cents: i64,
     /// `AVAILABLE`, `HELD` or `BOOKED`.
-    #[schema(value_type = crate::openapi::SeatStatus)]
+    #[schema(value_type = SeatStatus)]
     pub status: &'static str,
     /// True when the caller holds or booked this seat.
     pub mine: bool,
+}
+
+/// `status` of a seat in a seat map.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SeatStatus {
+    /// Free to hold.
+    Available,
+    /// Held by a live hold.
+    Held,
+    /// Booked.
+    Booked,
 }
 
 /// A seat map.
@@ -238,65 +248,6 @@ impl Catalogue {
 pub fn row_label(index: i64) -> String {
     let letter = |i: i64| char::from(b'A' + u8::try_from(i.rem_euclid(26)).unwrap_or(0));
     if index < 26 { letter(index).to_string() } else { format!("{}{}", letter(index / 26 - 1), letter(index % 26)) }
-}
-
-/// Every event.
-#[utoipa::path(get, path = "/api/events", tag = "events",
-    responses(
-        (status = 200, description = "Every event", body = [EventView]),
-        Errors<(BodyRead, Token, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn list_events(cx: &Ctx) -> Result<Reply, Failure> {
-    cx.visitor()?;
-    let events = cx.state.store().list_events().await.map_err(CatalogueError::from)?;
-    let views: Vec<EventView> = events.iter().map(EventView::from).collect();
-    Ok(Reply::json(StatusCode::OK, &views))
-}
-
-/// The five events whose seat maps were viewed most.
-#[utoipa::path(get, path = "/api/events/popular", tag = "events",
-    responses(
-        (status = 200, description = "Most viewed first", body = [PopularView]),
-        Errors<(BodyRead, Token, Popularity, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn popular_events(cx: &Ctx) -> Result<Reply, Failure> {
-    cx.visitor()?;
-    Ok(Reply::json(StatusCode::OK, &cx.state.catalogue().popular().await?))
-}
-
-/// One event (403 outside the token's queue).
-#[utoipa::path(get, path = "/api/events/{id}", tag = "events",
-    params(("id" = i64, Path, description = "Event id", minimum = 1)),
-    responses(
-        (status = 200, description = "The event", body = EventView),
-        Errors<(BodyRead, PathId, Token, Scope, NoEvent, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn get_event(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
-    let visitor = cx.visitor()?;
-    cx.state.auth().authorize(&visitor, id)?;
-    let event = cx.state.catalogue().event(id).await?;
-    Ok(Reply::json(StatusCode::OK, &EventView::from(&event)))
-}
-
-/// The live seat map as the caller sees it (their own holds and bookings are `mine`).
-#[utoipa::path(get, path = "/api/events/{id}/seats", tag = "events",
-    params(("id" = i64, Path, description = "Event id", minimum = 1)),
-    responses(
-        (status = 200, description = "Every seat in layout order", body = SeatMapView),
-        Errors<(BodyRead, PathId, Token, Scope, NoEvent, Server)>,
-    ),
-    security(("entry_token" = []), ("entry_cookie" = [])),
-)]
-pub async fn get_seats(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
-    let visitor = cx.visitor()?;
-    cx.state.auth().authorize(&visitor, id)?;
-    Ok(Reply::json(StatusCode::OK, &cx.state.catalogue().seat_map(id, &visitor.id).await?))
 }
 
 #[cfg(test)]

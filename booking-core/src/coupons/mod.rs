@@ -29,7 +29,6 @@
 //! not only the would-be winners; the answer still comes at database speed,
 //! never after a Redis timeout longer than `redis.response_timeout`.
 
-pub mod api;
 pub mod batch;
 pub mod gate;
 pub mod reconcile;
@@ -46,8 +45,8 @@ use shared::problem::Problem;
 use self::batch::Batcher;
 use self::gate::{Admission, Gate};
 use crate::clock::{self, now_ms};
-use crate::http::problem::ApiError;
 use crate::metrics::Metrics;
+use crate::problem::ApiError;
 use crate::store::coupons::ClaimAttempt;
 use crate::store::{CampaignRow, ClaimRow, Store, StoreError};
 

@@ -24,14 +24,11 @@ use shared::problem::Problem;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub mod api;
-
-pub use self::api::HoldRequest;
 use crate::catalogue::Catalogue;
 use crate::clock::{self, now_ms};
 use crate::config::HoldsConfig;
-use crate::http::problem::ApiError;
 use crate::metrics::Metrics;
+use crate::problem::ApiError;
 use crate::store::holds::NewHold;
 use crate::store::{BookingRow, HoldRow, Store, StoreError};
 

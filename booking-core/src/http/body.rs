@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::de::DeserializeOwned;
 
-use super::problem::RequestError;
+use crate::problem::RequestError;
 
 /// How much of an oversized body is read and thrown away before answering
 /// 413, so the client is not reset mid-upload and gets to read the answer.

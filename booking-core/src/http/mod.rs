@@ -1,49 +1,25 @@
-//! The hyper server: accept loop with graceful shutdown, per-request span and
-//! metrics, body reading, and dispatch from [`router::Route`] to each area's
-//! handlers. The same code serves both listeners; [`Listener`] says which
-//! routes exist on each.
-//!
-//! Each request runs in its own spawned task: a client that disconnects must
-//! not cancel a hold or a claim halfway (the gate would be left admitted, or an
-//! idempotency key left running).
+//! What the HTTP layer shares: [`Listener`] (which routes exist where),
+//! [`Reply`] (a handler's answer) and [`Ctx`] (what a handler sees of its
+//! request), with request matching ([`router`]) and body parsing ([`body`]).
+//! The accept loop that feeds them is [`crate::server`]; the handlers are in
+//! [`crate::routes`].
 
 pub mod body;
-pub mod problem;
 pub mod router;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
-use http::{HeaderMap, Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use http::{HeaderMap, StatusCode};
 use serde::Serialize;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::Instrument;
 
-use self::problem::{Failure, HandlerPanicked};
-use self::router::Route;
 use crate::auth::Visitor;
 use crate::config::SessionEndOn;
+use crate::problem::Failure;
 use crate::state::AppState;
 
 /// Header set on a response replayed from an idempotency record.
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
-
-/// Where a request came from: which listener, which client address.
-#[derive(Debug, Clone, Copy)]
-struct Origin {
-    kind: Listener,
-    peer: SocketAddr,
-}
 
 /// Which listener a request came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,150 +93,4 @@ impl Ctx {
         self.state.limits().mutation(&visitor.id)?;
         Ok(visitor)
     }
-}
-
-/// Serve `listener` (the `kind` of listener it is) until `shutdown` flips to
-/// true, then stop accepting and give in-flight connections `grace` to finish.
-pub async fn serve(listener: TcpListener, kind: Listener, state: AppState, mut shutdown: watch::Receiver<bool>) {
-    let config = &state.config().server;
-    let grace = config.shutdown_grace;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(config.header_timeout);
-    let graceful = GracefulShutdown::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(spawn_request(state, Origin { kind, peer }, req).await) }
-                });
-                let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = shutdown.changed() => break,
-        }
-    }
-    drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open after the shutdown grace period");
-    }
-}
-
-async fn spawn_request(state: AppState, origin: Origin, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
-    let request_id = req
-        .headers()
-        .get(shared::REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let id = request_id.clone();
-    let mut response = match tokio::spawn(handle(state, origin, req).instrument(span)).await {
-        Ok(response) => response,
-        Err(e) => to_response(Err(HandlerPanicked(e.to_string()).into())),
-    };
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(HeaderName::from_static(shared::REQUEST_ID_HEADER), value);
-    }
-    response
-}
-
-async fn handle(state: AppState, origin: Origin, req: hyper::Request<Incoming>) -> Response<Full<Bytes>> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let (template, result) = match router::route(origin.kind, &method, req.uri().path()) {
-        Err(e) => ("unmatched", Err(Failure::from(e))),
-        Ok((route, template)) => {
-            let path = req.uri().path().to_owned();
-            let (parts, incoming) = req.into_parts();
-            let limit = state.config().server.body_limit_bytes;
-            let result = match body::read(incoming, &parts.headers, limit).await {
-                Err(e) => Err(e.into()),
-                Ok(body) => {
-                    let cx =
-                        Ctx { state: state.clone(), headers: parts.headers, body, template, path, peer: origin.peer };
-                    dispatch(&cx, route).await
-                }
-            };
-            (template, result)
-        }
-    };
-    let response = to_response(result);
-    let metrics = state.metrics();
-    metrics.http_duration.with_label_values(&[template, method.as_str()]).observe(started.elapsed().as_secs_f64());
-    metrics.http_responses.with_label_values(&[template, method.as_str(), response.status().as_str()]).inc();
-    tracing::info!(route = template, status = response.status().as_u16(), "answered");
-    response
-}
-
-async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
-    match route {
-        Route::Livez => crate::health::livez(cx).await,
-        Route::Readyz => crate::health::readyz(cx).await,
-        Route::Healthz => crate::health::healthz(cx).await,
-        Route::Metrics => Ok(crate::admin::metrics(cx).await),
-        Route::OpenApi => crate::openapi::serve(cx).await,
-        Route::Events => crate::catalogue::list_events(cx).await,
-        Route::Popular => crate::catalogue::popular_events(cx).await,
-        Route::Event(id) => crate::catalogue::get_event(cx, id).await,
-        Route::Seats(id) => crate::catalogue::get_seats(cx, id).await,
-        Route::Hold(event_id) => crate::holds::api::post_hold(cx, event_id).await,
-        Route::Confirm(hold_id) => crate::holds::api::post_confirm(cx, &hold_id).await,
-        Route::Release(hold_id) => crate::holds::api::delete_hold(cx, &hold_id).await,
-        Route::Claim(campaign_id) => crate::coupons::api::post_claim(cx, campaign_id).await,
-        Route::MyBookings => crate::holds::api::my_bookings(cx).await,
-        Route::MyCoupons => crate::coupons::api::my_coupons(cx).await,
-        Route::AdminEvents => crate::admin::create_event(cx).await,
-        Route::AdminCampaigns => crate::admin::create_campaign(cx).await,
-        Route::AdminStats => crate::admin::stats(cx).await,
-        Route::AdminOpenApi => crate::openapi::serve_admin(cx).await,
-        Route::EventPage(id) => crate::web::event_page(cx, id).await,
-    }
-}
-
-fn to_response(result: Result<Reply, Failure>) -> Response<Full<Bytes>> {
-    let (status, body, content_type, replayed, session_end, allow, retry_after) = match result {
-        Ok(reply) => (reply.status, reply.body, reply.content_type, reply.replayed, reply.session_end, None, None),
-        Err(failure) => {
-            let (status, body) = failure.render();
-            (status, body, shared::problem::CONTENT_TYPE, false, None, failure.allow(), failure.retry_after())
-        }
-    };
-    let mut response = Response::new(Full::new(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    if status != StatusCode::NO_CONTENT {
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    }
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if replayed {
-        headers.insert(HeaderName::from_static(REPLAYED_HEADER), HeaderValue::from_static("true"));
-    }
-    if let Some(allow) = allow {
-        headers.insert(ALLOW, HeaderValue::from_static(allow));
-    }
-    if let Some(seconds) = retry_after {
-        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    if let Some(end) = session_end {
-        headers.insert(HeaderName::from_static(crate::session::HEADER), crate::session::header_value(end));
-    }
-    response
 }

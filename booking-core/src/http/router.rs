@@ -11,7 +11,7 @@
 use http::Method;
 
 use super::Listener;
-use super::problem::RequestError;
+use crate::problem::RequestError;
 
 /// A matched route with its parsed path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -35,7 +35,27 @@ pub struct CampaignStats {
     /// The claim gate's counts (free + reserved + issued == stock), when it
     /// has been built; read after the database columns.
     #[sqlx(skip)]
-    pub gate: Option<crate::coupons::gate::GateCounts>,
+    pub gate: Option<GateCounts>,
+}
+
+/// What the claim gate (`crate::coupons::gate`) counts for one campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct GateCounts {
+    /// The campaign's stock.
+    pub total: i64,
+    /// Units nobody holds or reserves.
+    pub free: i64,
+    /// Units reserved by claims in flight (leases).
+    pub reserved: i64,
+    /// Units the gate knows are claimed.
+    pub issued: i64,
+}
+
+impl GateCounts {
+    /// free + reserved + issued == total.
+    pub fn conserved(&self) -> bool {
+        self.free + self.reserved + self.issued == self.total
+    }
 }
 
 impl Store {

@@ -28,14 +28,14 @@
 pub mod local;
 pub mod redis;
 
-use serde::Serialize;
-
 use crate::metrics::Metrics;
 use crate::redis_breaker::RedisLink;
 use crate::store::{CampaignRow, Store, StoreError};
 
 pub use self::local::LocalGate;
 pub use self::redis::RedisGate;
+// Defined with the stats that report it, so the store needs nothing of the gate.
+pub use crate::store::admin::GateCounts;
 
 /// The gate's answer to "may this visitor try to claim?".
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,26 +77,6 @@ pub struct Lease {
     pub visitor: String,
     /// When it ends.
     pub deadline: i64,
-}
-
-/// What the gate counts for one campaign.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct GateCounts {
-    /// The campaign's stock.
-    pub total: i64,
-    /// Units nobody holds or reserves.
-    pub free: i64,
-    /// Units reserved by claims in flight (leases).
-    pub reserved: i64,
-    /// Units the gate knows are claimed.
-    pub issued: i64,
-}
-
-impl GateCounts {
-    /// free + reserved + issued == total.
-    pub fn conserved(&self) -> bool {
-        self.free + self.reserved + self.issued == self.total
-    }
 }
 
 /// A gate operation that could not run (Redis, or the database while building).

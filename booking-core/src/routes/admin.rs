@@ -1,6 +1,6 @@
 //! The operator listener's routes (`admin.listen`, never the public one): the
 //! API under `/admin` (bearer token `admin.token`), plus the unauthenticated
-//! `/metrics`; the health checks next to them are in [`crate::health`].
+//! `/metrics`; the health checks next to them are in [`crate::routes::health`].
 //!
 //! The token check compares SHA-256 digests of the presented and the expected
 //! token in constant time, so neither the position of the first wrong byte nor
@@ -15,9 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::catalogue::{EventView, row_label};
 use crate::clock::{self, now_ms};
 use crate::config::{MAX_SEATS, MAX_STOCK};
-use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply, body};
-use crate::openapi::{AdminAuth, AdminCampaign, AdminEvent, BodyRead, Errors, JsonBody, Server};
+use crate::limits::RateLimited;
+use crate::problem::{ApiError, Failure};
+use crate::routes::openapi::errors::{BodyRead, ErrorSet, Errors, JsonBody, Server};
 use crate::store::catalogue::NewEvent;
 use crate::store::coupons::NewCampaign;
 use crate::store::{CampaignRow, FOREIGN_KEY, StoreError};
@@ -292,6 +293,56 @@ pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
         }
     }
     Ok(Reply::json(StatusCode::OK, &stats))
+}
+
+// The admin routes' error sets (see `routes::openapi::errors`): beside the
+// error type they sample, so the naming match stays exhaustive.
+
+fn admin_name(e: &AdminError) -> &'static str {
+    match e {
+        AdminError::Disabled => "admin_disabled",
+        AdminError::Unauthorized => "admin_unauthorized",
+        AdminError::Invalid { .. } => "invalid_value",
+        AdminError::NoEvent(_) => "no_event",
+        AdminError::Store(_) => "database",
+    }
+}
+
+fn named_admin(errors: Vec<AdminError>) -> Vec<(&'static str, Failure)> {
+    errors.into_iter().map(|e| (admin_name(&e), e.into())).collect()
+}
+
+/// The admin bearer token: 401 wrong or missing, 403 admin API disabled, 429
+/// (with `Retry-After`) after too many failures from the client's address.
+pub struct AdminAuth;
+impl ErrorSet for AdminAuth {
+    fn samples() -> Vec<(&'static str, Failure)> {
+        let mut all = named_admin(vec![AdminError::Unauthorized, AdminError::Disabled]);
+        all.push(("admin_rate_limited", RateLimited::AdminFailures { retry_after: 42 }.into()));
+        all
+    }
+}
+
+/// Creating an event: 422 a value out of range.
+pub struct AdminEvent;
+impl ErrorSet for AdminEvent {
+    fn samples() -> Vec<(&'static str, Failure)> {
+        named_admin(vec![AdminError::Invalid {
+            field: "rows",
+            reason: "must be 1..=702 (rows are labelled A..ZZ)".into(),
+        }])
+    }
+}
+
+/// Creating a campaign: 422 a value out of range, 404 no such event.
+pub struct AdminCampaign;
+impl ErrorSet for AdminCampaign {
+    fn samples() -> Vec<(&'static str, Failure)> {
+        named_admin(vec![
+            AdminError::Invalid { field: "closes_at", reason: "must be after opens_at".into() },
+            AdminError::NoEvent(7),
+        ])
+    }
 }
 
 #[cfg(test)]

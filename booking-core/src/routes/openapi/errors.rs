@@ -3,7 +3,10 @@
 //! and [`Errors`] groups the samples by status into problem responses whose
 //! examples are the real bodies ([`Failure::render`]). The naming functions
 //! match exhaustively, so a new error variant does not compile until it is
-//! named (and then sampled) here.
+//! named (and then sampled) here — or, for the errors of the operator routes
+//! (`AdminError`, `NotReady`), beside them in [`crate::routes::admin`] and
+//! [`crate::routes::health`], which name their own sets (this module naming
+//! them would make each of those modules and this one import the other).
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -12,15 +15,13 @@ use shared::token::TokenError;
 use utoipa::IntoResponses;
 use utoipa::openapi::RefOr;
 
-use crate::admin::AdminError;
 use crate::auth::AuthError;
 use crate::catalogue::CatalogueError;
 use crate::coupons::{ClaimError, ClaimView};
-use crate::health::NotReady;
 use crate::holds::HoldError;
-use crate::http::problem::{Failure, HandlerPanicked, RequestError};
-use crate::idempotency::IdempotencyError;
 use crate::limits::RateLimited;
+use crate::problem::{Failure, HandlerPanicked, RequestError};
+use crate::routes::idempotency::IdempotencyError;
 use crate::store::StoreError;
 
 /// A set of errors a route can answer with: one named sample of each.
@@ -59,7 +60,7 @@ impl<T: ErrorSet> IntoResponses for Errors<T> {
 }
 
 /// Group samples by status: one response per status, every sample's real body an example.
-pub(super) fn problem_responses(
+pub(crate) fn problem_responses(
     samples: &[(&'static str, Failure)],
 ) -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
     let mut by_status: BTreeMap<u16, Vec<(&'static str, serde_json::Value)>> = BTreeMap::new();
@@ -220,18 +221,6 @@ impl ErrorSet for NoEvent {
     }
 }
 
-/// A readiness check failing (503, with the state of each check), or shutdown started.
-pub struct Readiness;
-impl ErrorSet for Readiness {
-    fn samples() -> Vec<(&'static str, Failure)> {
-        let checks = [("database", "timeout"), ("redis", "ok")].into_iter().collect();
-        vec![
-            ("dependency_down", NotReady::Dependencies(checks).into()),
-            ("shutting_down", NotReady::ShuttingDown.into()),
-        ]
-    }
-}
-
 /// Redis not answering the popularity query: 503.
 pub struct Popularity;
 impl ErrorSet for Popularity {
@@ -353,52 +342,5 @@ impl ErrorSet for Idempotency {
             .into_iter()
             .map(|e| (idempotency_name(&e), e.into()))
             .collect()
-    }
-}
-
-fn admin_name(e: &AdminError) -> &'static str {
-    match e {
-        AdminError::Disabled => "admin_disabled",
-        AdminError::Unauthorized => "admin_unauthorized",
-        AdminError::Invalid { .. } => "invalid_value",
-        AdminError::NoEvent(_) => "no_event",
-        AdminError::Store(_) => "database",
-    }
-}
-
-fn named_admin(errors: Vec<AdminError>) -> Vec<(&'static str, Failure)> {
-    errors.into_iter().map(|e| (admin_name(&e), e.into())).collect()
-}
-
-/// The admin bearer token: 401 wrong or missing, 403 admin API disabled, 429
-/// (with `Retry-After`) after too many failures from the client's address.
-pub struct AdminAuth;
-impl ErrorSet for AdminAuth {
-    fn samples() -> Vec<(&'static str, Failure)> {
-        let mut all = named_admin(vec![AdminError::Unauthorized, AdminError::Disabled]);
-        all.push(("admin_rate_limited", RateLimited::AdminFailures { retry_after: 42 }.into()));
-        all
-    }
-}
-
-/// Creating an event: 422 a value out of range.
-pub struct AdminEvent;
-impl ErrorSet for AdminEvent {
-    fn samples() -> Vec<(&'static str, Failure)> {
-        named_admin(vec![AdminError::Invalid {
-            field: "rows",
-            reason: "must be 1..=702 (rows are labelled A..ZZ)".into(),
-        }])
-    }
-}
-
-/// Creating a campaign: 422 a value out of range, 404 no such event.
-pub struct AdminCampaign;
-impl ErrorSet for AdminCampaign {
-    fn samples() -> Vec<(&'static str, Failure)> {
-        named_admin(vec![
-            AdminError::Invalid { field: "closes_at", reason: "must be after opens_at".into() },
-            AdminError::NoEvent(7),
-        ])
     }
 }

@@ -5,42 +5,37 @@
 //! either. Each listener documents exactly the routes it serves.
 //!
 //! - Operations come from `#[utoipa::path]` on the very handlers
-//!   [`crate::http`] dispatches to; bodies from `ToSchema` on the request and
+//!   [`crate::routes::dispatch`] calls; bodies from `ToSchema` on the request and
 //!   view types those handlers (de)serialize.
 //! - Error responses are rendered from the error types themselves. Each
-//!   handler names the [`ErrorSet`]s it can fail with (`Errors<(Token, Scope,
+//!   handler names the [`ErrorSet`](errors::ErrorSet)s it can fail with (`Errors<(Token, Scope,
 //!   …)>`); a set holds one sample of each error, and the document groups the
-//!   samples by [`ApiError::status`](crate::http::problem::ApiError::status)
+//!   samples by [`ApiError::status`](crate::problem::ApiError::status)
 //!   and shows each one's real `application/problem+json` body
 //!   ([`Failure::render`]) as a named example. Changing an error's status or
 //!   text changes the document; a new variant does not compile until it is
-//!   named here (the naming matches are exhaustive).
+//!   named in `errors` (the naming matches are exhaustive).
 //! - A test checks that every `/api` and `/admin` route template in the router
 //!   is documented, and that each documented operation is routed to its
 //!   template on its listener; `e2e/tests/openapi.rs` checks real responses
 //!   against both documents.
 
-mod errors;
+pub mod errors;
 
 use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Serialize;
 use shared::problem::Problem;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::schema::{Object, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use self::errors::problem_responses;
-pub use self::errors::{
-    AdminAuth, AdminCampaign, AdminEvent, BodyRead, Claim, ConfirmHold, ErrorSet, Errors, Idempotency, JsonBody,
-    Mutating, NoEvent, PathId, Popularity, Readiness, ReleaseHold, Scope, Server, TakeHold, Token,
-};
-use crate::http::problem::{Failure, RequestError};
+use self::errors::{BodyRead, Errors, problem_responses};
 use crate::http::{Ctx, Reply};
+use crate::problem::{Failure, RequestError};
 
 const DESCRIPTION: &str = "\
 The booking core behind the waiting room: events and seat maps, 5-minute seat holds that are never \
@@ -76,16 +71,16 @@ Every response carries `x-request-id` and `cache-control: no-store`.";
 #[openapi(
     info(title = "booking-core", description = DESCRIPTION),
     paths(
-        crate::catalogue::list_events,
-        crate::catalogue::popular_events,
-        crate::catalogue::get_event,
-        crate::catalogue::get_seats,
-        crate::holds::api::post_hold,
-        crate::holds::api::post_confirm,
-        crate::holds::api::delete_hold,
-        crate::holds::api::my_bookings,
-        crate::coupons::api::post_claim,
-        crate::coupons::api::my_coupons,
+        crate::routes::catalogue::list_events,
+        crate::routes::catalogue::popular_events,
+        crate::routes::catalogue::get_event,
+        crate::routes::catalogue::get_seats,
+        crate::routes::holds::post_hold,
+        crate::routes::holds::post_confirm,
+        crate::routes::holds::delete_hold,
+        crate::routes::holds::my_bookings,
+        crate::routes::coupons::post_claim,
+        crate::routes::coupons::my_coupons,
         serve,
     ),
     components(schemas(Problem)),
@@ -118,13 +113,13 @@ Errors are `application/problem+json` (RFC 9457). Every response carries `x-requ
 #[openapi(
     info(title = "booking-core operator API", description = ADMIN_DESCRIPTION),
     paths(
-        crate::admin::create_event,
-        crate::admin::create_campaign,
-        crate::admin::stats,
-        crate::health::livez,
-        crate::health::readyz,
-        crate::health::healthz,
-        crate::admin::metrics,
+        crate::routes::admin::create_event,
+        crate::routes::admin::create_campaign,
+        crate::routes::admin::stats,
+        crate::routes::health::livez,
+        crate::routes::health::readyz,
+        crate::routes::health::healthz,
+        crate::routes::admin::metrics,
         serve_admin,
     ),
     components(schemas(Problem)),
@@ -236,18 +231,6 @@ impl Modify for Components {
     }
 }
 
-/// `status` of a seat in a seat map.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SeatStatus {
-    /// Free to hold.
-    Available,
-    /// Held by a live hold.
-    Held,
-    /// Booked.
-    Booked,
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -328,7 +311,7 @@ mod tests {
     #[test]
     fn every_api_and_admin_route_of_the_router_is_documented() {
         let (doc, admin) = (doc(), admin_doc());
-        let source = include_str!("http/router.rs");
+        let source = include_str!("../http/router.rs");
         // The route templates are string literals of the matcher; its own tests come after `cfg(test)`.
         let matcher = source.split("#[cfg(test)]").next().unwrap();
         let templates: Vec<&str> = matcher

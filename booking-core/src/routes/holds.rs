@@ -3,14 +3,14 @@
 use http::StatusCode;
 use serde::Deserialize;
 
-use super::{BookingView, HoldError, HoldView, hold_event, no_hold};
 use crate::config::SessionEndOn;
-use crate::http::problem::Failure;
+use crate::holds::{BookingView, HoldError, HoldView, hold_event, no_hold};
 use crate::http::{Ctx, Reply, body};
-use crate::openapi::{
+use crate::problem::Failure;
+use crate::routes::openapi::errors::{
     BodyRead, ConfirmHold, Errors, Idempotency, JsonBody, Mutating, PathId, ReleaseHold, Scope, Server, TakeHold, Token,
 };
-use crate::session::{self, Purchased};
+use crate::routes::session::{self, Purchased};
 
 /// Body of `POST /api/events/{id}/holds`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -42,7 +42,7 @@ pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
     let visitor = cx.mutating_visitor()?;
     cx.state.auth().authorize(&visitor, event_id)?;
     let request: HoldRequest = body::json(&cx.headers, &cx.body, r#"{"seat_id": 17}"#)?;
-    crate::idempotency::guarded(cx, &visitor, || async {
+    crate::routes::idempotency::guarded(cx, &visitor, || async {
         let hold = cx.state.holds().hold(event_id, request.seat_id, &visitor.id, visitor.session_ends_at).await?;
         Ok(Reply::json(StatusCode::CREATED, &hold))
     })
@@ -75,7 +75,7 @@ pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
     cx.state.auth().authorize(&visitor, event_id)?;
     let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
-    crate::idempotency::guarded(cx, &visitor, || async {
+    crate::routes::idempotency::guarded(cx, &visitor, || async {
         let booking = cx.state.holds().confirm(hold_id, &visitor.id).await?;
         Ok(session::reply(&cx.state, &visitor, SessionEndOn::Confirm, StatusCode::OK, booking).await)
     })

@@ -26,8 +26,8 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Visitor;
 use crate::clock::now_ms;
-use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply};
+use crate::problem::{ApiError, Failure};
 use crate::state::AppState;
 use crate::store::Started;
 use crate::store::idempotency::Outcome;
@@ -97,7 +97,7 @@ where
                 if status.is_client_error() { shared::problem::CONTENT_TYPE } else { "application/json" };
             let mut reply = Reply::raw(status, content_type, Bytes::from(record.body.unwrap_or_default()));
             reply.replayed = true;
-            reply.session_end = record.session_end.as_deref().and_then(crate::session::from_reason);
+            reply.session_end = record.session_end.as_deref().and_then(crate::routes::session::from_reason);
             Ok(reply)
         }
         Started::New => {

@@ -15,11 +15,11 @@ use http::StatusCode;
 use serde::Serialize;
 use shared::html::escape;
 
-use crate::admin::CampaignView;
 use crate::catalogue::EventView;
 use crate::clock::{self, now_ms};
-use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply};
+use crate::problem::{ApiError, Failure};
+use crate::routes::admin::CampaignView;
 use crate::store::{Backend, CampaignRow, Store, StoreError};
 
 const TEMPLATE: &str = include_str!("web/event.html");

@@ -11,9 +11,9 @@ use http::StatusCode;
 use serde::Serialize;
 use shared::problem::Problem;
 
-use crate::http::problem::{ApiError, Failure};
 use crate::http::{Ctx, Reply};
-use crate::openapi::{BodyRead, Errors, Readiness};
+use crate::problem::{ApiError, Failure};
+use crate::routes::openapi::errors::{BodyRead, ErrorSet, Errors};
 
 /// The longest a readiness check takes to answer.
 pub const READY_WITHIN: Duration = Duration::from_millis(500);
@@ -142,4 +142,16 @@ pub struct Health {
     /// Empty for `/livez`.
     #[schema(value_type = Object, example = json!({"database": "ok", "redis": "ok"}))]
     pub checks: Checks,
+}
+
+/// A readiness check failing (503, with the state of each check), or shutdown started.
+pub struct Readiness;
+impl ErrorSet for Readiness {
+    fn samples() -> Vec<(&'static str, Failure)> {
+        let checks = [("database", "timeout"), ("redis", "ok")].into_iter().collect();
+        vec![
+            ("dependency_down", NotReady::Dependencies(checks).into()),
+            ("shutting_down", NotReady::ShuttingDown.into()),
+        ]
+    }
 }

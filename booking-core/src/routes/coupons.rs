@@ -2,13 +2,15 @@
 
 use http::StatusCode;
 
-use super::{ClaimError, ClaimView, Coupons};
 use crate::clock::now_ms;
 use crate::config::SessionEndOn;
-use crate::http::problem::Failure;
+use crate::coupons::{ClaimError, ClaimView, Coupons};
 use crate::http::{Ctx, Reply, body};
-use crate::openapi::{BodyRead, Claim, Errors, Idempotency, JsonBody, Mutating, PathId, Scope, Server, Token};
-use crate::session::{self, Purchased};
+use crate::problem::Failure;
+use crate::routes::openapi::errors::{
+    BodyRead, Claim, Errors, Idempotency, JsonBody, Mutating, PathId, Scope, Server, Token,
+};
+use crate::routes::session::{self, Purchased};
 
 /// Claim one coupon code of a campaign: first come, one per visitor, answered
 /// only once committed. The body is empty or `{}`.
@@ -42,7 +44,7 @@ pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
     let campaign = coupons.campaign(campaign_id).await?;
     cx.state.auth().authorize(&visitor, campaign.event_id)?;
     Coupons::check_window(&campaign, now_ms())?;
-    crate::idempotency::guarded(cx, &visitor, || async {
+    crate::routes::idempotency::guarded(cx, &visitor, || async {
         let claim = coupons.claim(&campaign, &visitor.id).await?;
         Ok(session::reply(&cx.state, &visitor, SessionEndOn::Claim, StatusCode::CREATED, claim).await)
     })
