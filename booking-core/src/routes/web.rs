@@ -20,7 +20,8 @@ use crate::clock::{self, now_ms};
 use crate::http::{Ctx, Reply};
 use crate::problem::{ApiError, Failure};
 use crate::routes::admin::CampaignView;
-use crate::store::{Backend, CampaignRow, Store, StoreError};
+use crate::store::StoreError;
+use crate::store::holds::LiveHold;
 
 const TEMPLATE: &str = include_str!("web/event.html");
 const CSS: &str = include_str!("web/event.css");
@@ -37,22 +38,12 @@ impl ApiError for PageError {
     }
 }
 
-/// One of the visitor's live holds, as the script needs it after a reload.
-#[derive(Debug, Clone, Serialize)]
-struct HoldState {
-    hold_id: String,
-    seat_id: i64,
-    label: String,
-    #[serde(with = "clock::serde_ms")]
-    expires_at: i64,
-}
-
 /// Everything the script starts from, embedded as JSON.
 #[derive(Debug, Serialize)]
 struct PageState {
     event: EventView,
     campaigns: Vec<CampaignView>,
-    holds: Vec<HoldState>,
+    holds: Vec<LiveHold>,
     queue: String,
     session_ends_at: Option<String>,
     hold_seconds: u64,
@@ -69,8 +60,8 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     cx.state.auth().authorize(&visitor, id)?;
     let event = cx.state.catalogue().event(id).await?;
     let store = cx.state.store();
-    let campaigns = campaigns_of(store, id).await.map_err(PageError)?;
-    let holds = live_holds(store, id, &visitor.id, now_ms()).await.map_err(PageError)?;
+    let campaigns = store.campaigns_of_event(id).await.map_err(PageError)?;
+    let holds = store.live_holds_on(id, &visitor.id, now_ms()).await.map_err(PageError)?;
     let state = PageState {
         event: EventView::from(&event),
         campaigns: campaigns.iter().map(CampaignView::from).collect(),
@@ -94,53 +85,6 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
         _ => None,
     });
     Ok(Reply::raw(StatusCode::OK, "text/html; charset=utf-8", page))
-}
-
-/// Run `$sql` with its binds on the reader pool of either backend.
-macro_rules! read {
-    ($store:expr, $op:literal, |$pool:ident| $body:expr) => {
-        $store
-            .timed($op, async {
-                match $store.backend() {
-                    Backend::Postgres($pool) => $body,
-                    Backend::Sqlite { reader: $pool, .. } => $body,
-                }
-            })
-            .await
-    };
-}
-
-async fn campaigns_of(store: &Store, event_id: i64) -> Result<Vec<CampaignRow>, StoreError> {
-    read!(store, "page_campaigns", |pool| {
-        sqlx::query_as(
-            "SELECT id, event_id, name, stock, opens_at, closes_at FROM coupon_campaigns WHERE event_id = $1 ORDER BY id",
-        )
-        .bind(event_id)
-        .fetch_all(pool)
-        .await
-    })
-}
-
-/// Live holds read from the seat rows (indexed by event), not the holds table
-/// (not indexed by visitor): the seat row is what decides a hold anyway.
-async fn live_holds(store: &Store, event_id: i64, visitor: &str, now: i64) -> Result<Vec<HoldState>, StoreError> {
-    let rows: Vec<(i64, String, Option<String>, Option<i64>)> = read!(store, "page_holds", |pool| {
-        sqlx::query_as(
-            "SELECT id, label, hold_id, hold_expires_at FROM seats \
-             WHERE event_id = $1 AND status = 'HELD' AND held_by = $2 AND hold_expires_at > $3 ORDER BY id",
-        )
-        .bind(event_id)
-        .bind(visitor)
-        .bind(now)
-        .fetch_all(pool)
-        .await
-    })?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(seat_id, label, hold_id, expires_at)| {
-            Some(HoldState { hold_id: hold_id?, seat_id, label, expires_at: expires_at? })
-        })
-        .collect())
 }
 
 /// Replace every `{{key}}` in one pass, so a value containing `{{…}}` is

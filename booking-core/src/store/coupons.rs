@@ -296,6 +296,18 @@ impl Store {
         })
     }
 
+    /// The campaigns of one event (the event page lists them: there is no listing route).
+    pub async fn campaigns_of_event(&self, event_id: i64) -> Result<Vec<CampaignRow>, StoreError> {
+        on_reader!(self, "page_campaigns", |pool| {
+            sqlx::query_as(
+                "SELECT id, event_id, name, stock, opens_at, closes_at FROM coupon_campaigns WHERE event_id = $1 ORDER BY id",
+            )
+            .bind(event_id)
+            .fetch_all(pool)
+            .await
+        })
+    }
+
     /// Codes not yet claimed (committed state).
     pub async fn free_codes(&self, campaign_id: i64) -> Result<i64, StoreError> {
         on_writer!(self, "free_codes", |pool| {

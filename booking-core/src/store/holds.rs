@@ -52,6 +52,21 @@ pub struct BookingRow {
     pub created_at: i64,
 }
 
+/// One of a visitor's live holds, as the event page's script needs it after
+/// a reload (serialized into the page as it is).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct LiveHold {
+    /// The hold id.
+    pub hold_id: String,
+    /// The held seat.
+    pub seat_id: i64,
+    /// Its label.
+    pub label: String,
+    /// When the hold ends (RFC 3339 in the page).
+    #[serde(with = "crate::clock::serde_ms")]
+    pub expires_at: i64,
+}
+
 /// A hold to try.
 #[derive(Debug, Clone)]
 pub struct NewHold<'a> {
@@ -188,6 +203,29 @@ impl Store {
             .fetch_all(pool)
             .await
         })
+    }
+
+    /// The visitor's live holds on one event, read from the seat rows
+    /// (indexed by event), not the holds table (not indexed by visitor): the
+    /// seat row is what decides a hold anyway.
+    pub async fn live_holds_on(&self, event_id: i64, visitor: &str, now: i64) -> Result<Vec<LiveHold>, StoreError> {
+        let rows: Vec<(i64, String, Option<String>, Option<i64>)> = on_reader!(self, "page_holds", |pool| {
+            sqlx::query_as(
+                "SELECT id, label, hold_id, hold_expires_at FROM seats \
+                 WHERE event_id = $1 AND status = 'HELD' AND held_by = $2 AND hold_expires_at > $3 ORDER BY id",
+            )
+            .bind(event_id)
+            .bind(visitor)
+            .bind(now)
+            .fetch_all(pool)
+            .await
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seat_id, label, hold_id, expires_at)| {
+                Some(LiveHold { hold_id: hold_id?, seat_id, label, expires_at: expires_at? })
+            })
+            .collect())
     }
 
     /// The id of the hold on a seat (held or booked), if any.
