@@ -320,6 +320,17 @@ async fn websocket(proxy: &str, path: &str, extra: &str) -> (u16, String, Option
     (status, head, Some(String::from_utf8_lossy(&frame[start..start + len]).into_owned()))
 }
 
+/// A queue whose pre-queue is open for the whole test (its sale opens in an hour).
+fn scheduled_queue() -> String {
+    let now = waiting_room::state::now_ms();
+    format!(
+        "\n[[queues]]\nid = \"drop\"\npaths = [\"/drop\"]\nrelease_per_tick = 1\ntick = \"1h\"\nsession = \"10m\"\n\
+         prequeue_from = \"{}\"\nopens_at = \"{}\"\n",
+        waiting_room::tokens::rfc3339_ms(now - 60_000),
+        waiting_room::tokens::rfc3339_ms(now + 3_600_000)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn both_documents_describe_every_real_answer_of_the_running_services() {
     // Two visitors are let in at once (free entry), everyone after them waits (no tick within the test);
@@ -330,7 +341,8 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
         waiting_room_extra:
             "\n[[queues]]\nid = \"guarded\"\npaths = [\"/guarded\"]\nrelease_per_tick = 1\ntick = \"1h\"\n\
             session = \"10m\"\nchallenge = \"pow\"\n"
-                .into(),
+                .to_owned()
+                + &scheduled_queue(),
         env: vec![("WR_LIMITS__MAX_WAITING_PER_CLIENT".into(), "1".into())],
         ..StackOptions::default()
     };
@@ -371,6 +383,18 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
         }
         assert_eq!(wr.call(request).await.json()["status"], expected);
     }
+    // A sale with a pre-queue: joining answers PREQUEUE, its lottery the
+    // commitment (made by the first instance at start); a queue without one
+    // has no lottery.
+    assert_eq!(wr.call(post(&wr, "/wr/drop/join")).await.json()["status"], "PREQUEUE");
+    for _ in 0..50 {
+        if reqwest::get(format!("{}/wr/drop/lottery", stack.proxy)).await.unwrap().status() == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(wr.call(get(&wr, "/wr/drop/lottery")).await.json()["state"], "committed");
+    assert_eq!(wr.call(get(&wr, "/wr/sale/lottery")).await.status, 404);
     let page = wr.call(get(&wr, "/wr/sale?return_to=/events/1").header("cookie", &visitors[2])).await;
     assert_eq!(page.status, 200);
     // Over the places cap (this address already waits once): join, page and socket say 429.

@@ -80,6 +80,9 @@ impl BackgroundService for AdmissionService {
                 tasks.push(tokio::spawn(ticker(self.state.clone(), q.clone(), store.clone())));
             }
             tasks.push(tokio::spawn(push::keep_alive(self.state.clone(), q.clone())));
+            if q.schedule.has_lottery() {
+                tasks.push(tokio::spawn(lottery(self.state.clone(), q.clone(), store.clone())));
+            }
         }
         if self.store.backend == Backend::Redis {
             tasks.push(tokio::spawn(listen_for_ticks(self.state.clone(), self.store.clone())));
@@ -242,6 +245,78 @@ async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>
     }
 }
 
+/// The lottery of a queue with a pre-queue (see `lottery.rs`), on every
+/// instance: make sure it has a commitment (the first instance's seed is
+/// kept), draw it once the opening has come (whichever instance gets there
+/// first; the store draws once), and learn of the draw, which opens the line
+/// here and moves every socket from the pre-queue to its place.
+async fn lottery(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
+    let Some(opens_at) = queue.schedule.opens_at else { return };
+    let seed = crate::lottery::new_seed();
+    loop {
+        let pause = match draw_step(&queue, &store, &seed, opens_at.0).await {
+            Ok(None) => {
+                lottery_known(&state, &queue);
+                return;
+            }
+            Ok(Some(pause)) => pause,
+            Err(e) => {
+                METRICS.store_errors.with_label_values(&["lottery"]).inc();
+                tracing::warn!(queue = queue.id(), error = %e, "lottery step failed; retrying");
+                Duration::from_millis(500)
+            }
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One step of [`lottery`]: `None` once the draw is known, else how long to
+/// wait before the next step.
+async fn draw_step(
+    queue: &Queue,
+    store: &Arc<dyn QueueStore>,
+    seed: &str,
+    opens_at_ms: i64,
+) -> Result<Option<Duration>, crate::store::StoreError> {
+    let id = queue.id();
+    let record = store.lottery(id, Some(seed)).await?;
+    let drawn = record.as_ref().is_some_and(|r| r.drawn.is_some());
+    let Some(record) = record else { return Ok(Some(Duration::from_millis(100))) };
+    queue.note_lottery(Some(record.clone()));
+    if drawn {
+        return Ok(None);
+    }
+    let now = crate::state::now_ms();
+    if now < opens_at_ms {
+        // Wake at the opening (and now and then before, to see a draw made
+        // by an instance whose clock runs ahead).
+        return Ok(Some(Duration::from_millis(u64::try_from(opens_at_ms - now).unwrap_or(0).clamp(10, 5000))));
+    }
+    let entrants = store.entrants(id).await?;
+    let order = crate::lottery::draw(id, &record.seed, &entrants);
+    let published = serde_json::to_string(&order.iter().map(|(p, _)| p).collect::<Vec<_>>()).unwrap_or_default();
+    let visitors: Vec<_> = order.iter().map(|(_, v)| *v).collect();
+    Ok(match store.draw(id, opens_at_ms, &visitors, &published).await? {
+        crate::store::Draw::Drawn => {
+            METRICS.lottery_entrants.with_label_values(&[id]).set(i64::try_from(visitors.len()).unwrap_or(i64::MAX));
+            tracing::info!(queue = id, entrants = visitors.len(), "lottery drawn");
+            Some(Duration::ZERO)
+        }
+        crate::store::Draw::AlreadyDrawn => Some(Duration::ZERO),
+        // The store's clock is a little behind this one's.
+        crate::store::Draw::TooEarly => Some(Duration::from_millis(50)),
+        // A join landed between reading the entrants and the draw (the
+        // store's clock behind), or the store lost the lottery: again.
+        crate::store::Draw::Changed => Some(Duration::from_millis(100)),
+    })
+}
+
+/// The draw is known here: every socket of the queue hears its place.
+fn lottery_known(state: &Arc<State>, queue: &Arc<Queue>) {
+    let (state, queue) = (state.clone(), queue.clone());
+    tokio::spawn(async move { push::refresh_all(&state, &queue).await });
+}
+
 /// Hear about ticks performed by other instances (Redis pub/sub), so their
 /// releases reach the sockets held here within the same push budget. On a
 /// cluster any node hears every message; with sentinels, the primary is
@@ -275,6 +350,11 @@ async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
                     if payload.starts_with("settings") {
                         let (state, queue) = (state.clone(), queue.clone());
                         tokio::spawn(async move { control::sync(&state, &queue).await });
+                        continue;
+                    }
+                    // "drawn": another instance drew the lottery (this
+                    // instance's own lottery task sees it within its next step).
+                    if payload == "drawn" {
                         continue;
                     }
                     // "revoke <visitor> <iat> <until_ms>": a purchase ended a session.

@@ -32,6 +32,7 @@ use crate::join::{self, Refusal};
 use crate::metrics::METRICS;
 use crate::page;
 use crate::queues::Queue;
+use crate::schedule::{At, Phase};
 use crate::state::{State, now_ms};
 use crate::store::{JoinKind, QueueStore, Standing};
 use crate::tokens::Issued;
@@ -59,6 +60,8 @@ pub enum Route<'a> {
     Status(&'a str),
     /// `/wr/{q}/ws`
     Socket(&'a str),
+    /// `/wr/{q}/lottery`
+    Lottery(&'a str),
     /// Anything else under `/wr`.
     Unknown,
 }
@@ -75,6 +78,7 @@ impl Route<'_> {
             Route::Join(_) => "join",
             Route::Status(_) => "status",
             Route::Socket(_) => "ws",
+            Route::Lottery(_) => "lottery",
             Route::Unknown => "unknown",
         }
     }
@@ -94,6 +98,7 @@ pub fn route(path: &str) -> Route<'_> {
         (Some(q), Some("join"), None) => Route::Join(q),
         (Some(q), Some("status"), None) => Route::Status(q),
         (Some(q), Some("ws"), None) => Route::Socket(q),
+        (Some(q), Some("lottery"), None) => Route::Lottery(q),
         _ => Route::Unknown,
     }
 }
@@ -102,9 +107,10 @@ pub fn route(path: &str) -> Route<'_> {
 /// WAITING carries `position`, `queue_length`, `eta_seconds`,
 /// `retry_after_seconds` (and `paused` while releases are paused); READY the
 /// entry token with `expires_at` and `admitted_at`; NOT_IN_QUEUE the `join_url`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StatusMessage {
-    /// `WAITING`, `READY` or `NOT_IN_QUEUE`.
+    /// `WAITING`, `READY`, `NOT_IN_QUEUE`, or on a scheduled queue
+    /// `SCHEDULED`, `PREQUEUE`, `CLOSED`.
     #[schema(value_type = crate::openapi::QueueStatus)]
     pub status: &'static str,
     /// Queue id.
@@ -136,6 +142,23 @@ pub struct StatusMessage {
     /// it with `POST join_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeBody>,
+    /// When the queue opens (SCHEDULED, PREQUEUE), RFC 3339.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opens_at: Option<String>,
+    /// When the pre-queue opens (SCHEDULED on a queue with a lottery).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prequeue_from: Option<String>,
+    /// When the sale closes(d) (CLOSED; WAITING on a queue that closes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub closes_at: Option<String>,
+    /// The visitor's public id in the lottery (PREQUEUE, and WAITING on a
+    /// queue with a lottery): find it in the published draw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_id: Option<String>,
+    /// Where the lottery's commitment, and after the draw its seed and
+    /// order, are published (queues with a pre-queue).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lottery_url: Option<String>,
     /// The queue ticket of this place (WAITING, in the answer to a join; also
     /// set as cookie `wr_ticket_<queue>`): should the queue store lose the
     /// line, joining again with it restores the place by its original order.
@@ -171,7 +194,43 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         join_url: None,
         challenge: None,
         ticket: None,
+        opens_at: None,
+        prequeue_from: None,
+        closes_at: None,
+        public_id: None,
+        lottery_url: None,
     };
+    let schedule = &queue.schedule;
+    if schedule.has_lottery() {
+        m.lottery_url = Some(lottery_url(queue.id()));
+    }
+    m.closes_at = schedule.closes_at.map(At::rfc3339);
+    let phase = queue.phase(now_ms);
+    match (phase, standing) {
+        (Phase::Scheduled, _) => {
+            m.status = "SCHEDULED";
+            m.opens_at = schedule.opens_at.map(At::rfc3339);
+            m.prequeue_from = schedule.prequeue_from.map(At::rfc3339);
+            m.retry_after_seconds = Some(until_next_change(schedule, now_ms));
+            return m;
+        }
+        (Phase::PreQueue, Standing::Waiting { waiting, .. }) => {
+            m.status = "PREQUEUE";
+            m.queue_length = Some(waiting);
+            m.opens_at = schedule.opens_at.map(At::rfc3339);
+            m.public_id = Some(crate::lottery::public_id(queue.id(), visitor));
+            m.retry_after_seconds = Some(until_next_change(schedule, now_ms));
+            return m;
+        }
+        (Phase::Closed, Standing::NotInQueue) => {
+            m.status = "CLOSED";
+            return m;
+        }
+        _ => {}
+    }
+    if schedule.has_lottery() && matches!(standing, Standing::Waiting { .. }) {
+        m.public_id = Some(crate::lottery::public_id(queue.id(), visitor));
+    }
     match standing {
         Standing::Waiting { position, waiting } => {
             let eta = queue.eta_seconds(position, now_ms);
@@ -199,6 +258,18 @@ pub fn join_url(queue: &str) -> String {
     format!("/wr/{queue}/join")
 }
 
+/// Where `queue`'s lottery is published.
+pub fn lottery_url(queue: &str) -> String {
+    format!("/wr/{queue}/lottery")
+}
+
+/// Seconds a client should wait before asking again while the schedule
+/// holds it: until the next phase begins (at most 30 s, so a countdown
+/// corrected by an operator is heard; at least 1 s).
+fn until_next_change(schedule: &crate::schedule::Schedule, now_ms: i64) -> u64 {
+    schedule.next_change(now_ms).map_or(30, |t| u64::try_from((t.0 - now_ms + 999) / 1000).unwrap_or(1).clamp(1, 30))
+}
+
 /// 405 with `Allow`.
 pub(crate) fn method_not_allowed(allow: &'static str) -> Reply {
     Reply::error(405, format!("this endpoint accepts {allow} only")).header("allow", allow)
@@ -221,7 +292,8 @@ pub(crate) fn unknown_queue(q: &str, known: &[&str]) -> Reply {
 pub(crate) fn unknown_endpoint() -> Reply {
     Reply::error(
         404,
-        "no such waiting-room endpoint; use /wr/{queue}, /wr/{queue}/join, /wr/{queue}/status or /wr/{queue}/ws",
+        "no such waiting-room endpoint; use /wr/{queue}, /wr/{queue}/join, /wr/{queue}/status, /wr/{queue}/ws or \
+         /wr/{queue}/lottery",
     )
 }
 
@@ -295,6 +367,7 @@ pub async fn handle(state: &State, session: &mut Session, route: Route<'_>) -> R
         Route::Page(q) => page(state, session, q).await,
         Route::Join(q) => join(state, session, q).await,
         Route::Status(q) => status(state, session, q).await,
+        Route::Lottery(q) => lottery(state, session, q).await,
         // The proxy hands WebSocket requests to `socket`; anything else is not an upgrade.
         Route::Socket(_) => Reply::error(426, "this endpoint is a WebSocket: send GET with Upgrade: websocket")
             .header("upgrade", "websocket"),
@@ -469,6 +542,7 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
             let html = page::render(&queue, &not_in_queue(None), &return_to, Some((&detail, retry_after)));
             return Reply::html(429, html).header("retry-after", retry_after.to_string()).no_store();
         }
+        Err(Refusal::Schedule(m)) => return Reply::html(200, page::render(&queue, &m, &return_to, None)).no_store(),
         Err(Refusal::StoreDown) => return store_down(),
     };
     if joined.kind == JoinKind::FreeEntry {
@@ -583,6 +657,70 @@ pub async fn status(state: &State, session: &mut Session, q: &str) -> Reply {
             store_down()
         }
     }
+}
+
+/// The lottery of a queue with a pre-queue (see `lottery.rs`): before the
+/// draw its commitment, `SHA-256(seed)`; after it also the seed and the
+/// entrants' public ids in drawn order, so anyone can recompute the order
+/// (`waiting-room verify-lottery`).
+#[utoipa::path(get, path = "/wr/{queue}/lottery", tag = "queue",
+    params(("queue" = String, Path, description = "Queue id")),
+    responses(
+        (status = 200, description = "The commitment, and after the draw the seed and the order",
+            body = crate::lottery::Published),
+        (status = 404, response = crate::openapi::UnknownQueue),
+        (status = 503, response = crate::openapi::StoreDown),
+    )
+)]
+pub async fn lottery(state: &State, session: &mut Session, q: &str) -> Reply {
+    let (queue, store, _) = match prepare(state, session, q).await {
+        Ok(ready) => ready,
+        Err(reply) => return reply,
+    };
+    if !is_get(session) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let s = queue.schedule;
+    let (Some(prequeue_from), Some(opens_at)) = (s.prequeue_from, s.opens_at) else {
+        return Reply::problem(
+            Problem::new(404, format!("queue {q:?} has no pre-queue, so no lottery: it admits in arrival order"))
+                .with("queue", q),
+        );
+    };
+    let record = match queue.lottery() {
+        Some(r) if r.drawn.is_some() => r,
+        // Not drawn as far as this instance knows: ask (an edge-only
+        // instance learns of the draw here too).
+        _ => match store.lottery(q, None).await {
+            Ok(Some(r)) => {
+                queue.note_lottery(Some(r.clone()));
+                r
+            }
+            Ok(None) => {
+                return Reply::error(503, "the lottery's commitment is not made yet; retry in a second")
+                    .header("retry-after", "1");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, queue = q, "lottery read failed");
+                METRICS.store_errors.with_label_values(&["lottery"]).inc();
+                return store_down();
+            }
+        },
+    };
+    let drawn = record.drawn.as_ref();
+    let published = crate::lottery::Published {
+        queue: q.to_owned(),
+        algorithm: crate::lottery::ALGORITHM.to_owned(),
+        state: if drawn.is_some() { "drawn" } else { "committed" }.to_owned(),
+        commitment: crate::lottery::commitment(&record.seed),
+        committed_at: crate::tokens::rfc3339_ms(record.committed_at_ms),
+        prequeue_from: prequeue_from.rfc3339(),
+        opens_at: opens_at.rfc3339(),
+        seed: drawn.map(|_| record.seed.clone()),
+        drawn_at: drawn.map(|(at, _)| crate::tokens::rfc3339_ms(*at)),
+        entrants: drawn.map(|(_, order)| serde_json::from_str(order).unwrap_or_default()),
+    };
+    Reply::json(200, &published).no_store()
 }
 
 /// The live standing over a WebSocket: one JSON [`StatusMessage`] on connect

@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shared::config::{self, ConfigError, Env, Secret};
 
+use crate::schedule::{At, Schedule};
+
 /// Environment variable prefix: `WR_STORE__BACKEND=redis`.
 pub const ENV_PREFIX: &str = "WR";
 
@@ -496,6 +498,17 @@ pub struct QueueConfig {
     /// counting toward `max_active`. 0 = arrivals are not tracked.
     #[serde(with = "config::duration", default = "default_arrival_grace")]
     pub arrival_grace: Duration,
+    /// When the line opens (RFC 3339); before it visitors see a countdown
+    /// (see `schedule.rs`). None: always open.
+    #[serde(default)]
+    pub opens_at: Option<At>,
+    /// Visitors who join from this time until `opens_at` are entrants of a
+    /// lottery drawn at `opens_at` (see `lottery.rs`). Needs `opens_at`.
+    #[serde(default)]
+    pub prequeue_from: Option<At>,
+    /// From this time nobody new joins; the line already formed is served.
+    #[serde(default)]
+    pub closes_at: Option<At>,
 }
 
 /// `admission`: how a queue's N per tick is set.
@@ -608,6 +621,11 @@ impl QueueConfig {
             return Err(ConfigError::new(format!("{at}.store_down_session"), "expected between 10s and 1h"));
         }
         Ok(())
+    }
+
+    /// The sale's schedule.
+    pub fn schedule(&self) -> Schedule {
+        Schedule { prequeue_from: self.prequeue_from, opens_at: self.opens_at, closes_at: self.closes_at }
     }
 
     /// The knobs an operator may change while the proxy runs.
@@ -837,6 +855,7 @@ impl Config {
                 return Err(ConfigError::new(key("page_template"), format!("{} is not a readable file", t.display())));
             }
             q.validate_challenge(&format!("queues[{i}]"))?;
+            q.schedule().validate(&format!("queues[{i}]"))?;
         }
         Ok(())
     }

@@ -29,6 +29,7 @@ use crate::identity;
 use crate::limits::{Rate, Refused, retry_after_secs};
 use crate::metrics::METRICS;
 use crate::queues::Queue;
+use crate::schedule::Phase;
 use crate::state::{State, now_ms};
 use crate::store::{JoinChecks, JoinKind, Place, Proof, QueueStore, Standing};
 
@@ -76,6 +77,9 @@ pub enum Refusal {
         /// Why an answer sent along was not accepted, if one was.
         why: Option<&'static str>,
     },
+    /// The queue's schedule lets nobody (new) in now: not open yet, or
+    /// closed. Not an error: the status message says which and when (200).
+    Schedule(Box<crate::api::StatusMessage>),
     /// The store did not answer (503).
     StoreDown,
 }
@@ -99,6 +103,17 @@ fn challenge(state: &State, queue: &Queue, why: Option<&'static str>) -> Refusal
     Refused::Challenge.count();
     let ttl_ms = i64::try_from(queue.config.challenge_ttl.as_millis()).unwrap_or(i64::MAX);
     Refusal::Challenge { challenge: state.challenges.issue(queue.id(), queue.difficulty(), now_ms(), ttl_ms), why }
+}
+
+/// What a visitor without a place hears while the schedule keeps them out.
+fn schedule(state: &State, queue: &Queue, now: i64) -> Refusal {
+    Refusal::Schedule(Box::new(crate::api::message(
+        state,
+        queue,
+        VisitorId::from_bytes([0; 16]),
+        Standing::NotInQueue,
+        now,
+    )))
 }
 
 /// What the join budget counts, in a refusal's words.
@@ -137,6 +152,14 @@ pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&
         return Err(over_rate(Refused::JoinRate, "joins", JOINS, limits.config.joins, wait));
     }
     let existing = identity::existing(session, &state.keys.cookies);
+    // Before the opening nobody holds a place; once closed, only those who
+    // do still ask (for their standing). Neither needs a challenge or an id.
+    let now = now_ms();
+    match queue.phase(now) {
+        Phase::Scheduled => return Err(schedule(state, queue, now)),
+        Phase::Closed if existing.is_none() => return Err(schedule(state, queue, now)),
+        _ => {}
+    }
     let mut why = None;
     let proof = if !queue.challenge_on() {
         Proof::NotRequired
@@ -182,7 +205,17 @@ impl Prepared {
             fresh: self.set_cookie.is_some(),
             ticket: self.ticket,
         };
-        let placed = match store.join_placed(queue.id(), self.visitor, &queue.params(), &checks).await {
+        // A closed queue takes no new places: those it has are looked up.
+        let placed = if queue.phase(now_ms()) == Phase::Closed {
+            store.status(queue.id(), self.visitor, &queue.params()).await.map(|standing| crate::store::Placed {
+                standing,
+                kind: JoinKind::Existing,
+                place: None,
+            })
+        } else {
+            store.join_placed(queue.id(), self.visitor, &queue.params(), &checks).await
+        };
+        let placed = match placed {
             Ok(placed) => placed,
             Err(e) => {
                 tracing::warn!(error = %e, queue = queue.id(), "join failed");
@@ -275,6 +308,7 @@ impl Refusal {
         match self {
             Refusal::Limited { limit, detail, retry_after, .. } => limited_reply(limit, detail, *retry_after),
             Refusal::Challenge { challenge, why } => challenge_reply(queue, challenge, *why),
+            Refusal::Schedule(m) => Reply::json(200, m.as_ref()).no_store(),
             Refusal::StoreDown => crate::api::store_down(),
         }
     }

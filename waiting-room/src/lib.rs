@@ -60,6 +60,7 @@ pub mod identity;
 pub mod join;
 pub mod lane;
 pub mod limits;
+pub mod lottery;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
@@ -67,6 +68,7 @@ pub mod proxy;
 pub mod push;
 pub mod queues;
 pub mod sched;
+pub mod schedule;
 pub mod session;
 pub mod signals;
 pub mod state;
@@ -74,6 +76,7 @@ pub mod store;
 pub mod ticket;
 pub mod tokens;
 pub mod upstreams;
+pub mod verify;
 pub mod ws;
 
 /// Set up logging as configured. Pingora logs through the `log` crate, which

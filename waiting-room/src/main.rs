@@ -29,10 +29,20 @@ enum Command {
     Check,
     /// Start signing with a new key; the old public key stays trusted.
     RotateKey,
+    /// Check a queue's published lottery: that its seed matches the
+    /// commitment made before the pre-queue opened, and that the entrants
+    /// are in the order the rule gives (see `GET /wr/{queue}/lottery`).
+    /// Exit status 0 when it checks out, 1 when it does not, 2 when it could
+    /// not be fetched or read.
+    VerifyLottery(waiting_room::verify::Args),
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // A visitor's tool: it needs no configuration of this proxy.
+    if let Some(Command::VerifyLottery(v)) = &args.command {
+        return waiting_room::verify::run(v);
+    }
     let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
@@ -45,6 +55,7 @@ fn main() -> ExitCode {
             println!("configuration is valid");
             ExitCode::SUCCESS
         }
+        Some(Command::VerifyLottery(_)) => ExitCode::SUCCESS,
         Some(Command::RotateKey) => match shared::keys::rotate(&config.keys.dir) {
             Ok(kid) => {
                 println!("now signing with key {kid}; restart the proxies to pick it up");

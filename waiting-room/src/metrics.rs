@@ -100,6 +100,9 @@ pub struct Metrics {
     /// `waiting_room_no_shows_total{queue}`: admitted visitors with no request
     /// within `arrival_grace`
     pub no_shows: IntCounterVec,
+    /// `waiting_room_lottery_entrants{queue}`: entrants of the queue's
+    /// lottery, set by the instance that drew it
+    pub lottery_entrants: IntGaugeVec,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -286,6 +289,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     no_shows: counter(
         "waiting_room_no_shows_total",
         "Admitted visitors who made no request within arrival_grace of their admission.",
+        &["queue"],
+    ),
+    lottery_entrants: gauge(
+        "waiting_room_lottery_entrants",
+        "Entrants of the queue's pre-queue lottery (set on the instance that drew it).",
         &["queue"],
     ),
     store_epochs: counter(

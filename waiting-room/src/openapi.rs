@@ -59,9 +59,19 @@ another method 405 with `Allow` (`components.responses.MethodNotAllowed`). Every
 #[derive(OpenApi)]
 #[openapi(
     info(title = "waiting-room", description = DESCRIPTION),
-    paths(api::healthz, api::livez, api::readyz, api::page, api::join, api::status, api::socket, api::openapi),
+    paths(
+        api::healthz,
+        api::livez,
+        api::readyz,
+        api::page,
+        api::join,
+        api::status,
+        api::socket,
+        api::lottery,
+        api::openapi
+    ),
     components(
-        schemas(Problem),
+        schemas(Problem, crate::lottery::Published),
         responses(
             UnknownQueue,
             BadBody,
@@ -105,6 +115,7 @@ pub fn operation(route: &Route<'_>) -> Option<(Vec<HttpMethod>, String)> {
         Route::Join(_) => of::<api::__path_join>(),
         Route::Status(_) => of::<api::__path_status>(),
         Route::Socket(_) => of::<api::__path_socket>(),
+        Route::Lottery(_) => of::<api::__path_lottery>(),
         Route::Unknown => None,
     }
 }
@@ -299,6 +310,14 @@ pub enum QueueStatus {
     Ready,
     /// Not in line (never joined, or lost the place): `join_url`.
     NotInQueue,
+    /// The queue opens later (`opens_at`; a pre-queue from `prequeue_from`):
+    /// nobody joins yet; ask again after `retry_after_seconds`.
+    Scheduled,
+    /// In the pre-queue: `public_id`, `queue_length` (entrants so far),
+    /// `opens_at`. Places are drawn by lottery at `opens_at` (`lottery_url`).
+    Prequeue,
+    /// The sale is closed (`closes_at`): nobody new joins.
+    Closed,
 }
 
 #[cfg(test)]
@@ -322,6 +341,7 @@ mod tests {
             ("/wr/sale/join", Route::Join("sale")),
             ("/wr/sale/status", Route::Status("sale")),
             ("/wr/sale/ws", Route::Socket("sale")),
+            ("/wr/sale/lottery", Route::Lottery("sale")),
         ] {
             assert_eq!(api::route(concrete), route);
             let (methods, template) = operation(&route).unwrap();

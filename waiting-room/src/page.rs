@@ -46,7 +46,14 @@
 //! | `{{eta}}`          | the estimate in words (`about 2 minutes`, `less than a minute`) |
 //! | `{{eta_seconds}}`  | the estimate in seconds; empty unless WAITING               |
 //! | `{{queue_length}}` | visitors in line; empty unless WAITING                      |
-//! | `{{status}}`       | `WAITING`, `READY` or `NOT_IN_QUEUE`                        |
+//! | `{{status}}`       | `WAITING`, `READY`, `NOT_IN_QUEUE`, `SCHEDULED`, `PREQUEUE` or `CLOSED` |
+//! | `{{countdown}}`    | time left to the next opening (`04:05`, `1:02:03`), SCHEDULED / PREQUEUE |
+//! | `{{countdown_to}}` | that opening, RFC 3339 (for a `<time datetime>`)            |
+//! | `{{countdown_to_text}}` | the same in words (`on 24 Dec 2026, 10:00 UTC`)        |
+//! | `{{entrants}}`     | visitors in the pre-queue (PREQUEUE)                        |
+//! | `{{public_id}}`    | the visitor's public id in the lottery (PREQUEUE, WAITING)  |
+//! | `{{lottery_url}}`  | where the lottery is published (queues with a pre-queue)    |
+//! | `{{drawn}}`        | `true` while WAITING at a place drawn by lottery            |
 //! | `{{step}}`         | `challenge`, `refused` or empty (see above)                 |
 //! | `{{notice}}`       | why the visitor was refused (step `refused`), else empty    |
 //! | `{{paused}}`       | `true` while the operator has paused releases, else `false` |
@@ -56,12 +63,13 @@
 //! | `{{style}}`        | the built-in stylesheet as a `<style>` element (optional)   |
 //!
 //! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
-//! `"eta_seconds"`, `"queue_length"`, `"notice"` (text), `"progress"` and
+//! `"eta_seconds"`, `"queue_length"`, `"notice"`, `"countdown"`, `"entrants"`,
+//! `"public_id"`, `"opens_at_text"` (text), `"progress"` and
 //! `"challenge_progress"` (`aria-valuenow`, the `--wr-progress` CSS variable,
 //! and `value` of a `<progress>`), `"announce"`
 //! (a polite live region), `"connection"` (live / polling / reconnecting text)
 //! and `"continue"` (a link to `return_to`). It mirrors the state on `<html>` as
-//! `data-wr-status`, `data-wr-paused`, `data-wr-step` and `data-wr-link`
+//! `data-wr-status`, `data-wr-paused`, `data-wr-step`, `data-wr-drawn` and `data-wr-link`
 //! (`live`, `polling`, `offline`) for stylesheets to show and hide sections.
 //! `configs/page-template.example.html` is a complete, commented example.
 
@@ -126,6 +134,33 @@ pub fn eta_text(m: &StatusMessage) -> String {
     }
 }
 
+/// A countdown of `secs` as a clock shows it (`04:05`, `1:02:03`,
+/// `2 days 03:04:05`). `queue.js` has the same function; keep the two in step.
+pub fn countdown(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h) {
+        (0, 0) => format!("{m:02}:{s:02}"),
+        (0, h) => format!("{h}:{m:02}:{s:02}"),
+        (1, h) => format!("1 day {h:02}:{m:02}:{s:02}"),
+        (d, h) => format!("{d} days {h:02}:{m:02}:{s:02}"),
+    }
+}
+
+/// What a countdown on the page counts to: the pre-queue's or the line's
+/// opening (SCHEDULED), the draw (PREQUEUE).
+fn countdown_to(m: &StatusMessage) -> Option<&str> {
+    match m.status {
+        "SCHEDULED" => m.prequeue_from.as_deref().or(m.opens_at.as_deref()),
+        "PREQUEUE" => m.opens_at.as_deref(),
+        _ => None,
+    }
+}
+
+/// Seconds from `now_ms` to an RFC 3339 time (0 when past or unreadable).
+fn secs_until(rfc3339: &str, now_ms: i64) -> u64 {
+    crate::schedule::At::parse(rfc3339).map_or(0, |t| u64::try_from((t.0 - now_ms + 999) / 1000).unwrap_or(0))
+}
+
 /// Digits grouped by thousands (`12,345`), as `queue.js` shows them.
 fn grouped(n: u64) -> String {
     let digits = n.to_string();
@@ -170,6 +205,15 @@ fn step(m: &StatusMessage, refused: Refused<'_>) -> &'static str {
     }
 }
 
+/// An RFC 3339 time as a person reads it, in UTC (`24 Dec 2026, 10:00
+/// UTC`); the script replaces it with the visitor's local time.
+fn readable_time(rfc3339: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    let Ok(t) = time::OffsetDateTime::parse(rfc3339, &Rfc3339) else { return rfc3339.to_owned() };
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("on {} {} {}, {:02}:{:02} UTC", t.day(), &format!("{}", t.month())[..3], t.year(), t.hour(), t.minute())
+}
+
 /// The JSON data block and the script. The data carries no token: a READY
 /// page's cookie comes from its response, and the page needs nothing else.
 /// `<`, `>` and `&` are written as JSON escapes so no value can close the
@@ -186,6 +230,9 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
         "paused": m.paused,
         "return_to": return_to,
         "step": step(m, refused),
+        "opens_at": m.opens_at,
+        "prequeue_from": m.prequeue_from,
+        "public_id": m.public_id,
         "challenge": m.challenge,
         "retry_after": refused.map(|(_, secs)| secs),
     })
@@ -250,6 +297,21 @@ pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
             "refresh" => refresh_tag(m, return_to, refused),
             "script" => script_tag(queue, m, return_to, refused),
             "style" => format!("<style>\n{STYLE}</style>"),
+            "countdown_to" => escape(countdown_to(m).unwrap_or("")),
+            "countdown_to_text" => escape(&countdown_to(m).map(readable_time).unwrap_or_default()),
+            "countdown" => {
+                countdown_to(m).map(|t| countdown(secs_until(t, crate::state::now_ms()))).unwrap_or_default()
+            }
+            "entrants" => {
+                if m.status == "PREQUEUE" {
+                    m.queue_length.map(grouped).unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            }
+            "public_id" => escape(m.public_id.as_deref().unwrap_or("")),
+            "lottery_url" => escape(m.lottery_url.as_deref().unwrap_or("")),
+            "drawn" => (waiting && m.public_id.is_some()).to_string(),
             _ => return None,
         })
     })
@@ -281,9 +343,7 @@ mod tests {
             retry_after_seconds: Some(retry),
             paused: false,
             entry: None,
-            join_url: None,
-            challenge: None,
-            ticket: None,
+            ..StatusMessage::default()
         }
     }
 
@@ -302,9 +362,7 @@ mod tests {
                 admitted_at: "2030-01-01T00:00:00.000Z".into(),
                 max_age: 600,
             }),
-            join_url: None,
-            challenge: None,
-            ticket: None,
+            ..StatusMessage::default()
         }
     }
 
@@ -438,6 +496,17 @@ mod tests {
         assert!(html.contains("data-wr=\"notice\">too many joins from &lt;your&gt; address</span>"));
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"7\">"), "with or without script");
         assert!(html.contains(r#""retry_after":7"#));
+    }
+
+    #[test]
+    fn countdowns_read_like_a_clock() {
+        assert_eq!(countdown(0), "00:00");
+        assert_eq!(countdown(65), "01:05");
+        assert_eq!(countdown(3600), "1:00:00");
+        assert_eq!(countdown(86_399), "23:59:59");
+        assert_eq!(countdown(86_400 + 61), "1 day 00:01:01");
+        assert_eq!(countdown(3 * 86_400), "3 days 00:00:00");
+        assert_eq!(readable_time("2026-12-24T10:00:00+02:00"), "on 24 Dec 2026, 08:00 UTC");
     }
 
     #[test]

@@ -11,7 +11,8 @@ use shared::config::ConfigError;
 
 use crate::config::{Admission, ChallengeMode, QueueConfig, prefix_covers};
 use crate::estimate::Estimator;
-use crate::store::{Params, SharedSettings};
+use crate::schedule::{Phase, Schedule};
+use crate::store::{LotteryRecord, Params, SharedSettings};
 
 /// One queue.
 pub struct Queue {
@@ -44,6 +45,14 @@ pub struct Queue {
     last_n: AtomicU64,
     /// The same decision whole, for the admin API.
     last_decision: parking_lot::Mutex<Option<crate::adaptive::Record>>,
+    /// The sale's schedule (from the config).
+    pub schedule: Schedule,
+    /// The lottery as last read from the store (see `lottery.rs`): its
+    /// commitment never changes, nor does a draw once made, so pages and
+    /// `GET /wr/{q}/lottery` are answered from here.
+    lottery: parking_lot::Mutex<Option<LotteryRecord>>,
+    /// This instance knows the lottery was drawn.
+    drawn: AtomicBool,
 }
 
 impl Queue {
@@ -51,7 +60,11 @@ impl Queue {
     pub fn new(config: QueueConfig) -> Self {
         let admission = RwLock::new(config.admission());
         let difficulty = AtomicU8::new(config.challenge_min_bits);
+        let schedule = config.schedule();
         Queue {
+            schedule,
+            lottery: Default::default(),
+            drawn: AtomicBool::new(false),
             config,
             admission,
             paused: AtomicBool::new(false),
@@ -170,12 +183,38 @@ impl Queue {
         true
     }
 
-    /// What the store needs for a call now.
+    /// What the store needs for a call now. Before the line opens (and in
+    /// the pre-queue until the draw) nothing is released and nobody enters
+    /// freely or is taken for abandoned: the line only gathers.
     pub fn params(&self) -> Params {
         let mut p = Params::from_admission(&self.admission());
         p.paused = self.paused();
         p.queue_all = self.queue_all();
+        p.entrants_until_ms = self.schedule.entrants_until_ms();
+        if matches!(self.phase(crate::state::now_ms()), Phase::Scheduled | Phase::PreQueue) {
+            p.paused = true;
+            p.queue_all = true;
+            p.abandon_after_ms = 0;
+        }
         p
+    }
+
+    /// Where the schedule stands now on this instance.
+    pub fn phase(&self, now_ms: i64) -> Phase {
+        self.schedule.phase(now_ms, self.drawn.load(Ordering::Acquire))
+    }
+
+    /// The lottery as last read from the store.
+    pub fn lottery(&self) -> Option<LotteryRecord> {
+        self.lottery.lock().clone()
+    }
+
+    /// The store's lottery record was read: keep it; a drawn one opens the
+    /// line on this instance. Returns whether this is news of the draw.
+    pub fn note_lottery(&self, record: Option<LotteryRecord>) -> bool {
+        let drawn = record.as_ref().is_some_and(|r| r.drawn.is_some());
+        *self.lottery.lock() = record;
+        drawn && !self.drawn.swap(true, Ordering::AcqRel)
     }
 }
 

@@ -264,6 +264,10 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         Err(Refusal::Challenge { challenge, .. }) => {
             return challenge_socket(state, session, &queue, &accept, &challenge, budget).await;
         }
+        Err(Refusal::Schedule(m)) => {
+            let reason = if m.status == "CLOSED" { "the sale is closed" } else { "the queue is not open yet" };
+            return one_message(session, &accept, &m, reason, budget).await;
+        }
         Err(refusal) => return Err(refusal.reply(queue.id())),
     };
     // Register before joining: a tick between the two still reaches this socket.
@@ -305,16 +309,30 @@ async fn challenge_socket(
 ) -> Result<(), Reply> {
     let mut m = crate::api::message(state, queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue, now_ms());
     m.challenge = Some(challenge.into());
+    one_message(session, accept, &m, "solve the challenge, then join", budget).await
+}
+
+/// Accept the upgrade, send `m`, close normally with `reason`: for a
+/// visitor the socket cannot serve yet (a challenge to solve, a queue not
+/// open or closed), who should still hear why (a refused handshake would
+/// hide the reason from a browser's script).
+async fn one_message(
+    session: &mut Session,
+    accept: &str,
+    m: &StatusMessage,
+    reason: &'static str,
+    budget: Option<HeldGuard>,
+) -> Result<(), Reply> {
     let Some(stream) = take_over(session, accept, Vec::new()).await else {
         return Err(Reply::error(400, "WebSockets need HTTP/1.1"));
     };
-    let text = serde_json::to_string(&m).unwrap_or_default();
+    let text = serde_json::to_string(m).unwrap_or_default();
     tokio::spawn(async move {
         let _budget = budget;
         let mut ws = WebSocketStream::from_raw_socket(stream, Role::Server, Some(config())).await;
         if ws.send(Message::text(text)).await.is_ok() {
             METRICS.ws_messages.inc();
-            let _ = ws.send(close(CloseCode::Normal, "solve the challenge, then join")).await;
+            let _ = ws.send(close(CloseCode::Normal, reason)).await;
             // Wait (briefly) for the client's close so the close handshake completes.
             let _ = tokio::time::timeout(Duration::from_secs(5), async { while ws.next().await.is_some() {} }).await;
         }

@@ -51,6 +51,14 @@
     }
     return "more than a day";
   }
+  // Same format as page::countdown in Rust.
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+  function countdownText(secs) {
+    var d = Math.floor(secs / 86400), h = Math.floor(secs / 3600) % 24, mi = Math.floor(secs / 60) % 60, s = secs % 60;
+    if (d === 0 && h === 0) return two(mi) + ":" + two(s);
+    if (d === 0) return h + ":" + two(mi) + ":" + two(s);
+    return (d === 1 ? "1 day " : d + " days ") + two(h) + ":" + two(mi) + ":" + two(s);
+  }
   function etaText(m) {
     if (m.status === "READY") return "now";
     if (typeof m.eta_seconds !== "number") return "";
@@ -103,6 +111,40 @@
     root.setAttribute("data-wr-step", step);
   }
 
+  // The schedule's countdown: to the opening of the pre-queue or the line
+  // (SCHEDULED: the page reloads then, a little spread so that not every
+  // page asks in the same second; a pre-queue's order is drawn by lottery,
+  // a line's FIFO order within a second is chance either way), or to the
+  // draw (PREQUEUE: the socket brings the drawn place).
+  var countdown = { target: 0, status: "", timer: 0 };
+  var RELOAD_SPREAD_MS = 1500;
+  var RELOAD_AT_LEAST_EVERY_MS = 600000; // a schedule an operator moved is heard
+  function countTo(m) {
+    var to = m.status === "SCHEDULED" ? (m.prequeue_from && Date.parse(m.prequeue_from) > Date.now() ? m.prequeue_from : m.opens_at)
+      : m.status === "PREQUEUE" ? m.opens_at : null;
+    var target = to ? Date.parse(to) : 0;
+    clearInterval(countdown.timer);
+    countdown.timer = 0;
+    countdown.target = target > 0 ? target : 0;
+    countdown.status = m.status;
+    if (!countdown.target) return;
+    each("opens_at_text", function (el) {
+      try { el.textContent = "on " + new Date(countdown.target).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }); } catch (e) { /* keep the server's text */ }
+    });
+    if (m.status === "SCHEDULED") {
+      clearTimeout(pollTimer);
+      var wait = Math.min(Math.max(0, countdown.target - Date.now()), RELOAD_AT_LEAST_EVERY_MS);
+      pollTimer = setTimeout(function () { location.reload(); }, wait + Math.floor(Math.random() * RELOAD_SPREAD_MS));
+    }
+    tickCountdown();
+    countdown.timer = setInterval(tickCountdown, 1000);
+  }
+  function tickCountdown() {
+    var left = Math.max(0, Math.ceil((countdown.target - Date.now()) / 1000));
+    setText("countdown", left > 0 ? countdownText(left) : (countdown.status === "PREQUEUE" ? "Drawing places…" : "Opening…"));
+    if (left === 0) { clearInterval(countdown.timer); countdown.timer = 0; }
+  }
+
   // Show a message. Returns nothing; READY and NOT_IN_QUEUE are handled by the caller.
   function apply(m) {
     var wasPaused = root.getAttribute("data-wr-paused") === "true";
@@ -110,7 +152,20 @@
     root.setAttribute("data-wr-status", m.status);
     if (m.status !== "NOT_IN_QUEUE") setStep("");
     root.setAttribute("data-wr-paused", m.paused ? "true" : "false");
+    root.setAttribute("data-wr-drawn", m.status === "WAITING" && m.public_id ? "true" : "false");
+    if (typeof m.public_id === "string") setText("public_id", m.public_id);
+    if (m.status !== countdown.status) countTo(m);
     setText("eta", etaText(m));
+    if (m.status === "SCHEDULED" || m.status === "PREQUEUE" || m.status === "CLOSED") {
+      if (m.status === "PREQUEUE" && typeof m.queue_length === "number") setText("entrants", grouped(m.queue_length));
+      document.title = baseTitle;
+      if (m.status !== wasStatus) {
+        announce(m.status === "CLOSED" ? "This sale is closed."
+          : m.status === "PREQUEUE" ? "You are in the pre-queue. Places are drawn by lottery when the sale opens."
+          : "The line is not open yet. This page opens it by itself when the time comes.", true);
+      }
+      return;
+    }
     if (m.status === "READY") {
       setProgress(100);
       document.title = "You're in · " + baseTitle;
@@ -208,9 +263,15 @@
     // Waiting again: should the place ever be lost (the queue's store
     // restarted), the next NOT_IN_QUEUE joins again, and the wr_ticket
     // cookie this join set puts the visitor back at their place in line.
-    if (m.status === "WAITING") joined = false;
+    if (m.status === "WAITING" || m.status === "PREQUEUE") joined = false;
     if (m.status === "READY") admitted(m, fromStatus);
     else apply(m);
+  }
+
+  // Answers that need no socket and no polling: a queue not open yet (its
+  // countdown reloads the page) or closed.
+  function settled(m) {
+    return m.status === "SCHEDULED" || m.status === "CLOSED";
   }
 
   function backoff() {
@@ -238,7 +299,7 @@
     if (!m || done) return;
     failures = 0;
     handle(m, true);
-    if (done) return;
+    if (done || settled(m)) return;
     if (polling) {
       var secs = Math.max(1, Math.min(60, m.retry_after_seconds || 5));
       setLink("polling", "Checking for updates every " + plural(secs, "second") + ".");
@@ -357,7 +418,7 @@
       if (!m) return; // solving a challenge or waiting out a limit
       failures = 0;
       handle(m, true);
-      if (done) return;
+      if (done || settled(m)) return;
       var secs = Math.max(1, Math.min(60, m.retry_after_seconds || 5));
       setLink("polling", "Checking for updates every " + plural(secs, "second") + ".");
       schedule(secs * 1000);
@@ -405,6 +466,13 @@
         challenge = m.challenge;
         return;
       }
+      // Not open yet, or closed: the server closes the socket after this.
+      if (m && settled(m)) {
+        fallen = true;
+        clearTimeout(openTimer);
+        handle(m, false);
+        return;
+      }
       // The place was lost while waiting (the queue's store restarted): join
       // again at once (the ticket cookie restores the place), then listen on
       // a new socket.
@@ -441,8 +509,10 @@
     setLink("offline", "Trying again in " + plural(d.retry_after || 5, "second") + ".");
   } else if (d.challenge) {
     solve(d.challenge);
-  } else if (d.status === "WAITING") {
+  } else if (d.status === "WAITING" || d.status === "PREQUEUE") {
     connectSocket();
+  } else if (settled(d)) {
+    setLink("live", d.status === "CLOSED" ? "This sale is closed." : "This page opens the line by itself when the time comes.");
   } else {
     startPolling();
   }

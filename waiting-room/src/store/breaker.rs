@@ -18,7 +18,8 @@ use async_trait::async_trait;
 use shared::visitor::VisitorId;
 
 use super::{
-    JoinChecks, Params, Placed, QueueStore, Release, Report, SharedSettings, Standing, Stats, StoreError, TickLog,
+    Draw, JoinChecks, LotteryRecord, Params, Placed, QueueStore, Release, Report, SharedSettings, Standing, Stats,
+    StoreError, TickLog,
 };
 use crate::state::now_ms;
 
@@ -182,6 +183,26 @@ impl QueueStore for Breaker {
 
     async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError> {
         self.call_idempotent(|| self.inner.ticks(queue, limit)).await
+    }
+
+    async fn lottery(&self, queue: &str, new_seed: Option<&str>) -> Result<Option<LotteryRecord>, StoreError> {
+        // Idempotent: the first seed stored stays.
+        self.call_idempotent(|| self.inner.lottery(queue, new_seed)).await
+    }
+
+    async fn entrants(&self, queue: &str) -> Result<Vec<VisitorId>, StoreError> {
+        self.call_idempotent(|| self.inner.entrants(queue)).await
+    }
+
+    async fn draw(
+        &self,
+        queue: &str,
+        opens_at_ms: i64,
+        order: &[VisitorId],
+        published: &str,
+    ) -> Result<Draw, StoreError> {
+        // Idempotent: a draw that landed answers AlreadyDrawn the second time.
+        self.call_idempotent(|| self.inner.draw(queue, opens_at_ms, order, published)).await
     }
 
     fn known_down(&self) -> bool {

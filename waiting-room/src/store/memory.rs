@@ -14,8 +14,8 @@ use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
 use super::{
-    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, Report, SPENT_GRACE_MS, Standing, Stats,
-    StoreError, TICK_LOG, TickLog, Window,
+    Draw, JoinChecks, JoinKind, LotteryRecord, Params, Place, Placed, Proof, QueueStore, Release, Report,
+    SPENT_GRACE_MS, Standing, Stats, StoreError, TICK_LOG, TickLog, Window,
 };
 
 /// In-process queues.
@@ -76,6 +76,9 @@ impl MemoryStore {
         let seq = s.next_seq;
         s.line.push(visitor, seq);
         s.mark_seen(visitor, now);
+        if now < p.entrants_until_ms {
+            s.entrants.insert(visitor);
+        }
         if let Some(c) = client {
             s.places.entry(c.to_owned()).or_default().insert(visitor);
             s.place_of.insert(visitor, c.to_owned());
@@ -248,6 +251,9 @@ struct QueueState {
     decision: Option<crate::adaptive::Record>,
     /// Newest first.
     tick_log: std::collections::VecDeque<TickLog>,
+    /// The lottery's entrants (see `draw`), and the lottery.
+    entrants: HashSet<VisitorId>,
+    lottery: Option<LotteryRecord>,
 }
 
 impl QueueState {
@@ -373,6 +379,36 @@ impl QueueState {
             return (Standing::Waiting { position, waiting: self.line.len() }, false);
         }
         (Standing::NotInQueue, false)
+    }
+}
+
+impl QueueState {
+    /// The draw (see [`QueueStore::draw`]), under the queue's lock.
+    fn draw(&mut self, now: i64, opens_at_ms: i64, order: &[VisitorId], published: &str) -> Draw {
+        let Some(lottery) = &mut self.lottery else { return Draw::Changed };
+        if lottery.drawn.is_some() {
+            return Draw::AlreadyDrawn;
+        }
+        if now < opens_at_ms {
+            return Draw::TooEarly;
+        }
+        if order.len() != self.entrants.len() || !order.iter().all(|v| self.entrants.contains(v)) {
+            return Draw::Changed;
+        }
+        lottery.drawn = Some((now, published.to_owned()));
+        // The entrants still in line keep the set of sequence numbers they
+        // hold, handed out again in drawn order.
+        let placed: Vec<VisitorId> = order.iter().copied().filter(|v| self.line.by_visitor.contains_key(v)).collect();
+        let mut seqs: Vec<u64> = placed.iter().filter_map(|v| self.line.by_visitor.get(v).copied()).collect();
+        seqs.sort_unstable();
+        for v in &placed {
+            self.line.remove(v);
+        }
+        for (v, seq) in placed.into_iter().zip(seqs) {
+            self.line.push(v, seq);
+            self.mark_seen(v, now);
+        }
+        Draw::Drawn
     }
 }
 
@@ -625,6 +661,29 @@ impl QueueStore for MemoryStore {
         }
         s.decision = Some(record.clone());
         Ok(true)
+    }
+
+    async fn lottery(&self, queue: &str, new_seed: Option<&str>) -> Result<Option<LotteryRecord>, StoreError> {
+        let q = self.queue(queue);
+        let mut s = q.lock();
+        if let (None, Some(seed)) = (&s.lottery, new_seed) {
+            s.lottery = Some(LotteryRecord { seed: seed.to_owned(), committed_at_ms: now_ms(), drawn: None });
+        }
+        Ok(s.lottery.clone())
+    }
+
+    async fn entrants(&self, queue: &str) -> Result<Vec<VisitorId>, StoreError> {
+        Ok(self.queue(queue).lock().entrants.iter().copied().collect())
+    }
+
+    async fn draw(
+        &self,
+        queue: &str,
+        opens_at_ms: i64,
+        order: &[VisitorId],
+        published: &str,
+    ) -> Result<Draw, StoreError> {
+        Ok(self.queue(queue).lock().draw(now_ms(), opens_at_ms, order, published))
     }
 
     async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError> {

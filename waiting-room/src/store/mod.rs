@@ -202,6 +202,9 @@ pub struct Params {
     /// Admitted visitors with no request this long after admission are
     /// no-shows (0: arrivals are not tracked).
     pub arrival_grace_ms: u64,
+    /// Joins before this store time (ms) are entrants of the queue's
+    /// lottery (0: the queue has none). See [`QueueStore::draw`].
+    pub entrants_until_ms: i64,
 }
 
 /// The adaptive mode's part of [`Params`].
@@ -241,6 +244,7 @@ impl Params {
                 pin: a.pin_per_tick,
             }),
             arrival_grace_ms: ms(a.arrival_grace),
+            entrants_until_ms: 0,
         }
     }
 }
@@ -383,6 +387,31 @@ pub struct SharedSettings {
     pub version: u64,
 }
 
+/// A queue's lottery as the store keeps it (see `lottery.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LotteryRecord {
+    /// The secret seed (published only once drawn).
+    pub seed: String,
+    /// When the first instance stored it (store time, ms).
+    pub committed_at_ms: i64,
+    /// The draw, once it happened: when (store time, ms) and the entrants'
+    /// public ids in drawn order (a JSON array).
+    pub drawn: Option<(i64, String)>,
+}
+
+/// What [`QueueStore::draw`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Draw {
+    /// This call drew: the line now holds the entrants in the given order.
+    Drawn,
+    /// Someone drew before (this call changed nothing).
+    AlreadyDrawn,
+    /// The store's clock has not reached the opening yet.
+    TooEarly,
+    /// The entrants are not the ones given (read them again and retry).
+    Changed,
+}
+
 /// What a join answers: the standing and what the join did.
 pub type JoinAnswer = Result<(Standing, JoinKind), StoreError>;
 
@@ -486,6 +515,31 @@ pub trait QueueStore: Send + Sync + 'static {
 
     /// The last `limit` ticks, newest first.
     async fn ticks(&self, queue: &str, limit: usize) -> Result<Vec<TickLog>, StoreError>;
+
+    /// The queue's lottery; with `new_seed`, stores that seed (and the time)
+    /// first if the queue has none, so every instance publishes the same
+    /// commitment.
+    async fn lottery(&self, queue: &str, new_seed: Option<&str>) -> Result<Option<LotteryRecord>, StoreError>;
+
+    /// The lottery's entrants: visitors whose join added a place before
+    /// [`Params::entrants_until_ms`] (store time). Fixed once the store's
+    /// clock passes it.
+    async fn entrants(&self, queue: &str) -> Result<Vec<VisitorId>, StoreError>;
+
+    /// Draw the lottery, once: if the store's clock is past `opens_at_ms`,
+    /// nobody drew yet and `order` holds exactly the entrants, the entrants
+    /// still in line take the line's first places in `order` (their
+    /// sequence numbers permuted, so everyone who joined after the opening
+    /// stays behind them), are marked seen now, and `published` (the public
+    /// ids in drawn order, JSON) is kept with the draw. Other instances are
+    /// told (Redis: a `drawn` message on the queue's channel).
+    async fn draw(
+        &self,
+        queue: &str,
+        opens_at_ms: i64,
+        order: &[VisitorId],
+        published: &str,
+    ) -> Result<Draw, StoreError>;
 
     /// Is the store known to be down right now (a circuit breaker is open),
     /// so that asking it would only wait?

@@ -61,8 +61,8 @@ use shared::visitor::VisitorId;
 
 use super::connection::Conn;
 use super::{
-    JoinChecks, JoinKind, Params, Place, Placed, Proof, QueueStore, Release, Report, SPENT_GRACE_MS, SharedSettings,
-    Standing, Stats, StoreError, TickLog, Window,
+    Draw, JoinChecks, JoinKind, LotteryRecord, Params, Place, Placed, Proof, QueueStore, Release, Report,
+    SPENT_GRACE_MS, SharedSettings, Standing, Stats, StoreError, TickLog, Window,
 };
 
 /// Redis-backed queues.
@@ -84,6 +84,8 @@ struct Scripts {
     revoked: Script,
     report: Script,
     save_decision: Script,
+    draw: Script,
+    lottery: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -112,6 +114,18 @@ fn scripts() -> &'static Scripts {
              local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
              if tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0') <= now then return -1 end \
              return tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')",
+        ),
+        draw: Script::new(include_str!("lua/draw.lua")),
+        // KEYS: lottery; ARGV: a seed to store if there is none ("" = just
+        // read). Returns {seed, committed_at, drawn_at, order} ("" = none).
+        lottery: Script::new(
+            "if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], 'seed') == 0 then \
+               local t = redis.call('TIME') \
+               redis.call('HSET', KEYS[1], 'seed', ARGV[1], \
+                 'committed_at', tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)) \
+             end \
+             local l = redis.call('HMGET', KEYS[1], 'seed', 'committed_at', 'drawn_at', 'order') \
+             return {l[1] or '', l[2] or '', l[3] or '', l[4] or ''}",
         ),
         save_settings: Script::new(
             "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) \
@@ -257,6 +271,7 @@ impl RedisStore {
             .key(k.key(&format!("proof:{seed}")))
             .key(k.key("epoch"))
             .key(k.key("honoured"))
+            .key(k.key("entrants"))
             .arg(visitor.to_string())
             .arg(mode)
             .arg(p.free_entry)
@@ -271,7 +286,8 @@ impl RedisStore {
             .arg(if checks.fresh { "1" } else { "0" })
             .arg(epoch_id(new_epoch()))
             .arg(ticket_epoch)
-            .arg(ticket_seq);
+            .arg(ticket_seq)
+            .arg(p.entrants_until_ms);
         type Reply = (String, i64, i64, String, String, String);
         let (kind, a, b, join_kind, epoch, seq): Reply = if mode == "join" {
             let (reply, acknowledged) = self.acknowledged(&call).await?;
@@ -605,6 +621,61 @@ impl QueueStore for RedisStore {
         let lines: Vec<String> =
             redis::cmd("LRANGE").arg(key).arg(0).arg(last).query_async(&mut conn).await.map_err(err)?;
         Ok(lines.iter().filter_map(|l| tick_log(l)).collect())
+    }
+
+    async fn lottery(&self, queue: &str, new_seed: Option<&str>) -> Result<Option<LotteryRecord>, StoreError> {
+        let mut call = self.scripts.lottery.prepare_invoke();
+        call.key(self.keys(queue).key("lottery")).arg(new_seed.unwrap_or(""));
+        let (seed, committed_at, drawn_at, order): (String, String, String, String) = if new_seed.is_some() {
+            let (reply, acknowledged) = self.acknowledged(&call).await?;
+            acknowledged?;
+            reply
+        } else {
+            call.invoke_async(&mut self.conn.clone()).await.map_err(err)?
+        };
+        if seed.is_empty() {
+            return Ok(None);
+        }
+        let drawn = drawn_at.parse::<i64>().ok().map(|at| (at, order));
+        Ok(Some(LotteryRecord { seed, committed_at_ms: committed_at.parse().unwrap_or(0), drawn }))
+    }
+
+    async fn entrants(&self, queue: &str) -> Result<Vec<VisitorId>, StoreError> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.keys(queue).key("entrants"))
+            .query_async(&mut self.conn.clone())
+            .await
+            .map_err(err)?;
+        Ok(ids.iter().filter_map(|v| v.parse().ok()).collect())
+    }
+
+    async fn draw(
+        &self,
+        queue: &str,
+        opens_at_ms: i64,
+        order: &[VisitorId],
+        published: &str,
+    ) -> Result<Draw, StoreError> {
+        let k = self.keys(queue);
+        let mut call = self.scripts.draw.prepare_invoke();
+        call.key(k.key("line"))
+            .key(k.key("seen"))
+            .key(k.key("entrants"))
+            .key(k.key("lottery"))
+            .arg(opens_at_ms)
+            .arg(published)
+            .arg(k.key("events"));
+        for v in order {
+            call.arg(v.to_string());
+        }
+        let (outcome, acknowledged): (String, _) = self.acknowledged(&call).await?;
+        acknowledged?;
+        Ok(match outcome.as_str() {
+            "drawn" => Draw::Drawn,
+            "already" => Draw::AlreadyDrawn,
+            "early" => Draw::TooEarly,
+            _ => Draw::Changed,
+        })
     }
 
     async fn revoked(&self, queue: &str, visitor: VisitorId, iat_s: i64) -> Result<bool, StoreError> {

@@ -7,7 +7,8 @@
 // (meta refresh only), "challenge" (a queue asking for a proof of work: the
 // page solves it, joins and goes on live) or "challenge-no-webcrypto" (the
 // same with WebCrypto removed from the page, so the plain-JavaScript SHA-256
-// does the work). The script launches Debian's Chromium, prints
+// does the work), or "scheduled" (a queue not open yet: the page counts
+// down, reloads itself into the pre-queue, then into its drawn place). The script launches Debian's Chromium, prints
 // {"event":"launched"} and waits for one line on stdin, so the Rust test can
 // put other visitors in line just before this one arrives. It then opens
 // <start-url>, records what the queue page displays until the browser lands
@@ -35,7 +36,7 @@ const DEADLINE_MS = Number(process.env.WR_DEADLINE_MS || 25000);
 const SAMPLE_MS = 100;
 
 const [scenario, startUrl, outDir] = process.argv.slice(2);
-const SCENARIOS = ["live", "no-websocket", "no-javascript", "challenge", "challenge-no-webcrypto"];
+const SCENARIOS = ["live", "no-websocket", "no-javascript", "challenge", "challenge-no-webcrypto", "scheduled"];
 
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
@@ -78,6 +79,9 @@ async function snapshot(page) {
         connection: text("connection"),
         announce: text("announce"),
         progress: progress ? progress.getAttribute("aria-valuenow") : null,
+        countdown: text("countdown"),
+        publicId: text("public_id"),
+        drawn: document.documentElement.getAttribute("data-wr-drawn"),
         title: document.title,
         readyVisible: !!document.querySelector(".wr-ready") &&
           getComputedStyle(document.querySelector(".wr-ready")).display !== "none",
@@ -160,7 +164,7 @@ async function main() {
           break;
         }
         const last = samples[samples.length - 1];
-        const watched = ["status", "step", "position", "eta", "queueLength", "link", "progress", "powMs"];
+        const watched = ["status", "step", "position", "eta", "queueLength", "link", "progress", "powMs", "countdown", "drawn"];
         if (!last || watched.some((k) => last[k] !== s[k])) {
           samples.push({ ...s, at: Date.now() - t0 });
         }

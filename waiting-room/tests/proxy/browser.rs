@@ -302,3 +302,38 @@ async fn a_browser_whose_queue_store_restarts_empty_gets_its_place_back_and_land
         assert_landed(&r, &proxy, &upstream);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_before_a_scheduled_sale_counts_down_joins_the_pre_queue_and_gets_its_drawn_place() {
+    let upstream = Upstream::start().await;
+    let now = waiting_room::state::now_ms();
+    // Chromium takes a few seconds to start: the pre-queue opens after that,
+    // the sale a few seconds later.
+    let q = format!(
+        "{}prequeue_from = \"{}\"\nopens_at = \"{}\"\n",
+        queue("q", "/a", 1, "500ms", "10m", 0),
+        waiting_room::tokens::rfc3339_ms(now + 9_000),
+        waiting_room::tokens::rfc3339_ms(now + 14_000)
+    );
+    let proxy = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
+    let r = visit(&proxy, "scheduled", &proxy.dir.join("screenshots"), async {}).await;
+    let samples = r["samples"].as_array().unwrap();
+    let statuses: Vec<&str> = samples.iter().filter_map(|s| s["status"].as_str()).collect();
+    let mut phases: Vec<&str> = statuses.clone();
+    phases.dedup();
+    // Countdown, pre-queue (the page reloaded itself at the opening of the
+    // pre-queue), the drawn place (or straight in: one entrant, N = 1), in.
+    assert_eq!(phases.first(), Some(&"SCHEDULED"), "{phases:?} {r:#}");
+    let pre = phases.iter().position(|s| *s == "PREQUEUE").unwrap_or_else(|| panic!("no pre-queue: {phases:?} {r:#}"));
+    assert!(phases[pre + 1..].iter().all(|s| *s == "WAITING" || *s == "READY"), "{phases:?}");
+    assert_eq!(phases.last(), Some(&"READY"), "{phases:?}");
+    let scheduled: Vec<&Value> = samples.iter().filter(|s| s["status"] == "SCHEDULED").collect();
+    let counts: Vec<&str> = scheduled.iter().filter_map(|s| s["countdown"].as_str()).collect();
+    assert!(counts.len() >= 2 && counts.iter().all(|c| c.starts_with("00:0") || *c == "Opening…"), "{counts:?}");
+    let prequeue = samples.iter().find(|s| s["status"] == "PREQUEUE").unwrap();
+    let id = prequeue["publicId"].as_str().unwrap_or("");
+    assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "public id shown: {prequeue}");
+    assert!(r["queuePageLoads"].as_u64() >= Some(2), "the page reloaded itself into the pre-queue: {r:#}");
+    assert!(r["sockets"].as_u64() >= Some(1), "the pre-queue listens on the socket: {r:#}");
+    assert_landed(&r, &proxy, &upstream);
+}

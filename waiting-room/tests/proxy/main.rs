@@ -13,6 +13,7 @@ mod gate;
 mod helpers;
 mod lane;
 mod lifecycle;
+mod lottery;
 mod replicated;
 #[path = "../support/redis_servers.rs"]
 mod servers;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shared::visitor::VisitorId;
 use waiting_room::adaptive::{Record, Signals, State, bucket};
-use waiting_room::store::{AdaptiveParams, JoinChecks, JoinKind, Params, Proof, QueueStore, Report, Standing};
+use waiting_room::store::{AdaptiveParams, Draw, JoinChecks, JoinKind, Params, Proof, QueueStore, Report, Standing};
 
 /// No places cap, no challenge.
 const OPEN: JoinChecks =
@@ -24,6 +24,7 @@ pub fn params() -> Params {
         queue_all: false,
         adaptive: None,
         arrival_grace_ms: 0,
+        entrants_until_ms: 0,
     }
 }
 
@@ -545,4 +546,106 @@ pub async fn reports_merge_into_the_next_tick_and_no_shows_stop_counting_toward_
     let next = tick(&store, "q", &p).await;
     assert_eq!(next.window.as_ref().map(|w| w.arrived), Some(1));
     assert!(next.released.is_empty(), "{next:?}");
+}
+
+fn wall_ms() -> i64 {
+    waiting_room::state::now_ms()
+}
+
+/// Wait until the wall clock (which the store's is, on this machine) passes `at_ms`.
+async fn until(at_ms: i64) {
+    let left = at_ms - wall_ms();
+    if left > 0 {
+        tokio::time::sleep(Duration::from_millis(u64::try_from(left).unwrap_or(0) + 20)).await;
+    }
+}
+
+pub async fn the_lottery_orders_its_entrants_once_and_later_arrivals_follow(store: Arc<dyn QueueStore>) {
+    use waiting_room::lottery;
+    // The first seed stored stays, whoever offers another.
+    let seed = lottery::new_seed();
+    assert!(store.lottery("q", None).await.unwrap().is_none());
+    let first = store.lottery("q", Some(&seed)).await.unwrap().unwrap();
+    assert_eq!(first.seed, seed);
+    assert!(first.drawn.is_none());
+    assert_eq!(store.lottery("q", Some(&lottery::new_seed())).await.unwrap().unwrap().seed, seed);
+
+    // 30 entrants join the pre-queue at once (releases paused, no free entry).
+    let opens_at = wall_ms() + 700;
+    let p = Params { entrants_until_ms: opens_at, paused: true, queue_all: true, free_entry: 10, ..params() };
+    let entrants = ids(30);
+    let joins = entrants.iter().map(|v| {
+        let store = store.clone();
+        let v = *v;
+        async move { store.join("q", v, &p, &OPEN).await.unwrap() }
+    });
+    for (s, _) in futures_util::future::join_all(joins).await {
+        assert!(matches!(s, Standing::Waiting { .. }), "{s:?}");
+    }
+    let mut listed = store.entrants("q").await.unwrap();
+    listed.sort();
+    let mut expected = entrants.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "every pre-queue join is an entrant");
+    let order = lottery::draw("q", &seed, &entrants);
+    let visitors: Vec<VisitorId> = order.iter().map(|(_, v)| *v).collect();
+    let published = serde_json::to_string(&order.iter().map(|(p, _)| p).collect::<Vec<_>>()).unwrap();
+    assert_eq!(store.draw("q", opens_at, &visitors, &published).await.unwrap(), Draw::TooEarly);
+
+    // After the opening: later arrivals are not entrants, and queue behind.
+    until(opens_at).await;
+    let open = Params { entrants_until_ms: opens_at, ..params() };
+    let later = ids(5);
+    for v in &later {
+        store.join("q", *v, &open, &OPEN).await.unwrap();
+    }
+    assert_eq!(store.entrants("q").await.unwrap().len(), 30, "joins after the opening are no entrants");
+    // A draw that leaves an entrant out changes nothing.
+    assert_eq!(store.draw("q", opens_at, &visitors[1..], &published).await.unwrap(), Draw::Changed);
+    assert_eq!(store.draw("q", opens_at, &visitors, &published).await.unwrap(), Draw::Drawn);
+    assert_eq!(store.draw("q", opens_at, &visitors, &published).await.unwrap(), Draw::AlreadyDrawn);
+    let record = store.lottery("q", None).await.unwrap().unwrap();
+    assert_eq!(record.drawn.as_ref().map(|(_, o)| o.as_str()), Some(published.as_str()));
+    assert_eq!(record.seed, seed);
+
+    // The line: the entrants in drawn order, then the later arrivals in theirs.
+    for (i, v) in visitors.iter().chain(&later).enumerate() {
+        assert_eq!(position(&store, "q", *v, &open).await, Some(i as u64 + 1), "place {}", i + 1);
+    }
+    // Ticks release in that order.
+    let r = tick(&store, "q", &open).await;
+    assert_eq!(r.released, visitors[..5].to_vec());
+}
+
+pub async fn a_draw_happens_once_however_many_instances_try(store: Arc<dyn QueueStore>) {
+    use waiting_room::lottery;
+    let seed = lottery::new_seed();
+    store.lottery("q", Some(&seed)).await.unwrap();
+    let opens_at = wall_ms() + 300;
+    let p = Params { entrants_until_ms: opens_at, paused: true, queue_all: true, ..params() };
+    let entrants = ids(50);
+    for v in &entrants {
+        store.join("q", *v, &p, &OPEN).await.unwrap();
+    }
+    until(opens_at).await;
+    // 20 "instances" draw at once, each with the order it computed.
+    let draws = (0..20).map(|_| {
+        let store = store.clone();
+        let seed = seed.clone();
+        async move {
+            let listed = store.entrants("q").await.unwrap();
+            let order = lottery::draw("q", &seed, &listed);
+            let visitors: Vec<VisitorId> = order.iter().map(|(_, v)| *v).collect();
+            let published = serde_json::to_string(&order.iter().map(|(p, _)| p).collect::<Vec<_>>()).unwrap();
+            store.draw("q", opens_at, &visitors, &published).await.unwrap()
+        }
+    });
+    let outcomes = futures_util::future::join_all(draws).await;
+    assert_eq!(outcomes.iter().filter(|d| **d == Draw::Drawn).count(), 1, "{outcomes:?}");
+    assert!(outcomes.iter().all(|d| matches!(d, Draw::Drawn | Draw::AlreadyDrawn)), "{outcomes:?}");
+    // The line is the rule's order (a second permutation would have moved it).
+    let open = Params { entrants_until_ms: opens_at, ..params() };
+    for (i, (_, v)) in lottery::draw("q", &seed, &entrants).iter().enumerate() {
+        assert_eq!(position(&store, "q", *v, &open).await, Some(i as u64 + 1));
+    }
 }

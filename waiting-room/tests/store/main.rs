@@ -93,4 +93,6 @@ for_each_backend!(
     every_tick_reports_the_places_added_in_the_interval_before_it,
     adaptive_ticks_release_the_decided_n_and_the_log_shows_every_tick,
     reports_merge_into_the_next_tick_and_no_shows_stop_counting_toward_max_active,
+    the_lottery_orders_its_entrants_once_and_later_arrivals_follow,
+    a_draw_happens_once_however_many_instances_try,
 );

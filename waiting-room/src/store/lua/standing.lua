@@ -3,15 +3,17 @@
 --       4 admitted (hash visitor->admitted ms), 5 seq (counter),
 --       6 places (zset, all scores 0: "<client>:<visitor>" per waiting place of a counted client),
 --       7 place_of (hash visitor->client), 8 proof (string: this join's challenge seed, once spent),
---       9 epoch (string), 10 honoured (set "<visitor>:<epoch>" of tickets already honoured)
+--       9 epoch (string), 10 honoured (set "<visitor>:<epoch>" of tickets already honoured),
+--       11 entrants (set: the lottery's entrants, see draw.lua)
 -- ARGV: 1 visitor, 2 mode ("join" | "status"), 3 free_entry, 4 max_active, 5 session_ms,
 --       6 abandon_after_ms, 7 queue_all ("1" | "0"), 8 client ("" = not counted),
 --       9 max places per client (0 = none), 10 proof ("" = not required | "missing" | "solved"),
 --       11 how long to remember a spent proof (ms), 12 fresh ("1": the visitor id was minted for
 --       this join and can hold nothing yet, so the lookups of a session and a place are skipped),
 --       13 an epoch id for a line that has none, 14 the epoch of the visitor's verified queue ticket
---       ("" = none), 15 that ticket's sequence number
--- KEYS 6-10 and ARGV 8-15 may be left out (no cap, no proof, no epoch).
+--       ("" = none), 15 that ticket's sequence number, 16 joins before this store time (ms) are
+--       lottery entrants (0 = the queue has no lottery)
+-- KEYS 6-11 and ARGV 8-16 may be left out (no cap, no proof, no epoch, no lottery).
 -- Returns {kind, a, b, join_kind, epoch, seq}: kind "READY" (a = admitted ms, b = expires ms),
 --   "WAITING" (a = position, b = waiting), "NOT_IN_QUEUE"; join_kind: existing | joined | free | rejoined |
 --   restored, or a refusal: client_full | challenge | spent; epoch: the line's ("" without KEYS[9]);
@@ -164,6 +166,9 @@ local function decide()
   local seq = redis.call('INCR', KEYS[5])
   redis.call('ZADD', KEYS[1], seq, v)
   redis.call('ZADD', KEYS[2], now, v)
+  if KEYS[11] and now < tonumber(ARGV[16] or '0') then
+    redis.call('SADD', KEYS[11], v)
+  end
   if counted then
     redis.call('ZADD', KEYS[6], 0, client .. ':' .. v)
     redis.call('HSET', KEYS[7], v, client)
