@@ -14,10 +14,7 @@ use shared::config::{ConfigError, Env, duration};
 
 mod sections;
 
-pub use self::sections::{
-    AdminConfig, CouponsConfig, DemoConfig, IdempotencyConfig, MAX_SEATS, MAX_STOCK, RateLimitConfig, SessionEndOn,
-    parse_addr,
-};
+pub use self::sections::*;
 
 /// Prefix of the environment variables that override the file
 /// (`BC_DATABASE__URL=postgres://…`).
