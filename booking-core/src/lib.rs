@@ -3,8 +3,9 @@
 //!
 //! # Layout
 //!
-//! From the bottom up; no module imports one above it (the import graph has
-//! no cycle).
+//! From the bottom up; no module imports one above it, except for the one
+//! pair [`catalogue`] ↔ [`fanout`] (one seat-map cache kept coherent across
+//! instances; see [`fanout`]).
 //!
 //! - [`config`]: the one config type (`configs/booking-core.toml`, then `BC_…`
 //!   environment variables), `[demo]` included, and its validation step.

@@ -3,7 +3,7 @@
 //! [`crate::coupons`], [`crate::catalogue`], …) and shapes the answer; the
 //! `#[utoipa::path]` annotations and the error sets they name sit on the
 //! handlers, so the services know nothing of HTTP contexts or the documents.
-//! [`dispatch`] maps a matched [`Route`] to its handler.
+//! `dispatch` maps a matched [`Route`] to its handler.
 
 pub mod admin;
 pub mod catalogue;

@@ -5,7 +5,7 @@
 //! either. Each listener documents exactly the routes it serves.
 //!
 //! - Operations come from `#[utoipa::path]` on the very handlers
-//!   [`crate::routes::dispatch`] calls; bodies from `ToSchema` on the request and
+//!   `routes::dispatch` calls; bodies from `ToSchema` on the request and
 //!   view types those handlers (de)serialize.
 //! - Error responses are rendered from the error types themselves. Each
 //!   handler names the [`ErrorSet`](errors::ErrorSet)s it can fail with (`Errors<(Token, Scope,
