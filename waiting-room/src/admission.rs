@@ -171,7 +171,10 @@ async fn decide(queue: &Queue, store: &Arc<dyn QueueStore>, r: &Release, window:
         tick = r.tick,
         n = record.n,
         reason = %record.reason,
+        p50_ms = signals.p50_ms,
         p99_ms = signals.p99_ms,
+        queue_ms = signals.queue_ms(),
+        in_flight = signals.in_flight,
         samples = signals.samples,
         errors = signals.error_rate,
         "admission decision"
