@@ -340,7 +340,13 @@ async fn join(
     let cookie = merge_cookies(cookies, a.headers.get_all("set-cookie").iter().filter_map(|v| v.to_str().ok()));
     let m = a.json();
     match m["status"].as_str() {
-        Some("READY") | Some("WAITING") => {}
+        // Waiting in some form: in line, in a pre-queue, not open yet, or the
+        // queue not available for now (the wait loops handle each).
+        Some("READY" | "WAITING" | "PREQUEUE" | "SCHEDULED" | "UNAVAILABLE") => {}
+        Some("CLOSED") => {
+            ctx.metrics.error(Step::Join, "answer:CLOSED", None);
+            return Err("join:closed".into());
+        }
         other => {
             ctx.metrics.error(Step::Join, &format!("answer:{}", other.unwrap_or("not_json")), None);
             return Err("join:unexpected_answer".into());
@@ -445,7 +451,9 @@ async fn wait_on_socket(
         }
         match m["status"].as_str() {
             Some("READY") => break Waited::Ready(m),
-            Some("WAITING") => {
+            // The line, the pre-queue, or a queue not available for now: the
+            // socket brings the next standing.
+            Some("WAITING" | "PREQUEUE" | "UNAVAILABLE") => {
                 if let Some(p) = m["position"].as_u64() {
                     rec.saw_position(p);
                 }
@@ -480,7 +488,21 @@ async fn wait_polling(
     loop {
         match standing["status"].as_str() {
             Some("READY") => return Ok(Waited::Ready(standing)),
-            Some("WAITING") => {}
+            Some("WAITING" | "PREQUEUE" | "UNAVAILABLE") => {}
+            Some("CLOSED") => return Err("wait:closed".into()),
+            // Not open yet: join again once it opens (the answer says when).
+            Some("SCHEDULED") => {
+                let wait = Duration::from_secs(standing["retry_after_seconds"].as_u64().unwrap_or(2).max(1));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = until(leave_at) => return Ok(Waited::Left),
+                    _ = tokio::time::sleep_until(deadline.into()) => return Ok(Waited::TimedOut),
+                }
+                let (m, c) = join(ctx, plan, rec, Instant::now(), &cookie).await?;
+                cookie = c;
+                standing = m;
+                continue;
+            }
             _ => {
                 // Lost the place (or never had one): join again, at the back.
                 rec.rejoined = true;

@@ -123,6 +123,7 @@ struct Patch {
     target_error_rate: Option<f64>,
     arrival_grace: Option<String>,
     pin_per_tick: Option<u64>,
+    mode: Option<crate::config::QueueMode>,
 }
 
 impl Patch {
@@ -162,6 +163,9 @@ impl Patch {
         }
         if let Some(v) = self.pin_per_tick {
             a.pin_per_tick = v;
+        }
+        if let Some(v) = self.mode {
+            a.queue_mode = v;
         }
         if let Some(v) = self.paused {
             s.paused = v;

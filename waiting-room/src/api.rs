@@ -26,6 +26,7 @@ use shared::problem::Problem;
 use shared::visitor::VisitorId;
 
 use crate::challenge::{Answer, ChallengeBody};
+use crate::config::QueueMode;
 use crate::http::{Reply, header_str, query_param, set_cookie};
 use crate::identity;
 use crate::join::{self, Refusal};
@@ -109,8 +110,8 @@ pub fn route(path: &str) -> Route<'_> {
 /// entry token with `expires_at` and `admitted_at`; NOT_IN_QUEUE the `join_url`.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StatusMessage {
-    /// `WAITING`, `READY`, `NOT_IN_QUEUE`, or on a scheduled queue
-    /// `SCHEDULED`, `PREQUEUE`, `CLOSED`.
+    /// `WAITING`, `READY`, `NOT_IN_QUEUE`, on a scheduled queue
+    /// `SCHEDULED`, `PREQUEUE`, `CLOSED`, in `reject` mode `UNAVAILABLE`.
     #[schema(value_type = crate::openapi::QueueStatus)]
     pub status: &'static str,
     /// Queue id.
@@ -142,6 +143,15 @@ pub struct StatusMessage {
     /// it with `POST join_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeBody>,
+    /// `random` when visitors are let in by random draw (WAITING): there is
+    /// no place number then, and the wait is a range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<&'static str>,
+    /// The wait as a range, shortest and longest, in seconds (WAITING in
+    /// random mode: picked at the next tick at the soonest, once everyone now
+    /// waiting has been let in at the latest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_range_seconds: Option<[u64; 2]>,
     /// When the queue opens (SCHEDULED, PREQUEUE), RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub opens_at: Option<String>,
@@ -199,7 +209,15 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         closes_at: None,
         public_id: None,
         lottery_url: None,
+        mode: None,
+        wait_range_seconds: None,
     };
+    let queue_mode = queue.admission().queue_mode;
+    if queue_mode == QueueMode::Reject && !matches!(standing, Standing::Ready { .. }) {
+        m.status = "UNAVAILABLE";
+        m.retry_after_seconds = Some(UNAVAILABLE_RETRY_SECS);
+        return m;
+    }
     let schedule = &queue.schedule;
     if schedule.has_lottery() {
         m.lottery_url = Some(lottery_url(queue.id()));
@@ -232,6 +250,22 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         m.public_id = Some(crate::lottery::public_id(queue.id(), visitor));
     }
     match standing {
+        Standing::Waiting { waiting, .. } if queue_mode == QueueMode::Random => {
+            // Every waiting visitor has the same chance each tick: the
+            // expected wait is half the line's, the longest the whole line's.
+            let (soonest, eta, longest) = (
+                queue.eta_seconds(1, now_ms),
+                queue.eta_seconds(waiting.div_ceil(2), now_ms),
+                queue.eta_seconds(waiting, now_ms),
+            );
+            m.status = "WAITING";
+            m.mode = Some("random");
+            m.queue_length = Some(waiting);
+            m.eta_seconds = Some(eta);
+            m.wait_range_seconds = Some([soonest, longest]);
+            m.retry_after_seconds = Some(retry_after(soonest));
+            m.paused = queue.paused();
+        }
         Standing::Waiting { position, waiting } => {
             let eta = queue.eta_seconds(position, now_ms);
             m.status = "WAITING";
@@ -252,6 +286,9 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
     }
     m
 }
+
+/// How often a visitor of a queue in `reject` mode asks again.
+const UNAVAILABLE_RETRY_SECS: u64 = 30;
 
 /// Where to join `queue`.
 pub fn join_url(queue: &str) -> String {

@@ -498,6 +498,11 @@ pub struct QueueConfig {
     /// counting toward `max_active`. 0 = arrivals are not tracked.
     #[serde(with = "config::duration", default = "default_arrival_grace")]
     pub arrival_grace: Duration,
+    /// How the line lets visitors in: `fifo` (join order), `random` (each
+    /// tick draws N uniformly from everyone waiting), `passthrough` (everyone
+    /// in at once, still counted) or `reject` (nobody new; see `QueueMode`).
+    #[serde(default)]
+    pub mode: QueueMode,
     /// When the line opens (RFC 3339); before it visitors see a countdown
     /// (see `schedule.rs`). None: always open.
     #[serde(default)]
@@ -520,6 +525,37 @@ pub enum AdmissionMode {
     Fixed,
     /// The controller's, from the upstream's latency and errors.
     Adaptive,
+}
+
+/// `mode`: how a queue lets its visitors in; switchable live (admin API,
+/// SIGHUP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueMode {
+    /// In join order (ticks release the longest waiting).
+    #[default]
+    Fifo,
+    /// Each tick releases N visitors drawn uniformly from everyone waiting:
+    /// no place numbers, a wait shown as a range.
+    Random,
+    /// Everyone who joins is admitted at once (the line empties at the next
+    /// tick); `max_active` still caps sessions, and admissions are counted.
+    Passthrough,
+    /// Nobody new joins and nobody is released: visitors are shown "not
+    /// available"; those in line keep their places for when the mode changes.
+    Reject,
+}
+
+impl QueueMode {
+    /// Label for the admin API, the tick log and metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            QueueMode::Fifo => "fifo",
+            QueueMode::Random => "random",
+            QueueMode::Passthrough => "passthrough",
+            QueueMode::Reject => "reject",
+        }
+    }
 }
 
 impl AdmissionMode {
@@ -644,6 +680,7 @@ impl QueueConfig {
             target_error_rate: self.target_error_rate,
             arrival_grace: self.arrival_grace,
             pin_per_tick: 0,
+            queue_mode: self.mode,
         }
     }
 }
@@ -690,6 +727,10 @@ pub struct Admission {
     /// Adaptive: the operator pinned N to this (0 = the controller decides).
     #[serde(default)]
     pub pin_per_tick: u64,
+    /// How the line lets visitors in (`mode` in the config file and the
+    /// admin API).
+    #[serde(rename = "mode", default)]
+    pub queue_mode: QueueMode,
 }
 
 impl Admission {

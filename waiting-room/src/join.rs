@@ -24,6 +24,7 @@ use shared::visitor::VisitorId;
 
 use crate::challenge::{Answer, Challenge, ChallengeBody, Invalid};
 use crate::client::ClientKey;
+use crate::config::QueueMode;
 use crate::http::Reply;
 use crate::identity;
 use crate::limits::{Rate, Refused, retry_after_secs};
@@ -77,8 +78,8 @@ pub enum Refusal {
         /// Why an answer sent along was not accepted, if one was.
         why: Option<&'static str>,
     },
-    /// The queue's schedule lets nobody (new) in now: not open yet, or
-    /// closed. Not an error: the status message says which and when (200).
+    /// The queue lets nobody (new) in now: not open yet, closed, or in
+    /// `reject` mode. Not an error: the status message says which (200).
     Schedule(Box<crate::api::StatusMessage>),
     /// The store did not answer (503).
     StoreDown,
@@ -156,6 +157,7 @@ pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&
     // do still ask (for their standing). Neither needs a challenge or an id.
     let now = now_ms();
     match queue.phase(now) {
+        _ if queue.admission().queue_mode == QueueMode::Reject => return Err(schedule(state, queue, now)),
         Phase::Scheduled => return Err(schedule(state, queue, now)),
         Phase::Closed if existing.is_none() => return Err(schedule(state, queue, now)),
         _ => {}

@@ -318,6 +318,10 @@ pub enum QueueStatus {
     Prequeue,
     /// The sale is closed (`closes_at`): nobody new joins.
     Closed,
+    /// The queue is not available (operator's `reject` mode): nobody joins
+    /// or is let in; places already held are kept. Ask again after
+    /// `retry_after_seconds`.
+    Unavailable,
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@
 //! | `{{public_id}}`    | the visitor's public id in the lottery (PREQUEUE, WAITING)  |
 //! | `{{lottery_url}}`  | where the lottery is published (queues with a pre-queue)    |
 //! | `{{drawn}}`        | `true` while WAITING at a place drawn by lottery            |
+//! | `{{mode}}`         | `random` when visitors are let in by random draw, else empty |
+//! | `{{wait_range}}`   | the random-mode wait in words (`less than a minute and about 5 minutes`) |
 //! | `{{step}}`         | `challenge`, `refused` or empty (see above)                 |
 //! | `{{notice}}`       | why the visitor was refused (step `refused`), else empty    |
 //! | `{{paused}}`       | `true` while the operator has paused releases, else `false` |
@@ -64,12 +66,12 @@
 //!
 //! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
 //! `"eta_seconds"`, `"queue_length"`, `"notice"`, `"countdown"`, `"entrants"`,
-//! `"public_id"`, `"opens_at_text"` (text), `"progress"` and
+//! `"public_id"`, `"opens_at_text"`, `"wait_range"` (text), `"progress"` and
 //! `"challenge_progress"` (`aria-valuenow`, the `--wr-progress` CSS variable,
 //! and `value` of a `<progress>`), `"announce"`
 //! (a polite live region), `"connection"` (live / polling / reconnecting text)
 //! and `"continue"` (a link to `return_to`). It mirrors the state on `<html>` as
-//! `data-wr-status`, `data-wr-paused`, `data-wr-step`, `data-wr-drawn` and `data-wr-link`
+//! `data-wr-status`, `data-wr-paused`, `data-wr-step`, `data-wr-drawn`, `data-wr-mode` and `data-wr-link`
 //! (`live`, `polling`, `offline`) for stylesheets to show and hide sections.
 //! `configs/page-template.example.html` is a complete, commented example.
 
@@ -144,6 +146,12 @@ pub fn countdown(secs: u64) -> String {
         (1, h) => format!("1 day {h:02}:{m:02}:{s:02}"),
         (d, h) => format!("{d} days {h:02}:{m:02}:{s:02}"),
     }
+}
+
+/// A random-mode wait in words (`less than a minute and about 5 minutes`).
+/// `queue.js` says it the same way.
+pub fn wait_range(soonest: u64, longest: u64) -> String {
+    format!("{} and {}", human_wait(soonest), human_wait(longest))
 }
 
 /// What a countdown on the page counts to: the pre-queue's or the line's
@@ -233,6 +241,8 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
         "opens_at": m.opens_at,
         "prequeue_from": m.prequeue_from,
         "public_id": m.public_id,
+        "mode": m.mode,
+        "wait_range_seconds": m.wait_range_seconds,
         "challenge": m.challenge,
         "retry_after": refused.map(|(_, secs)| secs),
     })
@@ -312,6 +322,8 @@ pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
             "public_id" => escape(m.public_id.as_deref().unwrap_or("")),
             "lottery_url" => escape(m.lottery_url.as_deref().unwrap_or("")),
             "drawn" => (waiting && m.public_id.is_some()).to_string(),
+            "mode" => m.mode.unwrap_or("").to_owned(),
+            "wait_range" => m.wait_range_seconds.map(|[a, b]| wait_range(a, b)).unwrap_or_default(),
             _ => return None,
         })
     })

@@ -191,6 +191,8 @@ impl Queue {
         p.paused = self.paused();
         p.queue_all = self.queue_all();
         p.entrants_until_ms = self.schedule.entrants_until_ms();
+        // Reject: nobody is released (nobody new joins: see `join`).
+        p.paused |= p.mode == crate::config::QueueMode::Reject;
         if matches!(self.phase(crate::state::now_ms()), Phase::Scheduled | Phase::PreQueue) {
             p.paused = true;
             p.queue_all = true;

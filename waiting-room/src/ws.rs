@@ -265,7 +265,11 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
             return challenge_socket(state, session, &queue, &accept, &challenge, budget).await;
         }
         Err(Refusal::Schedule(m)) => {
-            let reason = if m.status == "CLOSED" { "the sale is closed" } else { "the queue is not open yet" };
+            let reason = match m.status {
+                "CLOSED" => "the sale is closed",
+                "UNAVAILABLE" => "the queue is not available",
+                _ => "the queue is not open yet",
+            };
             return one_message(session, &accept, &m, reason, budget).await;
         }
         Err(refusal) => return Err(refusal.reply(queue.id())),

@@ -119,6 +119,7 @@
   var countdown = { target: 0, status: "", timer: 0 };
   var RELOAD_SPREAD_MS = 1500;
   var RELOAD_AT_LEAST_EVERY_MS = 600000; // a schedule an operator moved is heard
+  var unavailable = 0;
   function countTo(m) {
     var to = m.status === "SCHEDULED" ? (m.prequeue_from && Date.parse(m.prequeue_from) > Date.now() ? m.prequeue_from : m.opens_at)
       : m.status === "PREQUEUE" ? m.opens_at : null;
@@ -153,14 +154,31 @@
     if (m.status !== "NOT_IN_QUEUE") setStep("");
     root.setAttribute("data-wr-paused", m.paused ? "true" : "false");
     root.setAttribute("data-wr-drawn", m.status === "WAITING" && m.public_id ? "true" : "false");
+    root.setAttribute("data-wr-mode", m.status === "WAITING" && m.mode === "random" ? "random" : "");
+    // Not available (the operator's reject mode): look again now and then;
+    // a socket still open may bring the line back first.
+    clearTimeout(unavailable);
+    if (m.status === "UNAVAILABLE") {
+      unavailable = setTimeout(function () { location.reload(); },
+        Math.max(5, m.retry_after_seconds || 30) * 1000 + Math.floor(Math.random() * RELOAD_SPREAD_MS));
+    }
     if (typeof m.public_id === "string") setText("public_id", m.public_id);
     if (m.status !== countdown.status) countTo(m);
     setText("eta", etaText(m));
-    if (m.status === "SCHEDULED" || m.status === "PREQUEUE" || m.status === "CLOSED") {
+    if (m.status === "WAITING" && m.mode === "random" && m.wait_range_seconds) {
+      setText("wait_range", humanWait(m.wait_range_seconds[0]) + " and " + humanWait(m.wait_range_seconds[1]));
+      setText("queue_length", typeof m.queue_length === "number" ? grouped(m.queue_length) : "");
+      document.title = "In line · " + baseTitle;
+      if (wasStatus !== "WAITING") announce("You are in line. Visitors are let in by random draw; your wait: between " +
+        humanWait(m.wait_range_seconds[0]) + " and " + humanWait(m.wait_range_seconds[1]) + ".", true);
+      return;
+    }
+    if (m.status === "SCHEDULED" || m.status === "PREQUEUE" || m.status === "CLOSED" || m.status === "UNAVAILABLE") {
       if (m.status === "PREQUEUE" && typeof m.queue_length === "number") setText("entrants", grouped(m.queue_length));
       document.title = baseTitle;
       if (m.status !== wasStatus) {
         announce(m.status === "CLOSED" ? "This sale is closed."
+          : m.status === "UNAVAILABLE" ? "Not available right now. This page checks again by itself."
           : m.status === "PREQUEUE" ? "You are in the pre-queue. Places are drawn by lottery when the sale opens."
           : "The line is not open yet. This page opens it by itself when the time comes.", true);
       }
@@ -271,7 +289,7 @@
   // Answers that need no socket and no polling: a queue not open yet (its
   // countdown reloads the page) or closed.
   function settled(m) {
-    return m.status === "SCHEDULED" || m.status === "CLOSED";
+    return m.status === "SCHEDULED" || m.status === "CLOSED" || m.status === "UNAVAILABLE";
   }
 
   function backoff() {
@@ -512,7 +530,9 @@
   } else if (d.status === "WAITING" || d.status === "PREQUEUE") {
     connectSocket();
   } else if (settled(d)) {
-    setLink("live", d.status === "CLOSED" ? "This sale is closed." : "This page opens the line by itself when the time comes.");
+    setLink("live", d.status === "CLOSED" ? "This sale is closed."
+      : d.status === "UNAVAILABLE" ? "This page checks again by itself."
+      : "This page opens the line by itself when the time comes.");
   } else {
     startPolling();
   }

@@ -13,6 +13,8 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
+use crate::config::QueueMode;
+
 use super::{
     Draw, JoinChecks, JoinKind, LotteryRecord, Params, Place, Placed, Proof, QueueStore, Release, Report,
     SPENT_GRACE_MS, Standing, Stats, StoreError, TICK_LOG, TickLog, Window,
@@ -53,9 +55,10 @@ impl MemoryStore {
         if standing != Standing::NotInQueue {
             return (standing, JoinKind::Existing);
         }
-        if s.line.len() == 0 && !p.queue_all {
+        let passthrough = p.mode == QueueMode::Passthrough && !p.paused;
+        if (s.line.len() == 0 && !p.queue_all) || passthrough {
             let active = s.active(now);
-            if active < p.free_entry && (p.max_active == 0 || active < p.max_active) {
+            if (active < p.free_entry || passthrough) && (p.max_active == 0 || active < p.max_active) {
                 if let Some(refused) = s.spend(&checks.proof, now) {
                     return (Standing::NotInQueue, refused);
                 }
@@ -197,6 +200,26 @@ impl Line {
 
     fn position(&self, visitor: &VisitorId) -> Option<u64> {
         self.by_visitor.get(visitor).map(|&seq| self.counts.prefix(seq))
+    }
+
+    /// Take `k` visitors drawn uniformly from the whole line (random mode):
+    /// O(line length), once per tick.
+    fn take_random(&mut self, k: u64) -> Vec<VisitorId> {
+        let len = self.by_seq.len();
+        let k = usize::try_from(k).unwrap_or(usize::MAX).min(len);
+        let mut picked = rand::seq::index::sample(&mut rand::thread_rng(), len, k).into_vec();
+        picked.sort_unstable();
+        let mut next = picked.into_iter().peekable();
+        let chosen: Vec<VisitorId> = self
+            .by_seq
+            .values()
+            .enumerate()
+            .filter_map(|(i, v)| (next.next_if_eq(&i).is_some()).then_some(*v))
+            .collect();
+        for v in &chosen {
+            self.remove(v);
+        }
+        chosen
     }
 
     fn pop_front(&mut self) -> Option<VisitorId> {
@@ -499,6 +522,9 @@ impl QueueStore for MemoryStore {
 
         let (n, mode, reason) = match (p.adaptive, p.paused) {
             (_, true) => (0, "paused", "fixed".to_owned()),
+            // Everyone waiting goes in (the line only holds those who found
+            // max_active full).
+            (_, false) if p.mode == QueueMode::Passthrough => (s.line.len(), "passthrough", "passthrough".to_owned()),
             (None, false) => (p.release_per_tick, "fixed", "fixed".to_owned()),
             (Some(a), false) if a.pin > 0 => (a.n(None), "pinned", "pinned".to_owned()),
             (Some(a), false) => {
@@ -516,8 +542,11 @@ impl QueueStore for MemoryStore {
             }
             room = room.min(p.max_active.saturating_sub(active));
         }
+        let random = if p.mode == QueueMode::Random { s.line.take_random(room) } else { Vec::new() };
+        let mut random = random.into_iter();
         while (out.released.len() as u64) < room {
-            let Some(visitor) = s.line.pop_front() else { break };
+            let next = if p.mode == QueueMode::Random { random.next() } else { s.line.pop_front() };
+            let Some(visitor) = next else { break };
             s.left_line(&visitor);
             s.admit(visitor, now, p.session_ms);
             if p.arrival_grace_ms > 0 {

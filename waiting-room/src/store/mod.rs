@@ -21,6 +21,10 @@
 //!   likes; it releases only when at least `tick` has passed since the previous
 //!   release of that queue by *any* instance, so any window of length `tick`
 //!   contains at most one release of at most N visitors.
+//! - Modes ([`Params::mode`]): `random` ticks release N drawn uniformly from
+//!   everyone waiting instead of the longest waiting; `passthrough` joins
+//!   are admitted at once whoever waits (below `max_active`), and a tick
+//!   releases everyone waiting (within `max_active`).
 //! - Sessions are fixed: they end at admission + `session`; expired sessions stop
 //!   counting as active and their visitor is NOT_IN_QUEUE again.
 //! - Abandonment: a waiting visitor not seen (join, status poll, open WebSocket)
@@ -205,6 +209,9 @@ pub struct Params {
     /// Joins before this store time (ms) are entrants of the queue's
     /// lottery (0: the queue has none). See [`QueueStore::draw`].
     pub entrants_until_ms: i64,
+    /// How the line lets visitors in (`Reject` never reaches the store: the
+    /// instance refuses joins and pauses releases).
+    pub mode: crate::config::QueueMode,
 }
 
 /// The adaptive mode's part of [`Params`].
@@ -245,6 +252,7 @@ impl Params {
             }),
             arrival_grace_ms: ms(a.arrival_grace),
             entrants_until_ms: 0,
+            mode: a.queue_mode,
         }
     }
 }

@@ -287,7 +287,9 @@ impl RedisStore {
             .arg(epoch_id(new_epoch()))
             .arg(ticket_epoch)
             .arg(ticket_seq)
-            .arg(p.entrants_until_ms);
+            .arg(p.entrants_until_ms)
+            // A paused queue lets nobody in, passthrough or not.
+            .arg(if p.paused { "fifo" } else { p.mode.label() });
         type Reply = (String, i64, i64, String, String, String);
         let (kind, a, b, join_kind, epoch, seq): Reply = if mode == "join" {
             let (reply, acknowledged) = self.acknowledged(&call).await?;
@@ -441,7 +443,7 @@ impl QueueStore for RedisStore {
             Some(a) => call.arg("adaptive").arg(a.min).arg(a.max).arg(a.pin),
             None => call.arg("fixed").arg(0).arg(0).arg(0),
         };
-        call.arg(p.arrival_grace_ms);
+        call.arg(p.arrival_grace_ms).arg(p.mode.label());
         let (values, acknowledged): (Vec<Value>, _) = self.acknowledged(&call).await?;
         let ticked = int(values.first()) == 1;
         // Only a tick is news; a call that found none wrote nothing to keep.

@@ -4,6 +4,17 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
+use serde_json::Value;
+
+/// Wait for the admin listener, its own service: it may come up just after
+/// the public one answered the health check.
+async fn admin_answers(c: &reqwest::Client, p: &Proxy) {
+    eventually("the admin API answers", Duration::from_secs(10), || async {
+        let r = c.get(format!("{}/admin/queues/q", p.admin)).bearer_auth(ADMIN_TOKEN).send().await;
+        r.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+}
 
 async fn admin(
     c: &reqwest::Client,
@@ -165,13 +176,7 @@ async fn adaptive_admission_is_switched_pinned_and_validated_through_the_admin_a
     let q = queue("q", "/a", 2, "200ms", "10m", 0);
     let p = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
     let c = client();
-    // The admin listener is its own service: it may come up just after the
-    // public one answered the health check.
-    eventually("the admin API answers", Duration::from_secs(10), || async {
-        let r = c.get(format!("{}/admin/queues/q", p.admin)).bearer_auth(ADMIN_TOKEN).send().await;
-        r.map(|_| ()).map_err(|e| e.to_string())
-    })
-    .await;
+    admin_answers(&c, &p).await;
     let patch = |body: &'static str| {
         let (c, p) = (&c, &p);
         async move { admin(c, p, reqwest::Method::PATCH, "/admin/queues/q", Some(body)).await }
@@ -220,4 +225,80 @@ async fn adaptive_admission_is_switched_pinned_and_validated_through_the_admin_a
     until_state(&c, &p, "a fixed tick", |s| s["ticks"].as_u64() > Some(before + 1)).await;
     let (_, log) = admin(&c, &p, reqwest::Method::GET, "/admin/queues/q/ticks?limit=1", None).await;
     assert_eq!((log["ticks"][0]["mode"].as_str(), log["ticks"][0]["n"].as_u64()), (Some("fixed"), Some(2)), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_modes_switch_live_on_every_instance() {
+    let shared = Shared::new("modes").await;
+    let q = queue("q", "/a", 1, "300ms", "10m", 0);
+    let (a, b) = (Proxy::start(shared.spec(&q)).await, Proxy::start(shared.spec(&q)).await);
+    let c = client();
+    admin_answers(&c, &a).await;
+    let set = |mode: &'static str| {
+        let (c, a) = (&c, &a);
+        async move {
+            let body = format!(r#"{{"mode":"{mode}"}}"#);
+            let (status, s) = admin(c, a, reqwest::Method::PATCH, "/admin/queues/q", Some(&body)).await;
+            assert_eq!(status, 200, "{s}");
+            assert_eq!(s["settings"]["admission"]["mode"], mode, "{s}");
+        }
+    };
+    let (status, body) = admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"mode":"lottery"}"#)).await;
+    assert_eq!(status, 422, "{body}");
+
+    // Reject, set on a: b refuses newcomers, a waiting visitor keeps the
+    // place but hears "not available" (pushed on its socket), nobody is released.
+    let mut waiting = Visitor::default();
+    let mut sitter = Visitor::default();
+    set("reject").await;
+    let m = eventually("b rejects", Duration::from_secs(3), || async {
+        let m: Value = c.post(b.url("/wr/q/join")).send().await.unwrap().json().await.unwrap();
+        if m["status"] == "UNAVAILABLE" { Ok(m) } else { Err(m.to_string()) }
+    })
+    .await;
+    assert_eq!(m["retry_after_seconds"], 30);
+    let page = c.get(b.url("/wr/q")).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("data-wr-status=\"UNAVAILABLE\"") && page.contains("Not available right now"));
+    // Back to FIFO to put two visitors in line, one of them on a socket.
+    set("fifo").await;
+    eventually("b takes joins again", Duration::from_secs(3), || async {
+        let m: Value = c.post(b.url("/wr/q/join")).send().await.unwrap().json().await.unwrap();
+        if m["status"] != "UNAVAILABLE" { Ok(()) } else { Err(m.to_string()) }
+    })
+    .await;
+    for v in [&mut waiting, &mut sitter] {
+        v.join(&c, &b, "q").await;
+    }
+    let mut ws = connect_ws(&b, "q", &mut sitter).await;
+    assert_eq!(next_json(&mut ws, Duration::from_secs(5)).await.unwrap()["status"], "WAITING");
+    set("reject").await;
+    let pushed = loop {
+        let m = next_json(&mut ws, Duration::from_secs(5)).await.expect("a push");
+        if m["status"] != "WAITING" {
+            break m;
+        }
+    };
+    assert_eq!(pushed["status"], "UNAVAILABLE", "{pushed}");
+    let before = waiting.status(&c, &b, "q").await;
+    assert_eq!(before["status"], "UNAVAILABLE", "{before}");
+
+    // Random: no place number, a range; passthrough: everyone in.
+    set("random").await;
+    let m = eventually("b draws at random", Duration::from_secs(3), || async {
+        let m = waiting.clone().status(&c, &b, "q").await;
+        if m["mode"] == "random" || m["status"] == "READY" { Ok(m) } else { Err(m.to_string()) }
+    })
+    .await;
+    if m["status"] == "WAITING" {
+        assert!(m["position"].is_null() && m["wait_range_seconds"].as_array().map(Vec::len) == Some(2), "{m}");
+    }
+    set("passthrough").await;
+    let newcomer: Value = eventually("b lets everyone in", Duration::from_secs(3), || async {
+        let m: Value = c.post(b.url("/wr/q/join")).send().await.unwrap().json().await.unwrap();
+        if m["status"] == "READY" { Ok(m) } else { Err(m.to_string()) }
+    })
+    .await;
+    assert!(newcomer["token"].is_string());
+    waiting.until_ready(&c, &a, "q", Duration::from_secs(5)).await;
+    sitter.until_ready(&c, &a, "q", Duration::from_secs(5)).await;
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use shared::visitor::VisitorId;
 use waiting_room::adaptive::{Record, Signals, State, bucket};
+use waiting_room::config::QueueMode;
 use waiting_room::store::{AdaptiveParams, Draw, JoinChecks, JoinKind, Params, Proof, QueueStore, Report, Standing};
 
 /// No places cap, no challenge.
@@ -25,6 +26,7 @@ pub fn params() -> Params {
         adaptive: None,
         arrival_grace_ms: 0,
         entrants_until_ms: 0,
+        mode: QueueMode::Fifo,
     }
 }
 
@@ -648,4 +650,48 @@ pub async fn a_draw_happens_once_however_many_instances_try(store: Arc<dyn Queue
     for (i, (_, v)) in lottery::draw("q", &seed, &entrants).iter().enumerate() {
         assert_eq!(position(&store, "q", *v, &open).await, Some(i as u64 + 1));
     }
+}
+
+pub async fn random_ticks_draw_from_the_whole_line_and_passthrough_lets_everyone_in(store: Arc<dyn QueueStore>) {
+    // Random: 200 wait, ticks of 20; after five ticks, 100 released, drawn
+    // from the whole line: some from its back half (FIFO would release only
+    // the first 100), never one twice, and the rest still waiting.
+    let p = Params { release_per_tick: 20, tick_ms: 100, mode: QueueMode::Random, ..params() };
+    let vs = ids(200);
+    for v in &vs {
+        store.join("q", *v, &p, &OPEN).await.unwrap();
+    }
+    let mut released = Vec::new();
+    while released.len() < 100 {
+        let r = tick(&store, "q", &p).await;
+        assert!(r.released.len() <= 20, "{}", r.released.len());
+        released.extend(r.released);
+    }
+    let mut unique = released.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), released.len(), "a visitor released twice");
+    let back_half = released.iter().filter(|v| vs[100..].contains(v)).count();
+    // Drawn uniformly, about 50 of the 100 come from the back half; FIFO gives 0.
+    assert!((20..=80).contains(&back_half), "{back_half} of 100 from the back half");
+    for v in &vs {
+        let s = store.status("q", *v, &p).await.unwrap();
+        assert_eq!(matches!(s, Standing::Ready { .. }), released.contains(v), "{s:?}");
+    }
+
+    // Passthrough: a join is admitted at once although a line waits (below
+    // max_active), and the next tick lets everyone waiting in.
+    let pass = Params { mode: QueueMode::Passthrough, max_active: 1_000, ..p };
+    let newcomer = VisitorId::random();
+    let (s, kind) = store.join("q", newcomer, &pass, &OPEN).await.unwrap();
+    assert!(matches!(s, Standing::Ready { .. }), "{s:?}");
+    assert_eq!(kind, JoinKind::FreeEntry);
+    let r = tick(&store, "q", &pass).await;
+    assert_eq!(r.released.len(), 100, "everyone waiting goes in");
+    assert_eq!(r.waiting, 0);
+    // At max_active a passthrough join waits, and a paused queue admits nobody.
+    let full = Params { max_active: 1, ..pass };
+    assert!(matches!(store.join("q", VisitorId::random(), &full, &OPEN).await.unwrap().0, Standing::Waiting { .. }));
+    let paused = Params { paused: true, ..pass };
+    assert!(matches!(store.join("q", VisitorId::random(), &paused, &OPEN).await.unwrap().0, Standing::Waiting { .. }));
 }

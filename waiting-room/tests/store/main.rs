@@ -95,4 +95,5 @@ for_each_backend!(
     reports_merge_into_the_next_tick_and_no_shows_stop_counting_toward_max_active,
     the_lottery_orders_its_entrants_once_and_later_arrivals_follow,
     a_draw_happens_once_however_many_instances_try,
+    random_ticks_draw_from_the_whole_line_and_passthrough_lets_everyone_in,
 );

@@ -10,7 +10,8 @@
 -- ARGV: 1 n, 2 tick_ms, 3 session_ms, 4 max_active, 5 abandon_after_ms, 6 paused ("1"|"0"),
 --       7 pub/sub channel ("" = don't publish), 8 an epoch id for a line that has none,
 --       9 mode ("fixed"|"adaptive"), 10 min_per_tick, 11 max_per_tick, 12 pin (0 = none),
---       13 arrival_grace_ms (0 = arrivals not tracked)
+--       13 arrival_grace_ms (0 = arrivals not tracked), 14 queue mode ("fifo" | "random": N drawn
+--       uniformly from the line | "passthrough": everyone waiting, at most PASS_MAX a call)
 -- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, epoch, n, no_shows,
 --          window, record, released visitors...}
 -- where joined = places added during the last completed tick interval (the join sequence's delta),
@@ -140,6 +141,11 @@ if adaptive then
     mode, reason = 'adaptive', c[2] or 'start'
   end
 end
+local queue_mode = ARGV[14] or 'fifo'
+if queue_mode == 'passthrough' then
+  -- Everyone waiting (those who found max_active full), a bounded batch a call.
+  n, mode, reason = math.min(redis.call('ZCARD', KEYS[1]), 10000), 'passthrough', 'passthrough'
+end
 if ARGV[6] == '1' then
   n, mode = 0, 'paused'
 end
@@ -156,10 +162,18 @@ if n > 0 then
     room = math.min(n, math.max(cap - active, 0))
   end
   if room > 0 then
-    local popped = redis.call('ZPOPMIN', KEYS[1], room)
     local expires = now + tonumber(ARGV[3])
-    for i = 1, #popped, 2 do
-      released[#released + 1] = popped[i]
+    if queue_mode == 'random' then
+      -- Distinct members drawn uniformly (a positive count never repeats one).
+      released = redis.call('ZRANDMEMBER', KEYS[1], room)
+      for i = 1, #released, CHUNK do
+        redis.call('ZREM', KEYS[1], unpack(released, i, math.min(i + CHUNK - 1, #released)))
+      end
+    else
+      local popped = redis.call('ZPOPMIN', KEYS[1], room)
+      for i = 1, #popped, 2 do
+        released[#released + 1] = popped[i]
+      end
     end
     for i = 1, #released, CHUNK do
       local zargs, hargs = {}, {}

@@ -12,8 +12,9 @@
 --       this join and can hold nothing yet, so the lookups of a session and a place are skipped),
 --       13 an epoch id for a line that has none, 14 the epoch of the visitor's verified queue ticket
 --       ("" = none), 15 that ticket's sequence number, 16 joins before this store time (ms) are
---       lottery entrants (0 = the queue has no lottery)
--- KEYS 6-11 and ARGV 8-16 may be left out (no cap, no proof, no epoch, no lottery).
+--       lottery entrants (0 = the queue has no lottery), 17 "passthrough": admit at once whoever waits
+--       (below max_active)
+-- KEYS 6-11 and ARGV 8-17 may be left out (no cap, no proof, no epoch, no lottery, fifo).
 -- Returns {kind, a, b, join_kind, epoch, seq}: kind "READY" (a = admitted ms, b = expires ms),
 --   "WAITING" (a = position, b = waiting), "NOT_IN_QUEUE"; join_kind: existing | joined | free | rejoined |
 --   restored, or a refusal: client_full | challenge | spent; epoch: the line's ("" without KEYS[9]);
@@ -99,11 +100,12 @@ local function decide()
   end
 
   local waiting = redis.call('ZCARD', KEYS[1])
-  if waiting == 0 and ARGV[7] ~= '1' then
+  local passthrough = ARGV[17] == 'passthrough'
+  if (waiting == 0 and ARGV[7] ~= '1') or passthrough then
     local active = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
     local free = tonumber(ARGV[3])
     local cap = tonumber(ARGV[4])
-    if active < free and (cap == 0 or active < cap) then
+    if (active < free or passthrough) and (cap == 0 or active < cap) then
       local refused = spend()
       if refused then
         return {'NOT_IN_QUEUE', 0, 0, refused}
