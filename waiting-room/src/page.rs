@@ -30,6 +30,20 @@
 //! in step `refused`, says why (`{{notice}}`) and reloads itself after
 //! `Retry-After`.
 //!
+//! # Languages
+//!
+//! The built-in page speaks English and German ([`Lang`]), chosen from the
+//! request's `Accept-Language` by [`render_for`]: the spoken language with
+//! the highest q-value (the earlier one on a tie, `q=0` refuses, anything
+//! else or nothing means English). Every text the page shows or announces
+//! is translated: the template's (`{{t.key}}`, from `page/i18n.rs`'s `PAGE`
+//! table), the values of `{{eta}}`, `{{countdown}}`, `{{countdown_to_text}}`,
+//! `{{wait_range}}` and the grouping of numbers, and every text the script
+//! writes at runtime, which it takes from the data block (`"t"`, the `LIVE`
+//! table; its functions `humanWait`, `countdownText` and `waitRange` are
+//! the twins of [`human_wait_in`], [`countdown_in`] and [`wait_range_in`]).
+//! The refusal detail (`{{notice}}`) comes from the limiter and stays English.
+//!
 //! # Operator templates
 //!
 //! A queue's `page_template` file replaces the built-in page. The built-in page
@@ -63,6 +77,12 @@
 //! | `{{refresh}}`      | the meta-refresh tag (no-JS updates and the READY redirect) |
 //! | `{{script}}`       | the live-update script and its JSON data block              |
 //! | `{{style}}`        | the built-in stylesheet as a `<style>` element (optional)   |
+//! | `{{lang}}`         | the visitor's language, `en` or `de` (for `<html lang>`)     |
+//! | `{{t.key}}`        | the built-in page's text `key` in that language (trusted HTML, may hold the placeholders above; keys in `page/i18n.rs`) |
+//!
+//! An operator's template is written in one language; with `{{lang}}` and
+//! `{{t.key}}` it can follow the visitor's instead. Either way the values
+//! above and the script's texts are in the visitor's language.
 //!
 //! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
 //! `"eta_seconds"`, `"queue_length"`, `"notice"`, `"countdown"`, `"entrants"`,
@@ -77,6 +97,9 @@
 
 use crate::api::StatusMessage;
 use crate::queues::Queue;
+
+mod i18n;
+pub use i18n::Lang;
 
 /// The built-in page, rendered through the same placeholders as an operator's.
 const DEFAULT_TEMPLATE: &str = include_str!("page/default.html");
@@ -103,55 +126,86 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
 
 pub use shared::html::escape;
 
-/// A wait in words, the way a person would say it. `queue.js` has the same
-/// function for live updates; keep the two in step.
+/// A wait in words, the way a person would say it, in English.
 pub fn human_wait(secs: u64) -> String {
+    human_wait_in(Lang::En, secs)
+}
+
+/// A wait in words in `lang`. `queue.js` has the same function (`humanWait`)
+/// for live updates; keep the two in step.
+pub fn human_wait_in(lang: Lang, secs: u64) -> String {
     const MIN: u64 = 60;
     const HOUR: u64 = 60 * MIN;
-    let plural = |n: u64, unit: &str| if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") };
+    let say = |key: &str, vars: &[(&str, &str)]| i18n::format(lang.live(key), vars);
     if secs < 45 {
-        "less than a minute".to_owned()
+        say("less_than_a_minute", &[])
     } else if secs < 90 {
-        "about a minute".to_owned()
+        say("about_a_minute", &[])
     } else if secs < HOUR - 30 {
-        format!("about {}", plural((secs + 30) / MIN, "minute"))
+        say("about_minutes", &[("n", &((secs + 30) / MIN).to_string())])
     } else if secs < 24 * HOUR {
         // Past an hour, minutes are noise: round to the nearest quarter hour.
         let quarters = (secs + 450) / 900;
         let (h, m) = (quarters / 4, (quarters % 4) * 15);
-        if m == 0 { format!("about {}", plural(h, "hour")) } else { format!("about {} {m} minutes", plural(h, "hour")) }
+        let (h, m) = (h.to_string(), m.to_string());
+        match (h.as_str(), m.as_str()) {
+            ("1", "0") => say("about_one_hour", &[]),
+            (_, "0") => say("about_hours", &[("n", &h)]),
+            ("1", _) => say("about_one_hour_minutes", &[("m", &m)]),
+            _ => say("about_hours_minutes", &[("n", &h), ("m", &m)]),
+        }
     } else {
-        "more than a day".to_owned()
+        say("more_than_a_day", &[])
     }
 }
 
-/// The `{{eta}}` text for a message: an estimate is meaningless while the
-/// operator holds the line, so a paused line says so instead.
+/// The `{{eta}}` text for a message, in English.
 pub fn eta_text(m: &StatusMessage) -> String {
+    eta_text_in(Lang::En, m)
+}
+
+/// The `{{eta}}` text for a message in `lang`: an estimate is meaningless
+/// while the operator holds the line, so a paused line says so instead.
+pub fn eta_text_in(lang: Lang, m: &StatusMessage) -> String {
     match (m.status, m.eta_seconds) {
-        ("READY", _) => "now".to_owned(),
-        (_, Some(_)) if m.paused => "on hold".to_owned(),
-        (_, Some(s)) => human_wait(s),
+        ("READY", _) => lang.live("now").to_owned(),
+        (_, Some(_)) if m.paused => lang.live("on_hold").to_owned(),
+        (_, Some(s)) => human_wait_in(lang, s),
         _ => String::new(),
     }
 }
 
 /// A countdown of `secs` as a clock shows it (`04:05`, `1:02:03`,
-/// `2 days 03:04:05`). `queue.js` has the same function; keep the two in step.
+/// `2 days 03:04:05`), in English.
 pub fn countdown(secs: u64) -> String {
+    countdown_in(Lang::En, secs)
+}
+
+/// A countdown in `lang`. `queue.js` has the same function (`countdownText`);
+/// keep the two in step.
+pub fn countdown_in(lang: Lang, secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h) {
         (0, 0) => format!("{m:02}:{s:02}"),
         (0, h) => format!("{h}:{m:02}:{s:02}"),
-        (1, h) => format!("1 day {h:02}:{m:02}:{s:02}"),
-        (d, h) => format!("{d} days {h:02}:{m:02}:{s:02}"),
+        (d, h) => {
+            let clock = format!("{h:02}:{m:02}:{s:02}");
+            let key = if d == 1 { "one_day" } else { "days" };
+            i18n::format(lang.live(key), &[("n", &d.to_string()), ("clock", &clock)])
+        }
     }
 }
 
-/// A random-mode wait in words (`less than a minute and about 5 minutes`).
-/// `queue.js` says it the same way.
+/// A random-mode wait in words (`less than a minute and about 5 minutes`),
+/// in English.
 pub fn wait_range(soonest: u64, longest: u64) -> String {
-    format!("{} and {}", human_wait(soonest), human_wait(longest))
+    wait_range_in(Lang::En, soonest, longest)
+}
+
+/// A random-mode wait in words in `lang`; `queue.js` says it the same way.
+pub fn wait_range_in(lang: Lang, soonest: u64, longest: u64) -> String {
+    let (soonest, longest) = (human_wait_in(lang, soonest), human_wait_in(lang, longest));
+    i18n::format(lang.live("wait_range"), &[("soonest", &soonest), ("longest", &longest)])
 }
 
 /// What a countdown on the page counts to: the pre-queue's or the line's
@@ -169,13 +223,15 @@ fn secs_until(rfc3339: &str, now_ms: i64) -> u64 {
     crate::schedule::At::parse(rfc3339).map_or(0, |t| u64::try_from((t.0 - now_ms + 999) / 1000).unwrap_or(0))
 }
 
-/// Digits grouped by thousands (`12,345`), as `queue.js` shows them.
-fn grouped(n: u64) -> String {
+/// Digits grouped by thousands (`12,345`; `12.345` in German), as
+/// `queue.js` shows them.
+fn grouped(lang: Lang, n: u64) -> String {
     let digits = n.to_string();
+    let separator = lang.live("group_separator");
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
+            out.push_str(separator);
         }
         out.push(c);
     }
@@ -213,20 +269,32 @@ fn step(m: &StatusMessage, refused: Refused<'_>) -> &'static str {
     }
 }
 
-/// An RFC 3339 time as a person reads it, in UTC (`24 Dec 2026, 10:00
+/// An RFC 3339 time as a person reads it, in UTC (`on 24 Dec 2026, 10:00
 /// UTC`); the script replaces it with the visitor's local time.
-fn readable_time(rfc3339: &str) -> String {
+fn readable_time(lang: Lang, rfc3339: &str) -> String {
     use time::format_description::well_known::Rfc3339;
     let Ok(t) = time::OffsetDateTime::parse(rfc3339, &Rfc3339) else { return rfc3339.to_owned() };
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!("on {} {} {}, {:02}:{:02} UTC", t.day(), &format!("{}", t.month())[..3], t.year(), t.hour(), t.minute())
+    let month = lang.live("months").split(' ').nth(usize::from(u8::from(t.month())) - 1).unwrap_or("");
+    let date = i18n::format(
+        lang.live("date_utc"),
+        &[
+            ("day", &t.day().to_string()),
+            ("month", month),
+            ("year", &t.year().to_string()),
+            ("time", &format!("{:02}:{:02}", t.hour(), t.minute())),
+        ],
+    );
+    i18n::format(lang.live("opens_on"), &[("date", &date)])
 }
 
 /// The JSON data block and the script. The data carries no token: a READY
 /// page's cookie comes from its response, and the page needs nothing else.
 /// `<`, `>` and `&` are written as JSON escapes so no value can close the
 /// `<script>` element.
-fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
+fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>, lang: Lang) -> String {
+    let texts: serde_json::Map<String, serde_json::Value> =
+        lang.live_texts().map(|(k, t)| (k.to_owned(), t.into())).collect();
     let data = serde_json::json!({
         "queue": queue.id(),
         "name": queue.config.display_name(),
@@ -245,6 +313,8 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
         "wait_range_seconds": m.wait_range_seconds,
         "challenge": m.challenge,
         "retry_after": refused.map(|(_, secs)| secs),
+        "lang": lang.code(),
+        "t": texts,
     })
     .to_string()
     .replace('<', "\\u003c")
@@ -279,18 +349,40 @@ fn fill(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
     out
 }
 
-/// Render the page for a visitor's current standing (or a refusal): the
-/// operator's template when the queue has one, the built-in page otherwise.
+/// Render the page in English (see [`render_in`]).
 pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
+    render_in(queue, m, return_to, refused, Lang::En)
+}
+
+/// Render the page in the language a request's `Accept-Language` header
+/// (`None`: no header) asks for (see [`Lang::from_accept_language`]).
+pub fn render_for(
+    queue: &Queue,
+    m: &StatusMessage,
+    return_to: &str,
+    refused: Refused<'_>,
+    accept_language: Option<&str>,
+) -> String {
+    render_in(queue, m, return_to, refused, Lang::from_accept_language(accept_language))
+}
+
+/// Render the page for a visitor's current standing (or a refusal) in
+/// `lang`: the operator's template when the queue has one, the built-in page
+/// otherwise. The built-in texts (`{{t.key}}`, trusted HTML that may hold
+/// placeholders) are put in first; then every other placeholder in one pass.
+pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>, lang: Lang) -> String {
     let template = queue.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    let template =
+        fill(template, |name| name.strip_prefix("t.").and_then(|key| lang.page_text(key)).map(str::to_owned));
     let waiting = m.status == "WAITING";
-    let number = |n: Option<u64>| if waiting { n.map(grouped).unwrap_or_default() } else { String::new() };
-    fill(template, |name| {
+    let number = |n: Option<u64>| if waiting { n.map(|n| grouped(lang, n)).unwrap_or_default() } else { String::new() };
+    fill(&template, |name| {
         Some(match name {
             "queue_name" => escape(queue.config.display_name()),
             "queue_id" => escape(queue.id()),
             "position" => number(m.position),
-            "eta" => escape(&eta_text(m)),
+            "eta" => escape(&eta_text_in(lang, m)),
+            "lang" => lang.code().to_owned(),
             "eta_seconds" => {
                 if waiting {
                     m.eta_seconds.map(|s| s.to_string()).unwrap_or_default()
@@ -305,16 +397,16 @@ pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
             "paused" => m.paused.to_string(),
             "return_to" => escape(return_to),
             "refresh" => refresh_tag(m, return_to, refused),
-            "script" => script_tag(queue, m, return_to, refused),
+            "script" => script_tag(queue, m, return_to, refused, lang),
             "style" => format!("<style>\n{STYLE}</style>"),
             "countdown_to" => escape(countdown_to(m).unwrap_or("")),
-            "countdown_to_text" => escape(&countdown_to(m).map(readable_time).unwrap_or_default()),
+            "countdown_to_text" => escape(&countdown_to(m).map(|t| readable_time(lang, t)).unwrap_or_default()),
             "countdown" => {
-                countdown_to(m).map(|t| countdown(secs_until(t, crate::state::now_ms()))).unwrap_or_default()
+                countdown_to(m).map(|t| countdown_in(lang, secs_until(t, crate::state::now_ms()))).unwrap_or_default()
             }
             "entrants" => {
                 if m.status == "PREQUEUE" {
-                    m.queue_length.map(grouped).unwrap_or_default()
+                    m.queue_length.map(|n| grouped(lang, n)).unwrap_or_default()
                 } else {
                     String::new()
                 }
@@ -323,7 +415,7 @@ pub fn render(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
             "lottery_url" => escape(m.lottery_url.as_deref().unwrap_or("")),
             "drawn" => (waiting && m.public_id.is_some()).to_string(),
             "mode" => m.mode.unwrap_or("").to_owned(),
-            "wait_range" => m.wait_range_seconds.map(|[a, b]| wait_range(a, b)).unwrap_or_default(),
+            "wait_range" => m.wait_range_seconds.map(|[a, b]| wait_range_in(lang, a, b)).unwrap_or_default(),
             _ => return None,
         })
     })
@@ -511,6 +603,48 @@ mod tests {
     }
 
     #[test]
+    fn the_built_in_page_speaks_german_from_accept_language_and_english_otherwise() {
+        let q = queue("Sommer", None);
+        let mut m = waiting(1204, 150, 15);
+        let de = render_for(&q, &m, "/a", None, Some("de-DE,de;q=0.9,en;q=0.8"));
+        assert!(de.starts_with("<!doctype html>\n<html lang=\"de\""), "{de}");
+        assert!(de.contains("<title>Sommer · Warteraum</title>"));
+        assert!(de.contains("data-wr=\"position\">1.204</") && de.contains("data-wr=\"eta\">etwa 3 Minuten</"));
+        assert!(de.contains(r#""lang":"de""#) && de.contains(r#""opening":"Wird geöffnet…""#));
+        assert!(!de.contains("{{"), "every placeholder is known");
+        let en = render_for(&q, &m, "/a", None, Some("fr;q=1, de;q=0"));
+        assert!(en.contains("<html lang=\"en\"") && en.contains("<title>Sommer · Waiting room</title>"));
+        assert_eq!(en, render(&q, &m, "/a", None), "English is the fallback and `render`'s language");
+        // No English sentence of the page is left in the German one (the script's comments are English).
+        let html = de.split("<script").next().unwrap_or_default();
+        for (key, text) in Lang::En.page_texts() {
+            let text = text.replace("{{queue_name}}", "Sommer");
+            assert!(!html.contains(&text), "{key} is English in German: {text}");
+        }
+        m.status = "SCHEDULED";
+        m.opens_at = Some("2099-03-04T10:00:00Z".into());
+        let de = render_in(&q, &m, "/a", None, Lang::De);
+        assert!(de.contains(">am 4. März 2099, 10:00 UTC</time>") && de.contains("Tage "), "{de}");
+    }
+
+    #[test]
+    fn every_text_the_script_asks_for_is_in_the_live_table() {
+        let keys: Vec<&str> = SCRIPT
+            .match_indices("t(\"")
+            .filter(|(i, _)| !SCRIPT[..*i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '.'))
+            .filter_map(|(i, _)| SCRIPT[i + 3..].split('"').next())
+            .collect();
+        assert!(keys.len() > 30, "{keys:?}");
+        for key in keys {
+            assert!(Lang::En.live_texts().any(|(k, _)| k == key), "queue.js asks for {key:?}");
+        }
+        // Keys chosen by an expression: each branch written out.
+        for key in ["drawing", "opening", "said_closed", "link_closed", "one_day", "days"] {
+            assert!(SCRIPT.contains(&format!("\"{key}\"")), "{key}");
+        }
+    }
+
+    #[test]
     fn countdowns_read_like_a_clock() {
         assert_eq!(countdown(0), "00:00");
         assert_eq!(countdown(65), "01:05");
@@ -518,7 +652,10 @@ mod tests {
         assert_eq!(countdown(86_399), "23:59:59");
         assert_eq!(countdown(86_400 + 61), "1 day 00:01:01");
         assert_eq!(countdown(3 * 86_400), "3 days 00:00:00");
-        assert_eq!(readable_time("2026-12-24T10:00:00+02:00"), "on 24 Dec 2026, 08:00 UTC");
+        assert_eq!(readable_time(Lang::En, "2026-12-24T10:00:00+02:00"), "on 24 Dec 2026, 08:00 UTC");
+        assert_eq!(readable_time(Lang::De, "2026-03-04T10:00:00+02:00"), "am 4. März 2026, 08:00 UTC");
+        assert_eq!(countdown_in(Lang::De, 2 * 86_400 + 5), "2 Tage 00:00:05");
+        assert_eq!(countdown_in(Lang::De, 86_400), "1 Tag 00:00:00");
     }
 
     #[test]
@@ -539,7 +676,23 @@ mod tests {
         for (secs, words) in cases {
             assert_eq!(human_wait(secs), words, "{secs} s");
         }
-        assert_eq!(grouped(1_234_567), "1,234,567");
-        assert_eq!(grouped(999), "999");
+        assert_eq!(grouped(Lang::En, 1_234_567), "1,234,567");
+        assert_eq!(grouped(Lang::De, 1_234_567), "1.234.567");
+        assert_eq!(grouped(Lang::En, 999), "999");
+        let german = [
+            (0, "weniger als eine Minute"),
+            (45, "etwa eine Minute"),
+            (125, "etwa 2 Minuten"),
+            (3_570, "etwa 1 Stunde"),
+            (4_500, "etwa 1 Stunde 15 Minuten"),
+            (7_300, "etwa 2 Stunden"),
+            (9_000, "etwa 2 Stunden 30 Minuten"),
+            (86_400, "mehr als ein Tag"),
+        ];
+        for (secs, words) in german {
+            assert_eq!(human_wait_in(Lang::De, secs), words, "{secs} s");
+        }
+        assert_eq!(human_wait(9_000), "about 2 hours 30 minutes");
+        assert_eq!(wait_range_in(Lang::De, 10, 300), "weniger als eine Minute und etwa 5 Minuten");
     }
 }

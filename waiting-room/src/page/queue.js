@@ -17,6 +17,14 @@
   var OPEN_TIMEOUT_MS = 8000; // a socket not open by then is treated as blocked
   var COOKIE_FETCH_TIMEOUT_MS = 4000;
   var storeKey = "wr:first-position:" + d.queue;
+  // Every text this script writes, in the page's language (page/i18n.rs).
+  var texts = d.t || {};
+  function t(key, vars) {
+    var text = typeof texts[key] === "string" ? texts[key] : key;
+    return text.replace(/\{(\w+)\}/g, function (all, name) {
+      return vars && vars[name] !== undefined ? String(vars[name]) : all;
+    });
+  }
 
   var done = false;
   var polling = false;
@@ -37,32 +45,37 @@
     each(name, function (el) { if (el.textContent !== text) el.textContent = text; });
   }
   function grouped(n) {
-    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return String(n).replace(/\B(?=(\d{3})+(?!\d))/g, t("group_separator"));
   }
-  function plural(n, unit) { return n === 1 ? "1 " + unit : n + " " + unit + "s"; }
-  // Same wording as page::human_wait in Rust.
+  function seconds(n) { return n === 1 ? t("one_second") : t("seconds", { n: n }); }
+  // Same wording as page::human_wait_in in Rust.
   function humanWait(s) {
-    if (s < 45) return "less than a minute";
-    if (s < 90) return "about a minute";
-    if (s < 3570) return "about " + plural(Math.floor((s + 30) / 60), "minute");
+    if (s < 45) return t("less_than_a_minute");
+    if (s < 90) return t("about_a_minute");
+    if (s < 3570) return t("about_minutes", { n: Math.floor((s + 30) / 60) });
     if (s < 86400) {
       var q = Math.floor((s + 450) / 900), h = Math.floor(q / 4), m = (q % 4) * 15;
-      return "about " + plural(h, "hour") + (m ? " " + m + " minutes" : "");
+      if (!m) return h === 1 ? t("about_one_hour") : t("about_hours", { n: h });
+      return h === 1 ? t("about_one_hour_minutes", { m: m }) : t("about_hours_minutes", { n: h, m: m });
     }
-    return "more than a day";
+    return t("more_than_a_day");
   }
-  // Same format as page::countdown in Rust.
+  // Same as page::wait_range_in in Rust.
+  function waitRange(r) {
+    return t("wait_range", { soonest: humanWait(r[0]), longest: humanWait(r[1]) });
+  }
+  // Same format as page::countdown_in in Rust.
   function two(n) { return (n < 10 ? "0" : "") + n; }
   function countdownText(secs) {
     var d = Math.floor(secs / 86400), h = Math.floor(secs / 3600) % 24, mi = Math.floor(secs / 60) % 60, s = secs % 60;
     if (d === 0 && h === 0) return two(mi) + ":" + two(s);
     if (d === 0) return h + ":" + two(mi) + ":" + two(s);
-    return (d === 1 ? "1 day " : d + " days ") + two(h) + ":" + two(mi) + ":" + two(s);
+    return t(d === 1 ? "one_day" : "days", { n: d, clock: two(h) + ":" + two(mi) + ":" + two(s) });
   }
   function etaText(m) {
-    if (m.status === "READY") return "now";
+    if (m.status === "READY") return t("now");
     if (typeof m.eta_seconds !== "number") return "";
-    return m.paused ? "on hold" : humanWait(m.eta_seconds);
+    return m.paused ? t("on_hold") : humanWait(m.eta_seconds);
   }
 
   // Progress is how far the visitor has moved from the first place this tab
@@ -130,7 +143,9 @@
     countdown.status = m.status;
     if (!countdown.target) return;
     each("opens_at_text", function (el) {
-      try { el.textContent = "on " + new Date(countdown.target).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }); } catch (e) { /* keep the server's text */ }
+      try {
+        el.textContent = t("opens_on", { date: new Date(countdown.target).toLocaleString(d.lang || [], { dateStyle: "medium", timeStyle: "short" }) });
+      } catch (e) { /* keep the server's text */ }
     });
     if (m.status === "SCHEDULED") {
       clearTimeout(pollTimer);
@@ -142,7 +157,7 @@
   }
   function tickCountdown() {
     var left = Math.max(0, Math.ceil((countdown.target - Date.now()) / 1000));
-    setText("countdown", left > 0 ? countdownText(left) : (countdown.status === "PREQUEUE" ? "Drawing places…" : "Opening…"));
+    setText("countdown", left > 0 ? countdownText(left) : t(countdown.status === "PREQUEUE" ? "drawing" : "opening"));
     if (left === 0) { clearInterval(countdown.timer); countdown.timer = 0; }
   }
 
@@ -166,27 +181,25 @@
     if (m.status !== countdown.status) countTo(m);
     setText("eta", etaText(m));
     if (m.status === "WAITING" && m.mode === "random" && m.wait_range_seconds) {
-      setText("wait_range", humanWait(m.wait_range_seconds[0]) + " and " + humanWait(m.wait_range_seconds[1]));
+      setText("wait_range", waitRange(m.wait_range_seconds));
       setText("queue_length", typeof m.queue_length === "number" ? grouped(m.queue_length) : "");
-      document.title = "In line · " + baseTitle;
-      if (wasStatus !== "WAITING") announce("You are in line. Visitors are let in by random draw; your wait: between " +
-        humanWait(m.wait_range_seconds[0]) + " and " + humanWait(m.wait_range_seconds[1]) + ".", true);
+      document.title = t("title_in_line", { title: baseTitle });
+      if (wasStatus !== "WAITING") announce(t("said_random", { range: waitRange(m.wait_range_seconds) }), true);
       return;
     }
     if (m.status === "SCHEDULED" || m.status === "PREQUEUE" || m.status === "CLOSED" || m.status === "UNAVAILABLE") {
       if (m.status === "PREQUEUE" && typeof m.queue_length === "number") setText("entrants", grouped(m.queue_length));
       document.title = baseTitle;
       if (m.status !== wasStatus) {
-        announce(m.status === "CLOSED" ? "This sale is closed."
-          : m.status === "UNAVAILABLE" ? "Not available right now. This page checks again by itself."
-          : m.status === "PREQUEUE" ? "You are in the pre-queue. Places are drawn by lottery when the sale opens."
-          : "The line is not open yet. This page opens it by itself when the time comes.", true);
+        announce(t(m.status === "CLOSED" ? "said_closed"
+          : m.status === "UNAVAILABLE" ? "said_unavailable"
+          : m.status === "PREQUEUE" ? "said_prequeue" : "said_scheduled"), true);
       }
       return;
     }
     if (m.status === "READY") {
       setProgress(100);
-      document.title = "You're in · " + baseTitle;
+      document.title = t("title_ready", { title: baseTitle });
       return;
     }
     if (m.status !== "WAITING" || typeof m.position !== "number") {
@@ -198,7 +211,7 @@
     setText("eta_seconds", typeof m.eta_seconds === "number" ? String(m.eta_seconds) : "");
     var first = firstPosition(m.position);
     setProgress(first > 0 ? (100 * (first - m.position)) / first : 0);
-    document.title = "#" + grouped(m.position) + " in line · " + baseTitle;
+    document.title = t("title_position", { position: grouped(m.position), title: baseTitle });
     if (lastPosition && m.position < lastPosition) {
       each("position", function (el) {
         el.classList.remove("wr-bump");
@@ -208,8 +221,8 @@
     }
     lastPosition = m.position;
     var text = m.paused
-      ? "Entry is paused. You keep your place: number " + grouped(m.position) + " in line."
-      : "You are number " + grouped(m.position) + " in line. Estimated wait: " + etaText(m) + ".";
+      ? t("said_paused", { position: grouped(m.position) })
+      : t("said_position", { position: grouped(m.position), eta: etaText(m) });
     announce(text, !!m.paused !== wasPaused || wasStatus !== "WAITING");
   }
 
@@ -263,8 +276,8 @@
     clearTimeout(pollTimer);
     clearTimeout(joinTimer);
     apply(m);
-    setLink("live", "You're in. Opening the site…");
-    announce("You're in! Taking you to the site now.", true);
+    setLink("live", t("link_admitted"));
+    announce(t("said_admitted"), true);
     var started = Date.now();
     var cookie = cookieSet
       ? Promise.resolve()
@@ -320,7 +333,7 @@
     if (done || settled(m)) return;
     if (polling) {
       var secs = Math.max(1, Math.min(60, m.retry_after_seconds || 5));
-      setLink("polling", "Checking for updates every " + plural(secs, "second") + ".");
+      setLink("polling", t("link_polling", { seconds: seconds(secs) }));
       schedule(secs * 1000);
     } else {
       connectSocket();
@@ -331,7 +344,7 @@
     joinTimer = setTimeout(function () {
       joinLine(body).then(afterJoin, function () {
         failures += 1;
-        setLink("offline", "Connection lost. Trying again…");
+        setLink("offline", t("link_lost"));
         retryJoin(body, backoff());
       });
     }, ms);
@@ -343,8 +356,8 @@
     root.setAttribute("data-wr-status", "NOT_IN_QUEUE");
     setStep("refused");
     if (detail) setText("notice", detail);
-    setLink("offline", "Trying again in " + plural(secs, "second") + ".");
-    announce("Too many requests from your network. This page tries again in " + plural(secs, "second") + ".", true);
+    setLink("offline", t("link_retry", { seconds: seconds(secs) }));
+    announce(t("said_refused", { seconds: seconds(secs) }), true);
     retryJoin(undefined, secs * 1000);
   }
 
@@ -388,8 +401,8 @@
     root.setAttribute("data-wr-status", "NOT_IN_QUEUE");
     setStep("challenge");
     setProgress(0, "challenge_progress");
-    setLink("checking", "Checking your browser before you join the line…");
-    announce("Checking your browser before you join the line. This takes a few seconds.", true);
+    setLink("checking", t("link_checking"));
+    announce(t("said_checking"), true);
     var expected = Math.pow(2, ch.difficulty);
     var mark = typeof performance === "object" && performance.mark ? performance : null;
     if (mark) mark.mark("wr-pow-start");
@@ -399,17 +412,17 @@
         solving = false;
         if (mark) mark.mark("wr-pow-done");
         setProgress(100, "challenge_progress");
-        announce("Done. Joining the line…", true);
+        announce(t("said_solved"), true);
         var body = { challenge: ch.challenge, nonce: nonce };
         return joinLine(body).then(afterJoin, function () {
           failures += 1;
-          setLink("offline", "Connection lost. Trying again…");
+          setLink("offline", t("link_lost"));
           retryJoin(body, backoff());
         });
       }, function () {
         solving = false;
         failures += 1;
-        setLink("offline", "This browser could not solve the puzzle. Trying again…");
+        setLink("offline", t("link_unsolved"));
         retryJoin(undefined, backoff());
       });
   }
@@ -438,11 +451,11 @@
       handle(m, true);
       if (done || settled(m)) return;
       var secs = Math.max(1, Math.min(60, m.retry_after_seconds || 5));
-      setLink("polling", "Checking for updates every " + plural(secs, "second") + ".");
+      setLink("polling", t("link_polling", { seconds: seconds(secs) }));
       schedule(secs * 1000);
     }, function () {
       failures += 1;
-      setLink("offline", "Connection lost. Trying again…");
+      setLink("offline", t("link_lost"));
       schedule(backoff());
     });
   }
@@ -475,7 +488,7 @@
     ws.onopen = function () {
       opened = true;
       clearTimeout(openTimer);
-      setLink("live", "Live: updates as the line moves.");
+      setLink("live", t("link_live"));
     };
     ws.onmessage = function (ev) {
       var m;
@@ -501,7 +514,7 @@
         try { ws.close(); } catch (e) { /* already closed */ }
         joinLine().then(afterJoin, function () {
           failures += 1;
-          setLink("offline", "Connection lost. Trying again…");
+          setLink("offline", t("link_lost"));
           retryJoin(undefined, backoff());
         });
         return;
@@ -521,18 +534,17 @@
   clearTimeout(announced.timer);
   announced.timer = 0;
   announced.text = announced.pending;
-  setLink("connecting", "Connecting for live updates…");
+  setLink("connecting", t("link_connecting"));
   if (d.step === "refused") {
     // The meta refresh reloads the page (that is the retry).
-    setLink("offline", "Trying again in " + plural(d.retry_after || 5, "second") + ".");
+    setLink("offline", t("link_retry", { seconds: seconds(d.retry_after || 5) }));
   } else if (d.challenge) {
     solve(d.challenge);
   } else if (d.status === "WAITING" || d.status === "PREQUEUE") {
     connectSocket();
   } else if (settled(d)) {
-    setLink("live", d.status === "CLOSED" ? "This sale is closed."
-      : d.status === "UNAVAILABLE" ? "This page checks again by itself."
-      : "This page opens the line by itself when the time comes.");
+    setLink("live", t(d.status === "CLOSED" ? "link_closed"
+      : d.status === "UNAVAILABLE" ? "link_unavailable" : "link_scheduled"));
   } else {
     startPolling();
   }
