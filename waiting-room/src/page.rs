@@ -28,7 +28,7 @@
 //! JavaScript the built-in page explains that the line cannot be joined and
 //! how to fix it. Over a per-client limit the page is served with status 429
 //! in step `refused`, says why (`{{notice}}`) and reloads itself after
-//! `Retry-After`.
+//! `Retry-After` (the script, or without it a meta refresh).
 //!
 //! # Languages
 //!
@@ -242,16 +242,18 @@ fn grouped(lang: Lang, n: u64) -> String {
 pub type Refused<'a> = Option<(&'a str, u64)>;
 
 /// The meta-refresh tag: straight to `return_to` when READY (the response sets
-/// the cookie); after `Retry-After` when refused (with or without script:
-/// reloading is retrying); none while a challenge waits (reloading cannot
-/// solve it); otherwise a reload every `retry_after_seconds` for browsers
-/// without JavaScript. That reload sits in `<noscript>` because a refresh,
-/// once parsed, cannot be cancelled by the script and would tear down its socket.
+/// the cookie); none while a challenge waits (reloading cannot solve it);
+/// otherwise, for browsers without JavaScript, a reload after `Retry-After`
+/// when refused (reloading is retrying) or every `retry_after_seconds`. Those
+/// reloads sit in `<noscript>`: a refresh, once parsed, cannot be cancelled by
+/// the script and would tear down its socket, and a timed refresh the visitor
+/// cannot stop fails WCAG 2.2.1 (axe's `meta-refresh`); the script reloads a
+/// refused page itself.
 pub fn refresh_tag(m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
     if m.status == "READY" {
         format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", escape(return_to))
     } else if let Some((_, secs)) = refused {
-        format!("<meta http-equiv=\"refresh\" content=\"{}\">", secs.max(1))
+        format!("<noscript><meta http-equiv=\"refresh\" content=\"{}\"></noscript>", secs.max(1))
     } else if m.challenge.is_some() {
         String::new()
     } else {
@@ -598,7 +600,7 @@ mod tests {
         let html = render(&queue("Drop", None), &m, "/a", Some(("too many joins from <your> address", 7)));
         assert!(html.contains("data-wr-step=\"refused\""));
         assert!(html.contains("data-wr=\"notice\">too many joins from &lt;your&gt; address</span>"));
-        assert!(html.contains("<meta http-equiv=\"refresh\" content=\"7\">"), "with or without script");
+        assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"7\"></noscript>"), "without script");
         assert!(html.contains(r#""retry_after":7"#));
     }
 

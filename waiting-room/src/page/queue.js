@@ -536,8 +536,9 @@
   announced.text = announced.pending;
   setLink("connecting", t("link_connecting"));
   if (d.step === "refused") {
-    // The meta refresh reloads the page (that is the retry).
+    // Reloading the page is the retry (without script, the meta refresh does it).
     setLink("offline", t("link_retry", { seconds: seconds(d.retry_after || 5) }));
+    pollTimer = setTimeout(function () { location.reload(); }, (d.retry_after || 5) * 1000);
   } else if (d.challenge) {
     solve(d.challenge);
   } else if (d.status === "WAITING" || d.status === "PREQUEUE") {
