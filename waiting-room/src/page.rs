@@ -80,9 +80,10 @@
 //! | `{{lang}}`         | the visitor's language, `en` or `de` (for `<html lang>`)     |
 //! | `{{t.key}}`        | the built-in page's text `key` in that language (trusted HTML, may hold the placeholders above; keys in `page/i18n.rs`) |
 //!
-//! An operator's template is written in one language; with `{{lang}}` and
-//! `{{t.key}}` it can follow the visitor's instead. Either way the values
-//! above and the script's texts are in the visitor's language.
+//! An operator's template that names `{{lang}}` follows the visitor's
+//! language (`{{t.key}}` gives it the built-in texts; the values above and the
+//! script's texts follow too); one that does not is rendered in English
+//! throughout, as it always was.
 //!
 //! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
 //! `"eta_seconds"`, `"queue_length"`, `"notice"`, `"countdown"`, `"entrants"`,
@@ -329,6 +330,16 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
     format!("<script type=\"application/json\" id=\"wr-data\">{data}</script>\n{solver}<script>\n{SCRIPT}</script>")
 }
 
+/// Whether a template has a `{{lang}}` placeholder (it follows the visitor's language).
+fn names_lang(template: &str) -> bool {
+    let found = std::cell::Cell::new(false);
+    fill(template, |name| {
+        found.set(found.get() || name == "lang");
+        None
+    });
+    found.get()
+}
+
 /// Replace every `{{name}}` for which `value` has an answer, in one pass.
 fn fill(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(template.len() + 8192);
@@ -370,10 +381,13 @@ pub fn render_for(
 
 /// Render the page for a visitor's current standing (or a refusal) in
 /// `lang`: the operator's template when the queue has one, the built-in page
-/// otherwise. The built-in texts (`{{t.key}}`, trusted HTML that may hold
-/// placeholders) are put in first; then every other placeholder in one pass.
+/// otherwise. An operator's template that does not name `{{lang}}` is written
+/// in one language and rendered in English, as before there were languages.
+/// The built-in texts (`{{t.key}}`, trusted HTML that may hold placeholders)
+/// are put in first; then every other placeholder in one pass.
 pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>, lang: Lang) -> String {
     let template = queue.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    let lang = if queue.template.is_none() || names_lang(template) { lang } else { Lang::En };
     let template =
         fill(template, |name| name.strip_prefix("t.").and_then(|key| lang.page_text(key)).map(str::to_owned));
     let waiting = m.status == "WAITING";
@@ -526,6 +540,18 @@ mod tests {
         // `{{this}}` is the comment's illustration of the syntax; nothing else may survive.
         assert_eq!(html.matches("{{").count(), 1, "{html}");
         assert!(html.contains("data-wr=\"position\">3</span>") && html.contains("id=\"wr-data\""));
+    }
+
+    #[test]
+    fn an_operator_template_follows_the_visitors_language_only_if_it_names_lang() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/page-template.example.html");
+        let example = std::fs::read_to_string(path).unwrap();
+        let html = render_in(&queue("Drop", Some(&example)), &waiting(1204, 150, 10), "/a", None, Lang::De);
+        assert!(html.contains("<html lang=\"de\"") && html.contains("<h1>Sie sind in der Warteschlange</h1>"));
+        assert!(html.contains("data-wr=\"eta\">etwa 3 Minuten</") && html.contains(r#""lang":"de""#));
+        let fixed = "<html lang=\"en\"><p>Wait: {{eta}} at {{position}}</p>{{script}}";
+        let html = render_in(&queue("Drop", Some(fixed)), &waiting(1204, 150, 10), "/a", None, Lang::De);
+        assert!(html.contains("<p>Wait: about 3 minutes at 1,204</p>") && html.contains(r#""lang":"en""#), "{html}");
     }
 
     #[test]

@@ -136,6 +136,7 @@ const PAGE: &[(&str, Texts)] = &[
         ],
     ),
     ("your_wait_between", ["Your wait: between", "Ihre Wartezeit: zwischen"]),
+    ("in_line_title", ["You're in line", "Sie sind in der Warteschlange"]),
     ("place_label", ["Your place in line", "Ihr Platz in der Warteschlange"]),
     ("progress_label", ["How far you have moved up the line", "Wie weit Sie in der Warteschlange vorgerückt sind"]),
     ("paused_title", ["Entry is paused for a moment.", "Der Einlass ist kurz angehalten."]),

@@ -8,7 +8,9 @@
 //   {"name": "...", "url": "http://...", "locale": "de-DE",
 //    "html": "/path/to/page.html",   // optional: serve this file at `url`
 //    "waitForPath": "/events/1",     // optional: wait until the browser is there
-//    "waitFor": "css selector"}      // optional: wait until this is visible
+//    "waitFor": "css selector",      // optional: wait until this is visible
+//    "steps": [{"name": "...", "click": "css selector", "waitFor": "css selector"}]}
+//                                     // optional: check again after each step
 // With "html", the page is served by the browser itself at `url` (nothing
 // listens there): every other request of the page is refused, its socket
 // closed, and a navigation to another path answered 204 (so a READY page's
@@ -81,26 +83,38 @@ async function check(browser, target) {
     if (target.waitFor) await page.waitForSelector(target.waitFor, { state: "visible", timeout: 30000 });
     await sleep(SETTLE_MS);
     await page.addScriptTag({ path: AXE });
-    const results = [];
-    for (const scheme of ["light", "dark"]) {
-      await page.emulateMedia({ colorScheme: scheme, reducedMotion: "reduce" });
-      await sleep(150);
-      const axe = await page.evaluate(async () => {
-        // eslint-disable-next-line no-undef
-        const r = await axe.run(document, { resultTypes: ["violations"] });
-        return r.violations.map((v) => ({
-          id: v.id,
-          impact: v.impact,
-          help: v.help,
-          nodes: v.nodes.slice(0, 5).map((n) => ({ target: n.target.join(" "), summary: n.failureSummary })),
-        }));
-      });
-      results.push({ scheme, shown: await page.evaluate(shown), violations: axe });
+    const checked = [{ name: target.name, results: await run(page), pageErrors: errors.slice() }];
+    for (const step of target.steps || []) {
+      if (step.click) await page.click(step.click);
+      if (step.waitFor) await page.waitForSelector(step.waitFor, { state: "visible", timeout: 15000 });
+      await sleep(SETTLE_MS);
+      checked.push({ name: `${target.name} / ${step.name}`, results: await run(page), pageErrors: errors.slice() });
     }
-    return { name: target.name, results, pageErrors: errors };
+    return checked;
   } finally {
     await context.close();
   }
+}
+
+// axe on the page as it is, in the light and the dark colour scheme.
+async function run(page) {
+  const results = [];
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme, reducedMotion: "reduce" });
+    await sleep(150);
+    const axe = await page.evaluate(async () => {
+      // eslint-disable-next-line no-undef
+      const r = await axe.run(document, { resultTypes: ["violations"] });
+      return r.violations.map((v) => ({
+        id: v.id,
+        impact: v.impact,
+        help: v.help,
+        nodes: v.nodes.slice(0, 5).map((n) => ({ target: n.target.join(" "), summary: n.failureSummary })),
+      }));
+    });
+    results.push({ scheme, shown: await page.evaluate(shown), violations: axe });
+  }
+  return results;
 }
 
 async function main() {
@@ -110,7 +124,7 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS });
   try {
     const pages = [];
-    for (const target of targets) pages.push(await check(browser, target));
+    for (const target of targets) pages.push(...(await check(browser, target)));
     emit({ event: "result", axeVersion: require("axe-core/package.json").version, pages });
   } finally {
     await browser.close();
