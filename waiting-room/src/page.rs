@@ -60,7 +60,7 @@
 //! | `{{eta}}`          | the estimate in words (`about 2 minutes`, `less than a minute`) |
 //! | `{{eta_seconds}}`  | the estimate in seconds; empty unless WAITING               |
 //! | `{{queue_length}}` | visitors in line; empty unless WAITING                      |
-//! | `{{status}}`       | `WAITING`, `READY`, `NOT_IN_QUEUE`, `SCHEDULED`, `PREQUEUE` or `CLOSED` |
+//! | `{{status}}`       | `WAITING`, `READY`, `NOT_IN_QUEUE`, `SCHEDULED`, `PREQUEUE`, `CLOSED`, `UNAVAILABLE` or `SOLD_OUT` |
 //! | `{{countdown}}`    | time left to the next opening (`04:05`, `1:02:03`), SCHEDULED / PREQUEUE |
 //! | `{{countdown_to}}` | that opening, RFC 3339 (for a `<time datetime>`)            |
 //! | `{{countdown_to_text}}` | the same in words (`on 24 Dec 2026, 10:00 UTC`)        |

@@ -183,6 +183,14 @@ const PAGE: &[(&str, Texts)] = &[
             "{{queue_name}} lässt im Moment niemanden hinein. Wenn Sie in der Warteschlange waren, behalten Sie Ihren Platz. Diese Seite prüft von selbst erneut.",
         ],
     ),
+    ("sold_out_title", ["Sold out", "Ausverkauft"]),
+    (
+        "sold_out_text",
+        [
+            "{{queue_name}} is sold out. If you are in line, you keep your place: if anything becomes available again (when someone's reservation runs out), the line moves on and this page takes you in by itself.",
+            "{{queue_name}} ist ausverkauft. Wenn Sie in der Warteschlange sind, behalten Sie Ihren Platz: Wird wieder etwas frei (etwa wenn eine Reservierung abläuft), geht es weiter, und diese Seite bringt Sie von selbst hinein.",
+        ],
+    ),
     ("closed_title", ["This sale is closed", "Dieser Verkauf ist beendet"]),
     (
         "closed_text",
@@ -286,6 +294,13 @@ const LIVE: &[(&str, Texts)] = &[
         ],
     ),
     ("said_closed", ["This sale is closed.", "Dieser Verkauf ist beendet."]),
+    (
+        "said_sold_out",
+        [
+            "Sold out. If you are in line, you keep your place in case anything becomes available again.",
+            "Ausverkauft. Wenn Sie in der Warteschlange sind, behalten Sie Ihren Platz, falls wieder etwas frei wird.",
+        ],
+    ),
     (
         "said_unavailable",
         [

@@ -187,12 +187,14 @@
       if (wasStatus !== "WAITING") announce(t("said_random", { range: waitRange(m.wait_range_seconds) }), true);
       return;
     }
-    if (m.status === "SCHEDULED" || m.status === "PREQUEUE" || m.status === "CLOSED" || m.status === "UNAVAILABLE") {
+    if (m.status === "SCHEDULED" || m.status === "PREQUEUE" || m.status === "CLOSED" || m.status === "UNAVAILABLE" ||
+      m.status === "SOLD_OUT") {
       if (m.status === "PREQUEUE" && typeof m.queue_length === "number") setText("entrants", grouped(m.queue_length));
       document.title = baseTitle;
       if (m.status !== wasStatus) {
         announce(t(m.status === "CLOSED" ? "said_closed"
           : m.status === "UNAVAILABLE" ? "said_unavailable"
+          : m.status === "SOLD_OUT" ? "said_sold_out"
           : m.status === "PREQUEUE" ? "said_prequeue" : "said_scheduled"), true);
       }
       return;
@@ -541,7 +543,9 @@
     pollTimer = setTimeout(function () { location.reload(); }, (d.retry_after || 5) * 1000);
   } else if (d.challenge) {
     solve(d.challenge);
-  } else if (d.status === "WAITING" || d.status === "PREQUEUE") {
+  } else if (d.status === "WAITING" || d.status === "PREQUEUE" || d.status === "SOLD_OUT") {
+    // Sold out: an open socket hears when something is available again
+    // (a socket the server closes at once means polling every Retry-After).
     connectSocket();
   } else if (settled(d)) {
     setLink("live", t(d.status === "CLOSED" ? "link_closed"

@@ -458,6 +458,11 @@ mod states {
             ),
             state("closed", message("CLOSED"), "wr-closed"),
             state(
+                "sold-out",
+                StatusMessage { queue_length: Some(1310), retry_after_seconds: Some(30), ..message("SOLD_OUT") },
+                "wr-soldout",
+            ),
+            state(
                 "unavailable",
                 StatusMessage { retry_after_seconds: Some(30), ..message("UNAVAILABLE") },
                 "wr-unavailable",
