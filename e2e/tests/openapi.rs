@@ -483,7 +483,7 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
         assert_eq!(ops.call(get(&ops, path)).await.status, 200, "{path}");
     }
     // Operator routes do not exist on the public listener, whatever the credentials.
-    for path in ["/healthz", "/livez", "/readyz", "/metrics", "/admin/stats", "/admin/openapi.json"] {
+    for path in ["/healthz", "/livez", "/readyz", "/metrics", "/admin/stats", "/admin/stock", "/admin/openapi.json"] {
         assert_eq!(bc.call(admin(get(&bc, path))).await.status, 404, "{path}");
     }
     let e = format!("/api/events/{event}");
@@ -559,6 +559,7 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
     });
     assert_eq!(ops.call(admin(post(&ops, "/admin/campaigns")).json(&orphan)).await.status, 404);
     assert_eq!(ops.call(admin(get(&ops, "/admin/stats"))).await.status, 200);
+    assert_eq!(ops.call(admin(get(&ops, "/admin/stock"))).await.status, 200);
 
     // Probes over every documented operation of both listeners: no credentials
     // (401), a token of an unknown queue (403 on /api), a body over the limit
@@ -656,6 +657,7 @@ async fn both_documents_describe_every_real_answer_of_the_running_services() {
         ops.call(get(&ops, "/admin/stats").bearer_auth("not-the-admin-token")).await;
     }
     assert_eq!(ops.call(admin(get(&ops, "/admin/stats"))).await.status, 429);
+    assert_eq!(ops.call(admin(get(&ops, "/admin/stock"))).await.status, 429);
     assert_eq!(ops.call(admin(post(&ops, "/admin/events")).json(&event_body)).await.status, 429);
     let campaign_body =
         json!({"event_id": event, "stock": 1, "opens_at": "2030-01-01T00:00:00Z", "closes_at": "2030-01-02T00:00:00Z"});

@@ -347,6 +347,9 @@ async fn join(
             ctx.metrics.error(Step::Join, "answer:CLOSED", None);
             return Err("join:closed".into());
         }
+        // Nothing left to sell: this visitor is done (the sale's outcome, not
+        // a failure of the room).
+        Some("SOLD_OUT") => return Err("join:sold_out".into()),
         other => {
             ctx.metrics.error(Step::Join, &format!("answer:{}", other.unwrap_or("not_json")), None);
             return Err("join:unexpected_answer".into());
@@ -490,6 +493,7 @@ async fn wait_polling(
             Some("READY") => return Ok(Waited::Ready(standing)),
             Some("WAITING" | "PREQUEUE" | "UNAVAILABLE") => {}
             Some("CLOSED") => return Err("wait:closed".into()),
+            Some("SOLD_OUT") => return Err("wait:sold_out".into()),
             // Not open yet: join again once it opens (the answer says when).
             Some("SCHEDULED") => {
                 let wait = Duration::from_secs(standing["retry_after_seconds"].as_u64().unwrap_or(2).max(1));

@@ -124,6 +124,8 @@ struct Patch {
     arrival_grace: Option<String>,
     pin_per_tick: Option<u64>,
     mode: Option<crate::config::QueueMode>,
+    /// The operator's message; "" removes it.
+    message: Option<String>,
 }
 
 impl Patch {
@@ -166,6 +168,10 @@ impl Patch {
         }
         if let Some(v) = self.mode {
             a.queue_mode = v;
+        }
+        if let Some(m) = &self.message {
+            crate::config::validate_message(m).map_err(|e| Reply::error(422, format!("message: {e}")))?;
+            s.message = (!m.trim().is_empty()).then(|| m.clone());
         }
         if let Some(v) = self.paused {
             s.paused = v;

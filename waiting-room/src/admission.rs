@@ -32,12 +32,19 @@ pub struct AdmissionService {
     store: StoreConfig,
     release_ticks: bool,
     config_path: Option<PathBuf>,
+    stock: crate::config::StockConfig,
 }
 
 impl AdmissionService {
     /// The service for `state`, using the store described by `store`.
     pub fn new(state: Arc<State>, store: StoreConfig, release_ticks: bool, config_path: Option<PathBuf>) -> Self {
-        AdmissionService { state, store, release_ticks, config_path }
+        AdmissionService { state, store, release_ticks, config_path, stock: Default::default() }
+    }
+
+    /// Also follow the booking core's stock (queues with `stop_when_sold_out`).
+    pub fn with_stock(mut self, stock: crate::config::StockConfig) -> Self {
+        self.stock = stock;
+        self
     }
 
     async fn connect(&self, shutdown: &mut ShutdownWatch) -> Option<Arc<dyn QueueStore>> {
@@ -73,7 +80,10 @@ impl BackgroundService for AdmissionService {
         for q in self.state.queues.all() {
             control::sync(&self.state, q).await;
         }
-        let mut tasks = vec![tokio::spawn(control::watch_sighup(self.state.clone(), self.config_path.clone()))];
+        let mut tasks = vec![
+            tokio::spawn(control::watch_sighup(self.state.clone(), self.config_path.clone())),
+            tokio::spawn(crate::stock::poll(self.state.clone(), self.stock.clone())),
+        ];
         for q in self.state.queues.all() {
             tasks.push(tokio::spawn(sync_settings(self.state.clone(), q.clone())));
             if self.release_ticks {

@@ -111,7 +111,8 @@ pub fn route(path: &str) -> Route<'_> {
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StatusMessage {
     /// `WAITING`, `READY`, `NOT_IN_QUEUE`, on a scheduled queue
-    /// `SCHEDULED`, `PREQUEUE`, `CLOSED`, in `reject` mode `UNAVAILABLE`.
+    /// `SCHEDULED`, `PREQUEUE`, `CLOSED`, in `reject` mode `UNAVAILABLE`,
+    /// and `SOLD_OUT` once what the queue sells is gone.
     #[schema(value_type = crate::openapi::QueueStatus)]
     pub status: &'static str,
     /// Queue id.
@@ -143,6 +144,9 @@ pub struct StatusMessage {
     /// it with `POST join_url`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge: Option<ChallengeBody>,
+    /// The operator's message to everyone in the queue (any status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// `random` when visitors are let in by random draw (WAITING): there is
     /// no place number then, and the wait is a range.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,11 +215,23 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         lottery_url: None,
         mode: None,
         wait_range_seconds: None,
+        message: queue.message().map(|m| m.to_string()),
     };
     let queue_mode = queue.admission().queue_mode;
     if queue_mode == QueueMode::Reject && !matches!(standing, Standing::Ready { .. }) {
         m.status = "UNAVAILABLE";
         m.retry_after_seconds = Some(UNAVAILABLE_RETRY_SECS);
+        return m;
+    }
+    // Sold out: everyone not admitted hears it; a place is kept for stock
+    // that comes back (the socket stays open and hears that too).
+    if queue.sold_out() && !matches!(standing, Standing::Ready { .. }) {
+        m.status = "SOLD_OUT";
+        m.retry_after_seconds = Some(UNAVAILABLE_RETRY_SECS);
+        m.queue_length = match standing {
+            Standing::Waiting { waiting, .. } => Some(waiting),
+            _ => None,
+        };
         return m;
     }
     let schedule = &queue.schedule;
@@ -543,7 +559,8 @@ pub fn openapi(session: &Session) -> Reply {
         ("wr_visitor" = Option<String>, Cookie, description = "The signed visitor id; issued with the first place"),
     ),
     responses(
-        (status = 200, description = "The queue page", body = String, content_type = "text/html; charset=utf-8",
+        (status = 200, description = "The queue page (in the language of `Accept-Language`: English or German)",
+            body = String, content_type = "text/html; charset=utf-8",
             headers(("set-cookie" = String,
                 description = "`wr_visitor` with the first place; `wr_entry` (the token) when READY"))),
         (status = 400, response = crate::openapi::BadBody),
@@ -565,6 +582,8 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
         return method_not_allowed("GET, HEAD");
     }
     let return_to = page::safe_return_to(query_param(session.req_header().uri.query(), "return_to").as_deref());
+    // Read before the join borrows the session.
+    let lang = page::Lang::from_accept_language(header_str(session, "accept-language"));
     let not_in_queue = |challenge: Option<ChallengeBody>| StatusMessage {
         challenge,
         ..message(state, &queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue, now_ms())
@@ -573,20 +592,22 @@ pub async fn page(state: &State, session: &mut Session, q: &str) -> Reply {
         Ok(joined) => joined,
         Err(Refusal::Challenge { challenge, .. }) => {
             let m = not_in_queue(Some(ChallengeBody::from(&challenge)));
-            return Reply::html(200, page::render(&queue, &m, &return_to, None)).no_store();
+            return Reply::html(200, page::render_in(&queue, &m, &return_to, None, lang)).no_store();
         }
         Err(Refusal::Limited { detail, retry_after, .. }) => {
-            let html = page::render(&queue, &not_in_queue(None), &return_to, Some((&detail, retry_after)));
+            let html = page::render_in(&queue, &not_in_queue(None), &return_to, Some((&detail, retry_after)), lang);
             return Reply::html(429, html).header("retry-after", retry_after.to_string()).no_store();
         }
-        Err(Refusal::Schedule(m)) => return Reply::html(200, page::render(&queue, &m, &return_to, None)).no_store(),
+        Err(Refusal::Schedule(m)) => {
+            return Reply::html(200, page::render_in(&queue, &m, &return_to, None, lang)).no_store();
+        }
         Err(Refusal::StoreDown) => return store_down(),
     };
     if joined.kind == JoinKind::FreeEntry {
         METRICS.admissions.with_label_values(&[queue.id(), "free_entry"]).inc();
     }
     let m = message(state, &queue, joined.visitor, joined.standing, now_ms());
-    let mut reply = Reply::html(200, page::render(&queue, &m, &return_to, None)).no_store();
+    let mut reply = Reply::html(200, page::render_in(&queue, &m, &return_to, None, lang)).no_store();
     if let Some(e) = &m.entry {
         reply = reply
             .header("set-cookie", set_cookie(shared::ENTRY_COOKIE, &e.token, Some(e.max_age), state.cookie_secure));

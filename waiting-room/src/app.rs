@@ -80,7 +80,8 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
             config.store.clone(),
             config.server.release_ticks,
             config_path.map(Path::to_path_buf),
-        ),
+        )
+        .with_stock(config.stock.clone()),
     );
 
     let mut metrics = pingora_prometheus::prometheus_http_service();

@@ -40,6 +40,9 @@ pub struct Config {
     /// What one client may take of the proxy (connections, time, places).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Where to read what is left to sell (queues with `stop_when_sold_out`).
+    #[serde(default)]
+    pub stock: StockConfig,
     /// The queues; each protects a set of path prefixes.
     #[serde(default)]
     pub queues: Vec<QueueConfig>,
@@ -423,6 +426,42 @@ impl Default for AdminConfig {
     }
 }
 
+/// Longest operator message, in characters.
+pub const MESSAGE_MAX: usize = 500;
+
+/// An operator message: at most [`MESSAGE_MAX`] characters of text (line
+/// breaks allowed, no other control characters).
+pub fn validate_message(m: &str) -> Result<(), String> {
+    if m.chars().count() > MESSAGE_MAX {
+        return Err(format!("expected at most {MESSAGE_MAX} characters"));
+    }
+    if m.chars().any(|c| c.is_control() && c != '\n') {
+        return Err("expected text without control characters (line breaks are fine)".into());
+    }
+    Ok(())
+}
+
+/// `[stock]`: the booking core's `GET /admin/stock` (free seats per event,
+/// codes left per campaign), polled by every instance for its queues with
+/// `stop_when_sold_out` (see `stock.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StockConfig {
+    /// The URL (`http://127.0.0.1:9093/admin/stock`); empty: no stock is read.
+    pub url: String,
+    /// The booking core's admin bearer token.
+    pub token: Secret,
+    /// How often to read it: how soon a line hears that the sale sold out.
+    #[serde(with = "config::duration")]
+    pub poll_interval: Duration,
+}
+
+impl Default for StockConfig {
+    fn default() -> Self {
+        StockConfig { url: String::new(), token: Secret::default(), poll_interval: Duration::from_millis(500) }
+    }
+}
+
 /// `[[queues]]`: one line of visitors protecting a set of path prefixes.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -503,6 +542,21 @@ pub struct QueueConfig {
     /// in at once, still counted) or `reject` (nobody new; see `QueueMode`).
     #[serde(default)]
     pub mode: QueueMode,
+    /// A message to everyone in the queue (shown on the page, sent with
+    /// every status); the admin API changes it live.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// Stop releasing, and tell everyone in line and everyone arriving, when
+    /// the listed events have no free seat and the listed campaigns no code
+    /// left (read from `[stock]`); release at most what is left each tick.
+    #[serde(default)]
+    pub stop_when_sold_out: bool,
+    /// The events whose seats this queue sells (`stop_when_sold_out`).
+    #[serde(default)]
+    pub stock_events: Vec<i64>,
+    /// The coupon campaigns this queue hands out (`stop_when_sold_out`).
+    #[serde(default)]
+    pub stock_campaigns: Vec<i64>,
     /// When the line opens (RFC 3339); before it visitors see a countdown
     /// (see `schedule.rs`). None: always open.
     #[serde(default)]
@@ -767,6 +821,18 @@ impl Config {
         if !self.admin.listen.is_empty() {
             parse_addr("admin.listen", &self.admin.listen)?;
         }
+        if !self.stock.url.is_empty() {
+            if !(self.stock.url.starts_with("http://") || self.stock.url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "stock.url",
+                    format!("expected an http:// URL, got {:?}", self.stock.url),
+                ));
+            }
+            let p = self.stock.poll_interval;
+            if p < Duration::from_millis(100) || p > Duration::from_secs(60) {
+                return Err(ConfigError::new("stock.poll_interval", "expected between 100ms and 60s"));
+            }
+        }
         let host_port = |key: String, value: &str| {
             if value.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
                 return Err(ConfigError::new(key, format!("expected host:port, got {value:?}")));
@@ -897,6 +963,23 @@ impl Config {
             }
             q.validate_challenge(&format!("queues[{i}]"))?;
             q.schedule().validate(&format!("queues[{i}]"))?;
+            if let Some(m) = &q.message {
+                validate_message(m).map_err(|e| ConfigError::new(key("message"), e))?;
+            }
+            if q.stop_when_sold_out {
+                if self.stock.url.is_empty() {
+                    return Err(ConfigError::new(
+                        key("stop_when_sold_out"),
+                        "needs [stock] url: where the booking core tells what is left to sell",
+                    ));
+                }
+                if q.stock_events.is_empty() && q.stock_campaigns.is_empty() {
+                    return Err(ConfigError::new(
+                        key("stop_when_sold_out"),
+                        "needs stock_events or stock_campaigns: what this queue sells",
+                    ));
+                }
+            }
         }
         Ok(())
     }

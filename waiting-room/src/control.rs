@@ -120,10 +120,14 @@ pub async fn reload(state: &Arc<State>, path: Option<&std::path::Path>) -> Resul
             tracing::warn!(queue = %new.id, "changed paths, name or page template of queues[{i}] need a restart");
         }
         let admission = new.admission();
-        if admission != queue.admission() {
-            change(state, queue, "sighup", "reload", |s| s.admission = admission)
-                .await
-                .map_err(|e| ConfigError::new(format!("queues[{i}]"), e.to_string()))?;
+        let message = new.message.clone();
+        if admission != queue.admission() || message.as_deref() != queue.message().as_deref() {
+            change(state, queue, "sighup", "reload", |s| {
+                s.admission = admission;
+                s.message = message;
+            })
+            .await
+            .map_err(|e| ConfigError::new(format!("queues[{i}]"), e.to_string()))?;
             changed.push(new.id.clone());
         }
     }

@@ -158,6 +158,8 @@ pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&
     let now = now_ms();
     match queue.phase(now) {
         _ if queue.admission().queue_mode == QueueMode::Reject => return Err(schedule(state, queue, now)),
+        // Sold out: newcomers are told before they take a place.
+        _ if queue.sold_out() && existing.is_none() => return Err(schedule(state, queue, now)),
         Phase::Scheduled => return Err(schedule(state, queue, now)),
         Phase::Closed if existing.is_none() => return Err(schedule(state, queue, now)),
         _ => {}

@@ -72,6 +72,7 @@ pub mod schedule;
 pub mod session;
 pub mod signals;
 pub mod state;
+pub mod stock;
 pub mod store;
 pub mod ticket;
 pub mod tokens;

@@ -103,6 +103,12 @@ pub struct Metrics {
     /// `waiting_room_lottery_entrants{queue}`: entrants of the queue's
     /// lottery, set by the instance that drew it
     pub lottery_entrants: IntGaugeVec,
+    /// `waiting_room_stock_left{queue}`: what the booking core has left of
+    /// what the queue sells (`stop_when_sold_out`), at the last reading
+    pub stock_left: IntGaugeVec,
+    /// `waiting_room_stock_read_failures_total`: stock readings that failed
+    /// (the last one stays in force)
+    pub stock_read_failures: prometheus::IntCounter,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -289,6 +295,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     no_shows: counter(
         "waiting_room_no_shows_total",
         "Admitted visitors who made no request within arrival_grace of their admission.",
+        &["queue"],
+    ),
+    stock_read_failures: prometheus::register_int_counter!(
+        "waiting_room_stock_read_failures_total",
+        "Readings of the booking core's stock that failed (the last reading stays in force)."
+    )
+    .unwrap_or_else(|e| panic!("metric waiting_room_stock_read_failures_total: {e}")),
+    stock_left: gauge(
+        "waiting_room_stock_left",
+        "What the booking core has left of what the queue sells (stop_when_sold_out), at the last reading.",
         &["queue"],
     ),
     lottery_entrants: gauge(

@@ -322,6 +322,9 @@ pub enum QueueStatus {
     /// or is let in; places already held are kept. Ask again after
     /// `retry_after_seconds`.
     Unavailable,
+    /// Sold out (`stop_when_sold_out`): nobody new joins, nobody is let in;
+    /// places are kept in case stock comes back (the socket says so).
+    SoldOut,
 }
 
 #[cfg(test)]

@@ -67,6 +67,7 @@
 //! | `{{entrants}}`     | visitors in the pre-queue (PREQUEUE)                        |
 //! | `{{public_id}}`    | the visitor's public id in the lottery (PREQUEUE, WAITING)  |
 //! | `{{lottery_url}}`  | where the lottery is published (queues with a pre-queue)    |
+//! | `{{message}}`      | the operator's message to the queue (live), else empty     |
 //! | `{{drawn}}`        | `true` while WAITING at a place drawn by lottery            |
 //! | `{{mode}}`         | `random` when visitors are let in by random draw, else empty |
 //! | `{{wait_range}}`   | the random-mode wait in words (`less than a minute and about 5 minutes`) |
@@ -87,7 +88,7 @@
 //!
 //! The script updates elements by attribute: `data-wr="position"`, `"eta"`,
 //! `"eta_seconds"`, `"queue_length"`, `"notice"`, `"countdown"`, `"entrants"`,
-//! `"public_id"`, `"opens_at_text"`, `"wait_range"` (text), `"progress"` and
+//! `"public_id"`, `"opens_at_text"`, `"wait_range"`, `"message"` (text), `"progress"` and
 //! `"challenge_progress"` (`aria-valuenow`, the `--wr-progress` CSS variable,
 //! and `value` of a `<progress>`), `"announce"`
 //! (a polite live region), `"connection"` (live / polling / reconnecting text)
@@ -312,6 +313,7 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
         "opens_at": m.opens_at,
         "prequeue_from": m.prequeue_from,
         "public_id": m.public_id,
+        "message": m.message,
         "mode": m.mode,
         "wait_range_seconds": m.wait_range_seconds,
         "challenge": m.challenge,
@@ -430,6 +432,7 @@ pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Ref
             "public_id" => escape(m.public_id.as_deref().unwrap_or("")),
             "lottery_url" => escape(m.lottery_url.as_deref().unwrap_or("")),
             "drawn" => (waiting && m.public_id.is_some()).to_string(),
+            "message" => escape(m.message.as_deref().unwrap_or("")),
             "mode" => m.mode.unwrap_or("").to_owned(),
             "wait_range" => m.wait_range_seconds.map(|[a, b]| wait_range_in(lang, a, b)).unwrap_or_default(),
             _ => return None,

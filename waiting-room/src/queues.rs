@@ -26,6 +26,8 @@ pub struct Queue {
     paused: AtomicBool,
     /// Everybody queues (free entry off).
     queue_all: AtomicBool,
+    /// The operator's message to everyone in the queue.
+    message: RwLock<Option<Arc<str>>>,
     /// Measured release rate, for wait estimates.
     pub estimate: Estimator,
     /// The operator's page template (`page_template`), read once at start.
@@ -53,6 +55,9 @@ pub struct Queue {
     lottery: parking_lot::Mutex<Option<LotteryRecord>>,
     /// This instance knows the lottery was drawn.
     drawn: AtomicBool,
+    /// What is left to sell at the last stock reading (`stop_when_sold_out`;
+    /// `u64::MAX`: no reading yet).
+    stock: AtomicU64,
 }
 
 impl Queue {
@@ -61,14 +66,17 @@ impl Queue {
         let admission = RwLock::new(config.admission());
         let difficulty = AtomicU8::new(config.challenge_min_bits);
         let schedule = config.schedule();
+        let message = RwLock::new(config.message.as_deref().map(Arc::from));
         Queue {
             schedule,
             lottery: Default::default(),
             drawn: AtomicBool::new(false),
+            stock: AtomicU64::new(u64::MAX),
             config,
             admission,
             paused: AtomicBool::new(false),
             queue_all: AtomicBool::new(false),
+            message,
             estimate: Estimator::default(),
             template: None,
             settings_version: AtomicU64::new(0),
@@ -110,6 +118,11 @@ impl Queue {
     /// Operator switches.
     pub fn paused(&self) -> bool {
         self.paused.load(Ordering::Relaxed)
+    }
+
+    /// The operator's message to everyone in the queue, if any.
+    pub fn message(&self) -> Option<Arc<str>> {
+        self.message.read().clone()
     }
 
     /// Whether free entry is off.
@@ -159,6 +172,7 @@ impl Queue {
             admission: self.admission(),
             paused: self.paused(),
             queue_all: self.queue_all(),
+            message: self.message().map(|m| m.to_string()),
             version: self.settings_version.load(Ordering::Acquire),
         }
     }
@@ -179,6 +193,7 @@ impl Queue {
         *admission = s.admission;
         self.paused.store(s.paused, Ordering::Relaxed);
         self.queue_all.store(s.queue_all, Ordering::Relaxed);
+        *self.message.write() = s.message.as_deref().map(Arc::from);
         self.settings_version.store(s.version, Ordering::Release);
         true
     }
@@ -193,12 +208,36 @@ impl Queue {
         p.entrants_until_ms = self.schedule.entrants_until_ms();
         // Reject: nobody is released (nobody new joins: see `join`).
         p.paused |= p.mode == crate::config::QueueMode::Reject;
+        // Sold out: nobody is released; stock left: at most that many a tick.
+        match self.stock_left() {
+            Some(0) => p.paused = true,
+            Some(left) => p.release_cap = left,
+            None => {}
+        }
         if matches!(self.phase(crate::state::now_ms()), Phase::Scheduled | Phase::PreQueue) {
             p.paused = true;
             p.queue_all = true;
             p.abandon_after_ms = 0;
         }
         p
+    }
+
+    /// What is left to sell, if this queue follows the stock and it was read.
+    pub fn stock_left(&self) -> Option<u64> {
+        let units = self.stock.load(Ordering::Relaxed);
+        (self.config.stop_when_sold_out && units != u64::MAX).then_some(units)
+    }
+
+    /// Sold out: the queue follows the stock and none is left.
+    pub fn sold_out(&self) -> bool {
+        self.stock_left() == Some(0)
+    }
+
+    /// A stock reading: `units` left. Returns whether the queue went from
+    /// sold out to not or back (everyone in line must hear it).
+    pub fn note_stock(&self, units: u64) -> bool {
+        let before = self.stock.swap(units, Ordering::Relaxed);
+        (before == 0) != (units == 0) && (before != u64::MAX || units == 0)
     }
 
     /// Where the schedule stands now on this instance.

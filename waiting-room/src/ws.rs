@@ -268,6 +268,7 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
             let reason = match m.status {
                 "CLOSED" => "the sale is closed",
                 "UNAVAILABLE" => "the queue is not available",
+                "SOLD_OUT" => "sold out",
                 _ => "the queue is not open yet",
             };
             return one_message(session, &accept, &m, reason, budget).await;

@@ -52,6 +52,8 @@ pub enum Route {
     AdminCampaigns,
     /// `GET /admin/stats`
     AdminStats,
+    /// `GET /admin/stock`
+    AdminStock,
     /// `GET /admin/openapi.json` (no token: it is documentation)
     AdminOpenApi,
     /// `GET /events/{id}`: the event page (HTML)
@@ -115,7 +117,8 @@ pub fn route(listener: Listener, method: &Method, path: &str) -> Result<(Route, 
         ["admin", "campaigns"] if post => (Route::AdminCampaigns, "/admin/campaigns"),
         ["admin", "campaigns"] => return Err(not_allowed("POST")),
         ["admin", "stats"] if get => (Route::AdminStats, "/admin/stats"),
-        ["admin", "stats"] => return Err(not_allowed("GET")),
+        ["admin", "stock"] if get => (Route::AdminStock, "/admin/stock"),
+        ["admin", "stats" | "stock"] => return Err(not_allowed("GET")),
         ["admin", "openapi.json"] if get => (Route::AdminOpenApi, "/admin/openapi.json"),
         ["admin", "openapi.json"] => return Err(not_allowed("GET")),
         ["events", id] if get => (Route::EventPage(id_param("event id", id)?), "/events/{id}"),

@@ -295,6 +295,22 @@ pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
     Ok(Reply::json(StatusCode::OK, &stats))
 }
 
+/// What is left to sell: free seats per event, codes left per open
+/// campaign. The waiting room polls this to tell its line when the sale has
+/// sold out (`stop_when_sold_out`).
+#[utoipa::path(get, path = "/admin/stock", tag = "admin",
+    responses(
+        (status = 200, description = "Stock left", body = crate::store::admin::Stock),
+        Errors<(BodyRead, AdminAuth, Server)>,
+    ),
+    security(("admin_token" = [])),
+)]
+pub async fn stock(cx: &Ctx) -> Result<Reply, Failure> {
+    check_admin(cx)?;
+    let stock = cx.state.store().stock(now_ms()).await.map_err(AdminError::from)?;
+    Ok(Reply::json(StatusCode::OK, &stock))
+}
+
 // The admin routes' error sets (see `routes::openapi::errors`): beside the
 // error type they sample, so the naming match stays exhaustive.
 

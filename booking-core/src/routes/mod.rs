@@ -40,6 +40,7 @@ pub(crate) async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
         Route::AdminEvents => admin::create_event(cx).await,
         Route::AdminCampaigns => admin::create_campaign(cx).await,
         Route::AdminStats => admin::stats(cx).await,
+        Route::AdminStock => admin::stock(cx).await,
         Route::AdminOpenApi => openapi::serve_admin(cx).await,
         Route::EventPage(id) => web::event_page(cx, id).await,
     }

@@ -116,6 +116,7 @@ Errors are `application/problem+json` (RFC 9457). Every response carries `x-requ
         crate::routes::admin::create_event,
         crate::routes::admin::create_campaign,
         crate::routes::admin::stats,
+        crate::routes::admin::stock,
         crate::routes::health::livez,
         crate::routes::health::readyz,
         crate::routes::health::healthz,

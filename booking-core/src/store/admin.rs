@@ -51,6 +51,34 @@ pub struct GateCounts {
     pub issued: i64,
 }
 
+/// What is left to sell, for the waiting room's sold-out check
+/// (`GET /admin/stock`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Stock {
+    /// Per event: seats neither booked nor under a live hold.
+    pub events: Vec<EventStock>,
+    /// Per open campaign: codes nobody has claimed.
+    pub campaigns: Vec<CampaignStock>,
+}
+
+/// One event's free seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct EventStock {
+    /// Event id.
+    pub id: i64,
+    /// Seats available now (an expired hold's seat counts: it is free to take).
+    pub free_seats: i64,
+}
+
+/// One campaign's codes left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CampaignStock {
+    /// Campaign id.
+    pub id: i64,
+    /// Codes not claimed yet.
+    pub codes_left: i64,
+}
+
 impl GateCounts {
     /// free + reserved + issued == total.
     pub fn conserved(&self) -> bool {
@@ -83,6 +111,29 @@ impl Store {
             .await?;
             Ok(Stats { events, seats, active_holds, bookings, claims, campaigns })
         })
+    }
+
+    /// Free seats per event and codes left per open campaign at `now`.
+    /// Seats by event walk the seats' primary key; codes as `stock_left`.
+    pub async fn stock(&self, now: i64) -> Result<Stock, StoreError> {
+        let events: Vec<EventStock> = on_reader!(self, "stock_events", |pool| {
+            sqlx::query_as(
+                "SELECT event_id AS id, \
+                        SUM(CASE WHEN status = 'AVAILABLE' OR (status = 'HELD' AND hold_expires_at <= $1) \
+                            THEN 1 ELSE 0 END) AS free_seats \
+                 FROM seats GROUP BY event_id ORDER BY event_id",
+            )
+            .bind(now)
+            .fetch_all(pool)
+            .await
+        })?;
+        let campaigns = self
+            .stock_left(now)
+            .await?
+            .into_iter()
+            .map(|(id, _, codes_left)| CampaignStock { id, codes_left })
+            .collect();
+        Ok(Stock { events, campaigns })
     }
 
     /// `(campaign id, stock, codes left)` of every campaign not closed at

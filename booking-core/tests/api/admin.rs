@@ -110,6 +110,14 @@ async fn stats_count_holds_bookings_claims_and_stock_left(backend: Backend) {
     assert_eq!(stats.json["claims"], 1);
     assert_eq!(stats.json["campaigns"][0]["stock"], 7);
     assert_eq!(stats.json["campaigns"][0]["stock_left"], 6);
+
+    // What the waiting room reads to tell its line the sale sold out: a held
+    // seat and a booked one are not free, a claimed code is not left.
+    let stock = app.admin(Method::GET, "/admin/stock", None).await;
+    assert_eq!(stock.status, StatusCode::OK, "{}", stock.text);
+    assert_eq!(stock.json["events"], json!([{"id": event, "free_seats": 10}]));
+    assert_eq!(stock.json["campaigns"], json!([{"id": campaign, "codes_left": 6}]));
+    app.operator(Method::GET, "/admin/stock", None, None).await.assert_problem(StatusCode::UNAUTHORIZED);
 }
 
 async fn invalid_events_and_campaigns_are_refused_with_the_field_named(backend: Backend) {

@@ -169,6 +169,8 @@
     if (m.status !== "NOT_IN_QUEUE") setStep("");
     root.setAttribute("data-wr-paused", m.paused ? "true" : "false");
     root.setAttribute("data-wr-drawn", m.status === "WAITING" && m.public_id ? "true" : "false");
+    // Every message carries the operator's current message (none: cleared).
+    setText("message", typeof m.message === "string" ? m.message : "");
     root.setAttribute("data-wr-mode", m.status === "WAITING" && m.mode === "random" ? "random" : "");
     // Not available (the operator's reject mode): look again now and then;
     // a socket still open may bring the line back first.

@@ -533,6 +533,7 @@ impl QueueStore for MemoryStore {
                 (a.n(decided), "adaptive", reason)
             }
         };
+        let n = if p.release_cap > 0 { n.min(p.release_cap) } else { n };
         out.n = n;
         let mut room = n;
         if p.max_active > 0 {

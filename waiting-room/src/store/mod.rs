@@ -212,6 +212,8 @@ pub struct Params {
     /// How the line lets visitors in (`Reject` never reaches the store: the
     /// instance refuses joins and pauses releases).
     pub mode: crate::config::QueueMode,
+    /// A tick releases at most this many (what is left to sell; 0: no cap).
+    pub release_cap: u64,
 }
 
 /// The adaptive mode's part of [`Params`].
@@ -253,6 +255,7 @@ impl Params {
             arrival_grace_ms: ms(a.arrival_grace),
             entrants_until_ms: 0,
             mode: a.queue_mode,
+            release_cap: 0,
         }
     }
 }
@@ -390,6 +393,9 @@ pub struct SharedSettings {
     pub paused: bool,
     /// Free entry off: everybody queues.
     pub queue_all: bool,
+    /// The operator's message to everyone in the queue (none: no message).
+    #[serde(default)]
+    pub message: Option<String>,
     /// Bumped by the store on every save.
     #[serde(default)]
     pub version: u64,

@@ -443,7 +443,7 @@ impl QueueStore for RedisStore {
             Some(a) => call.arg("adaptive").arg(a.min).arg(a.max).arg(a.pin),
             None => call.arg("fixed").arg(0).arg(0).arg(0),
         };
-        call.arg(p.arrival_grace_ms).arg(p.mode.label());
+        call.arg(p.arrival_grace_ms).arg(p.mode.label()).arg(p.release_cap);
         let (values, acknowledged): (Vec<Value>, _) = self.acknowledged(&call).await?;
         let ticked = int(values.first()) == 1;
         // Only a tick is news; a call that found none wrote nothing to keep.

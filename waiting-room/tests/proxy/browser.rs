@@ -591,7 +591,6 @@ async fn axe_finds_no_serious_problem_on_the_queue_page_in_any_state_language_or
 /// German page (and an English one the English page), live over the socket,
 /// and axe finds nothing serious on either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs api.rs's page handler to call page::render_in with the request's Accept-Language (issue 16 item 6)"]
 async fn the_proxy_serves_the_queue_page_in_the_browsers_language() {
     let upstream = Upstream::start().await;
     let proxy = Proxy::start(ProxySpec::memory(&queue("q", "/a", 1, "1m", "10m", 0), upstream.addr)).await;

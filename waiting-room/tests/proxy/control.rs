@@ -246,6 +246,35 @@ async fn queue_modes_switch_live_on_every_instance() {
     let (status, body) = admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"mode":"lottery"}"#)).await;
     assert_eq!(status, 422, "{body}");
 
+    // The operator's message, set on a: everyone on b hears it (status, page,
+    // socket), escaped; a control character is refused; "" removes it.
+    let mut reader = Visitor::default();
+    reader.join(&c, &b, "q").await;
+    let mut ws = connect_ws(&b, "q", &mut reader).await;
+    next_json(&mut ws, Duration::from_secs(5)).await.expect("the first message");
+    let (status, body) =
+        admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"message":"a\u0007b"}"#)).await;
+    assert_eq!(status, 422, "{body}");
+    let note = r#"{"message":"Doors open at 10:00 <b>sharp</b>"}"#;
+    assert_eq!(admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(note)).await.0, 200);
+    let pushed = loop {
+        let m = next_json(&mut ws, Duration::from_secs(5)).await.expect("the message is pushed");
+        if m["message"].is_string() {
+            break m;
+        }
+    };
+    assert_eq!(pushed["message"], "Doors open at 10:00 <b>sharp</b>");
+    drop(ws);
+    let page =
+        c.get(b.url("/wr/q")).header("cookie", reader.cookie_header()).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Doors open at 10:00 &lt;b&gt;sharp&lt;/b&gt;"), "escaped on the page");
+    assert_eq!(admin(&c, &a, reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"message":""}"#)).await.0, 200);
+    eventually("the message is gone on b", Duration::from_secs(3), || async {
+        let m = reader.clone().status(&c, &b, "q").await;
+        if m["message"].is_null() { Ok(()) } else { Err(m.to_string()) }
+    })
+    .await;
+
     // Reject, set on a: b refuses newcomers, a waiting visitor keeps the
     // place but hears "not available" (pushed on its socket), nobody is released.
     let mut waiting = Visitor::default();

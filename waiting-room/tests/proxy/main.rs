@@ -18,5 +18,6 @@ mod replicated;
 #[path = "../support/redis_servers.rs"]
 mod servers;
 mod session_end;
+mod sold_out;
 mod store_down;
 mod ws;

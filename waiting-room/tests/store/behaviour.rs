@@ -27,6 +27,7 @@ pub fn params() -> Params {
         arrival_grace_ms: 0,
         entrants_until_ms: 0,
         mode: QueueMode::Fifo,
+        release_cap: 0,
     }
 }
 
@@ -694,4 +695,17 @@ pub async fn random_ticks_draw_from_the_whole_line_and_passthrough_lets_everyone
     assert!(matches!(store.join("q", VisitorId::random(), &full, &OPEN).await.unwrap().0, Standing::Waiting { .. }));
     let paused = Params { paused: true, ..pass };
     assert!(matches!(store.join("q", VisitorId::random(), &paused, &OPEN).await.unwrap().0, Standing::Waiting { .. }));
+}
+
+pub async fn a_release_cap_limits_each_tick_to_what_is_left_to_sell(store: Arc<dyn QueueStore>) {
+    let p = Params { release_per_tick: 5, release_cap: 2, ..params() };
+    let vs = ids(10);
+    for v in &vs {
+        store.join("q", *v, &p, &OPEN).await.unwrap();
+    }
+    let r = tick(&store, "q", &p).await;
+    assert_eq!(r.released, vs[..2].to_vec(), "two left to sell: two released, in order");
+    assert_eq!(r.n, 2);
+    let r = tick(&store, "q", &Params { release_cap: 0, ..p }).await;
+    assert_eq!(r.released, vs[2..7].to_vec(), "no cap: N again");
 }

@@ -96,4 +96,5 @@ for_each_backend!(
     the_lottery_orders_its_entrants_once_and_later_arrivals_follow,
     a_draw_happens_once_however_many_instances_try,
     random_ticks_draw_from_the_whole_line_and_passthrough_lets_everyone_in,
+    a_release_cap_limits_each_tick_to_what_is_left_to_sell,
 );

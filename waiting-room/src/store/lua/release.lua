@@ -11,7 +11,8 @@
 --       7 pub/sub channel ("" = don't publish), 8 an epoch id for a line that has none,
 --       9 mode ("fixed"|"adaptive"), 10 min_per_tick, 11 max_per_tick, 12 pin (0 = none),
 --       13 arrival_grace_ms (0 = arrivals not tracked), 14 queue mode ("fifo" | "random": N drawn
---       uniformly from the line | "passthrough": everyone waiting, at most PASS_MAX a call)
+--       uniformly from the line | "passthrough": everyone waiting, at most 10,000 a call),
+--       15 release cap (what is left to sell; 0 = none)
 -- Returns {ticked, tick, now, next_due_ms, abandoned, waiting, active, joined, epoch, n, no_shows,
 --          window, record, released visitors...}
 -- where joined = places added during the last completed tick interval (the join sequence's delta),
@@ -145,6 +146,10 @@ local queue_mode = ARGV[14] or 'fifo'
 if queue_mode == 'passthrough' then
   -- Everyone waiting (those who found max_active full), a bounded batch a call.
   n, mode, reason = math.min(redis.call('ZCARD', KEYS[1]), 10000), 'passthrough', 'passthrough'
+end
+local release_cap = tonumber(ARGV[15] or '0')
+if release_cap > 0 then
+  n = math.min(n, release_cap)
 end
 if ARGV[6] == '1' then
   n, mode = 0, 'paused'
