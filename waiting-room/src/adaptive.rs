@@ -21,7 +21,7 @@
 //!   since the cut: the visitors admitted before the cut are still loading
 //!   the upstream, and cutting again for them would cut for the same
 //!   overload twice. An overload that outlasts the round trip is cut again.
-//! - **Headroom** — p99 under 80% of its target, errors under target, N
+//! - **Headroom** — p99 under half its target, errors under target, N
 //!   actually used (the line had at least N waiting) — grows N: doubling
 //!   per second until the first overload ever seen or the p99 reaching 30%
 //!   of its target ("slow start", so a sale that opens at `min_per_tick`
@@ -44,7 +44,7 @@
 //! least 30% per round trip, so the multiplicative decrease outweighs the
 //! additive increase and N settles into a sawtooth under C whose overshoots
 //! are rare (the slow probe) and last about one round trip (the p99 and the
-//! queue of the requests it adds show it). The dead band between 80% and
+//! queue of the requests it adds show it). The dead band between 50% and
 //! 100% of the target keeps N still once it is near C. N never leaves
 //! [`Bounds`]' range, and an operator's pin overrides the controller until
 //! unpinned.
@@ -67,6 +67,14 @@ const GROW: f64 = 0.10;
 const GROW_LEAST: f64 = 1.0;
 const PROBE: f64 = 0.01;
 const PROBE_LEAST: f64 = 0.1;
+/// Headroom: the p99 (and the queue in flight) under this share of the
+/// target. Why half: a window holds a few dozen requests, so its p99 is
+/// nearly its slowest one and jumps by a bucket or two (×1.2 each) between
+/// windows at the same N; under half the target it still has that much room
+/// before the target, so the growth stops before the first window crosses
+/// it rather than after (measured: BENCHMARKS.md "Adaptive admission").
+/// Between half the target and the target N holds (the dead band).
+const HEADROOM: f64 = 0.5;
 /// The probe starts at this share of the N of the last overload.
 const NEAR_CEILING: f64 = 0.8;
 /// The probe lasts until N is this far past the last overload's N.
@@ -376,8 +384,8 @@ impl State {
             self.overload_score = 0.0;
             self.since_cut = self.since_cut.saturating_add(1);
             let headroom = (judged || s.error_rate == 0.0)
-                && p99_ratio < 0.8
-                && queue_ratio < 0.8
+                && p99_ratio < HEADROOM
+                && queue_ratio < HEADROOM
                 && s.waiting > 0
                 && s.released as f64 >= (self.n.floor() * 0.9).max(1.0);
             if !headroom {
@@ -451,20 +459,22 @@ mod tests {
     #[test]
     fn slow_start_then_a_sawtooth_under_the_capacity() {
         let trace = run(1000.0, 1.0, 200);
-        // Up from 10 to the capacity of 700 within 20 ticks of a second:
-        // doubling to 30% of the target, then 10% a second.
-        let first_cut = trace.iter().position(|d| d.reason == Reason::Overload).unwrap();
-        assert!(first_cut <= 20, "{first_cut}");
         // The capacity that matters: the largest N the upstream serves
         // within the p99 target.
         let capacity = (1..5000u64).take_while(|n| upstream(*n, 1000.0, 1.0).p99_ms <= BOUNDS.target_p99_ms).count();
+        // Up from 10 to 60% of the capacity within 20 ticks of a second:
+        // doubling to 30% of the target, then 10% a second. (This upstream's
+        // p99 rises evenly with the load: half the target, where growth
+        // stops, is two thirds of the capacity.)
+        let near = trace.iter().position(|d| d.n as f64 >= 0.6 * capacity as f64);
+        assert!(near.is_some_and(|t| t <= 20), "{near:?}: {:?}", &trace[..25]);
         // In the steady part: never over the target two ticks in a row, and
-        // on average at least 80% of that capacity admitted.
+        // on average at least 60% of that capacity admitted.
         let steady = &trace[50..];
         let over = |d: &Decision| upstream(d.n, 1000.0, 1.0).p99_ms > BOUNDS.target_p99_ms;
         assert_eq!(steady.windows(2).filter(|w| over(&w[0]) && over(&w[1])).count(), 0, "{steady:?}");
         let mean = steady.iter().map(|d| d.n as f64).sum::<f64>() / steady.len() as f64;
-        assert!(mean >= 0.8 * capacity as f64 && mean <= capacity as f64, "{mean} of {capacity}");
+        assert!(mean >= 0.6 * capacity as f64 && mean <= capacity as f64, "{mean} of {capacity}");
     }
 
     #[test]
@@ -607,11 +617,14 @@ mod tests {
         let lowest = trace.iter().map(|d| d.n).min().unwrap_or(0);
         assert!(lowest >= 700, "cut to {lowest}: {:?}", trace.iter().map(|d| d.n).collect::<Vec<_>>());
         assert!(trace.iter().any(|d| d.reason == Reason::Draining), "never held while draining");
-        // And from there the load settles around the capacity.
+        // And from there the load settles in the dead band: this upstream's
+        // p99 rises evenly with its load (50 ms idle, 200 ms at capacity),
+        // so half the target (150 ms) is two thirds of its capacity; never
+        // over it on average.
         let (trace, loads2) = run_lagged(State::start(&BOUNDS), BOUNDS.min_per_tick, 1000.0, 4, 400);
         let steady = &loads2[150..];
         let mean = steady.iter().sum::<f64>() / steady.len() as f64;
-        assert!((0.85..=1.1).contains(&mean), "mean load {mean}");
+        assert!((0.65..=1.0).contains(&mean), "mean load {mean}");
         assert!(trace.iter().map(|d| d.n).max().unwrap_or(0) <= 3000);
         assert!(loads.iter().all(|l| l.is_finite()));
     }

@@ -70,6 +70,18 @@ pub struct QueueState {
     connections_here: usize,
     /// How N is set now, and the last decision with the signals it judged.
     controller: Controller,
+    /// Where the sale's schedule stands on the instance that answered:
+    /// `scheduled`, `prequeue`, `open` or `closed`.
+    phase: &'static str,
+    /// The lottery (queues with a pre-queue): `committed` or `drawn`, and the
+    /// commitment, as this instance last read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lottery: Option<serde_json::Value>,
+    /// What is left to sell at the last stock reading (`stop_when_sold_out`),
+    /// and whether that is nothing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stock_left: Option<u64>,
+    sold_out: bool,
 }
 
 /// The admission controller's view of a queue (`adaptive.rs`).
@@ -200,6 +212,15 @@ async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> 
         release_rate_configured: queue.configured_rate(),
         connections_here: state.hub.connections(queue.id()),
         controller: Controller::of(queue),
+        phase: queue.phase(crate::state::now_ms()).label(),
+        lottery: queue.lottery().map(|l| {
+            serde_json::json!({
+                "state": if l.drawn.is_some() { "drawn" } else { "committed" },
+                "commitment": crate::lottery::commitment(&l.seed),
+            })
+        }),
+        stock_left: queue.stock_left(),
+        sold_out: queue.sold_out(),
     })
 }
 

@@ -98,7 +98,10 @@ async fn every_socket_hears_sold_out_releases_stop_and_freed_stock_is_released_i
     // Resumed by the operator: still nobody released while nothing is left.
     admin_json(&c, &proxies[0], reqwest::Method::PATCH, "/admin/queues/q", Some(r#"{"paused":false}"#)).await;
     let released = |s: &Value| s["released_total"].as_u64().unwrap_or(u64::MAX);
-    let before = released(&admin_json(&c, &proxies[1], reqwest::Method::GET, "/admin/queues/q", None).await);
+    let state = admin_json(&c, &proxies[1], reqwest::Method::GET, "/admin/queues/q", None).await;
+    assert_eq!((state["sold_out"].as_bool(), state["stock_left"].as_u64()), (Some(true), Some(0)), "{state}");
+    assert_eq!(state["phase"], "open");
+    let before = released(&state);
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let after = released(&admin_json(&c, &proxies[1], reqwest::Method::GET, "/admin/queues/q", None).await);
     assert_eq!((before, after), (0, 0), "released while sold out");
