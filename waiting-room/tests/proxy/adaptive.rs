@@ -24,6 +24,26 @@ async fn all_reasons(c: &reqwest::Client, proxy: &Proxy, metric: &str) -> f64 {
     sum
 }
 
+/// A visitor joins at `join_at`, polls there until admitted, then sends one
+/// admitted request to each base of `serve` in turn.
+async fn visit(c: &reqwest::Client, join_at: &str, serve: &[String]) {
+    let r = c.post(format!("{join_at}/wr/q/join")).send().await.unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let mut status: Value = r.json().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while status["status"] != "READY" {
+        assert!(std::time::Instant::now() < deadline, "never admitted: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let r = c.get(format!("{join_at}/wr/q/status")).header("cookie", &cookie).send().await.unwrap();
+        status = r.json().await.unwrap();
+    }
+    let token = status["token"].as_str().unwrap().to_owned();
+    for serve_at in serve {
+        let r = c.get(format!("{serve_at}/p/x")).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_merge_their_signals_and_each_tick_is_decided_once() {
     let shared = Shared::new("adaptive").await;
@@ -44,24 +64,8 @@ async fn three_instances_merge_their_signals_and_each_tick_is_decided_once() {
     for i in 0..VISITORS {
         let (c, bases) = (c.clone(), bases.clone());
         let join_at = bases[i % 3].clone();
-        tasks.push(tokio::spawn(async move {
-            let r = c.post(format!("{join_at}/wr/q/join")).send().await.unwrap();
-            let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
-            let mut status: Value = r.json().await.unwrap();
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while status["status"] != "READY" {
-                assert!(std::time::Instant::now() < deadline, "never admitted: {status}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let r = c.get(format!("{join_at}/wr/q/status")).header("cookie", &cookie).send().await.unwrap();
-                status = r.json().await.unwrap();
-            }
-            let token = status["token"].as_str().unwrap().to_owned();
-            for j in 0..REQUESTS {
-                let serve_at = &bases[(i + 1 + j) % 3];
-                let r = c.get(format!("{serve_at}/p/x")).bearer_auth(&token).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-            }
-        }));
+        let serve: Vec<String> = (0..REQUESTS).map(|j| bases[(i + 1 + j) % 3].clone()).collect();
+        tasks.push(tokio::spawn(async move { visit(&c, &join_at, &serve).await }));
     }
     for t in tasks {
         t.await.unwrap();
@@ -117,4 +121,67 @@ async fn three_instances_merge_their_signals_and_each_tick_is_decided_once() {
     .await;
     assert_eq!(shown.0, "adaptive");
     assert!(shown.1.as_u64().is_some_and(|n| (4..=50).contains(&n)), "{shown:?}");
+}
+
+/// kill -9 of an instance that ticks and decides, again and again under
+/// load: the other instance goes on ticking and deciding from the last
+/// saved decision (a tick whose decision died with its instance is judged
+/// by nobody: the next tick holds N), no tick releases more than its N, and
+/// every visitor gets in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_deciding_instance_leaves_the_controller_to_the_others() {
+    let shared = Shared::new("adaptive-kill").await;
+    let queue = format!(
+        "{}admission = \"adaptive\"\nmin_per_tick = 4\nmax_per_tick = 50\narrival_grace = \"30s\"\n",
+        queue("q", "/p", 1, "200ms", "10m", 0)
+    );
+    let mut a = Proxy::start(shared.spec(&queue)).await;
+    let b = Proxy::start(shared.spec(&queue)).await;
+    let c = client();
+    eventually("the admin API answers", Duration::from_secs(10), || async {
+        let r = c.get(format!("{}/admin/queues/q", b.admin)).bearer_auth(ADMIN_TOKEN).send().await;
+        r.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    let base = b.base.clone();
+    let visitors: Vec<_> = (0..VISITORS)
+        .map(|_| {
+            let (c, base) = (c.clone(), base.clone());
+            tokio::spawn(async move { visit(&c, &base, &vec![base.clone(); REQUESTS]).await })
+        })
+        .collect();
+    // While the line moves: kill -9 the other instance three times, each
+    // time after it has ticked (and so decided) at least once.
+    for _ in 0..3 {
+        let before = metric(&c, &a, "waiting_room_ticks_total{queue=\"q\"}").await;
+        eventually("a ticks", Duration::from_secs(10), || async {
+            let now = metric(&c, &a, "waiting_room_ticks_total{queue=\"q\"}").await;
+            if now > before { Ok(()) } else { Err(format!("{now} ticks")) }
+        })
+        .await;
+        a.stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.restart().await;
+    }
+    for v in visitors {
+        v.await.unwrap();
+    }
+    let log = admin(&c, &b, "/admin/queues/q/ticks?limit=1000").await;
+    let ticks = log["ticks"].as_array().unwrap();
+    let released: u64 = ticks.iter().map(|t| t["released"].as_u64().unwrap()).sum();
+    assert_eq!(released, VISITORS as u64, "{log}");
+    for t in ticks {
+        let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
+        assert!(r <= n && (4..=50).contains(&n), "{t}");
+    }
+    // Decisions went on after the last kill: the one saved judged a tick
+    // within a few of the latest.
+    let latest = ticks.iter().map(|t| t["tick"].as_u64().unwrap()).max().unwrap();
+    let decided = eventually("a recent decision", Duration::from_secs(5), || async {
+        let s = admin(&c, &b, "/admin/queues/q").await;
+        let tick = s["controller"]["tick"].as_u64().unwrap_or(0);
+        if tick + 5 >= latest { Ok(tick) } else { Err(format!("decision of tick {tick}, latest {latest}: {s}")) }
+    })
+    .await;
+    assert!(decided > 0);
 }
