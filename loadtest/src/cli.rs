@@ -162,6 +162,39 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_parser = parse_share, help_heading = "Audit sources")]
     pub allowed_errors: f64,
 
+    /// A drop: the queue has a pre-queue and a lottery (`prequeue_from`, `opens_at`). The run
+    /// waits for the pre-queue to open, the --arrivals visitors join it, the lottery orders them
+    /// at the opening, --late-arrivals more join after it; the stock (--booking-admin) is read
+    /// during the run, and the audit also checks the published draw, the admission order
+    /// against it, no admission after sell-out beyond freed stock, and that every waiting
+    /// socket heard SOLD_OUT in time. Visitors told SOLD_OUT stop (an outcome, not an error).
+    #[arg(long, help_heading = "Drop (pre-queue, lottery, sell-out)")]
+    pub drop: bool,
+    /// With --drop: visitors who arrive after the opening, spread evenly over 2 s from
+    /// --late-after past `opens_at` (they queue behind the draw, or are told SOLD_OUT).
+    #[arg(long, default_value_t = 0, help_heading = "Drop (pre-queue, lottery, sell-out)")]
+    pub late_arrivals: usize,
+    /// With --drop: when the later arrivals start, after `opens_at`.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, help_heading = "Drop (pre-queue, lottery, sell-out)")]
+    #[serde(with = "human")]
+    pub late_after: Duration,
+    /// With --drop: how often the booking core's stock (`GET /admin/stock` on --booking-admin)
+    /// is read during the run.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration, help_heading = "Drop (pre-queue, lottery, sell-out)")]
+    #[serde(with = "human")]
+    pub stock_poll: Duration,
+    /// With --drop: how old the waiting room's own stock reading may be (its `[stock]
+    /// poll_interval` plus the read): admissions this soon after the stock reached zero are
+    /// not counted as after sell-out.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Drop (pre-queue, lottery, sell-out)")]
+    #[serde(with = "human")]
+    pub sold_out_grace: Duration,
+    /// With --drop: every socket still waiting must hear SOLD_OUT within this long of the last
+    /// booking the harness saw confirmed.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, help_heading = "Drop (pre-queue, lottery, sell-out)")]
+    #[serde(with = "human")]
+    pub sold_out_within: Duration,
+
     /// Write the whole report (config, per-step latencies, ticks, audit) as JSON to this file.
     #[arg(long, help_heading = "Output")]
     pub out: Option<PathBuf>,

@@ -38,6 +38,8 @@ pub struct HoldObs {
     pub expires_at_ms: i64,
     /// Confirm answered 200 (a booking).
     pub confirmed: bool,
+    /// When that 200 arrived (ns since the run started).
+    pub confirmed_ns: Option<u64>,
 }
 
 /// A coupon claim acknowledged with 201.
@@ -63,6 +65,9 @@ pub enum Fate {
     NoShow,
     /// Left the line on purpose before being admitted.
     Abandoned,
+    /// Told SOLD_OUT before being admitted (at the join, on the socket or
+    /// by a poll) and stopped: the sale's outcome, not a failure.
+    SoldOut,
     /// Still waiting when the run stopped it (drain timeout).
     StillWaiting,
     /// Still booking when the run stopped it.
@@ -112,6 +117,17 @@ pub struct VisitorRecord {
     /// How it ended.
     #[serde(flatten)]
     pub fate: Fate,
+    /// The visitor's public id in the queue's lottery (from PREQUEUE or WAITING).
+    pub public_id: Option<String>,
+    /// Joined while the pre-queue was open (saw PREQUEUE).
+    pub prequeue: bool,
+    /// When SOLD_OUT reached the visitor (ns since the run started).
+    pub sold_out_ns: Option<u64>,
+    /// It came over the WebSocket (not a poll or the join's answer).
+    pub sold_out_on_socket: bool,
+    /// Waiting on an open WebSocket right now (at the end: the socket was
+    /// still open when the run stopped the visitor).
+    pub on_socket: bool,
     /// Last observed position (internal bookkeeping for `position_increases`).
     #[serde(skip)]
     pub last_position: Option<u64>,
@@ -139,6 +155,11 @@ impl VisitorRecord {
             holds: Vec::new(),
             claims: Vec::new(),
             fate: Fate::Running,
+            public_id: None,
+            prequeue: false,
+            sold_out_ns: None,
+            sold_out_on_socket: false,
+            on_socket: false,
             last_position: None,
         }
     }
@@ -151,6 +172,20 @@ impl VisitorRecord {
             self.position_increases.push((last, position));
         }
         self.last_position = Some(position);
+    }
+
+    /// Note a standing message (join answer, socket message or poll): the
+    /// public id, the pre-queue, the position.
+    pub fn saw_standing(&mut self, m: &serde_json::Value) {
+        if let Some(id) = m["public_id"].as_str() {
+            self.public_id = Some(id.to_owned());
+        }
+        if m["status"] == "PREQUEUE" {
+            self.prequeue = true;
+        }
+        if let Some(p) = m["position"].as_u64() {
+            self.saw_position(p);
+        }
     }
 
     /// Whether the visitor stood in line (joined and was not let in by free entry).

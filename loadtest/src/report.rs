@@ -36,6 +36,8 @@ pub struct Visitors {
     pub no_shows: usize,
     /// Left the line on purpose.
     pub abandoned: usize,
+    /// Told SOLD_OUT before being admitted.
+    pub sold_out: usize,
     /// Not admitted when the run stopped.
     pub still_waiting: usize,
     /// Stopped while booking.
@@ -75,6 +77,7 @@ impl Visitors {
                 Fate::Done => v.done += 1,
                 Fate::NoShow => v.no_shows += 1,
                 Fate::Abandoned => v.abandoned += 1,
+                Fate::SoldOut => v.sold_out += 1,
                 Fate::StillWaiting => v.still_waiting += 1,
                 Fate::Running | Fate::Stopped => v.stopped += 1,
                 Fate::Failed(kind) => *v.failed.entry(kind.clone()).or_default() += 1,
@@ -198,11 +201,12 @@ impl Report {
         let v = &self.visitors;
         let _ = writeln!(
             s,
-            "visitors: {} done, {} no-shows, {} abandoned, {} still waiting, {} stopped, {} failed {:?}; {} by tick, \
+            "visitors: {} done, {} no-shows, {} abandoned, {} sold out, {} still waiting, {} stopped, {} failed {:?}; {} by tick, \
              {} free entry; {} WebSocket / {} polling, {} rejoined; {} holds, {} bookings, {} coupons",
             v.done,
             v.no_shows,
             v.abandoned,
+            v.sold_out,
             v.still_waiting,
             v.stopped,
             v.failed.values().sum::<usize>(),
@@ -287,6 +291,9 @@ impl Report {
                 a.mode, a.ticks, a.n_min, a.n_max, a.n_mean, a.released, a.reasons
             );
         }
+        if let Some(d) = &self.audit.drop {
+            let _ = writeln!(s, "\n{}", d.describe());
+        }
         let _ = writeln!(s, "\naudit:");
         for c in &self.audit.checks {
             let _ = writeln!(s, "  {:<4} {:<22} {}", c.status.to_string(), c.name, c.detail);
@@ -346,6 +353,9 @@ impl Report {
                 );
             }
             None => line.push_str(" admission=unknown logged_ticks=0 n_min=none n_max=none n_mean=none"),
+        }
+        if let Some(d) = &self.audit.drop {
+            let _ = write!(line, " {}", d.summary());
         }
         line
     }

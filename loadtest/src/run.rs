@@ -18,6 +18,7 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::{mpsc, watch};
 
 use crate::arrivals;
+use crate::audit::drop::{DropEvidence, StockReading};
 use crate::audit::{self, Evidence};
 use crate::cli::Args;
 use crate::metrics::Metrics;
@@ -46,6 +47,62 @@ async fn sale(args: &Args) -> Result<(i64, i64)> {
     }
 }
 
+/// A drop's schedule, from the published lottery before the run: wait for
+/// the pre-queue to open; returns `opens_at` (epoch ms).
+async fn drop_schedule(args: &Args) -> Result<i64> {
+    let p = services::lottery(&args.proxy, &args.queue)
+        .await
+        .context("--drop: reading the queue's lottery (GET /wr/{q}/lottery); does it have a pre-queue?")?;
+    let at = |what: &str, t: &str| crate::visitor::epoch_ms(t).with_context(|| format!("lottery: {what} {t:?}"));
+    let (from, opens) = (at("prequeue_from", &p.prequeue_from)?, at("opens_at", &p.opens_at)?);
+    let now = audit::evidence::now_ms();
+    if now >= opens {
+        bail!("--drop: the queue opened at {} already: no pre-queue to join", p.opens_at);
+    }
+    if now < from {
+        if !args.quiet {
+            eprintln!("drop: waiting {} ms for the pre-queue to open at {}", from - now, p.prequeue_from);
+        }
+        // A little past it: the waiting room's clock and this one may differ by a hair.
+        tokio::time::sleep(Duration::from_millis(u64::try_from(from - now).unwrap_or(0) + 200)).await;
+    }
+    Ok(opens)
+}
+
+/// Read the event's free seats every `--stock-poll` until `stop` turns true.
+async fn poll_stock(args: Args, event: i64, mut stop: watch::Receiver<bool>) -> Vec<StockReading> {
+    let (Some(admin), Some(token)) = (args.booking_admin.clone(), args.admin_token.clone()) else {
+        return Vec::new();
+    };
+    let mut readings = Vec::new();
+    let mut every = tokio::time::interval(args.stock_poll);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        if let Ok(free_seats) = services::free_seats(&admin, &token, event).await {
+            readings.push(StockReading { at_ms: audit::evidence::now_ms(), free_seats });
+        }
+    }
+    readings
+}
+
+/// The published lottery after the run, once drawn (it is drawn about a
+/// second past `opens_at`; a few seconds of retries).
+async fn drawn_lottery(args: &Args) -> Result<waiting_room::lottery::Published> {
+    let mut last = services::lottery(&args.proxy, &args.queue).await;
+    for _ in 0..20 {
+        if matches!(&last, Ok(p) if p.entrants.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = services::lottery(&args.proxy, &args.queue).await;
+    }
+    last
+}
+
 /// Run the whole simulation and audit it. Errors are setup failures (bad
 /// flags, unreachable admin API); audit failures are in the report.
 pub async fn run(args: Args) -> Result<Report> {
@@ -64,8 +121,23 @@ pub async fn run(args: Args) -> Result<Report> {
         ),
         None => None,
     };
+    let opens_ms = if args.drop { Some(drop_schedule(&args).await?) } else { None };
     let net = Net::new(&args)?;
-    let schedule = arrivals::schedule(&args.profile(), args.process, &mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    let mut schedule =
+        arrivals::schedule(&args.profile(), args.process, &mut rand::rngs::StdRng::seed_from_u64(args.seed));
+    let start_ms = audit::evidence::now_ms();
+    if let Some(opens) = opens_ms {
+        // Later arrivals: evenly over 2 s from --late-after past the opening.
+        let first = Duration::from_millis(u64::try_from(opens - start_ms).unwrap_or(0)) + args.late_after;
+        let n = args.late_arrivals;
+        schedule.extend((0..n).map(|i| first + Duration::from_secs(2).mul_f64(i as f64 / n as f64)));
+        if let Some(last) = schedule.get(schedule.len().saturating_sub(n + 1))
+            && !args.quiet
+            && start_ms + i64::try_from(last.as_millis()).unwrap_or(0) >= opens
+        {
+            eprintln!("drop: warning: the last pre-queue arrival is due after opens_at; shorten --duration");
+        }
+    }
     let planned = schedule.len();
     let protected = args.protected_path.clone().unwrap_or_else(|| format!("/api/events/{event}/seats"));
     let metrics = Arc::new(Metrics::default());
@@ -81,6 +153,8 @@ pub async fn run(args: Args) -> Result<Report> {
     let progress = Progress::start(metrics.clone(), planned, args.progress_interval, args.quiet);
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stock_stop, stock_rx) = watch::channel(false);
+    let stock = args.drop.then(|| tokio::spawn(poll_stock(args.clone(), event, stock_rx)));
     let (tx, mut rx) = mpsc::unbounded_channel::<VisitorRecord>();
     let mut lag = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("lag histogram")?;
     for (index, at) in schedule.iter().enumerate() {
@@ -123,8 +197,29 @@ pub async fn run(args: Args) -> Result<Report> {
     }
     progress.finish().await;
     records.sort_by_key(|r| r.index);
+    let _ = stock_stop.send(true);
+    let stock = match stock {
+        Some(task) => task.await.unwrap_or_default(),
+        None => Vec::new(),
+    };
 
     let mut evidence = Evidence::gather(&args, &records, campaign, event, queue_before, started_ms).await;
+    if args.drop {
+        let lottery = match drawn_lottery(&args).await {
+            Ok(p) => Some(p),
+            Err(err) => {
+                evidence.source_errors.push(format!("the published lottery: {err:#}"));
+                None
+            }
+        };
+        evidence.drop = Some(DropEvidence {
+            lottery,
+            stock,
+            grace: args.sold_out_grace,
+            heard_within: args.sold_out_within,
+            start_ms,
+        });
+    }
     evidence.server_errors = metrics
         .snapshot()
         .iter()

@@ -179,6 +179,21 @@ pub async fn tick_log(admin: &str, token: &str, queue: &str) -> Result<Option<Ve
     }
 }
 
+/// `GET {proxy}/wr/{queue}/lottery`: the queue's published lottery (the
+/// commitment; after the draw also the seed and the drawn order).
+pub async fn lottery(proxy: &str, queue: &str) -> Result<waiting_room::lottery::Published> {
+    let v = get_json(&format!("{}/wr/{queue}/lottery", proxy.trim_end_matches('/')), "").await?;
+    serde_json::from_value(v).context("the published lottery is malformed")
+}
+
+/// `GET {booking_admin}/admin/stock`: the event's free seats (an `AVAILABLE`
+/// seat or an expired hold); an event the answer does not list has none.
+pub async fn free_seats(booking_admin: &str, token: &str, event: i64) -> Result<i64> {
+    let v = get_json(&format!("{}/admin/stock", booking_admin.trim_end_matches('/')), token).await?;
+    let events = v["events"].as_array().context("/admin/stock: no `events` list")?;
+    Ok(events.iter().find(|e| e["id"].as_i64() == Some(event)).and_then(|e| e["free_seats"].as_i64()).unwrap_or(0))
+}
+
 /// One campaign in the booking core's `/admin/stats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CampaignStock {

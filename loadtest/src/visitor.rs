@@ -9,6 +9,8 @@
 //!          ─► POST claim (twice with --claim-twice) ─► POST confirm (probability --confirm;
 //!              last: a confirmed booking ends the session)
 //! (a no-show, --no-show, stops at READY: admitted, but never comes to the booking core)
+//! (SOLD_OUT at the join, on the socket or from a poll ends the visit: sold out, not an error;
+//!  PREQUEUE is waited out like WAITING, its public id kept for the drop's audit)
 //! ```
 //!
 //! Each step's latency is measured from its intended start (see
@@ -214,6 +216,10 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
     // 2. Join.
     let (mut standing, cookie) = join(ctx, plan, rec, Instant::now(), "").await?;
     let joined = Instant::now();
+    if standing["status"] == "SOLD_OUT" {
+        rec.sold_out_ns = Some(ctx.ns(joined));
+        return Ok(Fate::SoldOut);
+    }
     let ready = if standing["status"] == "READY" {
         rec.free_entry = true;
         standing
@@ -239,6 +245,7 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
         match outcome {
             Waited::Ready(m) => m,
             Waited::Left => return Ok(Fate::Abandoned),
+            Waited::SoldOut => return Ok(Fate::SoldOut),
             Waited::TimedOut => {
                 ctx.metrics.error(Step::AdmissionWait, "never_admitted", Some(joined.elapsed()));
                 return Err("admission_wait:never_admitted".into());
@@ -348,8 +355,8 @@ async fn join(
             return Err("join:closed".into());
         }
         // Nothing left to sell: this visitor is done (the sale's outcome, not
-        // a failure of the room).
-        Some("SOLD_OUT") => return Err("join:sold_out".into()),
+        // a failure of the room; the caller stops).
+        Some("SOLD_OUT") => {}
         other => {
             ctx.metrics.error(Step::Join, &format!("answer:{}", other.unwrap_or("not_json")), None);
             return Err("join:unexpected_answer".into());
@@ -363,9 +370,7 @@ async fn join(
     if rec.join.is_none() {
         rec.join = Some(JoinObs { sent_ns: ctx.ns(sent), received_ns: ctx.ns(received), position });
     }
-    if let Some(p) = position {
-        rec.saw_position(p);
-    }
+    rec.saw_standing(&m);
     Ok((m, cookie))
 }
 
@@ -390,6 +395,8 @@ enum Waited {
     Ready(Value),
     /// The visitor left on purpose.
     Left,
+    /// Told SOLD_OUT: nothing left to wait for.
+    SoldOut,
     /// `--max-wait` passed.
     TimedOut,
     /// The socket could not be used: poll from here (the last standing seen).
@@ -423,6 +430,7 @@ async fn wait_on_socket(
         }
     };
     Live::inc(&ctx.metrics.live.sockets);
+    rec.on_socket = true;
     let mut first = true;
     let mut last = Value::Null;
     let outcome = loop {
@@ -457,10 +465,13 @@ async fn wait_on_socket(
             // The line, the pre-queue, or a queue not available for now: the
             // socket brings the next standing.
             Some("WAITING" | "PREQUEUE" | "UNAVAILABLE") => {
-                if let Some(p) = m["position"].as_u64() {
-                    rec.saw_position(p);
-                }
+                rec.saw_standing(&m);
                 last = m;
+            }
+            Some("SOLD_OUT") => {
+                rec.sold_out_ns = Some(ctx.ns(Instant::now()));
+                rec.sold_out_on_socket = true;
+                break Waited::SoldOut;
             }
             // NOT_IN_QUEUE (the place lapsed, or the store lost the line) or
             // garbage: polling rejoins, with the queue ticket.
@@ -468,6 +479,7 @@ async fn wait_on_socket(
         }
     };
     Live::dec(&ctx.metrics.live.sockets);
+    rec.on_socket = false;
     // Let the normal close (after READY) finish without holding up the booking.
     tokio::spawn(async move {
         let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
@@ -493,7 +505,10 @@ async fn wait_polling(
             Some("READY") => return Ok(Waited::Ready(standing)),
             Some("WAITING" | "PREQUEUE" | "UNAVAILABLE") => {}
             Some("CLOSED") => return Err("wait:closed".into()),
-            Some("SOLD_OUT") => return Err("wait:sold_out".into()),
+            Some("SOLD_OUT") => {
+                rec.sold_out_ns = Some(ctx.ns(Instant::now()));
+                return Ok(Waited::SoldOut);
+            }
             // Not open yet: join again once it opens (the answer says when).
             Some("SCHEDULED") => {
                 let wait = Duration::from_secs(standing["retry_after_seconds"].as_u64().unwrap_or(2).max(1));
@@ -526,9 +541,7 @@ async fn wait_polling(
         }
         let a = call(ctx, Step::Poll, client.get(&url).header("cookie", &cookie), next, &[200]).await?;
         standing = a.json();
-        if let Some(p) = standing["position"].as_u64() {
-            rec.saw_position(p);
-        }
+        rec.saw_standing(&standing);
     }
 }
 
@@ -597,6 +610,7 @@ async fn book(
                     .or_else(|| h["expires_at"].as_str().and_then(epoch_ms))
                     .unwrap_or(0),
                 confirmed: false,
+                confirmed_ns: None,
             };
             held = Some(rec.holds.len());
             rec.holds.push(hold);
@@ -640,6 +654,9 @@ async fn book(
         let url = ctx.url(&format!("/api/holds/{}/confirm", rec.holds[i].hold_id));
         let a = call(ctx, Step::Confirm, client.post(url).header("authorization", &bearer), at, &[200, 410]).await?;
         rec.holds[i].confirmed = a.status == 200;
+        if a.status == 200 {
+            rec.holds[i].confirmed_ns = Some(ctx.ns(Instant::now()));
+        }
     }
     Ok(())
 }

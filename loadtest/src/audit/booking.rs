@@ -159,7 +159,13 @@ mod tests {
 
     fn holder(index: usize, seat: i64, expires: i64, confirmed: bool) -> VisitorRecord {
         let mut r = VisitorRecord::new(index, Mode::WebSocket, false);
-        r.holds.push(HoldObs { hold_id: format!("h{index}"), seat_id: seat, expires_at_ms: expires, confirmed });
+        r.holds.push(HoldObs {
+            hold_id: format!("h{index}"),
+            seat_id: seat,
+            expires_at_ms: expires,
+            confirmed,
+            confirmed_ns: None,
+        });
         r
     }
 

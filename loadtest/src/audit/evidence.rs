@@ -70,6 +70,8 @@ pub struct Evidence {
     pub allowed_errors: f64,
     /// Sources given but unreadable.
     pub source_errors: Vec<String>,
+    /// A drop's lottery and stock (`--drop`).
+    pub drop: Option<super::drop::DropEvidence>,
 }
 
 impl Evidence {

@@ -16,6 +16,7 @@
 //! | `claims_durable` | 201 claims; database, or each visitor's `/api/me/coupons`, or `/admin/stats` | an acknowledged claim does not exist |
 //! | `flows_completed` | each visitor's fate | more failed flows than `--allowed-errors` |
 //! | `sources` | reading the above | an audit source given on the command line could not be read |
+//! | `lottery_verified`, `lottery_order`, `no_admission_after_sold_out`, `sold_out_heard` | a drop (`--drop`): the published draw, the stock read during the run ([`drop`]) | see [`drop`] |
 //!
 //! A check without the data it needs is `skipped` (and says which flag
 //! provides it); skipped checks do not fail the run.
@@ -23,6 +24,7 @@
 pub mod adaptive;
 pub mod booking;
 pub mod db;
+pub mod drop;
 pub mod evidence;
 pub mod order;
 pub mod ticks;
@@ -83,6 +85,8 @@ pub struct Audit {
     pub ticks: TickStats,
     /// The tick log's ticks of the run (when the waiting room keeps one).
     pub adaptive: Option<AdaptiveStats>,
+    /// A drop's numbers (`--drop`).
+    pub drop: Option<drop::DropStats>,
 }
 
 impl Audit {
@@ -183,19 +187,16 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
     // releases they were part of. A visitor passed over for good is not
     // missed: it is still waiting at the end, which fails `flows_completed`.
     let stopped_in_line = records.iter().filter(|r| r.queued() && r.fate == Fate::StillWaiting).count();
-    let joined: Vec<Joined> = records
-        .iter()
-        .filter(|r| r.queued() && !r.rejoined)
-        .filter_map(|r| {
-            let j = r.join?;
-            Some(Joined {
-                index: r.index,
-                sent_ns: j.sent_ns,
-                received_ns: j.received_ns,
-                admitted_ms: r.admitted_at_ms?,
-            })
-        })
-        .collect();
+    // A drop's entrants stand in the lottery's order, not their joins' (the
+    // `lottery_order` check); only the later arrivals are FIFO.
+    let drawn = e.drop.as_ref().and_then(|d| d.lottery.as_ref()).and_then(|p| p.entrants.as_ref());
+    let drawn: std::collections::HashSet<&str> = drawn.into_iter().flatten().map(String::as_str).collect();
+    let joined = Joined::of(
+        records
+            .iter()
+            .filter(|r| r.queued() && !r.rejoined && !r.prequeue)
+            .filter(|r| r.public_id.as_deref().is_none_or(|id| !drawn.contains(id))),
+    );
     let stopped_note = if stopped_in_line > 0 {
         format!("; {stopped_in_line} stopped in line at the end left out (admission unseen)")
     } else {
@@ -321,7 +322,7 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
             Fate::Failed(kind) => *fates.entry(kind.clone()).or_default() += 1,
             Fate::StillWaiting => *fates.entry("still_waiting_at_end".into()).or_default() += 1,
             Fate::Running | Fate::Stopped => *fates.entry("stopped_at_end".into()).or_default() += 1,
-            Fate::Done | Fate::NoShow | Fate::Abandoned => {}
+            Fate::Done | Fate::NoShow | Fate::Abandoned | Fate::SoldOut => {}
         }
     }
     let failed: usize = fates.values().sum();
@@ -340,8 +341,14 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
         }
     });
 
+    let drop = e.drop.as_ref().map(|d| {
+        let (drop_checks, stats) = drop::checks(records, d);
+        checks.extend(drop_checks);
+        stats
+    });
+
     checks.push(check("sources", &e.source_errors, "every audit source given could be read".into()));
-    Audit { checks, order, ticks, adaptive }
+    Audit { checks, order, ticks, adaptive, drop }
 }
 
 #[cfg(test)]

@@ -30,6 +30,24 @@ pub struct Joined {
     pub admitted_ms: i64,
 }
 
+impl Joined {
+    /// The visitors among `records` whose join and admission were both seen.
+    pub fn of<'a>(records: impl IntoIterator<Item = &'a crate::record::VisitorRecord>) -> Vec<Joined> {
+        records
+            .into_iter()
+            .filter_map(|r| {
+                let j = r.join?;
+                Some(Joined {
+                    index: r.index,
+                    sent_ns: j.sent_ns,
+                    received_ns: j.received_ns,
+                    admitted_ms: r.admitted_at_ms?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// The order audit's numbers.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OrderStats {
