@@ -27,10 +27,18 @@ async fn all_reasons(c: &reqwest::Client, proxy: &Proxy, metric: &str) -> f64 {
 /// A visitor joins at `join_at`, polls there until admitted, then sends one
 /// admitted request to each base of `serve` in turn.
 async fn visit(c: &reqwest::Client, join_at: &str, serve: &[String]) {
-    let r = c.post(format!("{join_at}/wr/q/join")).send().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // A store that just came back may answer a join 503 (Retry-After): again.
+    let r = loop {
+        let r = c.post(format!("{join_at}/wr/q/join")).send().await.unwrap();
+        if r.status() == 200 {
+            break r;
+        }
+        assert!(r.status() == 503 && std::time::Instant::now() < deadline, "join answered {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
     let mut status: Value = r.json().await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while status["status"] != "READY" {
         assert!(std::time::Instant::now() < deadline, "never admitted: {status}");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -184,4 +192,73 @@ async fn killing_the_deciding_instance_leaves_the_controller_to_the_others() {
     })
     .await;
     assert!(decided > 0);
+}
+
+/// The store forgets mid-sale (Redis restarted empty under two instances):
+/// the controller's state went with it, so N starts again from the minimum
+/// (slow start, as for a new queue) and never leaves the bounds; decisions
+/// resume on the new line; visitors rejoin (their tickets restore their
+/// order) and all get in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_adaptive_queue_starts_over_from_the_minimum_when_redis_forgets() {
+    let port = free_port();
+    let redis = RedisServer::start(port);
+    let url = redis.url();
+    let shared = Shared::new("adaptive-forgets").await;
+    let queue = format!(
+        "{}admission = \"adaptive\"\nmin_per_tick = 4\nmax_per_tick = 50\narrival_grace = \"30s\"\n",
+        queue("q", "/p", 1, "200ms", "10m", 0)
+    );
+    let spec = || ProxySpec { redis_url: Some(&url), ..shared.spec(&queue) };
+    let (a, b) = (Proxy::start(spec()).await, Proxy::start(spec()).await);
+    let c = client();
+    eventually("the admin API answers", Duration::from_secs(10), || async {
+        let r = c.get(format!("{}/admin/queues/q", a.admin)).bearer_auth(ADMIN_TOKEN).send().await;
+        r.map(|_| ()).map_err(|e| e.to_string())
+    })
+    .await;
+    // A first wave grows N past the minimum.
+    let first: Vec<_> = (0..VISITORS)
+        .map(|i| {
+            let (c, base) = (c.clone(), [&a.base, &b.base][i % 2].clone());
+            tokio::spawn(async move { visit(&c, &base, &vec![base.clone(); REQUESTS]).await })
+        })
+        .collect();
+    for v in first {
+        v.await.unwrap();
+    }
+    let grown = admin(&c, &a, "/admin/queues/q").await["controller"]["n"].as_u64().unwrap_or(0);
+
+    // Redis restarts empty.
+    redis.signal("-KILL");
+    drop(redis);
+    let redis = RedisServer::start(port);
+    // A second wave on the new line: every visitor gets in, every tick of the
+    // new line stays within the bounds, and decisions are made again.
+    let second: Vec<_> = (0..VISITORS)
+        .map(|i| {
+            let (c, base) = (c.clone(), [&a.base, &b.base][i % 2].clone());
+            tokio::spawn(async move { visit(&c, &base, &vec![base.clone(); REQUESTS]).await })
+        })
+        .collect();
+    for v in second {
+        v.await.unwrap();
+    }
+    let log = admin(&c, &b, "/admin/queues/q/ticks?limit=1000").await;
+    let ticks = log["ticks"].as_array().unwrap();
+    let released: u64 = ticks.iter().map(|t| t["released"].as_u64().unwrap()).sum();
+    assert_eq!(released, VISITORS as u64, "the new line's log holds the second wave: {log}");
+    for t in ticks {
+        let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
+        assert!(r <= n && (4..=50).contains(&n), "{t}");
+    }
+    let oldest = ticks.iter().min_by_key(|t| t["tick"].as_u64().unwrap()).unwrap();
+    assert_eq!(oldest["n"], 4, "the new line starts from the minimum (it grew to {grown} before): {oldest}");
+    let s = eventually("decisions on the new line", Duration::from_secs(5), || async {
+        let s = admin(&c, &a, "/admin/queues/q").await;
+        if s["controller"]["tick"].as_u64().is_some_and(|t| t > 0) { Ok(s) } else { Err(s.to_string()) }
+    })
+    .await;
+    assert_eq!(s["controller"]["mode"], "adaptive");
+    drop(redis);
 }
