@@ -24,6 +24,19 @@ async fn all_reasons(c: &reqwest::Client, proxy: &Proxy, metric: &str) -> f64 {
     sum
 }
 
+/// Every logged tick released at most its N, and N stayed within the
+/// queue's bounds (4..=50); the visitors released in all.
+fn released_within_bounds(ticks: &[Value]) -> u64 {
+    ticks
+        .iter()
+        .map(|t| {
+            let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
+            assert!(r <= n && (4..=50).contains(&n), "{t}");
+            r
+        })
+        .sum()
+}
+
 /// A visitor joins at `join_at`, polls there until admitted, then sends one
 /// admitted request to each base of `serve` in turn.
 async fn visit(c: &reqwest::Client, join_at: &str, serve: &[String]) {
@@ -110,13 +123,7 @@ async fn three_instances_merge_their_signals_and_each_tick_is_decided_once() {
     assert!(decisions >= ticks.len() as f64 - 1.0 && decisions <= ticks.len() as f64 + 10.0, "{decisions} {log}");
     // Every tick released at most the N decided before it, within the bounds;
     // requests of the visitors let N grow from the minimum.
-    let mut released = 0;
-    for t in ticks {
-        let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
-        assert!(r <= n && (4..=50).contains(&n), "{t}");
-        released += r;
-    }
-    assert_eq!(released, VISITORS as u64, "{log}");
+    assert_eq!(released_within_bounds(ticks), VISITORS as u64, "{log}");
     // Every instance shows the same decision (the one saved in the store).
     let shown = eventually("the same decision everywhere", Duration::from_secs(5), || async {
         let mut seen = Vec::new();
@@ -176,12 +183,7 @@ async fn killing_the_deciding_instance_leaves_the_controller_to_the_others() {
     }
     let log = admin(&c, &b, "/admin/queues/q/ticks?limit=1000").await;
     let ticks = log["ticks"].as_array().unwrap();
-    let released: u64 = ticks.iter().map(|t| t["released"].as_u64().unwrap()).sum();
-    assert_eq!(released, VISITORS as u64, "{log}");
-    for t in ticks {
-        let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
-        assert!(r <= n && (4..=50).contains(&n), "{t}");
-    }
+    assert_eq!(released_within_bounds(ticks), VISITORS as u64, "{log}");
     // Decisions went on after the last kill: the one saved judged a tick
     // within a few of the latest.
     let latest = ticks.iter().map(|t| t["tick"].as_u64().unwrap()).max().unwrap();
@@ -246,12 +248,7 @@ async fn an_adaptive_queue_starts_over_from_the_minimum_when_redis_forgets() {
     }
     let log = admin(&c, &b, "/admin/queues/q/ticks?limit=1000").await;
     let ticks = log["ticks"].as_array().unwrap();
-    let released: u64 = ticks.iter().map(|t| t["released"].as_u64().unwrap()).sum();
-    assert_eq!(released, VISITORS as u64, "the new line's log holds the second wave: {log}");
-    for t in ticks {
-        let (n, r) = (t["n"].as_u64().unwrap(), t["released"].as_u64().unwrap());
-        assert!(r <= n && (4..=50).contains(&n), "{t}");
-    }
+    assert_eq!(released_within_bounds(ticks), VISITORS as u64, "the new line's log holds the second wave: {log}");
     let oldest = ticks.iter().min_by_key(|t| t["tick"].as_u64().unwrap()).unwrap();
     assert_eq!(oldest["n"], 4, "the new line starts from the minimum (it grew to {grown} before): {oldest}");
     let s = eventually("decisions on the new line", Duration::from_secs(5), || async {
