@@ -745,6 +745,10 @@ pub async fn lottery(state: &State, session: &mut Session, q: &str) -> Reply {
                 .with("queue", q),
         );
     };
+    if let Some(body) = queue.published_draw.get() {
+        return Reply { status: 200, headers: vec![("content-type", "application/json".into())], body: body.clone() }
+            .no_store();
+    }
     let record = match queue.lottery() {
         Some(r) if r.drawn.is_some() => r,
         // Not drawn as far as this instance knows: ask (an edge-only
@@ -778,7 +782,11 @@ pub async fn lottery(state: &State, session: &mut Session, q: &str) -> Reply {
         drawn_at: drawn.map(|(at, _)| crate::tokens::rfc3339_ms(*at)),
         entrants: drawn.map(|(_, order)| serde_json::from_str(order).unwrap_or_default()),
     };
-    Reply::json(200, &published).no_store()
+    let reply = Reply::json(200, &published).no_store();
+    if drawn.is_some() {
+        let _ = queue.published_draw.set(reply.body.clone());
+    }
+    reply
 }
 
 /// The live standing over a WebSocket: one JSON [`StatusMessage`] on connect

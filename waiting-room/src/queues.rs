@@ -55,6 +55,9 @@ pub struct Queue {
     lottery: parking_lot::Mutex<Option<LotteryRecord>>,
     /// This instance knows the lottery was drawn.
     drawn: AtomicBool,
+    /// The published draw as `GET /wr/{q}/lottery` answers it, built once:
+    /// a drawn lottery never changes, and its entrant list can be long.
+    pub published_draw: std::sync::OnceLock<bytes::Bytes>,
     /// What is left to sell at the last stock reading (`stop_when_sold_out`;
     /// `u64::MAX`: no reading yet).
     stock: AtomicU64,
@@ -71,6 +74,7 @@ impl Queue {
             schedule,
             lottery: Default::default(),
             drawn: AtomicBool::new(false),
+            published_draw: std::sync::OnceLock::new(),
             stock: AtomicU64::new(u64::MAX),
             config,
             admission,
