@@ -13,7 +13,7 @@
 //! - [`metrics`]: per-step HdrHistograms and live counters.
 //! - [`record`]: what each visitor observed, the raw material of the audit.
 //! - [`services`]: the admin APIs (queue state, stats, creating the sale).
-//! - [`audit`]: the checks (ticks, FIFO order, seats, coupons, 5xx) and their evidence.
+//! - [`audit`]: the checks (ticks, FIFO order, seats, coupons, 5xx; a drop's lottery and sell-out) and their evidence.
 //! - [`report`]: the text and JSON report.
 //! - [`progress`]: the live progress line.
 //! - [`run`](mod@run): one run from setup to report.

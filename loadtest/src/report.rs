@@ -15,11 +15,12 @@ use crate::record::{Fate, Mode, VisitorRecord};
 pub struct Arrivals {
     /// Visitors scheduled.
     pub planned: usize,
-    /// Expected arrivals per second over the run (planned / duration).
+    /// Expected arrivals per second over the run (the profile's arrivals / duration; a drop's
+    /// later arrivals are not counted in the three rate figures).
     pub planned_per_second: f64,
     /// Visitors started per second of the arrival phase, as it really went.
     pub achieved_per_second: f64,
-    /// Arrival phase length (s).
+    /// Arrival phase length (s): until the profile's last arrival started.
     pub arrival_seconds: f64,
     /// p99 of how late visitors were started against their intended time (ms).
     pub start_lag_p99_ms: f64,

@@ -50,9 +50,9 @@ async fn sale(args: &Args) -> Result<(i64, i64)> {
 /// A drop's schedule, from the published lottery before the run: wait for
 /// the pre-queue to open; returns `opens_at` (epoch ms).
 async fn drop_schedule(args: &Args) -> Result<i64> {
-    let p = services::lottery(&args.proxy, &args.queue)
-        .await
-        .context("--drop: reading the queue's lottery (GET /wr/{q}/lottery); does it have a pre-queue?")?;
+    // A waiting room that just started may not have made its commitment yet.
+    let read = lottery_when(args, |p| p.is_ok()).await;
+    let p = read.context("--drop: reading the queue's lottery (GET /wr/{q}/lottery); does it have a pre-queue?")?;
     let at = |what: &str, t: &str| crate::visitor::epoch_ms(t).with_context(|| format!("lottery: {what} {t:?}"));
     let (from, opens) = (at("prequeue_from", &p.prequeue_from)?, at("opens_at", &p.opens_at)?);
     let now = audit::evidence::now_ms();
@@ -89,12 +89,14 @@ async fn poll_stock(args: Args, event: i64, mut stop: watch::Receiver<bool>) -> 
     readings
 }
 
-/// The published lottery after the run, once drawn (it is drawn about a
-/// second past `opens_at`; a few seconds of retries).
-async fn drawn_lottery(args: &Args) -> Result<waiting_room::lottery::Published> {
+/// The published lottery once `ready` says so, or after 5 s of retries.
+async fn lottery_when(
+    args: &Args,
+    ready: impl Fn(&Result<waiting_room::lottery::Published>) -> bool,
+) -> Result<waiting_room::lottery::Published> {
     let mut last = services::lottery(&args.proxy, &args.queue).await;
     for _ in 0..20 {
-        if matches!(&last, Ok(p) if p.entrants.is_some()) {
+        if ready(&last) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -126,6 +128,8 @@ pub async fn run(args: Args) -> Result<Report> {
     let mut schedule =
         arrivals::schedule(&args.profile(), args.process, &mut rand::rngs::StdRng::seed_from_u64(args.seed));
     let start_ms = audit::evidence::now_ms();
+    // The profile's arrivals (a drop's later arrivals come on top).
+    let profiled = schedule.len();
     if let Some(opens) = opens_ms {
         // Later arrivals: evenly over 2 s from --late-after past the opening.
         let first = Duration::from_millis(u64::try_from(opens - start_ms).unwrap_or(0)) + args.late_after;
@@ -157,6 +161,7 @@ pub async fn run(args: Args) -> Result<Report> {
     let stock = args.drop.then(|| tokio::spawn(poll_stock(args.clone(), event, stock_rx)));
     let (tx, mut rx) = mpsc::unbounded_channel::<VisitorRecord>();
     let mut lag = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3).context("lag histogram")?;
+    let mut arrival_seconds = 0.0;
     for (index, at) in schedule.iter().enumerate() {
         let intended = ctx.start + *at;
         let now = Instant::now();
@@ -166,12 +171,14 @@ pub async fn run(args: Args) -> Result<Report> {
         lag.saturating_record(u64::try_from(intended.elapsed().as_micros()).unwrap_or(u64::MAX).max(1));
         let (ctx, stop, tx) = (ctx.clone(), stop_rx.clone(), tx.clone());
         let plan = Plan::new(&args, index);
+        if index + 1 == profiled {
+            arrival_seconds = ctx.start.elapsed().as_secs_f64();
+        }
         tokio::spawn(async move {
             let record = visitor::visit(ctx, plan, intended, stop).await;
             let _ = tx.send(record);
         });
     }
-    let arrival_seconds = ctx.start.elapsed().as_secs_f64();
     drop(tx);
 
     let mut records: Vec<VisitorRecord> = Vec::with_capacity(planned);
@@ -205,7 +212,8 @@ pub async fn run(args: Args) -> Result<Report> {
 
     let mut evidence = Evidence::gather(&args, &records, campaign, event, queue_before, started_ms).await;
     if args.drop {
-        let lottery = match drawn_lottery(&args).await {
+        // Drawn about a second past `opens_at`.
+        let lottery = match lottery_when(&args, |p| matches!(p, Ok(p) if p.entrants.is_some())).await {
             Ok(p) => Some(p),
             Err(err) => {
                 evidence.source_errors.push(format!("the published lottery: {err:#}"));
@@ -242,9 +250,10 @@ pub async fn run(args: Args) -> Result<Report> {
         socket_budget: ctx.net.budget,
         arrivals: Arrivals {
             planned,
-            planned_per_second: planned as f64 / duration,
+            // The profile's rate (a drop's later arrivals are not part of it).
+            planned_per_second: profiled as f64 / duration,
             achieved_per_second: if arrival_seconds > 0.0 {
-                planned as f64 / arrival_seconds.max(duration)
+                profiled as f64 / arrival_seconds.max(duration)
             } else {
                 0.0
             },
