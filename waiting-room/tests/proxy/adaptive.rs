@@ -24,6 +24,20 @@ async fn all_reasons(c: &reqwest::Client, proxy: &Proxy, metric: &str) -> f64 {
     sum
 }
 
+/// [`VISITORS`] visitors at once, each joining and served on one of `bases`
+/// in turn; returns once every one was admitted and served.
+async fn wave(c: &reqwest::Client, bases: &[&String]) {
+    let visitors: Vec<_> = (0..VISITORS)
+        .map(|i| {
+            let (c, base) = (c.clone(), bases[i % bases.len()].clone());
+            tokio::spawn(async move { visit(&c, &base, &vec![base.clone(); REQUESTS]).await })
+        })
+        .collect();
+    for v in visitors {
+        v.await.unwrap();
+    }
+}
+
 /// Every logged tick released at most its N, and N stayed within the
 /// queue's bounds (4..=50); the visitors released in all.
 fn released_within_bounds(ticks: &[Value]) -> u64 {
@@ -220,15 +234,7 @@ async fn an_adaptive_queue_starts_over_from_the_minimum_when_redis_forgets() {
     })
     .await;
     // A first wave grows N past the minimum.
-    let first: Vec<_> = (0..VISITORS)
-        .map(|i| {
-            let (c, base) = (c.clone(), [&a.base, &b.base][i % 2].clone());
-            tokio::spawn(async move { visit(&c, &base, &vec![base.clone(); REQUESTS]).await })
-        })
-        .collect();
-    for v in first {
-        v.await.unwrap();
-    }
+    wave(&c, &[&a.base, &b.base]).await;
     let grown = admin(&c, &a, "/admin/queues/q").await["controller"]["n"].as_u64().unwrap_or(0);
 
     // Redis restarts empty.
@@ -237,15 +243,7 @@ async fn an_adaptive_queue_starts_over_from_the_minimum_when_redis_forgets() {
     let redis = RedisServer::start(port);
     // A second wave on the new line: every visitor gets in, every tick of the
     // new line stays within the bounds, and decisions are made again.
-    let second: Vec<_> = (0..VISITORS)
-        .map(|i| {
-            let (c, base) = (c.clone(), [&a.base, &b.base][i % 2].clone());
-            tokio::spawn(async move { visit(&c, &base, &vec![base.clone(); REQUESTS]).await })
-        })
-        .collect();
-    for v in second {
-        v.await.unwrap();
-    }
+    wave(&c, &[&a.base, &b.base]).await;
     let log = admin(&c, &b, "/admin/queues/q/ticks?limit=1000").await;
     let ticks = log["ticks"].as_array().unwrap();
     assert_eq!(released_within_bounds(ticks), VISITORS as u64, "the new line's log holds the second wave: {log}");
