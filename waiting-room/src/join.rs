@@ -209,8 +209,9 @@ impl Prepared {
             fresh: self.set_cookie.is_some(),
             ticket: self.ticket,
         };
-        // A closed queue takes no new places: those it has are looked up.
-        let placed = if queue.phase(now_ms()) == Phase::Closed {
+        // A closed or sold-out queue takes no new places: those it has are
+        // looked up (a visitor id from another queue is no place here).
+        let placed = if queue.phase(now_ms()) == Phase::Closed || queue.sold_out() {
             store.status(queue.id(), self.visitor, &queue.params()).await.map(|standing| crate::store::Placed {
                 standing,
                 kind: JoinKind::Existing,

@@ -45,8 +45,9 @@ async fn every_socket_hears_sold_out_releases_stop_and_freed_stock_is_released_i
     let shared = Shared::new("soldout").await;
     let config = format!(
         "[stock]\nurl = \"http://{stock_addr}/admin/stock\"\ntoken = \"stock-token\"\npoll_interval = \"100ms\"\n\n{}\
-         stop_when_sold_out = true\nstock_events = [1]\n",
-        queue("q", "/a", 5, "400ms", "10m", 0)
+         stop_when_sold_out = true\nstock_events = [1]\n{}",
+        queue("q", "/a", 5, "400ms", "10m", 0),
+        queue("other", "/other", 1, "1h", "10m", 0)
     );
     let mut proxies = Vec::new();
     for _ in 0..3 {
@@ -93,6 +94,11 @@ async fn every_socket_hears_sold_out_releases_stop_and_freed_stock_is_released_i
         assert_eq!(r.json::<Value>().await.unwrap()["status"], "SOLD_OUT");
     }
     assert_eq!(visitors[20].status(&c, &proxies[1], "q").await["status"], "SOLD_OUT");
+    // A visitor id from another queue is no place here: told, not placed.
+    let mut stranger = Visitor::default();
+    stranger.join(&c, &proxies[0], "other").await;
+    assert!(stranger.get("wr_visitor").is_some());
+    assert_eq!(stranger.join(&c, &proxies[0], "q").await["status"], "SOLD_OUT");
     let page = c.get(proxies[2].url("/wr/q")).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("data-wr-status=\"SOLD_OUT\""));
     // Resumed by the operator: still nobody released while nothing is left.
@@ -106,6 +112,17 @@ async fn every_socket_hears_sold_out_releases_stop_and_freed_stock_is_released_i
     let after = released(&admin_json(&c, &proxies[1], reqwest::Method::GET, "/admin/queues/q", None).await);
     assert_eq!((before, after), (0, 0), "released while sold out");
 
+    // The booking core answers garbage for a while: the last reading stays
+    // (still sold out, nothing released), and the failures are counted.
+    *stock.lock().unwrap() = "not a stock document".to_owned();
+    eventually("failed readings counted", Duration::from_secs(5), || async {
+        let failed = metric(&c, &proxies[2], "waiting_room_stock_read_failures_total").await;
+        if failed >= 2.0 { Ok(()) } else { Err(format!("{failed} failures")) }
+    })
+    .await;
+    let state = admin_json(&c, &proxies[2], reqwest::Method::GET, "/admin/queues/q", None).await;
+    assert_eq!((state["sold_out"].as_bool(), released(&state)), (Some(true), 0), "{state}");
+
     // Three seats come back (expired holds): the sockets hear the line again,
     // and ticks release at most three (N is 5).
     *stock.lock().unwrap() = r#"{"events":[{"id":1,"free_seats":3}],"campaigns":[]}"#.to_owned();
@@ -116,6 +133,12 @@ async fn every_socket_hears_sold_out_releases_stop_and_freed_stock_is_released_i
         }
     };
     assert!(back["status"] == "WAITING" || back["status"] == "READY", "{back}");
+    let seen = eventually("the stranger's standing once stock is back", Duration::from_secs(3), || async {
+        let m = stranger.clone().status(&c, &proxies[0], "q").await;
+        if m["status"] != "SOLD_OUT" { Ok(m) } else { Err(m.to_string()) }
+    })
+    .await;
+    assert_eq!(seen["status"], "NOT_IN_QUEUE", "no place was taken while sold out: {seen}");
     let log = eventually("a release of the freed stock", Duration::from_secs(5), || async {
         let log = admin_json(&c, &proxies[0], reqwest::Method::GET, "/admin/queues/q/ticks?limit=50", None).await;
         let ticks = log["ticks"].as_array().cloned().unwrap_or_default();
