@@ -749,11 +749,12 @@ pub async fn lottery(state: &State, session: &mut Session, q: &str) -> Reply {
         return Reply { status: 200, headers: vec![("content-type", "application/json".into())], body: body.clone() }
             .no_store();
     }
+    // This instance's lottery task keeps the record current (it reads the
+    // store until it sees the draw), so a flood of readers costs the store
+    // nothing; only before the task's first read is the store asked.
     let record = match queue.lottery() {
-        Some(r) if r.drawn.is_some() => r,
-        // Not drawn as far as this instance knows: ask (an edge-only
-        // instance learns of the draw here too).
-        _ => match store.lottery(q, None).await {
+        Some(r) => r,
+        None => match store.lottery(q, None).await {
             Ok(Some(r)) => {
                 queue.note_lottery(Some(r.clone()));
                 r
