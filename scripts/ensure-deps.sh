@@ -53,8 +53,9 @@ fi
 # Headless browser and Node for the queue-page test
 [ -x /usr/bin/chromium ] || need chromium
 command -v node >/dev/null || need nodejs npm
-if [ -f "$root/waiting-room/tests/browser/package.json" ] && [ ! -d "$root/waiting-room/tests/browser/node_modules/playwright-core" ]; then
-  echo "== npm ci (playwright-core, no browser download)"
+browser="$root/waiting-room/tests/browser"
+if [ -f "$browser/package.json" ] && { [ ! -d "$browser/node_modules/playwright-core" ] || [ ! -d "$browser/node_modules/axe-core" ]; }; then
+  echo "== npm ci (playwright-core, axe-core; no browser download)"
   PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --silent --prefix "$root/waiting-room/tests/browser"
 fi
 
