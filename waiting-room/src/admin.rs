@@ -3,8 +3,12 @@
 //!
 //! ```text
 //! GET   /admin/queues                 every queue's live state
+//! POST  /admin/queues                 create a queue: the keys of [[queues]], "template" inline
 //! GET   /admin/queues/{q}             one queue: waiting, active, rates, settings
 //! PATCH /admin/queues/{q}             change settings: {"release_per_tick": 50, "tick": "5s", ...}
+//!                                     and/or the definition: {"paths": [...], "name": ..., "opens_at": ...}
+//! DELETE /admin/queues/{q}[?force=true] delete a queue (refused while anyone waits or is admitted, unless forced)
+//! GET   /admin/catalog                the queue definitions every instance runs, with their version
 //! POST  /admin/queues/{q}/pause       stop releasing
 //! POST  /admin/queues/{q}/resume      release again
 //! POST  /admin/queues/{q}/queue-all   everybody queues, even when free entry would admit them
@@ -13,7 +17,8 @@
 //! POST  /admin/reload                 re-read the config file (same as SIGHUP)
 //! ```
 //!
-//! Changes apply to every instance on the same store (see [`crate::control`]).
+//! Changes apply to every instance on the same store (settings: see
+//! [`crate::control`]; queue definitions: see [`crate::catalog`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,16 +30,19 @@ use serde::{Deserialize, Serialize};
 use shared::config::{Secret, constant_time_eq, parse_duration};
 use shared::problem::Problem;
 
+use crate::catalog::{self, Catalog, Entry};
 use crate::client::ClientKey;
+use crate::config::QueueConfig;
 use crate::control::{self, ChangeError};
 use crate::http::Reply;
 use crate::limits::{Refused, retry_after_secs};
 use crate::queues::Queue;
 use crate::state::State;
 use crate::store::{SharedSettings, TICK_LOG};
+use shared::config::ConfigError;
 
-/// Largest admin request body.
-const MAX_BODY: usize = 16 * 1024;
+/// Largest admin request body (a queue with its page template inline).
+const MAX_BODY: usize = catalog::MAX_TEMPLATE + 16 * 1024;
 
 /// The admin HTTP app.
 pub struct AdminApp {
@@ -115,6 +123,28 @@ impl Controller {
         }
     }
 }
+
+/// The keys of a PATCH that are live settings ([`Patch`]); every other key
+/// belongs to the queue's definition (the catalog).
+const SETTINGS_KEYS: [&str; 17] = [
+    "free_entry",
+    "release_per_tick",
+    "tick",
+    "session",
+    "max_active",
+    "abandon_after",
+    "paused",
+    "queue_all",
+    "admission",
+    "min_per_tick",
+    "max_per_tick",
+    "target_p99",
+    "target_error_rate",
+    "arrival_grace",
+    "pin_per_tick",
+    "mode",
+    "message",
+];
 
 /// A settings change: every field optional.
 #[derive(Debug, Deserialize)]
@@ -200,8 +230,8 @@ async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> 
     let stats = store.stats(queue.id()).await.map_err(|_| store_down())?;
     Ok(QueueState {
         id: queue.id().to_owned(),
-        name: queue.config.display_name().to_owned(),
-        paths: queue.config.paths.clone(),
+        name: queue.def().config.display_name().to_owned(),
+        paths: queue.def().config.paths.clone(),
         settings: queue.settings(),
         waiting: stats.waiting,
         active: stats.active,
@@ -224,6 +254,18 @@ async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> 
     })
 }
 
+fn invalid(e: ConfigError) -> Reply {
+    Reply::problem(Problem::new(422, format!("{}: {}", e.key, e.message)).with("field", e.key))
+}
+
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Reply> {
+    match serde_json::from_slice(body) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Reply::error(422, "expected a JSON object")),
+        Err(e) => Err(Reply::error(422, format!("expected a JSON object: {e}"))),
+    }
+}
+
 fn store_down() -> Reply {
     Reply::error(503, "the queue store is not answering; retry in a few seconds").header("retry-after", "2")
 }
@@ -244,15 +286,69 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
     }
 }
 
-fn change_reply(r: Result<SharedSettings, ChangeError>) -> Result<(), Reply> {
+fn change_reply<T>(r: Result<T, ChangeError>) -> Result<T, Reply> {
     match r {
-        Ok(_) => Ok(()),
+        Ok(v) => Ok(v),
         Err(ChangeError::Invalid(e)) => {
             let field = e.key.trim_start_matches("settings.").to_owned();
             Err(Reply::problem(Problem::new(422, format!("{field}: {}", e.message)).with("field", field)))
         }
+        Err(ChangeError::Conflict(m)) => Err(Reply::error(409, m)),
         Err(ChangeError::Store(_)) => Err(store_down()),
     }
+}
+
+/// A queue's definition from a JSON object of `[[queues]]` keys (plus
+/// `template`, the page template inline), as the config file would parse
+/// it; an error names the key.
+fn parse_entry(mut doc: serde_json::Map<String, serde_json::Value>) -> Result<Entry, ConfigError> {
+    let template = match doc.remove("template") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => Some(t),
+        Some(_) => return Err(ConfigError::new("template", "expected the page template as a string of HTML")),
+    };
+    let config: QueueConfig = serde_json::from_value(serde_json::Value::Object(doc.clone())).map_err(|e| {
+        let text = e.to_string();
+        // serde names a missing or unknown key between backticks; a value
+        // of the wrong shape is found by trying each key on its own.
+        let named = text.split('`').nth(1).filter(|k| doc.contains_key(*k) || text.starts_with("missing field"));
+        let key = named.map(str::to_owned).or_else(|| culprit(&doc)).unwrap_or_else(|| "queue".into());
+        ConfigError::new(key, text)
+    })?;
+    Ok(Entry { config, template })
+}
+
+/// The key of `doc` whose value alone fails to parse over a minimal queue.
+fn culprit(doc: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let base = serde_json::json!({"id": "q", "paths": ["/q"], "release_per_tick": 1, "tick": "1s", "session": "1m"});
+    doc.iter()
+        .find(|(k, v)| {
+            let mut one = base.clone();
+            one[k.as_str()] = (*v).clone();
+            serde_json::from_value::<QueueConfig>(one).is_err()
+        })
+        .map(|(k, _)| k.clone())
+}
+
+/// `doc`'s keys laid over `entry`'s definition (a key set to `null` removes
+/// an optional one). The id never changes.
+fn redefined(entry: &Entry, doc: &serde_json::Map<String, serde_json::Value>) -> Result<Entry, ConfigError> {
+    let mut whole = match serde_json::to_value(&entry.config) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Err(ConfigError::new("queue", "the stored definition cannot be read")),
+    };
+    if let Some(id) = doc.get("id")
+        && id.as_str() != Some(entry.config.id.as_str())
+    {
+        return Err(ConfigError::new("id", "a queue's id never changes; create a new queue and delete this one"));
+    }
+    whole.insert("template".into(), entry.template.clone().map_or(serde_json::Value::Null, Into::into));
+    for (k, v) in doc {
+        whole.insert(k.clone(), v.clone());
+    }
+    // Optional keys sent as null: as if absent (the defaults apply).
+    whole.retain(|_, v| !v.is_null());
+    parse_entry(whole)
 }
 
 impl AdminApp {
@@ -293,18 +389,14 @@ impl AdminApp {
         let path = session.req_header().uri.path().trim_end_matches('/').to_owned();
         let parts: Vec<&str> = path.split('/').skip(1).collect();
         let queue = |id: &str| {
-            self.state
-                .queues
-                .by_id(id)
-                .cloned()
-                .ok_or_else(|| Reply::error(404, format!("there is no queue named {id:?}")))
+            self.state.queues.by_id(id).ok_or_else(|| Reply::error(404, format!("there is no queue named {id:?}")))
         };
         let actor = session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "admin".into());
         match (method.as_str(), parts.as_slice()) {
             ("GET", ["admin", "queues"]) => {
                 let mut all = Vec::new();
                 for q in self.state.queues.all() {
-                    all.push(queue_state(&self.state, q).await?);
+                    all.push(queue_state(&self.state, &q).await?);
                 }
                 Ok(Reply::json(200, &all))
             }
@@ -312,16 +404,87 @@ impl AdminApp {
                 let q = queue(id)?;
                 Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
             }
+            ("POST", ["admin", "queues"]) => {
+                let doc = json_object(&read_body(session).await?)?;
+                let entry = parse_entry(doc).map_err(invalid)?;
+                let id = entry.config.id.clone();
+                if self.state.queues.by_id(&id).is_some() {
+                    return Err(Reply::error(409, format!("there is already a queue named {id:?}")));
+                }
+                let store = self.state.store().ok_or_else(store_down)?;
+                // A queue of that id deleted earlier left nothing behind,
+                // unless an instance still ran it for a moment after.
+                store.purge(&id).await.map_err(|_| store_down())?;
+                let create = |c: &mut Catalog| {
+                    if c.queues.iter().any(|e| e.config.id == id) {
+                        return Err(ChangeError::Conflict(format!("there is already a queue named {id:?}")));
+                    }
+                    c.queues.push(entry.clone());
+                    Ok(())
+                };
+                change_reply(catalog::change(&self.state, &id, &actor, "create", create).await)?;
+                let q = queue(&id)?;
+                Ok(Reply::json(201, &queue_state(&self.state, &q).await?))
+            }
             ("PATCH", ["admin", "queues", id]) => {
                 let q = queue(id)?;
-                let body = read_body(session).await?;
-                let patch: Patch = serde_json::from_slice(&body)
+                let doc = json_object(&read_body(session).await?)?;
+                let (settings, definition): (serde_json::Map<_, _>, serde_json::Map<_, _>) =
+                    doc.into_iter().partition(|(k, _)| SETTINGS_KEYS.contains(&k.as_str()));
+                let patch: Patch = serde_json::from_value(serde_json::Value::Object(settings.clone()))
                     .map_err(|e| Reply::error(422, format!("expected a JSON object of settings: {e}")))?;
-                let mut next = q.settings();
-                patch.apply(&mut next)?;
-                change_reply(control::change(&self.state, &q, &actor, "update", |s| *s = next).await)?;
+                if !definition.is_empty() {
+                    let redefine = |c: &mut Catalog| {
+                        let Some(e) = c.queues.iter_mut().find(|e| e.config.id == q.id()) else {
+                            return Err(ChangeError::Conflict(format!("queue {:?} was deleted meanwhile", q.id())));
+                        };
+                        *e = redefined(e, &definition).map_err(ChangeError::Invalid)?;
+                        Ok(())
+                    };
+                    change_reply(catalog::change(&self.state, q.id(), &actor, "redefine", redefine).await)?;
+                }
+                if !settings.is_empty() {
+                    let mut next = q.settings();
+                    patch.apply(&mut next)?;
+                    change_reply(control::change(&self.state, &q, &actor, "update", |s| *s = next).await)?;
+                }
                 Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
             }
+            ("DELETE", ["admin", "queues", id]) => {
+                let q = queue(id)?;
+                let force = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|p| p == "force=true"));
+                let store = self.state.store().ok_or_else(store_down)?;
+                let stats = store.stats(q.id()).await.map_err(|_| store_down())?;
+                if !force && stats.waiting + stats.active > 0 {
+                    return Err(Reply::error(
+                        409,
+                        format!(
+                            "{} visitors wait and {} are admitted in {:?}; deleting it closes their line and \
+                             opens its paths to everyone — add ?force=true to do it anyway",
+                            stats.waiting,
+                            stats.active,
+                            q.id()
+                        ),
+                    ));
+                }
+                let delete = |c: &mut Catalog| {
+                    c.queues.retain(|e| e.config.id != q.id());
+                    Ok(())
+                };
+                let version = change_reply(catalog::change(&self.state, q.id(), &actor, "delete", delete).await)?;
+                if let Err(e) = store.purge(q.id()).await {
+                    // Its keys stay until a queue of that id is created again.
+                    tracing::warn!(queue = q.id(), error = %e, "cannot forget a deleted queue's line");
+                }
+                Ok(Reply::json(200, &serde_json::json!({"deleted": q.id(), "catalog_version": version})))
+            }
+            ("GET", ["admin", "catalog"]) => Ok(Reply::json(
+                200,
+                &serde_json::json!({
+                    "version": self.state.catalog.version(),
+                    "queues": catalog::running(&self.state).queues,
+                }),
+            )),
             ("GET", ["admin", "queues", id, "ticks"]) => {
                 let q = queue(id)?;
                 let limit = match session.req_header().uri.query().and_then(|q| q.strip_prefix("limit=")) {
@@ -357,7 +520,7 @@ impl AdminApp {
                     Problem::new(422, format!("config rejected, nothing changed: {e}")).with("key", e.key),
                 )),
             },
-            (_, ["admin", "queues", ..] | ["admin", "reload"]) => {
+            (_, ["admin", "queues", ..] | ["admin", "reload"] | ["admin", "catalog"]) => {
                 Err(Reply::error(405, "method not allowed on this admin endpoint"))
             }
             _ => Err(Reply::error(404, "no such admin endpoint; see GET /admin/queues")),
@@ -378,5 +541,104 @@ impl ServeHttp for AdminApp {
             *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
             r
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn base() -> serde_json::Map<String, Value> {
+        let v = json!({"id": "drop", "paths": ["/drop"], "release_per_tick": 5, "tick": "2s", "session": "10m",
+                       "opens_at": "2030-01-01T10:00:00Z", "template": "<p>{{queue_name}}</p>"});
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn an_entry_parses_as_the_config_file_would_and_errors_name_the_key() {
+        let entry = parse_entry(base()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(entry.config.tick, std::time::Duration::from_secs(2));
+        assert_eq!(entry.template.as_deref(), Some("<p>{{queue_name}}</p>"));
+        let with = |k: &str, v: Value| {
+            let mut m = base();
+            m.insert(k.into(), v);
+            parse_entry(m).err().map(|e| e.key)
+        };
+        assert_eq!(with("tick", json!(5)), Some("tick".into()));
+        assert_eq!(with("closes_at", json!("soon")), Some("closes_at".into()));
+        assert_eq!(with("shade", json!(1)), Some("shade".into()));
+        assert_eq!(with("template", json!(1)), Some("template".into()));
+        let mut m = base();
+        m.remove("session");
+        assert_eq!(parse_entry(m).err().map(|e| e.key), Some("session".into()));
+    }
+
+    #[test]
+    fn a_redefinition_keeps_what_it_does_not_name_and_null_removes_a_key() {
+        let entry = parse_entry(base()).unwrap_or_else(|e| panic!("{e}"));
+        let doc = json!({"paths": ["/drop", "/more"], "opens_at": null});
+        let next =
+            redefined(&entry, doc.as_object().unwrap_or(&serde_json::Map::new())).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(next.config.paths, ["/drop", "/more"]);
+        assert_eq!(next.config.opens_at, None);
+        assert_eq!((next.config.release_per_tick, next.config.session), (5, std::time::Duration::from_secs(600)));
+        assert_eq!(next.template, entry.template, "a template not named is kept");
+        let renamed = json!({"id": "other"});
+        assert_eq!(
+            redefined(&entry, renamed.as_object().unwrap_or(&serde_json::Map::new())).err().map(|e| e.key),
+            Some("id".into())
+        );
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,20}".prop_map(Value::from),
+            prop_oneof![Just("1s"), Just("/x"), Just("2030-01-01T00:00:00Z"), Just("pow"), Just("fifo")]
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Value::from))
+    }
+
+    const KEYS: [&str; 12] = [
+        "id",
+        "name",
+        "paths",
+        "release_per_tick",
+        "tick",
+        "session",
+        "opens_at",
+        "closes_at",
+        "template",
+        "challenge",
+        "mode",
+        "unknown",
+    ];
+
+    proptest! {
+        /// Whatever an operator sends, parsing answers a definition or an
+        /// error naming a key they sent or one that is missing; never a panic.
+        #[test]
+        fn any_object_parses_or_names_a_key(pairs in prop::collection::vec((prop::sample::select(&KEYS[..]), value()), 0..10)) {
+            let doc: serde_json::Map<String, Value> = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            match parse_entry(doc.clone()) {
+                Ok(e) => {
+                    for required in ["id", "paths", "release_per_tick", "tick", "session"] {
+                        prop_assert!(doc.contains_key(required), "parsed without {required}: {e:?}");
+                    }
+                }
+                Err(e) => prop_assert!(
+                    doc.contains_key(&e.key) || ["id", "paths", "release_per_tick", "tick", "session", "queue"].contains(&e.key.as_str()),
+                    "{} not among {:?}", e.key, doc.keys().collect::<Vec<_>>()
+                ),
+            }
+            let entry = parse_entry(base()).unwrap_or_else(|e| panic!("{e}"));
+            let _ = redefined(&entry, &doc);
+        }
     }
 }

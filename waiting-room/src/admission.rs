@@ -78,28 +78,55 @@ impl BackgroundService for AdmissionService {
         self.state.set_store(store.clone());
         // Live settings saved by an operator win over this instance's file.
         for q in self.state.queues.all() {
-            control::sync(&self.state, q).await;
+            control::sync(&self.state, &q).await;
         }
+        // The catalog in the store wins over the file's queue list too; from
+        // here on queues come and go with it, each with its own tasks.
+        let runner = Runner {
+            state: self.state.clone(),
+            store,
+            release_ticks: self.release_ticks,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        crate::catalog::start(&self.state, Arc::new(move |q: &Arc<Queue>| runner.start(q))).await;
         let mut tasks = vec![
             tokio::spawn(control::watch_sighup(self.state.clone(), self.config_path.clone())),
             tokio::spawn(crate::stock::poll(self.state.clone(), self.stock.clone())),
+            tokio::spawn(crate::catalog::watch(self.state.clone())),
         ];
-        for q in self.state.queues.all() {
-            tasks.push(tokio::spawn(sync_settings(self.state.clone(), q.clone())));
-            if self.release_ticks {
-                tasks.push(tokio::spawn(ticker(self.state.clone(), q.clone(), store.clone())));
-            }
-            tasks.push(tokio::spawn(push::keep_alive(self.state.clone(), q.clone())));
-            if q.schedule.has_lottery() {
-                tasks.push(tokio::spawn(lottery(self.state.clone(), q.clone(), store.clone())));
-            }
-        }
         if self.store.backend == Backend::Redis {
             tasks.push(tokio::spawn(listen_for_ticks(self.state.clone(), self.store.clone())));
         }
         let _ = shutdown.changed().await;
         for t in tasks {
             t.abort();
+        }
+        for q in self.state.queues.all() {
+            q.stop_tasks();
+        }
+    }
+}
+
+/// Starts a queue's tasks on this instance: when the store is connected,
+/// and when the catalog adds or redefines a queue (`catalog.rs`). The tasks
+/// run on the admission service's runtime whichever service asked.
+struct Runner {
+    state: Arc<State>,
+    store: Arc<dyn QueueStore>,
+    release_ticks: bool,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Runner {
+    fn start(&self, q: &Arc<Queue>) {
+        let (state, store, rt) = (&self.state, &self.store, &self.runtime);
+        q.hold_task(rt.spawn(sync_settings(state.clone(), q.clone())).abort_handle());
+        if self.release_ticks {
+            q.hold_task(rt.spawn(ticker(state.clone(), q.clone(), store.clone())).abort_handle());
+        }
+        q.hold_task(rt.spawn(push::keep_alive(state.clone(), q.clone())).abort_handle());
+        if q.def().schedule.has_lottery() {
+            q.hold_task(rt.spawn(lottery(state.clone(), q.clone(), store.clone())).abort_handle());
         }
     }
 }
@@ -264,7 +291,7 @@ async fn ticker(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>
 /// first; the store draws once), and learn of the draw, which opens the line
 /// here and moves every socket from the pre-queue to its place.
 async fn lottery(state: Arc<State>, queue: Arc<Queue>, store: Arc<dyn QueueStore>) {
-    let Some(opens_at) = queue.schedule.opens_at else { return };
+    let Some(opens_at) = queue.def().schedule.opens_at else { return };
     let seed = crate::lottery::new_seed();
     loop {
         let pause = match draw_step(&queue, &store, &seed, opens_at.0).await {
@@ -333,33 +360,64 @@ fn lottery_known(state: &Arc<State>, queue: &Arc<Queue>) {
 /// Hear about ticks performed by other instances (Redis pub/sub), so their
 /// releases reach the sockets held here within the same push budget. On a
 /// cluster any node hears every message; with sentinels, the primary is
-/// asked for again after the subscription ends.
+/// asked for again after the subscription ends. The catalog's channel
+/// says when queues change; the subscription then starts again with the new
+/// queues' channels (a tick message missed meanwhile reaches this instance's
+/// sockets at its own ticker's next call, within a second).
 async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
     use futures_util::StreamExt;
-    let channels: Vec<String> = state
-        .queues
-        .all()
-        .iter()
-        .map(|q| crate::store::redis::Keys::new(&store.key_prefix, q.id()).key("events"))
-        .collect();
+    let mut ids = state.catalog.watch_ids();
+    let catalog_channel = RedisStore::catalog_keys(&store.key_prefix).1;
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
+        ids.borrow_and_update();
+        // (channel, queue id) of every queue running here now.
+        let channels: Vec<(String, String)> = state
+            .queues
+            .all()
+            .iter()
+            .map(|q| (crate::store::redis::Keys::new(&store.key_prefix, q.id()).key("events"), q.id().to_owned()))
+            .collect();
         let subscribed = async {
             let client = crate::store::connection::subscriber(&store, attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channels).await?;
+            pubsub.subscribe(&catalog_channel).await?;
+            for (channel, _) in &channels {
+                pubsub.subscribe(channel).await?;
+            }
             Ok::<_, redis::RedisError>(pubsub)
         };
         match subscribed.await {
             Ok(mut pubsub) => {
                 backoff = Duration::from_millis(100);
-                let mut messages = pubsub.on_message();
-                while let Some(msg) = messages.next().await {
+                // Messages published before the subscription: the catalog
+                // may have changed meanwhile.
+                let (state2, mut messages) = (state.clone(), pubsub.on_message());
+                tokio::spawn(async move { crate::catalog::sync(&state2).await });
+                let mut queues_changed = false;
+                loop {
+                    let msg = tokio::select! {
+                        msg = messages.next() => msg,
+                        _ = ids.changed() => {
+                            queues_changed = true;
+                            break;
+                        }
+                    };
+                    let Some(msg) = msg else {
+                        tracing::warn!("tick subscription ended; resubscribing");
+                        break;
+                    };
                     let channel = msg.get_channel_name().to_owned();
                     let Ok(payload) = msg.get_payload::<String>() else { continue };
-                    let Some(i) = channels.iter().position(|c| *c == channel) else { continue };
-                    let queue = &state.queues.all()[i];
+                    if channel == catalog_channel {
+                        let state = state.clone();
+                        tokio::spawn(async move { crate::catalog::sync(&state).await });
+                        continue;
+                    }
+                    let Some((_, id)) = channels.iter().find(|(c, _)| *c == channel) else { continue };
+                    let Some(queue) = state.queues.by_id(id) else { continue };
+                    let queue = &queue;
                     if payload.starts_with("settings") {
                         let (state, queue) = (state.clone(), queue.clone());
                         tokio::spawn(async move { control::sync(&state, &queue).await });
@@ -403,7 +461,10 @@ async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
                         push::on_tick(&state, queue, tick, now);
                     }
                 }
-                tracing::warn!("tick subscription ended; resubscribing");
+                if queues_changed {
+                    // Subscribe again at once, to the new queues' channels.
+                    continue;
+                }
             }
             Err(e) => tracing::warn!(error = %e, "cannot subscribe to tick messages; retrying"),
         }

@@ -217,6 +217,12 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         wait_range_seconds: None,
         message: queue.message().map(|m| m.to_string()),
     };
+    // A deleted queue: everyone still connected hears it is closed (its
+    // paths are no longer behind a line).
+    if queue.retired() {
+        m.status = "CLOSED";
+        return m;
+    }
     let queue_mode = queue.admission().queue_mode;
     if queue_mode == QueueMode::Reject && !matches!(standing, Standing::Ready { .. }) {
         m.status = "UNAVAILABLE";
@@ -234,7 +240,8 @@ pub fn message(state: &State, queue: &Queue, visitor: VisitorId, standing: Stand
         };
         return m;
     }
-    let schedule = &queue.schedule;
+    let def = queue.def();
+    let schedule = &def.schedule;
     if schedule.has_lottery() {
         m.lottery_url = Some(lottery_url(queue.id()));
     }
@@ -439,8 +446,9 @@ async fn prepare(
     session: &mut Session,
     q: &str,
 ) -> Result<(Arc<Queue>, Arc<dyn QueueStore>, Vec<u8>), Reply> {
-    let Some(queue) = state.queues.by_id(q).cloned() else {
-        let known: Vec<&str> = state.queues.all().iter().map(|q| q.id()).collect();
+    let Some(queue) = state.queues.by_id(q) else {
+        let all = state.queues.all();
+        let known: Vec<&str> = all.iter().map(|q| q.id()).collect();
         return Err(unknown_queue(q, &known));
     };
     let body = match read_body(session).await {
@@ -738,7 +746,7 @@ pub async fn lottery(state: &State, session: &mut Session, q: &str) -> Reply {
     if !is_get(session) {
         return method_not_allowed("GET, HEAD");
     }
-    let s = queue.schedule;
+    let s = queue.def().schedule;
     let (Some(prequeue_from), Some(opens_at)) = (s.prequeue_from, s.opens_at) else {
         return Reply::problem(
             Problem::new(404, format!("queue {q:?} has no pre-queue, so no lottery: it admits in arrival order"))

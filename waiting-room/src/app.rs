@@ -42,6 +42,8 @@ pub fn build(config: &Config, config_path: Option<&Path>) -> anyhow::Result<Serv
             )),
     );
 
+    state.catalog.set_stock_configured(!config.stock.url.is_empty());
+
     let conf = ServerConf {
         threads: config.server.threads,
         work_stealing: config.server.work_stealing,

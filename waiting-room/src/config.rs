@@ -463,7 +463,9 @@ impl Default for StockConfig {
 }
 
 /// `[[queues]]`: one line of visitors protecting a set of path prefixes.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Also the shape of a queue in the admin API and in the store's catalog of
+/// queues (`catalog.rs`), so both are validated by [`validate_queues`].
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct QueueConfig {
     /// Id used in URLs (`/wr/<id>`), Redis keys and token audiences.
@@ -915,73 +917,7 @@ impl Config {
             }
         }
 
-        let mut seen: Vec<(String, String)> = Vec::new(); // (prefix, key naming it)
-        for (i, q) in self.queues.iter().enumerate() {
-            let key = |k: &str| format!("queues[{i}].{k}");
-            if !valid_id(&q.id) {
-                return Err(ConfigError::new(
-                    key("id"),
-                    format!("expected 1-64 characters from A-Z a-z 0-9 _ -, got {:?}", q.id),
-                ));
-            }
-            if ["healthz", "livez", "readyz"].contains(&q.id.as_str()) {
-                return Err(ConfigError::new(key("id"), format!("{:?} is the name of an endpoint under /wr", q.id)));
-            }
-            if let Some(j) = self.queues[..i].iter().position(|o| o.id == q.id) {
-                return Err(ConfigError::new(key("id"), format!("{:?} is already the id of queues[{j}]", q.id)));
-            }
-            if q.paths.is_empty() {
-                return Err(ConfigError::new(key("paths"), "a queue must protect at least one path prefix"));
-            }
-            for (p, path) in q.paths.iter().enumerate() {
-                let pkey = format!("queues[{i}].paths[{p}]");
-                if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
-                    return Err(ConfigError::new(
-                        pkey,
-                        format!("expected an absolute path like \"/api\", got {path:?}"),
-                    ));
-                }
-                if prefix_covers("/wr", path) || prefix_covers(path, "/wr") {
-                    return Err(ConfigError::new(pkey, "the /wr prefix is reserved for the waiting room itself"));
-                }
-                for (other, other_key) in &seen {
-                    let same_queue = other_key.starts_with(&format!("queues[{i}]."));
-                    if !same_queue && (prefix_covers(other, path) || prefix_covers(path, other)) {
-                        return Err(ConfigError::new(
-                            pkey,
-                            format!("{path:?} overlaps {other_key} {other:?}; a path may belong to one queue only"),
-                        ));
-                    }
-                }
-                seen.push((path.clone(), format!("queues[{i}].paths[{p}]")));
-            }
-            q.admission().validate(&format!("queues[{i}]"))?;
-            if let Some(t) = &q.page_template
-                && !t.is_file()
-            {
-                return Err(ConfigError::new(key("page_template"), format!("{} is not a readable file", t.display())));
-            }
-            q.validate_challenge(&format!("queues[{i}]"))?;
-            q.schedule().validate(&format!("queues[{i}]"))?;
-            if let Some(m) = &q.message {
-                validate_message(m).map_err(|e| ConfigError::new(key("message"), e))?;
-            }
-            if q.stop_when_sold_out {
-                if self.stock.url.is_empty() {
-                    return Err(ConfigError::new(
-                        key("stop_when_sold_out"),
-                        "needs [stock] url: where the booking core tells what is left to sell",
-                    ));
-                }
-                if q.stock_events.is_empty() && q.stock_campaigns.is_empty() {
-                    return Err(ConfigError::new(
-                        key("stop_when_sold_out"),
-                        "needs stock_events or stock_campaigns: what this queue sells",
-                    ));
-                }
-            }
-        }
-        Ok(())
+        validate_queues(&self.queues, !self.stock.url.is_empty(), true)
     }
 
     /// `server.trusted_proxies`, parsed.
@@ -1061,6 +997,83 @@ impl Admission {
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|_| ConfigError::new(key, format!("expected ip:port like \"127.0.0.1:8080\", got {value:?}")))
+}
+
+/// Check a list of queues as a whole: ids safe and unique, paths absolute,
+/// off `/wr` and belonging to one queue only, every queue's own keys. Errors
+/// name the key as the config file spells it (`queues[2].paths[0]`); the
+/// admin API checks the catalog it would save with the same function.
+/// `stock_configured`: `[stock] url` is set. `files`: check that page
+/// template files exist (the catalog carries templates inline instead).
+pub fn validate_queues(queues: &[QueueConfig], stock_configured: bool, files: bool) -> Result<(), ConfigError> {
+    let mut seen: Vec<(String, String, &str)> = Vec::new(); // (prefix, key naming it, its queue)
+    for (i, q) in queues.iter().enumerate() {
+        let key = |k: &str| format!("queues[{i}].{k}");
+        if !valid_id(&q.id) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!("expected 1-64 characters from A-Z a-z 0-9 _ -, got {:?}", q.id),
+            ));
+        }
+        if ["healthz", "livez", "readyz"].contains(&q.id.as_str()) {
+            return Err(ConfigError::new(key("id"), format!("{:?} is the name of an endpoint under /wr", q.id)));
+        }
+        if let Some(j) = queues[..i].iter().position(|o| o.id == q.id) {
+            return Err(ConfigError::new(key("id"), format!("{:?} is already the id of queues[{j}]", q.id)));
+        }
+        if q.paths.is_empty() {
+            return Err(ConfigError::new(key("paths"), "a queue must protect at least one path prefix"));
+        }
+        for (p, path) in q.paths.iter().enumerate() {
+            let pkey = format!("queues[{i}].paths[{p}]");
+            if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+                return Err(ConfigError::new(pkey, format!("expected an absolute path like \"/api\", got {path:?}")));
+            }
+            if prefix_covers("/wr", path) || prefix_covers(path, "/wr") {
+                return Err(ConfigError::new(pkey, "the /wr prefix is reserved for the waiting room itself"));
+            }
+            for (other, other_key, other_queue) in &seen {
+                let same_queue = other_key.starts_with(&format!("queues[{i}]."));
+                if !same_queue && (prefix_covers(other, path) || prefix_covers(path, other)) {
+                    return Err(ConfigError::new(
+                        pkey,
+                        format!(
+                            "{path:?} overlaps {other_key} {other:?} of queue {other_queue:?}; \
+                             a path may belong to one queue only"
+                        ),
+                    ));
+                }
+            }
+            seen.push((path.clone(), format!("queues[{i}].paths[{p}]"), &q.id));
+        }
+        q.admission().validate(&format!("queues[{i}]"))?;
+        if let Some(t) = &q.page_template
+            && files
+            && !t.is_file()
+        {
+            return Err(ConfigError::new(key("page_template"), format!("{} is not a readable file", t.display())));
+        }
+        q.validate_challenge(&format!("queues[{i}]"))?;
+        q.schedule().validate(&format!("queues[{i}]"))?;
+        if let Some(m) = &q.message {
+            validate_message(m).map_err(|e| ConfigError::new(key("message"), e))?;
+        }
+        if q.stop_when_sold_out {
+            if !stock_configured {
+                return Err(ConfigError::new(
+                    key("stop_when_sold_out"),
+                    "needs [stock] url: where the booking core tells what is left to sell",
+                ));
+            }
+            if q.stock_events.is_empty() && q.stock_campaigns.is_empty() {
+                return Err(ConfigError::new(
+                    key("stop_when_sold_out"),
+                    "needs stock_events or stock_campaigns: what this queue sells",
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Queue ids and key prefixes appear in URLs and Redis keys: keep them plain.

@@ -30,6 +30,10 @@ pub enum ChangeError {
     /// The store did not take the change; nothing was applied.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// The change contradicts the state it would apply to (a queue that
+    /// already exists, a change that lost every race).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Change a queue's settings with `edit`, save them for all instances, apply
@@ -102,23 +106,41 @@ pub async fn sync(state: &Arc<State>, queue: &Arc<Queue>) -> bool {
     }
 }
 
-/// Re-read the config file and apply what may change live. Keys that need a
-/// restart (listeners, paths, store, queue list) are reported, not applied.
+/// Re-read the config file and apply what may change live: queues the file
+/// lists are created or redefined in the catalog (queues only the catalog
+/// has stay; the admin API deletes them), and their live settings follow
+/// the file. Keys that need a restart (listeners, store) are not applied.
 /// An invalid file changes nothing.
 pub async fn reload(state: &Arc<State>, path: Option<&std::path::Path>) -> Result<Vec<String>, ConfigError> {
     let config = Config::load(path, &ProcessEnv)?;
-    let mut changed = Vec::new();
-    for (i, new) in config.queues.iter().enumerate() {
-        let Some(queue) = state.queues.by_id(&new.id) else {
-            tracing::warn!(queue = %new.id, "a new queue in the config file needs a restart");
-            continue;
+    let mut entries = Vec::with_capacity(config.queues.len());
+    for (i, q) in config.queues.iter().enumerate() {
+        let entry = crate::catalog::Entry::from_file(q)
+            .map_err(|m| ConfigError::new(format!("queues[{i}].page_template"), m))?;
+        entries.push(entry);
+    }
+    let differs = |e: &crate::catalog::Entry| {
+        state.queues.by_id(&e.config.id).is_none_or(|q| crate::catalog::Entry::of(&q) != *e)
+    };
+    let mut changed: Vec<String> = entries.iter().filter(|e| differs(e)).map(|e| e.config.id.clone()).collect();
+    if !changed.is_empty() {
+        let edit = |c: &mut crate::catalog::Catalog| {
+            for e in &entries {
+                match c.queues.iter_mut().find(|o| o.config.id == e.config.id) {
+                    Some(o) => *o = e.clone(),
+                    None => c.queues.push(e.clone()),
+                }
+            }
+            Ok(())
         };
-        if new.paths != queue.config.paths
-            || new.name != queue.config.name
-            || new.page_template != queue.config.page_template
-        {
-            tracing::warn!(queue = %new.id, "changed paths, name or page template of queues[{i}] need a restart");
-        }
+        crate::catalog::change(state, "*", "sighup", "reload", edit).await.map_err(|e| match e {
+            ChangeError::Invalid(e) => e,
+            other => ConfigError::new("queues", other.to_string()),
+        })?;
+    }
+    for (i, new) in config.queues.iter().enumerate() {
+        let Some(queue) = state.queues.by_id(&new.id) else { continue };
+        let queue = &queue;
         let admission = new.admission();
         let message = new.message.clone();
         if admission != queue.admission() || message.as_deref() != queue.message().as_deref() {
@@ -128,7 +150,9 @@ pub async fn reload(state: &Arc<State>, path: Option<&std::path::Path>) -> Resul
             })
             .await
             .map_err(|e| ConfigError::new(format!("queues[{i}]"), e.to_string()))?;
-            changed.push(new.id.clone());
+            if !changed.contains(&new.id) {
+                changed.push(new.id.clone());
+            }
         }
     }
     Ok(changed)

@@ -67,7 +67,7 @@ pub fn store_down(state: &State) -> bool {
 
 /// The queue's mode now, exported as a gauge.
 pub fn observe(state: &State, queue: &Queue) -> &'static str {
-    let mode = match (store_down(state), queue.config.on_store_down) {
+    let mode = match (store_down(state), queue.def().config.on_store_down) {
         (false, _) => "normal",
         (true, StoreDownPolicy::Closed) => "closed",
         (true, StoreDownPolicy::Open) => "open",
@@ -82,7 +82,7 @@ pub fn observe(state: &State, queue: &Queue) -> &'static str {
 /// `open` and this instance's allowance has room: the standing of a short
 /// session starting now.
 pub fn let_in(state: &State, queue: &Queue) -> Option<Standing> {
-    if queue.config.on_store_down != StoreDownPolicy::Open || observe(state, queue) != "open" {
+    if queue.def().config.on_store_down != StoreDownPolicy::Open || observe(state, queue) != "open" {
         return None;
     }
     let admission = queue.admission();
@@ -93,7 +93,7 @@ pub fn let_in(state: &State, queue: &Queue) -> Option<Standing> {
     }
     METRICS.admissions.with_label_values(&[queue.id(), "store_down"]).inc();
     let now = now_ms();
-    let session = i64::try_from(queue.config.store_down_session.as_millis()).unwrap_or(i64::MAX);
+    let session = i64::try_from(queue.def().config.store_down_session.as_millis()).unwrap_or(i64::MAX);
     Some(Standing::Ready { admitted_at_ms: now, expires_at_ms: now.saturating_add(session) })
 }
 

@@ -102,7 +102,7 @@ pub struct Prepared {
 /// A challenge for `queue` at its current difficulty (counted as a refusal).
 fn challenge(state: &State, queue: &Queue, why: Option<&'static str>) -> Refusal {
     Refused::Challenge.count();
-    let ttl_ms = i64::try_from(queue.config.challenge_ttl.as_millis()).unwrap_or(i64::MAX);
+    let ttl_ms = i64::try_from(queue.def().config.challenge_ttl.as_millis()).unwrap_or(i64::MAX);
     Refusal::Challenge { challenge: state.challenges.issue(queue.id(), queue.difficulty(), now_ms(), ttl_ms), why }
 }
 
@@ -170,7 +170,7 @@ pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&
     } else {
         // A solution issued a tick before the line got busier still counts;
         // older, easier ones are answered with a harder challenge.
-        let floor = queue.difficulty().saturating_sub(1).max(queue.config.challenge_min_bits);
+        let floor = queue.difficulty().saturating_sub(1).max(queue.def().config.challenge_min_bits);
         match answer.map(|a| state.challenges.verify(queue.id(), a, now_ms(), floor)) {
             Some(Ok(solved)) => Proof::Solved { seed: solved.seed, expires_at_ms: solved.expires_at_ms },
             Some(Err(invalid)) => {

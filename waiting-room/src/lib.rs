@@ -10,6 +10,8 @@
 //! - [`adaptive`]: the controller that sets N from the upstream's health.
 //! - [`signals`]: what this instance measures of admitted traffic for it (both lanes).
 //! - [`control`]: live settings shared across instances; SIGHUP reload.
+//! - [`catalog`]: which queues run, created, redefined and deleted at runtime
+//!   through the store.
 //! - [`admin`]: the operator API on its own listener.
 //! - [`estimate`]: wait estimates from the measured release rate.
 //! - [`queues`]: queues at runtime, with live admission settings.
@@ -45,6 +47,7 @@ pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod app;
+pub mod catalog;
 pub mod challenge;
 pub mod client;
 pub mod config;

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub admin_changes: IntCounterVec,
     /// `waiting_room_config_reloads_total{result}`: applied | rejected
     pub reloads: IntCounterVec,
+    /// `waiting_room_queues`: queues running on this instance (the catalog's).
+    pub queues: prometheus::IntGauge,
+    /// `waiting_room_catalog_version`: the catalog version applied here.
+    pub catalog_version: prometheus::IntGauge,
     /// `waiting_room_queue_paused{queue}`: 1 while releases are paused
     pub paused: IntGaugeVec,
     /// `waiting_room_release_per_tick{queue}`: configured N
@@ -235,6 +239,13 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Operator changes to queue settings, by action.",
         &["queue", "action"],
     ),
+    queues: prometheus::register_int_gauge!("waiting_room_queues", "Queues running on this instance.")
+        .unwrap_or_else(|e| panic!("metric waiting_room_queues: {e}")),
+    catalog_version: prometheus::register_int_gauge!(
+        "waiting_room_catalog_version",
+        "Version of the catalog of queues applied on this instance (every instance should agree)."
+    )
+    .unwrap_or_else(|e| panic!("metric waiting_room_catalog_version: {e}")),
     reloads: known_counter(
         "waiting_room_config_reloads_total",
         "Config reloads on SIGHUP, by result.",

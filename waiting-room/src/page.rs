@@ -301,7 +301,7 @@ fn script_tag(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refuse
         lang.live_texts().map(|(k, t)| (k.to_owned(), t.into())).collect();
     let data = serde_json::json!({
         "queue": queue.id(),
-        "name": queue.config.display_name(),
+        "name": queue.def().config.display_name(),
         "status": m.status,
         "position": m.position,
         "queue_length": m.queue_length,
@@ -388,15 +388,16 @@ pub fn render_for(
 /// The built-in texts (`{{t.key}}`, trusted HTML that may hold placeholders)
 /// are put in first; then every other placeholder in one pass.
 pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Refused<'_>, lang: Lang) -> String {
-    let template = queue.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
-    let lang = if queue.template.is_none() || names_lang(template) { lang } else { Lang::En };
+    let def = queue.def();
+    let template = def.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+    let lang = if def.template.is_none() || names_lang(template) { lang } else { Lang::En };
     let template =
         fill(template, |name| name.strip_prefix("t.").and_then(|key| lang.page_text(key)).map(str::to_owned));
     let waiting = m.status == "WAITING";
     let number = |n: Option<u64>| if waiting { n.map(|n| grouped(lang, n)).unwrap_or_default() } else { String::new() };
     fill(&template, |name| {
         Some(match name {
-            "queue_name" => escape(queue.config.display_name()),
+            "queue_name" => escape(def.config.display_name()),
             "queue_id" => escape(queue.id()),
             "position" => number(m.position),
             "eta" => escape(&eta_text_in(lang, m)),
@@ -451,9 +452,7 @@ mod tests {
             "id": "drop", "name": name, "paths": ["/a"], "release_per_tick": 1, "tick": "2s", "session": "10m",
         }))
         .unwrap();
-        let mut q = Queue::new(config);
-        q.template = template.map(str::to_owned);
-        q
+        Queue::defined(crate::queues::Def::new(config, template.map(str::to_owned)))
     }
 
     fn waiting(position: u64, eta: u64, retry: u64) -> StatusMessage {
@@ -609,8 +608,10 @@ mod tests {
 
     #[test]
     fn a_visitor_without_a_place_gets_the_challenge_the_solver_and_a_no_script_explanation() {
-        let mut pow = queue("Drop", None);
-        pow.config.challenge = crate::config::ChallengeMode::Pow;
+        let pow = queue("Drop", None);
+        let mut config = pow.def().config.clone();
+        config.challenge = crate::config::ChallengeMode::Pow;
+        pow.redefine(crate::queues::Def::new(config, None));
         let html = render(&pow, &challenged(), "/a", None);
         assert!(html.contains("data-wr-step=\"challenge\""));
         assert!(html.contains(r#""step":"challenge""#) && html.contains(r#""challenge":"v1.drop.12.99.seed.mac""#));

@@ -130,7 +130,7 @@ impl WaitingRoom {
     /// instance's allowance has room.
     fn open_door(&self, session: &Session, queue_id: &str) -> Option<(String, (String, Vec<String>))> {
         let queue = self.state.queues.by_id(queue_id)?;
-        let standing = crate::degraded::let_in(&self.state, queue)?;
+        let standing = crate::degraded::let_in(&self.state, &queue)?;
         let (visitor, minted) = match crate::identity::existing(session, &self.state.keys.cookies) {
             Some(v) => (v, None),
             None => {
@@ -138,7 +138,7 @@ impl WaitingRoom {
                 (v, Some(cookie))
             }
         };
-        let (token, cookie) = crate::degraded::token_for(&self.state, queue, visitor, standing)?;
+        let (token, cookie) = crate::degraded::token_for(&self.state, &queue, visitor, standing)?;
         Some((visitor.to_string(), (token, minted.into_iter().chain([cookie]).collect())))
     }
 }

@@ -72,7 +72,8 @@ struct QueueConns {
 
 /// All WebSocket connections of this instance.
 pub struct Hub {
-    queues: HashMap<String, Arc<QueueConns>>,
+    /// Per queue; queues come and go with the catalog (`catalog.rs`).
+    queues: parking_lot::RwLock<HashMap<String, Arc<QueueConns>>>,
     next_id: AtomicU64,
 }
 
@@ -93,14 +94,33 @@ impl Hub {
     /// A hub for these queue ids.
     pub fn new<'a>(queue_ids: impl IntoIterator<Item = &'a str>) -> Self {
         Hub {
-            queues: queue_ids.into_iter().map(|q| (q.to_owned(), Arc::default())).collect(),
+            queues: parking_lot::RwLock::new(queue_ids.into_iter().map(|q| (q.to_owned(), Arc::default())).collect()),
             next_id: AtomicU64::new(1),
+        }
+    }
+
+    fn conns(&self, queue: &str) -> Option<Arc<QueueConns>> {
+        self.queues.read().get(queue).cloned()
+    }
+
+    /// A new queue: its sockets may register.
+    pub fn add(&self, queue: &str) {
+        self.queues.write().entry(queue.to_owned()).or_default();
+    }
+
+    /// A deleted queue: its sockets' update senders are dropped, so each
+    /// socket sends the last update it holds (the queue's `CLOSED`, pushed
+    /// just before) and closes.
+    pub fn remove(&self, queue: &str) {
+        let gone = self.queues.write().remove(queue);
+        if let Some(q) = gone {
+            q.conns.lock().clear();
         }
     }
 
     /// Register a connection of `visitor` to `queue`.
     pub fn register(&self, queue: &str, visitor: VisitorId) -> Option<(Registration, Slot)> {
-        let conns = self.queues.get(queue)?.clone();
+        let conns = self.conns(queue)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = watch::channel(None);
         conns.conns.lock().insert(id, Conn { visitor, tx });
@@ -110,7 +130,7 @@ impl Hub {
 
     /// Connections open on this instance for `queue`.
     pub fn connections(&self, queue: &str) -> usize {
-        self.queues.get(queue).map_or(0, |q| q.conns.lock().len())
+        self.conns(queue).map_or(0, |q| q.conns.lock().len())
     }
 
     fn visitors(&self, queue: &str) -> Vec<VisitorId> {
@@ -121,7 +141,7 @@ impl Hub {
 
     /// Every connection of `queue` as (visitor, connection id), sorted by visitor.
     fn connected(&self, queue: &str) -> Vec<(VisitorId, u64)> {
-        let Some(q) = self.queues.get(queue) else { return Vec::new() };
+        let Some(q) = self.conns(queue) else { return Vec::new() };
         let mut v: Vec<(VisitorId, u64)> = q.conns.lock().iter().map(|(id, c)| (c.visitor, *id)).collect();
         v.sort_unstable();
         v
@@ -135,7 +155,7 @@ impl Hub {
 /// whose place was lost learns it at once and joins again with their queue
 /// ticket. Returns whether the epoch changed.
 pub fn on_epoch(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) -> bool {
-    let Some(conns) = state.hub.queues.get(queue.id()) else { return false };
+    let Some(conns) = state.hub.conns(queue.id()) else { return false };
     if epoch == 0 {
         return false;
     }
@@ -144,7 +164,7 @@ pub fn on_epoch(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) -> bool {
         return false;
     }
     conns.refreshed_tick.store(0, Ordering::Release);
-    let (state, queue, conns) = (state.clone(), queue.clone(), conns.clone());
+    let (state, queue) = (state.clone(), queue.clone());
     tokio::spawn(async move {
         let _serial = conns.refreshing.lock().await;
         refresh(&state, &queue, &conns, now_ms()).await;
@@ -154,11 +174,11 @@ pub fn on_epoch(state: &Arc<State>, queue: &Arc<Queue>, epoch: u64) -> bool {
 
 /// A tick happened (here or elsewhere): fan out new standings, once per tick.
 pub fn on_tick(state: &Arc<State>, queue: &Arc<Queue>, tick: u64, tick_ms: i64) {
-    let Some(conns) = state.hub.queues.get(queue.id()) else { return };
+    let Some(conns) = state.hub.conns(queue.id()) else { return };
     if conns.refreshed_tick.fetch_max(tick, Ordering::AcqRel) >= tick {
         return;
     }
-    let (state, queue, conns) = (state.clone(), queue.clone(), conns.clone());
+    let (state, queue) = (state.clone(), queue.clone());
     tokio::spawn(async move {
         let _serial = conns.refreshing.lock().await;
         refresh(&state, &queue, &conns, tick_ms).await;
@@ -168,9 +188,9 @@ pub fn on_tick(state: &Arc<State>, queue: &Arc<Queue>, tick: u64, tick_ms: i64) 
 /// Push fresh standings to every connection of `queue` (also used after an
 /// operator changes settings, which moves estimates).
 pub async fn refresh_all(state: &Arc<State>, queue: &Arc<Queue>) {
-    if let Some(conns) = state.hub.queues.get(queue.id()) {
+    if let Some(conns) = state.hub.conns(queue.id()) {
         let _serial = conns.refreshing.lock().await;
-        refresh(state, queue, conns, now_ms()).await;
+        refresh(state, queue, &conns, now_ms()).await;
     }
 }
 

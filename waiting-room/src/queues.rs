@@ -1,6 +1,8 @@
-//! The queues at runtime: each queue's fixed identity (id, name, protected
-//! paths) and its live admission settings, which operators change without a
-//! restart.
+//! The queues at runtime: each queue's definition (name, protected paths,
+//! page template, schedule: replaced whole when an operator redefines the
+//! queue, see `catalog.rs`), its live admission settings (see `control.rs`)
+//! and what this instance measured and cached of it. The list itself changes
+//! when operators create or delete queues; lookups take a snapshot.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -14,10 +16,32 @@ use crate::estimate::Estimator;
 use crate::schedule::{Phase, Schedule};
 use crate::store::{LotteryRecord, Params, SharedSettings};
 
+/// What defines a queue: the config file's `[[queues]]` entry or the
+/// catalog's, with its page template read. Replaced whole, never edited.
+#[derive(Debug)]
+pub struct Def {
+    /// The queue's keys (its admission keys are the initial live settings).
+    pub config: QueueConfig,
+    /// The operator's page template, if any.
+    pub template: Option<String>,
+    /// The sale's schedule (from the config).
+    pub schedule: Schedule,
+}
+
+impl Def {
+    /// A definition from its config and template.
+    pub fn new(config: QueueConfig, template: Option<String>) -> Self {
+        Def { schedule: config.schedule(), config, template }
+    }
+}
+
 /// One queue.
 pub struct Queue {
-    /// The queue's config as loaded at start (id, name, paths, template).
-    pub config: QueueConfig,
+    /// The id, fixed for the queue's life.
+    id: String,
+    /// The definition now (a `parking_lot::RwLock` around an `Arc`: readers
+    /// take the `Arc` and let go at once; a redefinition swaps it).
+    def: RwLock<Arc<Def>>,
     /// Live settings. A `parking_lot::RwLock` because reads happen on every
     /// request, writes only on an operator change, and nothing is awaited
     /// while it is held.
@@ -30,8 +54,6 @@ pub struct Queue {
     message: RwLock<Option<Arc<str>>>,
     /// Measured release rate, for wait estimates.
     pub estimate: Estimator,
-    /// The operator's page template (`page_template`), read once at start.
-    pub template: Option<String>,
     /// Version of the shared settings applied last (0: the config file's).
     settings_version: AtomicU64,
     /// The challenge difficulty now, from the last tick's pressure.
@@ -47,8 +69,6 @@ pub struct Queue {
     last_n: AtomicU64,
     /// The same decision whole, for the admin API.
     last_decision: parking_lot::Mutex<Option<crate::adaptive::Record>>,
-    /// The sale's schedule (from the config).
-    pub schedule: Schedule,
     /// The lottery as last read from the store (see `lottery.rs`): its
     /// commitment never changes, nor does a draw once made, so pages and
     /// `GET /wr/{q}/lottery` are answered from here.
@@ -61,28 +81,39 @@ pub struct Queue {
     /// What is left to sell at the last stock reading (`stop_when_sold_out`;
     /// `u64::MAX`: no reading yet).
     stock: AtomicU64,
+    /// The queue was deleted: its tasks stop, its sockets are told `CLOSED`.
+    retired: AtomicBool,
+    /// This instance's tasks for the queue (ticker, lottery, …), stopped when
+    /// the queue is deleted or redefined (see `admission::Runner`).
+    tasks: parking_lot::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Queue {
-    /// A queue from its config.
+    /// A queue from its config, with the built-in page.
     pub fn new(config: QueueConfig) -> Self {
+        Self::defined(Def::new(config, None))
+    }
+
+    /// A queue from its definition.
+    pub fn defined(def: Def) -> Self {
+        let config = &def.config;
         let admission = RwLock::new(config.admission());
         let difficulty = AtomicU8::new(config.challenge_min_bits);
-        let schedule = config.schedule();
         let message = RwLock::new(config.message.as_deref().map(Arc::from));
         Queue {
-            schedule,
+            id: config.id.clone(),
+            retired: AtomicBool::new(false),
+            tasks: Default::default(),
             lottery: Default::default(),
             drawn: AtomicBool::new(false),
             published_draw: std::sync::OnceLock::new(),
             stock: AtomicU64::new(u64::MAX),
-            config,
+            def: RwLock::new(Arc::new(def)),
             admission,
             paused: AtomicBool::new(false),
             queue_all: AtomicBool::new(false),
             message,
             estimate: Estimator::default(),
-            template: None,
             settings_version: AtomicU64::new(0),
             difficulty,
             open_door: Default::default(),
@@ -92,9 +123,49 @@ impl Queue {
         }
     }
 
+    /// The definition now.
+    pub fn def(&self) -> Arc<Def> {
+        self.def.read().clone()
+    }
+
+    /// An operator redefined the queue: later requests see `def`. Live
+    /// settings, the line and this instance's measurements stay.
+    pub fn redefine(&self, def: Def) {
+        // A queue still on its definition's settings (no operator change
+        // saved) takes the new definition's.
+        if self.settings_version.load(Ordering::Acquire) == 0 {
+            *self.admission.write() = def.config.admission();
+            *self.message.write() = def.config.message.as_deref().map(Arc::from);
+        }
+        *self.def.write() = Arc::new(def);
+    }
+
+    /// The queue was deleted: stop its tasks here.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+        self.stop_tasks();
+    }
+
+    /// Whether the queue was deleted.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Keep `task` to stop it with the queue.
+    pub fn hold_task(&self, task: tokio::task::AbortHandle) {
+        self.tasks.lock().push(task);
+    }
+
+    /// Stop this instance's tasks for the queue.
+    pub fn stop_tasks(&self) {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+
     /// Whether a new place needs a solved challenge.
     pub fn challenge_on(&self) -> bool {
-        self.config.challenge == ChallengeMode::Pow
+        self.def().config.challenge == ChallengeMode::Pow
     }
 
     /// The difficulty a challenge issued now gets.
@@ -104,14 +175,15 @@ impl Queue {
 
     /// A tick added `joined` places: set the difficulty from it (see `challenge.rs`).
     pub fn note_pressure(&self, joined: u64) {
-        let c = &self.config;
+        let def = self.def();
+        let c = &def.config;
         let bits = crate::challenge::difficulty(joined, self.current_n(), c.challenge_min_bits, c.challenge_max_bits);
         self.difficulty.store(bits, Ordering::Relaxed);
     }
 
     /// The queue id.
     pub fn id(&self) -> &str {
-        &self.config.id
+        &self.id
     }
 
     /// Current admission settings.
@@ -209,7 +281,7 @@ impl Queue {
         let mut p = Params::from_admission(&self.admission());
         p.paused = self.paused();
         p.queue_all = self.queue_all();
-        p.entrants_until_ms = self.schedule.entrants_until_ms();
+        p.entrants_until_ms = self.def().schedule.entrants_until_ms();
         // Reject: nobody is released (nobody new joins: see `join`).
         p.paused |= p.mode == crate::config::QueueMode::Reject;
         // Sold out: nobody is released; stock left: at most that many a tick.
@@ -229,7 +301,7 @@ impl Queue {
     /// What is left to sell, if this queue follows the stock and it was read.
     pub fn stock_left(&self) -> Option<u64> {
         let units = self.stock.load(Ordering::Relaxed);
-        (self.config.stop_when_sold_out && units != u64::MAX).then_some(units)
+        (self.def().config.stop_when_sold_out && units != u64::MAX).then_some(units)
     }
 
     /// Sold out: the queue follows the stock and none is left.
@@ -246,7 +318,10 @@ impl Queue {
 
     /// Where the schedule stands now on this instance.
     pub fn phase(&self, now_ms: i64) -> Phase {
-        self.schedule.phase(now_ms, self.drawn.load(Ordering::Acquire))
+        if self.retired() {
+            return Phase::Closed;
+        }
+        self.def().schedule.phase(now_ms, self.drawn.load(Ordering::Acquire))
     }
 
     /// The lottery as last read from the store.
@@ -263,49 +338,83 @@ impl Queue {
     }
 }
 
-/// All queues, looked up by id or by protected path.
+/// All queues, looked up by id or by protected path: a snapshot replaced
+/// whole when the catalog changes, so a lookup never sees half a change.
+#[derive(Default)]
 pub struct Queues {
+    now: RwLock<Arc<Snapshot>>,
+}
+
+/// The queues at one moment, with their path prefixes resolved.
+#[derive(Default)]
+struct Snapshot {
     list: Vec<Arc<Queue>>,
+    /// (prefix, index into `list`) for every protected path prefix.
+    routes: Vec<(Box<str>, usize)>,
+}
+
+impl Snapshot {
+    fn of(list: Vec<Arc<Queue>>) -> Self {
+        let mut routes = Vec::new();
+        for (i, q) in list.iter().enumerate() {
+            routes.extend(q.def().config.paths.iter().map(|p| (Box::from(p.as_str()), i)));
+        }
+        Snapshot { list, routes }
+    }
 }
 
 impl Queues {
     /// From validated config (ids unique, prefixes disjoint), without
     /// reading any page template.
     pub fn new(configs: &[QueueConfig]) -> Self {
-        Queues { list: configs.iter().cloned().map(|c| Arc::new(Queue::new(c))).collect() }
+        Self::of(configs.iter().cloned().map(|c| Arc::new(Queue::new(c))).collect())
+    }
+
+    /// These queues.
+    pub fn of(list: Vec<Arc<Queue>>) -> Self {
+        Queues { now: RwLock::new(Arc::new(Snapshot::of(list))) }
     }
 
     /// From validated config, reading each queue's page template.
     pub fn load(configs: &[QueueConfig]) -> Result<Self, ConfigError> {
         let mut list = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
-            let mut q = Queue::new(c.clone());
-            if let Some(path) = &c.page_template {
-                q.template = Some(std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError::new(
-                        format!("queues[{i}].page_template"),
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?);
-            }
-            list.push(Arc::new(q));
+            let template = read_template(c).map_err(|m| ConfigError::new(format!("queues[{i}].page_template"), m))?;
+            list.push(Arc::new(Queue::defined(Def::new(c.clone(), template))));
         }
-        Ok(Queues { list })
+        Ok(Self::of(list))
+    }
+
+    /// Replace the list (ids unique, prefixes disjoint: the catalog was
+    /// validated); also after redefining a queue, whose paths may have moved.
+    pub fn replace(&self, list: Vec<Arc<Queue>>) {
+        *self.now.write() = Arc::new(Snapshot::of(list));
     }
 
     /// Every queue.
-    pub fn all(&self) -> &[Arc<Queue>] {
-        &self.list
+    pub fn all(&self) -> Vec<Arc<Queue>> {
+        self.now.read().list.clone()
     }
 
     /// The queue with this id.
-    pub fn by_id(&self, id: &str) -> Option<&Arc<Queue>> {
-        self.list.iter().find(|q| q.id() == id)
+    pub fn by_id(&self, id: &str) -> Option<Arc<Queue>> {
+        self.now.read().list.iter().find(|q| q.id() == id).cloned()
     }
 
     /// The queue protecting `path`, if any. Prefixes of different queues never
-    /// overlap (config validation), so the first match is the only one.
-    pub fn for_path(&self, path: &str) -> Option<&Arc<Queue>> {
-        self.list.iter().find(|q| q.config.paths.iter().any(|p| prefix_covers(p, path)))
+    /// overlap (validation), so the first match is the only one.
+    pub fn for_path(&self, path: &str) -> Option<Arc<Queue>> {
+        let now = self.now.read();
+        now.routes.iter().find(|(p, _)| prefix_covers(p, path)).and_then(|(_, i)| now.list.get(*i).cloned())
+    }
+}
+
+/// The page template a queue's config names, read.
+pub fn read_template(c: &QueueConfig) -> Result<Option<String>, String> {
+    match &c.page_template {
+        None => Ok(None),
+        Some(path) => {
+            std::fs::read_to_string(path).map(Some).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
     }
 }

@@ -49,6 +49,8 @@ pub struct State {
     pub policy: Policy,
     /// Graceful shutdown: connections in flight and the draining flag.
     pub drain: Arc<Drain>,
+    /// The catalog of queues as applied here (`catalog.rs`).
+    pub catalog: crate::catalog::Local,
 }
 
 impl State {
@@ -73,6 +75,7 @@ impl State {
             limits: Limits::default(),
             policy: Policy::default(),
             drain: Arc::default(),
+            catalog: Default::default(),
         }
     }
 

@@ -71,8 +71,7 @@ impl Stock {
 /// Read the stock every `poll_interval` and hand it to the queues that
 /// follow it; a change between sold out and not is pushed to every socket.
 pub async fn poll(state: Arc<State>, config: StockConfig) {
-    let followers: Vec<_> = state.queues.all().iter().filter(|q| q.config.stop_when_sold_out).cloned().collect();
-    if config.url.is_empty() || followers.is_empty() {
+    if config.url.is_empty() {
         return;
     }
     let client = match reqwest::Client::builder().timeout(config.poll_interval.max(Duration::from_secs(2))).build() {
@@ -94,12 +93,17 @@ pub async fn poll(state: Arc<State>, config: StockConfig) {
                 continue;
             }
         };
-        for queue in &followers {
-            let units = stock.units_for(&queue.config);
+        // Queues come and go (`catalog.rs`): who follows the stock is asked each time.
+        for queue in state.queues.all() {
+            let def = queue.def();
+            if !def.config.stop_when_sold_out {
+                continue;
+            }
+            let units = stock.units_for(&def.config);
             METRICS.stock_left.with_label_values(&[queue.id()]).set(i64::try_from(units).unwrap_or(i64::MAX));
             if queue.note_stock(units) {
                 tracing::info!(queue = queue.id(), units, "sold-out state changed");
-                crate::push::refresh_all(&state, queue).await;
+                crate::push::refresh_all(&state, &queue).await;
             }
         }
     }

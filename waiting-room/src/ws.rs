@@ -163,6 +163,8 @@ pub async fn serve(stream: Stream, held: Held, mut slot: Slot, initial: StatusMe
         tokio::select! {
             changed = slot.changed() => {
                 if changed.is_err() {
+                    // The queue was deleted (its last update, CLOSED, was sent).
+                    let _ = ws.send(close(CloseCode::Normal, "the queue was closed")).await;
                     break;
                 }
                 let Some(update) = slot.borrow_and_update().clone() else { continue };
@@ -234,7 +236,7 @@ pub fn spawn(stream: Stream, held: Held, slot: Slot, initial: StatusMessage, pin
 /// take over. Returns the reply to send instead when the upgrade is refused.
 pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, queue_id: &str) -> Result<(), Reply> {
     let accept = check_upgrade(session)?;
-    let Some(queue) = state.queues.by_id(queue_id).cloned() else {
+    let Some(queue) = state.queues.by_id(queue_id) else {
         return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
     };
     if !state.policy.origin(header_str(session, "origin"), header_str(session, "host")) {

@@ -259,8 +259,15 @@ impl FastLane {
     fn count_proxied(&self, queue: Option<&str>) {
         self.local(|l| {
             l.proxied.inc();
-            if let Some(c) = queue.and_then(|queue| l.allowed.iter().find(|(q, _)| q == queue)) {
-                c.1.inc();
+            let Some(queue) = queue else { return };
+            match l.allowed.iter().find(|(q, _)| q == queue) {
+                Some(c) => c.1.inc(),
+                // A queue created after this thread's tallies were made.
+                None => {
+                    let c = METRICS.gate.with_label_values(&[queue, "allowed"]).local();
+                    c.inc();
+                    l.allowed.push((queue.to_owned(), c));
+                }
             }
         });
     }
@@ -270,6 +277,11 @@ impl FastLane {
     fn signal(&self, queue: Option<&str>, started: Instant, done: Option<bool>) {
         let Some(queue) = queue else { return };
         self.local(|l| {
+            if !l.signals.iter().any(|(q, _)| q.id() == queue) {
+                // A queue created after this thread's tallies were made.
+                let Some(q) = self.state.queues.by_id(queue) else { return };
+                l.signals.push((q, Default::default()));
+            }
             if let Some((_, tally)) = l.signals.iter_mut().find(|(q, _)| q.id() == queue) {
                 match done {
                     None => tally.start(),

@@ -150,6 +150,18 @@ impl QueueStore for Breaker {
         self.call(self.inner.ping()).await
     }
 
+    async fn load_catalog(&self) -> Result<Option<(u64, String)>, StoreError> {
+        self.call_idempotent(|| self.inner.load_catalog()).await
+    }
+
+    async fn save_catalog(&self, expected: u64, json: &str) -> Result<Option<u64>, StoreError> {
+        self.call(self.inner.save_catalog(expected, json)).await
+    }
+
+    async fn purge(&self, queue: &str) -> Result<(), StoreError> {
+        self.call_idempotent(|| self.inner.purge(queue)).await
+    }
+
     async fn load_settings(&self, queue: &str) -> Result<Option<SharedSettings>, StoreError> {
         self.call_idempotent(|| self.inner.load_settings(queue)).await
     }

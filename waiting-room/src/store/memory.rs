@@ -28,11 +28,13 @@ use super::{
 pub struct MemoryStore {
     queues: DashMap<String, Arc<Mutex<QueueState>>>,
     epoch: u64,
+    /// The catalog of queues: (version, JSON).
+    catalog: Mutex<Option<(u64, String)>>,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore { queues: DashMap::new(), epoch: rand::random::<u64>() | 1 }
+        MemoryStore { queues: DashMap::new(), epoch: rand::random::<u64>() | 1, catalog: Mutex::new(None) }
     }
 }
 
@@ -614,6 +616,25 @@ impl QueueStore for MemoryStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn load_catalog(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(self.catalog.lock().clone())
+    }
+
+    async fn save_catalog(&self, expected: u64, json: &str) -> Result<Option<u64>, StoreError> {
+        let mut catalog = self.catalog.lock();
+        let stored = catalog.as_ref().map_or(0, |(v, _)| *v);
+        if stored != expected {
+            return Ok(None);
+        }
+        *catalog = Some((stored + 1, json.to_owned()));
+        Ok(Some(stored + 1))
+    }
+
+    async fn purge(&self, queue: &str) -> Result<(), StoreError> {
+        self.queues.remove(queue);
         Ok(())
     }
 

@@ -555,6 +555,21 @@ pub trait QueueStore: Send + Sync + 'static {
         published: &str,
     ) -> Result<Draw, StoreError>;
 
+    /// The catalog of queues every instance runs (`catalog.rs`): its
+    /// version and JSON, if one was saved.
+    async fn load_catalog(&self) -> Result<Option<(u64, String)>, StoreError>;
+
+    /// Save the catalog if the stored version is still `expected` (0: none
+    /// stored), so two operators' changes never overwrite each other. Every
+    /// instance is told (Redis: a `catalog <version>` message on the
+    /// catalog channel). Returns the new version, or `None` if another save
+    /// came first.
+    async fn save_catalog(&self, expected: u64, json: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Forget a deleted queue: its line, sessions, settings, lottery and
+    /// logs, so a queue created later under the same id starts empty.
+    async fn purge(&self, queue: &str) -> Result<(), StoreError>;
+
     /// Is the store known to be down right now (a circuit breaker is open),
     /// so that asking it would only wait?
     fn known_down(&self) -> bool {

@@ -86,6 +86,8 @@ struct Scripts {
     save_decision: Script,
     draw: Script,
     lottery: Script,
+    save_catalog: Script,
+    purge: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -127,6 +129,19 @@ fn scripts() -> &'static Scripts {
              local l = redis.call('HMGET', KEYS[1], 'seed', 'committed_at', 'drawn_at', 'order') \
              return {l[1] or '', l[2] or '', l[3] or '', l[4] or ''}",
         ),
+        // KEYS: catalog; ARGV: expected version, json, channel. Saves only
+        // over the version the caller read: {1, new} or {0, stored}.
+        save_catalog: Script::new(
+            "local v = tonumber(redis.call('HGET', KEYS[1], 'version') or '0') \
+             if v ~= tonumber(ARGV[1]) then return {0, v} end \
+             v = v + 1 \
+             redis.call('HSET', KEYS[1], 'json', ARGV[2], 'version', v) \
+             redis.call('PUBLISH', ARGV[3], 'catalog ' .. v) \
+             return {1, v}",
+        ),
+        // KEYS: every key of one queue (one hash slot). Spent challenge
+        // seeds are left to expire on their own.
+        purge: Script::new("for _, k in ipairs(KEYS) do redis.call('UNLINK', k) end return #KEYS"),
         save_settings: Script::new(
             "local v = redis.call('HINCRBY', KEYS[1], 'version', 1) \
              redis.call('HSET', KEYS[1], 'json', ARGV[1]) \
@@ -146,6 +161,32 @@ fn err(e: redis::RedisError) -> StoreError {
     }
     StoreError(e.to_string())
 }
+
+/// Every key of one queue (spent challenge seeds aside, which expire): what
+/// [`QueueStore::purge`] removes. The key table above lists them.
+const QUEUE_KEYS: [&str; 21] = [
+    "seq",
+    "line",
+    "seen",
+    "sessions",
+    "admitted",
+    "tick",
+    "places",
+    "place_of",
+    "settings",
+    "signals",
+    "inflight",
+    "pending",
+    "noshow",
+    "controller",
+    "ticklog",
+    "epoch",
+    "lottery",
+    "entrants",
+    "honoured",
+    "revoked",
+    "revoked_until",
+];
 
 /// The keys of one queue.
 pub struct Keys {
@@ -227,6 +268,12 @@ impl RedisStore {
             Err(StoreError::unreplicated(&format!("{acked} of {replicas} within {timeout:?}")))
         };
         Ok((value, enough))
+    }
+
+    /// The catalog of queues and the channel announcing its versions; a
+    /// hash tag of their own, apart from every queue's.
+    pub fn catalog_keys(prefix: &str) -> (String, String) {
+        (format!("{{{prefix}}}:catalog"), format!("{{{prefix}}}:catalog:events"))
     }
 
     /// The keys of `queue`.
@@ -545,6 +592,38 @@ impl QueueStore for RedisStore {
             serde_json::from_str(&json).map_err(|e| StoreError(format!("stored settings are unreadable: {e}")))?;
         settings.version = version.unwrap_or(0);
         Ok(Some(settings))
+    }
+
+    async fn load_catalog(&self) -> Result<Option<(u64, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let (json, version): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+            .arg(Self::catalog_keys(&self.prefix).0)
+            .arg("json")
+            .arg("version")
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        Ok(json.map(|j| (version.unwrap_or(0), j)))
+    }
+
+    async fn save_catalog(&self, expected: u64, json: &str) -> Result<Option<u64>, StoreError> {
+        let (key, channel) = Self::catalog_keys(&self.prefix);
+        let mut call = self.scripts.save_catalog.prepare_invoke();
+        call.key(key).arg(expected).arg(json).arg(channel);
+        let ((saved, version), acknowledged): ((u8, u64), _) = self.acknowledged(&call).await?;
+        acknowledged?;
+        Ok((saved == 1).then_some(version))
+    }
+
+    async fn purge(&self, queue: &str) -> Result<(), StoreError> {
+        let k = self.keys(queue);
+        let mut call = self.scripts.purge.prepare_invoke();
+        for name in QUEUE_KEYS {
+            call.key(k.key(name));
+        }
+        let mut conn = self.conn.clone();
+        call.invoke_async::<u64>(&mut conn).await.map_err(err)?;
+        Ok(())
     }
 
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {

@@ -4,11 +4,6 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::*;
 
-fn millis(rfc3339: &str) -> i64 {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_releases_exactly_min_n_and_waiting() {
     let upstream = Upstream::start().await;

@@ -509,6 +509,14 @@ pub fn queue(id: &str, path: &str, n: u64, tick: &str, session: &str, free_entry
     )
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time (the API's times: they
+/// leave out `.000`, so they do not compare as strings).
+#[allow(dead_code)] // the hostile-traffic tests share this file
+pub fn millis(rfc3339: &str) -> i64 {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
 }

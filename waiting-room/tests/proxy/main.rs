@@ -5,6 +5,7 @@ mod adaptive;
 mod admission;
 mod api;
 mod browser;
+mod catalog;
 mod control;
 mod drain;
 mod fifo;

@@ -8,11 +8,6 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::*;
 
-fn millis(rfc3339: &str) -> i64 {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 /// A WebSocket handshake on a bare TCP stream (for peers tungstenite would
 /// not imitate): returns the stream and the bytes read so far, which start
 /// with the 101.
