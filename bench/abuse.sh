@@ -43,6 +43,13 @@ status=PASS
   --out "$OUT/report.json" > "$OUT/report.txt" 2> "$OUT/progress.log" || status=FAIL
 wait "$FLOOD_PID" "$SLOW_PID" || true
 
+retried_503() { # per step, from the harness's JSON report
+  python3 - "$OUT/report.json" <<'PY' 2>/dev/null || echo unknown
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(", ".join("%s %d" % (s["step"], s["outcomes"].get("retried_503", 0)) for s in r["steps"] if s["step"] in ("join", "poll")))
+PY
+}
 kv() { grep -m1 '^summary ' "$OUT/report.txt" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$1=//p"; }
 sv() { sed -n "s/^slow_$1=//p" "$OUT/slow.txt"; }
 {
@@ -59,6 +66,9 @@ sv() { sed -n "s/^slow_$1=//p" "$OUT/slow.txt"; }
     "held to the end $(sv held_to_the_end), connect failed $(sv connect_failed), median lifetime $(sv median_lifetime_s) s"
   echo "honest visitors: $(kv visitors) arrived, $(kv admitted_by_tick) admitted by ticks, $(kv failed_visitors) failed," \
     "join p99 $(kv p99_join_ms) ms, order tau $(kv tau), failed checks: $(kv failed_checks), audit $status"
+  # A 503 (the store did not answer in time) is retried after its
+  # Retry-After, as the queue page does: counted here, not as a failure.
+  echo "honest requests retried after a 503: $(retried_503)"
   echo "raw output: $OUT"
 } | tee "$OUT/summary.txt"
 psql -q "$PG_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true

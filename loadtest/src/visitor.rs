@@ -281,7 +281,7 @@ async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord)
 }
 
 /// Answers to a join the harness works through before it gives up: a 428
-/// (solve, answer) or a 429 (wait `Retry-After`) each.
+/// (solve, answer), a 429 or a 503 (wait `Retry-After`) each.
 const JOIN_ATTEMPTS: u32 = 8;
 /// The longest `Retry-After` the harness waits out.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -290,7 +290,8 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// visitor); returns the answer and the cookies after it (`wr_visitor` and
 /// the queue ticket, which puts the visitor back at their place should the
 /// queue's store lose the line). A 428 is answered with the solved challenge,
-/// a 429 waited out, as a browser does.
+/// a 429 waited out, as a browser does; so is a 503 (the queue's store did
+/// not answer in time: the page tries again), counted as `retried_503`.
 async fn join(
     ctx: &Ctx,
     plan: &Plan,
@@ -312,7 +313,7 @@ async fn join(
         if let Some(b) = &body {
             request = request.json(b);
         }
-        let a = call(ctx, Step::Join, request, intended, &[200, 428, 429]).await?;
+        let a = call(ctx, Step::Join, request, intended, &[200, 428, 429, 503]).await?;
         attempts += 1;
         match a.status.as_u16() {
             200 => break (a, sent),
@@ -331,14 +332,11 @@ async fn join(
                 rec.hashes += solved.hashes;
                 body = Some(solved.body);
             }
-            _ => {
-                let wait = a
-                    .headers
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok())
-                    .map_or(Duration::from_secs(1), Duration::from_secs);
-                tokio::time::sleep(wait.min(MAX_RETRY_AFTER)).await;
+            code => {
+                if code == 503 {
+                    ctx.metrics.count(Step::Join, "retried_503");
+                }
+                tokio::time::sleep(retry_after(&a)).await;
             }
         }
         intended = Instant::now();
@@ -372,6 +370,17 @@ async fn join(
     }
     rec.saw_standing(&m);
     Ok((m, cookie))
+}
+
+/// How long an answer asks to wait (`Retry-After` in seconds; 1 s if it
+/// does not say), at most [`MAX_RETRY_AFTER`].
+fn retry_after(a: &Answer) -> Duration {
+    a.headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(Duration::from_secs(1), Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
 }
 
 /// The `Cookie` header after a join: `sent` with the visitor and ticket
@@ -539,7 +548,18 @@ async fn wait_polling(
             _ = until(leave_at) => return Ok(Waited::Left),
             _ = tokio::time::sleep_until(deadline.into()) => return Ok(Waited::TimedOut),
         }
-        let a = call(ctx, Step::Poll, client.get(&url).header("cookie", &cookie), next, &[200]).await?;
+        let a = call(ctx, Step::Poll, client.get(&url).header("cookie", &cookie), next, &[200, 503]).await?;
+        if a.status == 503 {
+            // The queue's store did not answer in time: ask again after
+            // its Retry-After, as the page does; the place is kept meanwhile.
+            ctx.metrics.count(Step::Poll, "retried_503");
+            tokio::select! {
+                _ = tokio::time::sleep(retry_after(&a)) => {}
+                _ = until(leave_at) => return Ok(Waited::Left),
+                _ = tokio::time::sleep_until(deadline.into()) => return Ok(Waited::TimedOut),
+            }
+            continue;
+        }
         standing = a.json();
         rec.saw_standing(&standing);
     }

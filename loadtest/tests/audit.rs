@@ -48,6 +48,9 @@ enum Fault {
     NoTickLog,
     /// Each tick releases one fewer than its N while visitors wait (and logs N).
     ShortRelease,
+    /// Not a fault: every third join and status call answers 503 with
+    /// `Retry-After: 1` (the store did not answer in time), changing nothing.
+    StoreBlips,
     /// Not a fault: adaptive admission, N per tick moving between 1 and 2N
     /// (above `release_per_tick` = N, within `max_per_tick` = 2N).
     Adaptive,
@@ -71,6 +74,8 @@ struct Fake {
     /// Claims stored (what `/api/me/coupons` and `/admin/stats` show).
     claims: HashMap<String, Vec<i64>>,
     issued: i64,
+    /// Join and status calls so far (`StoreBlips`).
+    queue_calls: u64,
 }
 
 fn now_ms() -> i64 {
@@ -160,6 +165,14 @@ impl Fake {
             Some(v["sub"].as_str()?.to_owned())
         });
         let fault = self.fault();
+        if fault == Fault::StoreBlips && matches!(path, "/wr/q/join" | "/wr/q/status") {
+            self.queue_calls += 1;
+            if self.queue_calls % 3 == 0 {
+                let mut r = reply(503, json!({"title": "the queue store is not answering; retry in a few seconds"}));
+                r.headers_mut().insert("retry-after", "1".parse().unwrap());
+                return r;
+            }
+        }
         match (method, path) {
             ("POST", "/wr/q/join") => {
                 let id = cookie.unwrap_or_else(|| {
@@ -377,6 +390,20 @@ async fn a_fake_that_keeps_every_invariant_passes_every_check() {
     only_fails(&report, &[]);
     assert_eq!(report.audit.order.tau, Some(1.0), "{text}");
     assert_eq!(report.visitors.claims as i64, STOCK, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_with_retry_after_is_waited_out_and_retried_like_the_page_does() {
+    let report = run_against(Fault::StoreBlips).await;
+    let text = report.render();
+    only_fails(&report, &[]);
+    let retried = |step: &str| {
+        report.steps.iter().find(|s| s.step == step).and_then(|s| s.outcomes.get("retried_503").copied()).unwrap_or(0)
+    };
+    assert!(retried("join") > 0 && retried("poll") > 0, "{text}");
+    let no_5xx = report.audit.checks.iter().find(|c| c.name == "no_5xx").unwrap();
+    assert!(no_5xx.detail.contains("retried"), "the audit says what it let pass: {}", no_5xx.detail);
+    assert_eq!(report.audit.order.tau, Some(1.0), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -56,6 +56,9 @@ pub struct Evidence {
     pub run_window_ms: Option<(i64, i64)>,
     /// 5xx answers by `step:status`.
     pub server_errors: BTreeMap<String, u64>,
+    /// Queue-API calls (join, status) answered 503 with `Retry-After` and
+    /// retried after it, as the queue page does (not errors: counted).
+    pub retried_503: u64,
     /// `--hold-length`.
     pub hold_length: Duration,
     /// `--stock`.

@@ -3,7 +3,7 @@
 //!
 //! | check | from | fails when |
 //! |---|---|---|
-//! | `no_5xx` | every answer | any 5xx |
+//! | `no_5xx` | every answer | any 5xx (a queue-API 503 with `Retry-After`, waited out and retried as the page does, is counted in the detail, not failed) |
 //! | `gate_closed` | the unauthenticated request | a protected URL answered 2xx without a token |
 //! | `tick_limit` | `admitted_at` of every admission; admin tick counters | a window of length T holds more than N (adaptive admission: more than the `n` the tick log gives the ticks around it, or `max_per_tick` where it gives none) |
 //! | `adaptive_ticks` | the waiting room's tick log (`GET /admin/queues/{q}/ticks`), ticks of the run only; `max_per_tick`, `max_active` | a tick released more than its `n`; adaptive mode set `n` above `max_per_tick`; a tick left visitors waiting but released fewer than `n` with no `max_active` cap. Skipped when the endpoint answers 404 (a build without adaptive admission), or in fixed mode with no tick logged |
@@ -125,7 +125,11 @@ pub fn audit(records: &[VisitorRecord], e: &Evidence) -> Audit {
     // No 5xx anywhere.
     let five: u64 = e.server_errors.values().sum();
     checks.push(if five == 0 {
-        Check { name: "no_5xx", status: Status::Pass, detail: "no 5xx answer".into() }
+        let detail = match e.retried_503 {
+            0 => "no 5xx answer".into(),
+            n => format!("no 5xx answer that ended a step; {n} queue-API 503 with Retry-After waited out and retried"),
+        };
+        Check { name: "no_5xx", status: Status::Pass, detail }
     } else {
         Check { name: "no_5xx", status: Status::Fail, detail: format!("{five} 5xx answer(s): {:?}", e.server_errors) }
     });
