@@ -139,11 +139,11 @@ pub async fn listen(
                 }
             }
             tracing::warn!("seat-map invalidation subscription lost; reconnecting");
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = shared::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             loop {
                 catalogue.invalidate_all_local();
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.next_pause()) => {}
                     _ = shutdown.changed() => return,
                 }
                 if let Ok(fresh) = link.subscribe(&channel).await {
@@ -152,7 +152,6 @@ pub async fn listen(
                     catalogue.invalidate_all_local();
                     break;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }))

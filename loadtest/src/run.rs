@@ -238,8 +238,7 @@ pub async fn run(args: Args) -> Result<Report> {
                 .map(move |(k, n)| (format!("{}:{k}", s.step), *n))
         })
         .collect();
-    evidence.retried_503 =
-        metrics.snapshot().iter().filter_map(|s| s.outcomes.get("retried_503")).sum();
+    evidence.retried_503 = metrics.snapshot().iter().filter_map(|s| s.outcomes.get("retried_503")).sum();
     let audit = audit::audit(&records, &evidence);
     let ms = |q: f64| lag.value_at_quantile(q) as f64 / 1000.0;
     let duration = args.duration.as_secs_f64().max(1e-9);

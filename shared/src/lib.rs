@@ -12,10 +12,12 @@
 //! - [`html`]: escaping text for the pages both services render.
 //! - [`path`]: the canonical request path both the gate and the router see.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
+//! - [`backoff`]: the pauses of every reconnect loop in both services.
 //!
 //! The only I/O here is reading and creating files under the key directory and
 //! reading the config file; nothing talks to the network.
 
+pub mod backoff;
 pub mod config;
 pub mod html;
 pub mod keys;

@@ -21,10 +21,9 @@ use crate::metrics::METRICS;
 use crate::push;
 use crate::queues::Queue;
 use crate::state::State;
-use crate::store::breaker::Breaker;
-use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{Event, RedisStore, events_channel};
 use crate::store::{QueueStore, Release};
+use shared::backoff::Backoff;
 
 /// Background service running the tickers.
 pub struct AdmissionService {
@@ -47,25 +46,17 @@ impl AdmissionService {
         self
     }
 
+    /// The store, once it answers (Redis may come up after the proxy).
     async fn connect(&self, shutdown: &mut ShutdownWatch) -> Option<Arc<dyn QueueStore>> {
-        match self.store.backend {
-            Backend::Memory => Some(Arc::new(MemoryStore::new())),
-            Backend::Redis => {
-                let mut backoff = Duration::from_millis(100);
-                loop {
-                    match RedisStore::open(&self.store).await {
-                        Ok(store) => {
-                            tracing::info!(redis = %self.store.describe(), "connected to Redis");
-                            return Some(Arc::new(Breaker::new(Arc::new(store))));
-                        }
-                        Err(e) => tracing::warn!(error = %e, "cannot connect to Redis yet; retrying"),
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.changed() => return None,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            match crate::store::open(&self.store).await {
+                Ok(store) => return Some(store),
+                Err(e) => tracing::warn!(error = %e, "cannot connect to Redis yet; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_pause()) => {}
+                _ = shutdown.changed() => return None,
             }
         }
     }
@@ -368,17 +359,15 @@ async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
     use futures_util::StreamExt;
     let mut ids = state.catalog.watch_ids();
     let catalog_channel = RedisStore::catalog_keys(&store.key_prefix).1;
-    let mut backoff = Duration::from_millis(100);
+    // At most a second: ticks of other instances are what this
+    // subscription is for, and a restarted Redis should be heard soon.
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let mut attempt = 0;
     loop {
         ids.borrow_and_update();
         // (channel, queue id) of every queue running here now.
-        let channels: Vec<(String, String)> = state
-            .queues
-            .all()
-            .iter()
-            .map(|q| (crate::store::redis::Keys::new(&store.key_prefix, q.id()).key("events"), q.id().to_owned()))
-            .collect();
+        let channels: Vec<(String, String)> =
+            state.queues.all().iter().map(|q| (events_channel(&store.key_prefix, q.id()), q.id().to_owned())).collect();
         let subscribed = async {
             let client = crate::store::connection::subscriber(&store, attempt).await?;
             let mut pubsub = client.get_async_pubsub().await?;
@@ -390,7 +379,6 @@ async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
         };
         match subscribed.await {
             Ok(mut pubsub) => {
-                backoff = Duration::from_millis(100);
                 // Messages published before the subscription: the catalog
                 // may have changed meanwhile.
                 let (state2, mut messages) = (state.clone(), pubsub.on_message());
@@ -417,62 +405,42 @@ async fn listen_for_ticks(state: Arc<State>, store: StoreConfig) {
                     }
                     let Some((_, id)) = channels.iter().find(|(c, _)| *c == channel) else { continue };
                     let Some(queue) = state.queues.by_id(id) else { continue };
-                    let queue = &queue;
-                    if payload.starts_with("settings") {
-                        let (state, queue) = (state.clone(), queue.clone());
-                        tokio::spawn(async move { control::sync(&state, &queue).await });
-                        continue;
-                    }
-                    // "drawn": another instance drew the lottery (this
-                    // instance's own lottery task sees it within its next step).
-                    if payload == "drawn" {
-                        continue;
-                    }
-                    // "revoke <visitor> <iat> <until_ms>": a purchase ended a session.
-                    if let Some(rest) = payload.strip_prefix("revoke ") {
-                        let f: Vec<&str> = rest.split(' ').collect();
-                        if let [visitor, iat, until] = f[..]
-                            && let (Ok(iat), Ok(until)) = (iat.parse(), until.parse())
-                        {
-                            crate::session::revoked_elsewhere(&state, queue.id(), visitor, iat, until);
-                        }
-                        continue;
-                    }
-                    // "epoch <id> <tick>", just before each tick message.
-                    if let Some(rest) = payload.strip_prefix("epoch ") {
-                        if let Some(epoch) = rest.split(' ').next().and_then(|e| u64::from_str_radix(e, 16).ok()) {
-                            epoch_seen(&state, queue, epoch);
-                        }
-                        continue;
-                    }
-                    // "pressure <tick> <joined>": edge-only instances learn the difficulty here.
-                    if let Some(rest) = payload.strip_prefix("pressure ") {
-                        if let Some(joined) = rest.split(' ').nth(1).and_then(|j| j.parse().ok()) {
-                            queue.note_pressure(joined);
-                        }
-                        continue;
-                    }
-                    // "<tick> <now_ms> <released> <abandoned> <waiting>"
-                    let f: Vec<i64> = payload.split(' ').filter_map(|x| x.parse().ok()).collect();
-                    if let [tick, now, released, _abandoned, waiting] = f[..] {
-                        let (tick, released, waiting) =
-                            (tick.max(0) as u64, released.max(0) as u64, waiting.max(0) as u64);
-                        queue.estimate.record(tick, now, released, waiting);
-                        push::on_tick(&state, queue, tick, now);
-                    }
+                    let Some(event) = Event::parse(&payload) else { continue };
+                    on_event(&state, &queue, event);
                 }
                 if queues_changed {
                     // Subscribe again at once, to the new queues' channels.
                     continue;
                 }
+                backoff.reset();
             }
             Err(e) => tracing::warn!(error = %e, "cannot subscribe to tick messages; retrying"),
         }
         attempt += 1;
-        tokio::time::sleep(backoff).await;
-        // At most a second: ticks of other instances are what this
-        // subscription is for, and a restarted Redis should be heard soon.
-        backoff = (backoff * 2).min(Duration::from_secs(1));
+        tokio::time::sleep(backoff.next_pause()).await;
+    }
+}
+
+/// What another instance (or a script) told every instance about `queue`.
+fn on_event(state: &Arc<State>, queue: &Arc<Queue>, event: Event) {
+    match event {
+        Event::Settings => {
+            let (state, queue) = (state.clone(), queue.clone());
+            tokio::spawn(async move { control::sync(&state, &queue).await });
+        }
+        // Another instance drew the lottery (this instance's own lottery
+        // task sees it within its next step).
+        Event::Drawn => {}
+        Event::Revoke { visitor, iat, until_ms } => {
+            crate::session::revoked_elsewhere(state, queue.id(), &visitor, iat, until_ms);
+        }
+        Event::Epoch(epoch) => epoch_seen(state, queue, epoch),
+        // Edge-only instances learn the challenge difficulty here.
+        Event::Pressure { joined } => queue.note_pressure(joined),
+        Event::Tick { tick, now_ms, released, waiting } => {
+            queue.estimate.record(tick, now_ms, released, waiting);
+            push::on_tick(state, queue, tick, now_ms);
+        }
     }
 }
 

@@ -64,6 +64,22 @@ use shared::visitor::VisitorId;
 
 use crate::config::Admission;
 
+/// Open the store `config` names: in-process memory, or Redis (one server,
+/// a Cluster, or the primary the sentinels name) behind the circuit breaker.
+/// Call inside the runtime that will live as long as the store (see
+/// `redis::RedisStore::open`).
+pub async fn open(config: &crate::config::StoreConfig) -> Result<std::sync::Arc<dyn QueueStore>, StoreError> {
+    use std::sync::Arc;
+    match config.backend {
+        crate::config::Backend::Memory => Ok(Arc::new(memory::MemoryStore::new())),
+        crate::config::Backend::Redis => {
+            let store = redis::RedisStore::open(config).await?;
+            tracing::info!(redis = %config.describe(), "connected to Redis");
+            Ok(Arc::new(breaker::Breaker::new(Arc::new(store))))
+        }
+    }
+}
+
 /// Where a visitor stands in a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {

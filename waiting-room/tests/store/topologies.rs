@@ -100,7 +100,7 @@ async fn a_tick_published_on_one_cluster_node_is_heard_on_every_other() {
     let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
     let config = StoreConfig { cluster_nodes: cluster.urls(), ..single(String::new(), 0) };
     let store = RedisStore::open(&config).await.unwrap();
-    let channel = store.channel("q");
+    let channel = waiting_room::store::redis::events_channel(&config.key_prefix, "q");
     // The node owning the queue's slot: the one that answers for its key.
     let before = cluster.key_counts();
     store.join_placed("q", VisitorId::random(), &params(), &JoinChecks::default()).await.unwrap();
