@@ -408,7 +408,7 @@ impl AdminApp {
                 let doc = json_object(&read_body(session).await?)?;
                 let entry = parse_entry(doc).map_err(invalid)?;
                 let id = entry.config.id.clone();
-                if self.state.queues.by_id(&id).is_some() {
+                if catalog::has(&self.state, &id).await.map_err(|_| store_down())? {
                     return Err(Reply::error(409, format!("there is already a queue named {id:?}")));
                 }
                 let store = self.state.store().ok_or_else(store_down)?;

@@ -240,6 +240,17 @@ pub async fn sync(state: &Arc<State>) -> bool {
     false
 }
 
+/// Whether the stored catalog (or, if none is stored, this instance's)
+/// has a queue `id`: asked before anything is done for a new queue, since
+/// another instance may have created it a moment ago.
+pub async fn has(state: &State, id: &str) -> Result<bool, StoreError> {
+    let store = state.store().ok_or_else(|| StoreError("the queue store is not connected yet".into()))?;
+    Ok(match store.load_catalog().await? {
+        Some((_, json)) => Catalog::parse(&json)?.queues.iter().any(|e| e.config.id == id),
+        None => state.queues.by_id(id).is_some(),
+    })
+}
+
 /// The catalog this instance runs.
 pub fn running(state: &State) -> Catalog {
     Catalog { queues: state.queues.all().iter().map(|q| Entry::of(q)).collect() }
