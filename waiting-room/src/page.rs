@@ -97,8 +97,8 @@
 //! (`live`, `polling`, `offline`) for stylesheets to show and hide sections.
 //! `configs/page-template.example.html` is a complete, commented example.
 
-use crate::api::StatusMessage;
 use crate::queues::Queue;
+use crate::standing::StatusMessage;
 
 mod i18n;
 pub use i18n::Lang;
@@ -421,7 +421,7 @@ pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Ref
             "countdown_to" => escape(countdown_to(m).unwrap_or("")),
             "countdown_to_text" => escape(&countdown_to(m).map(|t| readable_time(lang, t)).unwrap_or_default()),
             "countdown" => {
-                countdown_to(m).map(|t| countdown_in(lang, secs_until(t, crate::state::now_ms()))).unwrap_or_default()
+                countdown_to(m).map(|t| countdown_in(lang, secs_until(t, crate::clock::now_ms()))).unwrap_or_default()
             }
             "entrants" => {
                 if m.status == "PREQUEUE" {

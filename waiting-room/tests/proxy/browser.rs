@@ -314,8 +314,8 @@ async fn a_browser_before_a_scheduled_sale_counts_down_joins_the_pre_queue_and_g
     let q = format!(
         "{}prequeue_from = \"{}\"\nopens_at = \"{}\"\n",
         queue("q", "/a", 1, "500ms", "10m", 0),
-        waiting_room::tokens::rfc3339_ms(now + 9_000),
-        waiting_room::tokens::rfc3339_ms(now + 14_000)
+        waiting_room::clock::rfc3339_ms(now + 9_000),
+        waiting_room::clock::rfc3339_ms(now + 14_000)
     );
     let proxy = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
     let r = visit(&proxy, "scheduled", &proxy.dir.join("screenshots"), async {}).await;
@@ -342,10 +342,11 @@ async fn a_browser_before_a_scheduled_sale_counts_down_joins_the_pre_queue_and_g
 
 /// The queue page in every state, as the server renders it, in one language.
 mod states {
-    use waiting_room::api::StatusMessage;
     use waiting_room::challenge::{ALGORITHM, ChallengeBody};
+    use waiting_room::clock::rfc3339_ms;
     use waiting_room::queues::Queue;
-    use waiting_room::tokens::{Issued, rfc3339_ms};
+    use waiting_room::standing::StatusMessage;
+    use waiting_room::tokens::Issued;
 
     /// A state: its name, the message, a refusal, and the section that must show.
     pub struct State {
