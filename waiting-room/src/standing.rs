@@ -27,8 +27,7 @@ pub struct StatusMessage {
     /// `WAITING`, `READY`, `NOT_IN_QUEUE`, on a scheduled queue
     /// `SCHEDULED`, `PREQUEUE`, `CLOSED`, in `reject` mode `UNAVAILABLE`,
     /// and `SOLD_OUT` once what the queue sells is gone.
-    #[schema(value_type = QueueStatus)]
-    pub status: &'static str,
+    pub status: QueueStatus,
     /// Queue id.
     pub queue: String,
     /// 1 + visitors ahead (WAITING).
@@ -109,7 +108,7 @@ pub fn message(
     now_ms: i64,
 ) -> StatusMessage {
     let mut m = StatusMessage {
-        status: "NOT_IN_QUEUE",
+        status: QueueStatus::NotInQueue,
         queue: queue.id().to_owned(),
         position: None,
         queue_length: None,
@@ -132,19 +131,19 @@ pub fn message(
     // A deleted queue: everyone still connected hears it is closed (its
     // paths are no longer behind a line).
     if queue.retired() {
-        m.status = "CLOSED";
+        m.status = QueueStatus::Closed;
         return m;
     }
     let queue_mode = queue.admission().queue_mode;
     if queue_mode == QueueMode::Reject && !matches!(standing, Standing::Ready { .. }) {
-        m.status = "UNAVAILABLE";
+        m.status = QueueStatus::Unavailable;
         m.retry_after_seconds = Some(UNAVAILABLE_RETRY_SECS);
         return m;
     }
     // Sold out: everyone not admitted hears it; a place is kept for stock
     // that comes back (the socket stays open and hears that too).
     if queue.sold_out() && !matches!(standing, Standing::Ready { .. }) {
-        m.status = "SOLD_OUT";
+        m.status = QueueStatus::SoldOut;
         m.retry_after_seconds = Some(UNAVAILABLE_RETRY_SECS);
         m.queue_length = match standing {
             Standing::Waiting { waiting, .. } => Some(waiting),
@@ -161,14 +160,14 @@ pub fn message(
     let phase = queue.phase(now_ms);
     match (phase, standing) {
         (Phase::Scheduled, _) => {
-            m.status = "SCHEDULED";
+            m.status = QueueStatus::Scheduled;
             m.opens_at = schedule.opens_at.map(At::rfc3339);
             m.prequeue_from = schedule.prequeue_from.map(At::rfc3339);
             m.retry_after_seconds = Some(until_next_change(schedule, now_ms));
             return m;
         }
         (Phase::PreQueue, Standing::Waiting { waiting, .. }) => {
-            m.status = "PREQUEUE";
+            m.status = QueueStatus::Prequeue;
             m.queue_length = Some(waiting);
             m.opens_at = schedule.opens_at.map(At::rfc3339);
             m.public_id = Some(crate::lottery::public_id(queue.id(), visitor));
@@ -176,7 +175,7 @@ pub fn message(
             return m;
         }
         (Phase::Closed, Standing::NotInQueue) => {
-            m.status = "CLOSED";
+            m.status = QueueStatus::Closed;
             return m;
         }
         _ => {}
@@ -193,7 +192,7 @@ pub fn message(
                 queue.eta_seconds(waiting.div_ceil(2), now_ms),
                 queue.eta_seconds(waiting, now_ms),
             );
-            m.status = "WAITING";
+            m.status = QueueStatus::Waiting;
             m.mode = Some("random");
             m.queue_length = Some(waiting);
             m.eta_seconds = Some(eta);
@@ -203,7 +202,7 @@ pub fn message(
         }
         Standing::Waiting { position, waiting } => {
             let eta = queue.eta_seconds(position, now_ms);
-            m.status = "WAITING";
+            m.status = QueueStatus::Waiting;
             m.position = Some(position);
             m.queue_length = Some(waiting);
             m.eta_seconds = Some(eta);
@@ -212,7 +211,7 @@ pub fn message(
         }
         Standing::Ready { .. } => match tokens::for_standing(signer, queue.id(), visitor, standing, now_ms) {
             Some(issued) => {
-                m.status = "READY";
+                m.status = QueueStatus::Ready;
                 m.entry = Some(issued);
             }
             None => m.join_url = Some(join_url(queue.id())),
@@ -255,7 +254,9 @@ pub fn entry_fields() -> RefOr<Schema> {
 }
 
 /// Where a visitor stands.
-#[derive(Debug, Serialize, ToSchema)]
+// (The doc line above is the schema's description in the OpenAPI document;
+// on the wire each status is its `as_str`.)
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum QueueStatus {
     /// In line: `position`, `queue_length`, `eta_seconds`, `retry_after_seconds`.
@@ -263,6 +264,7 @@ pub enum QueueStatus {
     /// Admitted: `token`, `expires_at`, `admitted_at` (and cookie `wr_entry`).
     Ready,
     /// Not in line (never joined, or lost the place): `join_url`.
+    #[default]
     NotInQueue,
     /// The queue opens later (`opens_at`; a pre-queue from `prequeue_from`):
     /// nobody joins yet; ask again after `retry_after_seconds`.
@@ -281,9 +283,33 @@ pub enum QueueStatus {
     SoldOut,
 }
 
+impl QueueStatus {
+    /// The status as sent (`WAITING`, `NOT_IN_QUEUE`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Waiting => "WAITING",
+            QueueStatus::Ready => "READY",
+            QueueStatus::NotInQueue => "NOT_IN_QUEUE",
+            QueueStatus::Scheduled => "SCHEDULED",
+            QueueStatus::Prequeue => "PREQUEUE",
+            QueueStatus::Closed => "CLOSED",
+            QueueStatus::Unavailable => "UNAVAILABLE",
+            QueueStatus::SoldOut => "SOLD_OUT",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_status_is_sent_as_its_name() {
+        use QueueStatus::*;
+        for s in [Waiting, Ready, NotInQueue, Scheduled, Prequeue, Closed, Unavailable, SoldOut] {
+            assert_eq!(serde_json::to_value(s).ok(), Some(serde_json::Value::from(s.as_str())));
+        }
+    }
 
     #[test]
     fn pollers_far_back_are_asked_to_wait_longer() {

@@ -37,7 +37,7 @@ use crate::limits::{HeldGuard, Refused};
 use crate::metrics::METRICS;
 use crate::problem::Failure;
 use crate::sockets::{Registration, Slot};
-use crate::standing::StatusMessage;
+use crate::standing::{QueueStatus, StatusMessage};
 use crate::store::Standing;
 
 /// Reason of the 1001 close sent when this instance shuts down; the queue
@@ -263,9 +263,9 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         }
         Err(Refusal::Schedule(m)) => {
             let reason = match m.status {
-                "CLOSED" => "the sale is closed",
-                "UNAVAILABLE" => "the queue is not available",
-                "SOLD_OUT" => "sold out",
+                QueueStatus::Closed => "the sale is closed",
+                QueueStatus::Unavailable => "the queue is not available",
+                QueueStatus::SoldOut => "sold out",
                 _ => "the queue is not open yet",
             };
             return one_message(session, &accept, &m, reason, budget).await;
