@@ -16,7 +16,8 @@
 //! work (428).
 //!
 //! Each route is one function carrying its `#[utoipa::path]` documentation, so
-//! the document ([`crate::openapi`]) is generated from the code [`handle`] runs.
+//! the document ([`crate::openapi`]) is generated from the code
+//! [`crate::routes::handle`] runs.
 
 use std::sync::Arc;
 
@@ -402,8 +403,7 @@ pub async fn lottery(state: &State, session: &mut Session, q: &str) -> Reply {
                 r
             }
             Ok(None) => {
-                return Reply::error(503, "the lottery's commitment is not made yet; retry in a second")
-                    .header("retry-after", "1");
+                return Failure::NotCommitted.reply();
             }
             Err(e) => {
                 tracing::warn!(error = %e, queue = q, "lottery read failed");

@@ -3,11 +3,11 @@
 //! where the client should come back), and the OpenAPI responses that
 //! document them with those very bodies as examples.
 //!
-//! Invariant: a 503 means "come back": the queue store is down
-//! ([`Failure::StoreDown`], on every path that needs it: queue API, page,
-//! WebSocket handshake, admin API), this instance shuts down
-//! ([`Failure::Draining`]) or the lottery is not committed yet; each carries
-//! `Retry-After`.
+//! A 503 of the queue API, the page, the WebSocket handshake or the admin
+//! API means "come back" and carries `Retry-After`: the queue store is down
+//! ([`Failure::StoreDown`], the same reply on every one of those paths), this
+//! instance shuts down ([`Failure::Draining`]) or the lottery is not
+//! committed yet ([`Failure::NotCommitted`]).
 
 use shared::problem::Problem;
 
@@ -25,6 +25,8 @@ pub enum Failure<'a> {
     /// 503: this instance is shutting down (`Retry-After: 1`: another
     /// instance will answer).
     Draining,
+    /// 503: the lottery's commitment is not made yet (`Retry-After: 1`).
+    NotCommitted,
     /// 404: no queue named `queue`. The queue API names the `known` ones
     /// (and carries `queue`); the WebSocket handshake and the admin API,
     /// with `known: None`, say only the name.
@@ -57,6 +59,8 @@ impl Failure<'_> {
                 Reply::error(503, "the queue store is not answering; retry in a few seconds").header("retry-after", "2")
             }
             Failure::Draining => Reply::error(503, "this instance is shutting down; connect again to reach another")
+                .header("retry-after", "1"),
+            Failure::NotCommitted => Reply::error(503, "the lottery's commitment is not made yet; retry in a second")
                 .header("retry-after", "1"),
             Failure::UnknownQueue { queue, known: Some(known) } => Reply::problem(
                 Problem::new(404, format!("there is no queue named {queue:?}; known queues: {}", known.join(", ")))
@@ -253,7 +257,7 @@ mod tests {
 
     #[test]
     fn a_store_outage_is_a_503_that_says_when_to_come_back() {
-        for f in [Failure::StoreDown, Failure::Draining] {
+        for f in [Failure::StoreDown, Failure::Draining, Failure::NotCommitted] {
             let reply = f.reply();
             assert_eq!(reply.status, 503, "{f:?}");
             assert!(reply.headers.iter().any(|(h, _)| *h == "retry-after"), "{f:?}");
