@@ -326,8 +326,8 @@ fn scheduled_queue() -> String {
     format!(
         "\n[[queues]]\nid = \"drop\"\npaths = [\"/drop\"]\nrelease_per_tick = 1\ntick = \"1h\"\nsession = \"10m\"\n\
          prequeue_from = \"{}\"\nopens_at = \"{}\"\n",
-        waiting_room::tokens::rfc3339_ms(now - 60_000),
-        waiting_room::tokens::rfc3339_ms(now + 3_600_000)
+        waiting_room::clock::rfc3339_ms(now - 60_000),
+        waiting_room::clock::rfc3339_ms(now + 3_600_000)
     )
 }
 

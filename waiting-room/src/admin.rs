@@ -36,6 +36,7 @@ use crate::config::QueueConfig;
 use crate::control::{self, ChangeError};
 use crate::http::Reply;
 use crate::limits::{Refused, retry_after_secs};
+use crate::problem::Failure;
 use crate::queues::Queue;
 use crate::state::State;
 use crate::store::{SharedSettings, TICK_LOG};
@@ -226,8 +227,8 @@ impl Patch {
 }
 
 async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> {
-    let store = state.store().ok_or_else(store_down)?;
-    let stats = store.stats(queue.id()).await.map_err(|_| store_down())?;
+    let store = state.store().ok_or(Failure::StoreDown)?;
+    let stats = store.stats(queue.id()).await.map_err(|_| Failure::StoreDown)?;
     Ok(QueueState {
         id: queue.id().to_owned(),
         name: queue.def().config.display_name().to_owned(),
@@ -242,7 +243,7 @@ async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> 
         release_rate_configured: queue.configured_rate(),
         connections_here: state.hub.connections(queue.id()),
         controller: Controller::of(queue),
-        phase: queue.phase(crate::state::now_ms()).label(),
+        phase: queue.phase(crate::clock::now_ms()).label(),
         lottery: queue.lottery().map(|l| {
             serde_json::json!({
                 "state": if l.drawn.is_some() { "drawn" } else { "committed" },
@@ -266,10 +267,6 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>
     }
 }
 
-fn store_down() -> Reply {
-    Reply::error(503, "the queue store is not answering; retry in a few seconds").header("retry-after", "2")
-}
-
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
     let mut body = Vec::new();
     loop {
@@ -281,7 +278,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Reply> {
                 }
             }
             Ok(None) => return Ok(body),
-            Err(_) => return Err(Reply::error(400, "malformed request body")),
+            Err(_) => return Err(Failure::MalformedBody.reply()),
         }
     }
 }
@@ -294,7 +291,7 @@ fn change_reply<T>(r: Result<T, ChangeError>) -> Result<T, Reply> {
             Err(Reply::problem(Problem::new(422, format!("{field}: {}", e.message)).with("field", field)))
         }
         Err(ChangeError::Conflict(m)) => Err(Reply::error(409, m)),
-        Err(ChangeError::Store(_)) => Err(store_down()),
+        Err(ChangeError::Store(_)) => Err(Failure::StoreDown.reply()),
     }
 }
 
@@ -389,7 +386,7 @@ impl AdminApp {
         let path = session.req_header().uri.path().trim_end_matches('/').to_owned();
         let parts: Vec<&str> = path.split('/').skip(1).collect();
         let queue = |id: &str| {
-            self.state.queues.by_id(id).ok_or_else(|| Reply::error(404, format!("there is no queue named {id:?}")))
+            self.state.queues.by_id(id).ok_or_else(|| Failure::UnknownQueue { queue: id, known: None }.reply())
         };
         let actor = session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "admin".into());
         match (method.as_str(), parts.as_slice()) {
@@ -411,10 +408,10 @@ impl AdminApp {
                 if catalog::has(&self.state, &id).await.map_err(|_| store_down())? {
                     return Err(Reply::error(409, format!("there is already a queue named {id:?}")));
                 }
-                let store = self.state.store().ok_or_else(store_down)?;
+                let store = self.state.store().ok_or(Failure::StoreDown)?;
                 // A queue of that id deleted earlier left nothing behind,
                 // unless an instance still ran it for a moment after.
-                store.purge(&id).await.map_err(|_| store_down())?;
+                store.purge(&id).await.map_err(|_| Failure::StoreDown)?;
                 let create = |c: &mut Catalog| {
                     if c.queues.iter().any(|e| e.config.id == id) {
                         return Err(ChangeError::Conflict(format!("there is already a queue named {id:?}")));
@@ -453,8 +450,8 @@ impl AdminApp {
             ("DELETE", ["admin", "queues", id]) => {
                 let q = queue(id)?;
                 let force = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|p| p == "force=true"));
-                let store = self.state.store().ok_or_else(store_down)?;
-                let stats = store.stats(q.id()).await.map_err(|_| store_down())?;
+                let store = self.state.store().ok_or(Failure::StoreDown)?;
+                let stats = store.stats(q.id()).await.map_err(|_| Failure::StoreDown)?;
                 if !force && stats.waiting + stats.active > 0 {
                     return Err(Reply::error(
                         409,
@@ -493,8 +490,8 @@ impl AdminApp {
                         Reply::error(400, format!("limit must be a number between 1 and {TICK_LOG}, got {v:?}"))
                     })?,
                 };
-                let store = self.state.store().ok_or_else(store_down)?;
-                let ticks = store.ticks(q.id(), limit).await.map_err(|_| store_down())?;
+                let store = self.state.store().ok_or(Failure::StoreDown)?;
+                let ticks = store.ticks(q.id(), limit).await.map_err(|_| Failure::StoreDown)?;
                 Ok(Reply::json(200, &serde_json::json!({"queue": q.id(), "ticks": ticks})))
             }
             ("POST", ["admin", "queues", id, action]) => {

@@ -93,7 +93,7 @@ impl From<&Challenge> for ChallengeBody {
             challenge: c.text.clone(),
             difficulty: c.difficulty,
             algorithm: ALGORITHM,
-            expires_at: crate::tokens::rfc3339_ms(c.expires_at_ms),
+            expires_at: crate::clock::rfc3339_ms(c.expires_at_ms),
         }
     }
 }

@@ -21,10 +21,11 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
+use crate::clock::now_ms;
 use crate::config::StoreDownPolicy;
 use crate::metrics::METRICS;
 use crate::queues::Queue;
-use crate::state::{State, now_ms};
+use crate::state::State;
 use crate::store::Standing;
 
 /// The modes a queue can be in.
@@ -99,7 +100,7 @@ pub fn let_in(state: &State, queue: &Queue) -> Option<Standing> {
 
 /// A token for `visitor` let in by [`let_in`]: (token, its `Set-Cookie`).
 pub fn token_for(state: &State, queue: &Queue, visitor: VisitorId, standing: Standing) -> Option<(String, String)> {
-    let issued = state.issue(queue, visitor, standing, now_ms())?;
+    let issued = crate::tokens::for_standing(&state.keys.signer, queue.id(), visitor, standing, now_ms())?;
     let cookie =
         crate::http::set_cookie(shared::ENTRY_COOKIE, &issued.token, Some(issued.max_age), state.cookie_secure);
     Some((issued.token, cookie))

@@ -137,6 +137,12 @@ pub fn cookie_values<'a>(session: &'a Session, name: &'a str) -> impl Iterator<I
         .filter_map(move |h| shared::cookie_value(h, name))
 }
 
+/// Whether the request is a GET or a HEAD.
+pub fn is_get(session: &Session) -> bool {
+    let method = &session.req_header().method;
+    method == http::Method::GET || method == http::Method::HEAD
+}
+
 /// A header of the request as text, if present and valid UTF-8.
 pub fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())

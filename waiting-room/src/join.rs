@@ -24,14 +24,16 @@ use shared::visitor::VisitorId;
 
 use crate::challenge::{Answer, Challenge, ChallengeBody, Invalid};
 use crate::client::ClientKey;
+use crate::clock::now_ms;
 use crate::config::QueueMode;
 use crate::http::Reply;
 use crate::identity;
 use crate::limits::{Rate, Refused, retry_after_secs};
 use crate::metrics::METRICS;
+use crate::problem::Failure;
 use crate::queues::Queue;
 use crate::schedule::Phase;
-use crate::state::{State, now_ms};
+use crate::state::State;
 use crate::store::{JoinChecks, JoinKind, Place, Proof, QueueStore, Standing};
 
 /// A join that got through.
@@ -80,7 +82,7 @@ pub enum Refusal {
     },
     /// The queue lets nobody (new) in now: not open yet, closed, or in
     /// `reject` mode. Not an error: the status message says which (200).
-    Schedule(Box<crate::api::StatusMessage>),
+    Schedule(Box<crate::standing::StatusMessage>),
     /// The store did not answer (503).
     StoreDown,
 }
@@ -108,8 +110,8 @@ fn challenge(state: &State, queue: &Queue, why: Option<&'static str>) -> Refusal
 
 /// What a visitor without a place hears while the schedule keeps them out.
 fn schedule(state: &State, queue: &Queue, now: i64) -> Refusal {
-    Refusal::Schedule(Box::new(crate::api::message(
-        state,
+    Refusal::Schedule(Box::new(crate::standing::message(
+        &state.keys.signer,
         queue,
         VisitorId::from_bytes([0; 16]),
         Standing::NotInQueue,
@@ -289,7 +291,7 @@ pub fn limited_reply(limit: &'static str, detail: &str, retry_after: u64) -> Rep
 /// The 428 that hands out a challenge, saying how to answer it.
 pub fn challenge_reply(queue: &str, c: &Challenge, why: Option<&str>) -> Reply {
     let body = ChallengeBody::from(c);
-    let join = crate::api::join_url(queue);
+    let join = crate::standing::join_url(queue);
     let why = why.map(|w| format!("{w}. ")).unwrap_or_default();
     let detail = format!(
         "{why}This queue asks for a small proof of work before it grants a place: find a nonce (1-64 characters \
@@ -314,7 +316,46 @@ impl Refusal {
             Refusal::Limited { limit, detail, retry_after, .. } => limited_reply(limit, detail, *retry_after),
             Refusal::Challenge { challenge, why } => challenge_reply(queue, challenge, *why),
             Refusal::Schedule(m) => Reply::json(200, m.as_ref()).no_store(),
-            Refusal::StoreDown => crate::api::store_down(),
+            Refusal::StoreDown => Failure::StoreDown.reply(),
         }
     }
+}
+
+// The OpenAPI responses of the refusals above (see `problem::doc`).
+
+crate::problem::doc::problem_response!(
+    /// 428: a new place needs a solved challenge.
+    ChallengeRequired,
+    "A new place in this queue needs a proof of work (`challenge`, `difficulty`, `algorithm`, `expires_at`, \
+     `join_url`); the same answer follows a rejected answer, saying why first:\n",
+    [
+        ("challenge", challenge_reply("sale", &example_challenge(), None)),
+        ("answer_rejected", challenge_reply("sale", &example_challenge(), Some(Invalid::Wrong.detail()))),
+    ]
+);
+
+crate::problem::doc::problem_response!(
+    /// 429: a per-client limit (`limit` names it; retry after `Retry-After` seconds).
+    OverLimit,
+    "Over a per-client limit (`limit` names the config key under `[limits]`); retry after `Retry-After` \
+     seconds:\n",
+    [
+        ("joins", example_limit("joins", rate_detail(JOINS, limits().joins, 1))),
+        ("new_visitors", example_limit("new_visitors", rate_detail(NEW_VISITORS, limits().new_visitors, 1))),
+        ("max_waiting_per_client", example_limit("max_waiting_per_client", places_detail(limits().max_waiting_per_client, 1))),
+    ]
+);
+
+fn limits() -> crate::config::LimitsConfig {
+    crate::config::LimitsConfig::default()
+}
+
+fn example_limit(limit: &'static str, detail: String) -> Reply {
+    limited_reply(limit, &detail, 1)
+}
+
+/// A challenge as the examples show it.
+fn example_challenge() -> crate::challenge::Challenge {
+    let keys = crate::challenge::Keys::new(&shared::visitor::CookieSigner::new(b"openapi example, not a real key"));
+    keys.issue("sale", 14, 1_767_225_600_000, 300_000)
 }

@@ -17,20 +17,27 @@
 //! - [`queues`]: queues at runtime, with live admission settings.
 //! - [`gate`]: entry-token checks with a bounded verification cache.
 //! - [`session`]: sessions that end with the purchase (`wr-session: end`).
-//! - [`tokens`]: signing the entry token of an admitted visitor.
+//! - [`tokens`]: signing the entry token of an admitted visitor (from its
+//!   standing).
 //! - [`identity`]: the signed visitor cookie.
 //! - [`client`]: who the client is (peer address, trusted proxies).
 //! - [`limits`]: per-client budgets and the refusal counter.
 //! - [`edge`]: what the public listener passes (methods, paths, origins).
 //! - [`drain`]: graceful shutdown (stop accepting, finish, close sockets 1001).
+//! - [`routes`]: the routes under `/wr` and the dispatch to their functions.
 //! - [`api`]: the queue API under `/wr`.
+//! - [`standing`]: the status message a visitor hears (API, WebSocket, push,
+//!   page).
+//! - [`problem`]: the waiting room's error replies, one typed set, and their
+//!   OpenAPI responses.
 //! - [`join`]: joining a queue, the one path the page, the join call and the
 //!   WebSocket share (per-client budgets, places cap, challenge).
 //! - [`challenge`]: the proof-of-work challenge before a new place.
 //! - [`openapi`]: its OpenAPI 3.1 document, generated from the route functions.
 //! - [`page`]: the queue page.
 //! - [`ws`]: the WebSocket endpoint and its connection tasks.
-//! - [`push`]: the hub fanning out every tick to this instance's sockets.
+//! - [`sockets`]: the hub of this instance's WebSockets.
+//! - [`push`]: the fan-out of every tick to those sockets.
 //! - [`proxy`]: the `ProxyHttp` implementation tying it together.
 //! - [`forward`]: the request rewrite both lanes apply (headers dropped, set).
 //! - [`upstreams`]: the protected service's instances and their health.
@@ -41,6 +48,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`app`]: assembling the Pingora server.
 //! - [`state`]: what all services share.
+//! - [`clock`]: the wall clock and its RFC 3339 text.
 
 pub mod adaptive;
 pub mod admin;
@@ -50,6 +58,7 @@ pub mod app;
 pub mod catalog;
 pub mod challenge;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod degraded;
@@ -67,13 +76,17 @@ pub mod lottery;
 pub mod metrics;
 pub mod openapi;
 pub mod page;
+pub mod problem;
 pub mod proxy;
 pub mod push;
 pub mod queues;
+pub mod routes;
 pub mod sched;
 pub mod schedule;
 pub mod session;
 pub mod signals;
+pub mod sockets;
+pub mod standing;
 pub mod state;
 pub mod stock;
 pub mod store;

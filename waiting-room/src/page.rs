@@ -97,8 +97,8 @@
 //! (`live`, `polling`, `offline`) for stylesheets to show and hide sections.
 //! `configs/page-template.example.html` is a complete, commented example.
 
-use crate::api::StatusMessage;
 use crate::queues::Queue;
+use crate::standing::{QueueStatus, StatusMessage};
 
 mod i18n;
 pub use i18n::Lang;
@@ -170,7 +170,7 @@ pub fn eta_text(m: &StatusMessage) -> String {
 /// while the operator holds the line, so a paused line says so instead.
 pub fn eta_text_in(lang: Lang, m: &StatusMessage) -> String {
     match (m.status, m.eta_seconds) {
-        ("READY", _) => lang.live("now").to_owned(),
+        (QueueStatus::Ready, _) => lang.live("now").to_owned(),
         (_, Some(_)) if m.paused => lang.live("on_hold").to_owned(),
         (_, Some(s)) => human_wait_in(lang, s),
         _ => String::new(),
@@ -214,8 +214,8 @@ pub fn wait_range_in(lang: Lang, soonest: u64, longest: u64) -> String {
 /// opening (SCHEDULED), the draw (PREQUEUE).
 fn countdown_to(m: &StatusMessage) -> Option<&str> {
     match m.status {
-        "SCHEDULED" => m.prequeue_from.as_deref().or(m.opens_at.as_deref()),
-        "PREQUEUE" => m.opens_at.as_deref(),
+        QueueStatus::Scheduled => m.prequeue_from.as_deref().or(m.opens_at.as_deref()),
+        QueueStatus::Prequeue => m.opens_at.as_deref(),
         _ => None,
     }
 }
@@ -252,7 +252,7 @@ pub type Refused<'a> = Option<(&'a str, u64)>;
 /// cannot stop fails WCAG 2.2.1 (axe's `meta-refresh`); the script reloads a
 /// refused page itself.
 pub fn refresh_tag(m: &StatusMessage, return_to: &str, refused: Refused<'_>) -> String {
-    if m.status == "READY" {
+    if m.status == QueueStatus::Ready {
         format!("<meta http-equiv=\"refresh\" content=\"0;url={}\">", escape(return_to))
     } else if let Some((_, secs)) = refused {
         format!("<noscript><meta http-equiv=\"refresh\" content=\"{}\"></noscript>", secs.max(1))
@@ -393,7 +393,7 @@ pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Ref
     let lang = if def.template.is_none() || names_lang(template) { lang } else { Lang::En };
     let template =
         fill(template, |name| name.strip_prefix("t.").and_then(|key| lang.page_text(key)).map(str::to_owned));
-    let waiting = m.status == "WAITING";
+    let waiting = m.status == QueueStatus::Waiting;
     let number = |n: Option<u64>| if waiting { n.map(|n| grouped(lang, n)).unwrap_or_default() } else { String::new() };
     fill(&template, |name| {
         Some(match name {
@@ -410,7 +410,7 @@ pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Ref
                 }
             }
             "queue_length" => number(m.queue_length),
-            "status" => escape(m.status),
+            "status" => escape(m.status.as_str()),
             "step" => step(m, refused).to_owned(),
             "notice" => escape(refused.map_or("", |(detail, _)| detail)),
             "paused" => m.paused.to_string(),
@@ -421,10 +421,10 @@ pub fn render_in(queue: &Queue, m: &StatusMessage, return_to: &str, refused: Ref
             "countdown_to" => escape(countdown_to(m).unwrap_or("")),
             "countdown_to_text" => escape(&countdown_to(m).map(|t| readable_time(lang, t)).unwrap_or_default()),
             "countdown" => {
-                countdown_to(m).map(|t| countdown_in(lang, secs_until(t, crate::state::now_ms()))).unwrap_or_default()
+                countdown_to(m).map(|t| countdown_in(lang, secs_until(t, crate::clock::now_ms()))).unwrap_or_default()
             }
             "entrants" => {
-                if m.status == "PREQUEUE" {
+                if m.status == QueueStatus::Prequeue {
                     m.queue_length.map(|n| grouped(lang, n)).unwrap_or_default()
                 } else {
                     String::new()
@@ -457,7 +457,7 @@ mod tests {
 
     fn waiting(position: u64, eta: u64, retry: u64) -> StatusMessage {
         StatusMessage {
-            status: "WAITING",
+            status: QueueStatus::Waiting,
             queue: "drop".into(),
             position: Some(position),
             queue_length: Some(position + 10),
@@ -471,7 +471,7 @@ mod tests {
 
     fn ready() -> StatusMessage {
         StatusMessage {
-            status: "READY",
+            status: QueueStatus::Ready,
             queue: "drop".into(),
             position: None,
             queue_length: None,
@@ -572,7 +572,7 @@ mod tests {
         assert!(html.contains("<noscript><meta http-equiv=\"refresh\" content=\"7\"></noscript>"));
         assert_eq!(html.matches("http-equiv=\"refresh\"").count(), 1);
         let mut lost = waiting(1, 0, 0);
-        lost.status = "NOT_IN_QUEUE";
+        lost.status = QueueStatus::NotInQueue;
         lost.retry_after_seconds = None;
         assert!(render(&queue("Drop", None), &lost, "/a", None).contains("content=\"5\""));
     }
@@ -594,7 +594,7 @@ mod tests {
 
     fn challenged() -> StatusMessage {
         let mut m = waiting(1, 0, 0);
-        m.status = "NOT_IN_QUEUE";
+        m.status = QueueStatus::NotInQueue;
         m.position = None;
         m.retry_after_seconds = None;
         m.challenge = Some(crate::challenge::ChallengeBody {
@@ -626,7 +626,7 @@ mod tests {
     #[test]
     fn a_refused_visitor_is_told_why_and_the_page_retries_after_the_wait() {
         let mut m = waiting(1, 0, 0);
-        m.status = "NOT_IN_QUEUE";
+        m.status = QueueStatus::NotInQueue;
         let html = render(&queue("Drop", None), &m, "/a", Some(("too many joins from <your> address", 7)));
         assert!(html.contains("data-wr-step=\"refused\""));
         assert!(html.contains("data-wr=\"notice\">too many joins from &lt;your&gt; address</span>"));
@@ -653,7 +653,7 @@ mod tests {
             let text = text.replace("{{queue_name}}", "Sommer");
             assert!(!html.contains(&text), "{key} is English in German: {text}");
         }
-        m.status = "SCHEDULED";
+        m.status = QueueStatus::Scheduled;
         m.opens_at = Some("2099-03-04T10:00:00Z".into());
         let de = render_in(&q, &m, "/a", None, Lang::De);
         assert!(de.contains(">am 4. März 2099, 10:00 UTC</time>") && de.contains("Tage "), "{de}");

@@ -26,6 +26,7 @@ use crate::forward::{Rewrite, SESSION_HEADER, SessionEnd};
 use crate::gate::Refusal;
 use crate::http::{Reply, encode_component, header_str, send};
 use crate::metrics::METRICS;
+use crate::routes;
 use crate::state::State;
 use crate::upstreams::Upstreams;
 
@@ -149,7 +150,7 @@ fn refusal_reply(session: &Session, queue: &str, refusal: &Refusal) -> (Reply, &
         let location = format!("/wr/{queue}?return_to={}", encode_component(path_and_query));
         return (Reply::redirect(location).no_store(), "redirected");
     }
-    let join = api::join_url(queue);
+    let join = crate::standing::join_url(queue);
     let problem = Problem::new(
         401,
         format!(
@@ -188,9 +189,9 @@ impl ProxyHttp for WaitingRoom {
         };
         ctx.path = path.clone();
         if crate::config::prefix_covers("/wr", &path) {
-            let route = api::route(&path);
+            let route = routes::route(&path);
             ctx.outcome = route.name();
-            if let api::Route::Socket(q) = route {
+            if let routes::Route::Socket(q) = route {
                 match api::socket(&self.state, session, q).await {
                     Ok(()) => {
                         ctx.status = 101;
@@ -204,7 +205,7 @@ impl ProxyHttp for WaitingRoom {
                     }
                 }
             }
-            let reply = api::handle(&self.state, session, route).await;
+            let reply = routes::handle(&self.state, session, route).await;
             METRICS.requests.with_label_values(&[route.name(), &reply.status.to_string()]).inc();
             send(session, reply.header(REQUEST_ID_HEADER, ctx.request_id.clone())).await?;
             return Ok(true);
@@ -227,7 +228,7 @@ impl ProxyHttp for WaitingRoom {
                 }
             }
         };
-        let mut checked = self.state.gate.check(token.as_deref(), &queue_id, crate::state::now_ms());
+        let mut checked = self.state.gate.check(token.as_deref(), &queue_id, crate::clock::now_ms());
         // A token first seen here: a purchase may have ended its session
         // while this instance was not listening.
         if let Ok(admit) = &checked
@@ -257,7 +258,7 @@ impl ProxyHttp for WaitingRoom {
                     METRICS.gate.with_label_values(&[&queue_id, "store_down"]).inc();
                     ctx.outcome = "store_down";
                     ctx.visitor = Some(visitor);
-                    ctx.iat = crate::state::now_ms().div_euclid(1000);
+                    ctx.iat = crate::clock::now_ms().div_euclid(1000);
                     ctx.queue = Some(queue_id);
                     ctx.let_in = Some(let_in);
                     return Ok(false);

@@ -1,5 +1,5 @@
-//! The push hub: which visitors hold a WebSocket on this instance, and the
-//! fan-out after every tick.
+//! The fan-out after every tick to the sockets of this instance's hub
+//! ([`crate::sockets`]).
 //!
 //! ```text
 //! tick (this instance's ticker, or another's via Redis pub/sub, or a tick
@@ -21,132 +21,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use shared::visitor::VisitorId;
-use tokio::sync::watch;
 
-use crate::api;
+use crate::clock::now_ms;
 use crate::metrics::METRICS;
 use crate::queues::Queue;
-use crate::state::{State, now_ms};
+use crate::sockets::{QueueConns, Update};
+use crate::standing;
+use crate::state::State;
 use crate::store::Standing;
-
-/// A message for one visitor, ready to write.
-#[derive(Debug)]
-pub struct Update {
-    /// The JSON text.
-    pub json: String,
-    /// WAITING position, if waiting.
-    pub position: Option<u64>,
-    /// Admitted: the connection closes after sending this.
-    pub ready: bool,
-    /// Store time (ms) of the tick that caused this update (push-delay metric).
-    pub tick_ms: i64,
-}
-
-/// The slot a connection reads its newest update from.
-pub type Slot = watch::Receiver<Option<Arc<Update>>>;
-
-struct Conn {
-    visitor: VisitorId,
-    tx: watch::Sender<Option<Arc<Update>>>,
-}
-
-/// The connections of one queue on this instance.
-#[derive(Default)]
-struct QueueConns {
-    /// A plain mutex: held only to insert, remove or snapshot, never across
-    /// an await.
-    conns: Mutex<HashMap<u64, Conn>>,
-    /// Highest tick already fanned out.
-    refreshed_tick: AtomicU64,
-    /// The line's epoch as last seen here (0: none yet).
-    epoch: AtomicU64,
-    /// Serializes refreshes of this queue, so updates reach a socket in tick
-    /// order. An async mutex: it is held across store calls.
-    refreshing: tokio::sync::Mutex<()>,
-}
-
-/// All WebSocket connections of this instance.
-pub struct Hub {
-    /// Per queue; queues come and go with the catalog (`catalog.rs`).
-    queues: parking_lot::RwLock<HashMap<String, Arc<QueueConns>>>,
-    next_id: AtomicU64,
-}
-
-/// Removes the connection from the hub when dropped.
-pub struct Registration {
-    queue: Arc<QueueConns>,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.queue.conns.lock().remove(&self.id);
-        METRICS.ws_connections.dec();
-    }
-}
-
-impl Hub {
-    /// A hub for these queue ids.
-    pub fn new<'a>(queue_ids: impl IntoIterator<Item = &'a str>) -> Self {
-        Hub {
-            queues: parking_lot::RwLock::new(queue_ids.into_iter().map(|q| (q.to_owned(), Arc::default())).collect()),
-            next_id: AtomicU64::new(1),
-        }
-    }
-
-    fn conns(&self, queue: &str) -> Option<Arc<QueueConns>> {
-        self.queues.read().get(queue).cloned()
-    }
-
-    /// A new queue: its sockets may register.
-    pub fn add(&self, queue: &str) {
-        self.queues.write().entry(queue.to_owned()).or_default();
-    }
-
-    /// A deleted queue: its sockets' update senders are dropped, so each
-    /// socket sends the last update it holds (the queue's `CLOSED`, pushed
-    /// just before) and closes.
-    pub fn remove(&self, queue: &str) {
-        let gone = self.queues.write().remove(queue);
-        if let Some(q) = gone {
-            q.conns.lock().clear();
-        }
-    }
-
-    /// Register a connection of `visitor` to `queue`.
-    pub fn register(&self, queue: &str, visitor: VisitorId) -> Option<(Registration, Slot)> {
-        let conns = self.conns(queue)?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = watch::channel(None);
-        conns.conns.lock().insert(id, Conn { visitor, tx });
-        METRICS.ws_connections.inc();
-        Some((Registration { queue: conns, id }, rx))
-    }
-
-    /// Connections open on this instance for `queue`.
-    pub fn connections(&self, queue: &str) -> usize {
-        self.conns(queue).map_or(0, |q| q.conns.lock().len())
-    }
-
-    fn visitors(&self, queue: &str) -> Vec<VisitorId> {
-        let mut v: Vec<VisitorId> = self.connected(queue).into_iter().map(|(visitor, _)| visitor).collect();
-        v.dedup();
-        v
-    }
-
-    /// Every connection of `queue` as (visitor, connection id), sorted by visitor.
-    fn connected(&self, queue: &str) -> Vec<(VisitorId, u64)> {
-        let Some(q) = self.conns(queue) else { return Vec::new() };
-        let mut v: Vec<(VisitorId, u64)> = q.conns.lock().iter().map(|(id, c)| (c.visitor, *id)).collect();
-        v.sort_unstable();
-        v
-    }
-}
 
 /// The line's epoch, as a store answer or a tick message tells it. A new one
 /// means the store lost the line and counts ticks from 1 again: forget the
@@ -240,7 +126,7 @@ async fn refresh(state: &State, queue: &Queue, conns: &QueueConns, tick_ms: i64)
             .into_iter()
             .zip(standings)
             .map(|(visitor, standing)| {
-                let m = api::message(state, queue, visitor, standing, now);
+                let m = standing::message(&state.keys.signer, queue, visitor, standing, now);
                 let update = Update {
                     json: serde_json::to_string(&m).unwrap_or_default(),
                     position: m.position,

@@ -290,7 +290,7 @@ impl Queue {
             Some(left) => p.release_cap = left,
             None => {}
         }
-        if matches!(self.phase(crate::state::now_ms()), Phase::Scheduled | Phase::PreQueue) {
+        if matches!(self.phase(crate::clock::now_ms()), Phase::Scheduled | Phase::PreQueue) {
             p.paused = true;
             p.queue_all = true;
             p.abandon_after_ms = 0;

@@ -46,7 +46,7 @@ impl At {
 
     /// RFC 3339 text (UTC).
     pub fn rfc3339(self) -> String {
-        crate::tokens::rfc3339_ms(self.0)
+        crate::clock::rfc3339_ms(self.0)
     }
 }
 

@@ -4,17 +4,19 @@
 use std::sync::{Arc, OnceLock};
 
 use shared::keys::KeyDir;
-use shared::visitor::VisitorId;
 
 use crate::client::TrustedProxies;
 use crate::drain::Drain;
 use crate::edge::Policy;
 use crate::gate::Gate;
 use crate::limits::Limits;
-use crate::push::Hub;
-use crate::queues::{Queue, Queues};
-use crate::store::{QueueStore, Standing};
-use crate::tokens::{self, Issued};
+use crate::queues::Queues;
+use crate::sockets::Hub;
+use crate::store::QueueStore;
+
+/// The clock, for the queue store's backends (`store/`), which still reach it
+/// here (so do `admission`, tests); everything else reads [`crate::clock`].
+pub use crate::clock::now_ms;
 
 /// Tokens the gate caches at most.
 const TOKEN_CACHE: usize = 200_000;
@@ -124,24 +126,4 @@ impl State {
     pub fn set_store(&self, store: Arc<dyn QueueStore>) {
         let _ = self.store.set(store);
     }
-
-    /// Sign the entry token of an admitted visitor.
-    pub fn issue(&self, queue: &Queue, visitor: VisitorId, standing: Standing, now_ms: i64) -> Option<Issued> {
-        let Standing::Ready { admitted_at_ms, expires_at_ms } = standing else { return None };
-        match tokens::issue(&self.keys.signer, queue.id(), visitor, admitted_at_ms, expires_at_ms, now_ms) {
-            Ok(issued) => Some(issued),
-            Err(e) => {
-                tracing::error!(error = %e, "signing an entry token failed");
-                None
-            }
-        }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }

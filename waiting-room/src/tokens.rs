@@ -7,8 +7,9 @@
 use serde::Serialize;
 use shared::token::{EntryClaims, SignError, TokenSigner};
 use shared::visitor::VisitorId;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+
+use crate::clock::rfc3339_ms;
+use crate::store::Standing;
 
 /// A token ready to hand out.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -24,14 +25,6 @@ pub struct Issued {
     /// Seconds until the session ends (cookie `Max-Age`).
     #[serde(skip)]
     pub max_age: i64,
-}
-
-/// RFC 3339 text of a millisecond timestamp.
-pub fn rfc3339_ms(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 /// Sign the token for an admission.
@@ -58,4 +51,23 @@ pub fn issue(
         admitted_at: rfc3339_ms(admitted_at_ms),
         max_age: (exp * 1000 - now_ms).div_euclid(1000).max(0),
     })
+}
+
+/// Sign the entry token of a visitor admitted to `queue` (`standing` READY;
+/// `None` for any other standing, or when signing fails, which is logged).
+pub fn for_standing(
+    signer: &TokenSigner,
+    queue: &str,
+    visitor: VisitorId,
+    standing: Standing,
+    now_ms: i64,
+) -> Option<Issued> {
+    let Standing::Ready { admitted_at_ms, expires_at_ms } = standing else { return None };
+    match issue(signer, queue, visitor, admitted_at_ms, expires_at_ms, now_ms) {
+        Ok(issued) => Some(issued),
+        Err(e) => {
+            tracing::error!(error = %e, "signing an entry token failed");
+            None
+        }
+    }
 }

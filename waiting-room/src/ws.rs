@@ -6,7 +6,7 @@
 //! behind for Pingora to finish) and handed to a task of its own, so a waiting
 //! visitor costs one small task, not a whole proxy request.
 //!
-//! Protocol: the server sends a JSON [`StatusMessage`](crate::api::StatusMessage)
+//! Protocol: the server sends a JSON [`StatusMessage`](crate::standing::StatusMessage)
 //! on connect and after every change; READY carries the token, after which the
 //! socket closes normally. The server pings every `server.ws_ping_interval`
 //! (15 s by default, at most 20 s) and closes peers silent for two intervals. Client text frames up to 4 KiB are accepted
@@ -28,15 +28,16 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::api::StatusMessage;
 use crate::client::ClientKey;
+use crate::clock::now_ms;
 use crate::drain::Tracked;
 use crate::http::{Reply, header_str};
 use crate::join::Refusal;
 use crate::limits::{HeldGuard, Refused};
 use crate::metrics::METRICS;
-use crate::push::{Registration, Slot};
-use crate::state::now_ms;
+use crate::problem::Failure;
+use crate::sockets::{Registration, Slot};
+use crate::standing::{QueueStatus, StatusMessage};
 use crate::store::Standing;
 
 /// Reason of the 1001 close sent when this instance shuts down; the queue
@@ -49,13 +50,7 @@ pub const MAX_CLIENT_FRAME: usize = 4096;
 /// Why an upgrade request was refused.
 pub fn check_upgrade(session: &Session) -> Result<String, Reply> {
     let req = session.req_header();
-    let needs = || {
-        Reply::error(
-            426,
-            "this endpoint is a WebSocket: send GET with Upgrade: websocket and Sec-WebSocket-Version: 13",
-        )
-        .header("upgrade", "websocket")
-    };
+    let needs = || Failure::NotAnUpgrade.reply();
     if req.method != http::Method::GET {
         return Err(Reply::error(405, "the WebSocket endpoint accepts GET only").header("allow", "GET"));
     }
@@ -77,7 +72,7 @@ pub fn check_upgrade(session: &Session) -> Result<String, Reply> {
     }
     match header_str(session, "sec-websocket-key") {
         Some(key) if !key.is_empty() && key.len() <= 64 => Ok(derive_accept_key(key.as_bytes())),
-        _ => Err(Reply::error(400, "missing or invalid Sec-WebSocket-Key header")),
+        _ => Err(Failure::BadHandshake.reply()),
     }
 }
 
@@ -237,7 +232,7 @@ pub fn spawn(stream: Stream, held: Held, slot: Slot, initial: StatusMessage, pin
 pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, queue_id: &str) -> Result<(), Reply> {
     let accept = check_upgrade(session)?;
     let Some(queue) = state.queues.by_id(queue_id) else {
-        return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
+        return Err(Failure::UnknownQueue { queue: queue_id, known: None }.reply());
     };
     if !state.policy.origin(header_str(session, "origin"), header_str(session, "host")) {
         Refused::Origin.count();
@@ -259,7 +254,7 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         .header("retry-after", "5"));
     };
     let Some(store) = state.store() else {
-        return Err(Reply::error(503, "the queue store is not answering; retry in a few seconds"));
+        return Err(Failure::StoreDown.reply());
     };
     let prepared = match crate::join::prepare(state, session, &queue, None) {
         Ok(prepared) => prepared,
@@ -268,9 +263,9 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         }
         Err(Refusal::Schedule(m)) => {
             let reason = match m.status {
-                "CLOSED" => "the sale is closed",
-                "UNAVAILABLE" => "the queue is not available",
-                "SOLD_OUT" => "sold out",
+                QueueStatus::Closed => "the sale is closed",
+                QueueStatus::Unavailable => "the queue is not available",
+                QueueStatus::SoldOut => "sold out",
                 _ => "the queue is not open yet",
             };
             return one_message(session, &accept, &m, reason, budget).await;
@@ -279,7 +274,7 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
     };
     // Register before joining: a tick between the two still reaches this socket.
     let Some((registration, slot)) = state.hub.register(queue.id(), prepared.visitor) else {
-        return Err(Reply::error(404, format!("there is no queue named {queue_id:?}")));
+        return Err(Failure::UnknownQueue { queue: queue_id, known: None }.reply());
     };
     let joined = match prepared.join(state, &queue, store.as_ref()).await {
         Ok(joined) => joined,
@@ -289,7 +284,7 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
         }
         Err(refusal) => return Err(refusal.reply(queue.id())),
     };
-    let mut initial = crate::api::message(state, &queue, joined.visitor, joined.standing, now_ms());
+    let mut initial = crate::standing::message(&state.keys.signer, &queue, joined.visitor, joined.standing, now_ms());
     initial.ticket = joined.ticket.clone();
     match take_over(session, &accept, joined.set_cookies(queue.id(), state.cookie_secure)).await {
         Some(stream) => {
@@ -314,7 +309,13 @@ async fn challenge_socket(
     challenge: &crate::challenge::Challenge,
     budget: Option<HeldGuard>,
 ) -> Result<(), Reply> {
-    let mut m = crate::api::message(state, queue, VisitorId::from_bytes([0; 16]), Standing::NotInQueue, now_ms());
+    let mut m = crate::standing::message(
+        &state.keys.signer,
+        queue,
+        VisitorId::from_bytes([0; 16]),
+        Standing::NotInQueue,
+        now_ms(),
+    );
     m.challenge = Some(challenge.into());
     one_message(session, accept, &m, "solve the challenge, then join", budget).await
 }

@@ -168,7 +168,7 @@ async fn accept_loop(
             every.tick().await;
             flush_local();
             if n % 10 == 0 {
-                let now = crate::state::now_ms();
+                let now = crate::clock::now_ms();
                 sweeping.state.gate.sweep(now);
                 forget_expired_local(now);
             }

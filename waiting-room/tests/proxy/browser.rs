@@ -314,8 +314,8 @@ async fn a_browser_before_a_scheduled_sale_counts_down_joins_the_pre_queue_and_g
     let q = format!(
         "{}prequeue_from = \"{}\"\nopens_at = \"{}\"\n",
         queue("q", "/a", 1, "500ms", "10m", 0),
-        waiting_room::tokens::rfc3339_ms(now + 9_000),
-        waiting_room::tokens::rfc3339_ms(now + 14_000)
+        waiting_room::clock::rfc3339_ms(now + 9_000),
+        waiting_room::clock::rfc3339_ms(now + 14_000)
     );
     let proxy = Proxy::start(ProxySpec::memory(&q, upstream.addr)).await;
     let r = visit(&proxy, "scheduled", &proxy.dir.join("screenshots"), async {}).await;
@@ -342,10 +342,11 @@ async fn a_browser_before_a_scheduled_sale_counts_down_joins_the_pre_queue_and_g
 
 /// The queue page in every state, as the server renders it, in one language.
 mod states {
-    use waiting_room::api::StatusMessage;
     use waiting_room::challenge::{ALGORITHM, ChallengeBody};
+    use waiting_room::clock::rfc3339_ms;
     use waiting_room::queues::Queue;
-    use waiting_room::tokens::{Issued, rfc3339_ms};
+    use waiting_room::standing::{QueueStatus, StatusMessage};
+    use waiting_room::tokens::Issued;
 
     /// A state: its name, the message, a refusal, and the section that must show.
     pub struct State {
@@ -365,7 +366,7 @@ mod states {
         Queue::new(config)
     }
 
-    fn message(status: &'static str) -> StatusMessage {
+    fn message(status: QueueStatus) -> StatusMessage {
         StatusMessage { status, queue: "q".into(), ..StatusMessage::default() }
     }
 
@@ -375,7 +376,7 @@ mod states {
             queue_length: Some(1310),
             eta_seconds: Some(150),
             retry_after_seconds: Some(5),
-            ..message("WAITING")
+            ..message(QueueStatus::Waiting)
         }
     }
 
@@ -420,19 +421,23 @@ mod states {
                         admitted_at: rfc3339_ms(now),
                         max_age: 600,
                     }),
-                    ..message("READY")
+                    ..message(QueueStatus::Ready)
                 },
                 "wr-ready",
             ),
             state(
                 "not-in-queue",
-                StatusMessage { join_url: Some("/wr/q/join".into()), ..message("NOT_IN_QUEUE") },
+                StatusMessage { join_url: Some("/wr/q/join".into()), ..message(QueueStatus::NotInQueue) },
                 "wr-gone",
             ),
-            state("challenge", StatusMessage { challenge: Some(challenge), ..message("NOT_IN_QUEUE") }, "wr-checking"),
+            state(
+                "challenge",
+                StatusMessage { challenge: Some(challenge), ..message(QueueStatus::NotInQueue) },
+                "wr-checking",
+            ),
             State {
                 refused: Some(("too many joins from your address", 30)),
-                ..state("refused", message("NOT_IN_QUEUE"), "wr-busy")
+                ..state("refused", message(QueueStatus::NotInQueue), "wr-busy")
             },
             state(
                 "scheduled",
@@ -440,7 +445,7 @@ mod states {
                     prequeue_from: at(86_400_000 + 3_600_000),
                     opens_at: at(2 * 86_400_000),
                     retry_after_seconds: Some(60),
-                    ..message("SCHEDULED")
+                    ..message(QueueStatus::Scheduled)
                 },
                 "wr-scheduled",
             ),
@@ -452,19 +457,23 @@ mod states {
                     public_id: Some("0123456789abcdef".into()),
                     lottery_url: Some("/wr/q/lottery".into()),
                     retry_after_seconds: Some(60),
-                    ..message("PREQUEUE")
+                    ..message(QueueStatus::Prequeue)
                 },
                 "wr-prequeue",
             ),
-            state("closed", message("CLOSED"), "wr-closed"),
+            state("closed", message(QueueStatus::Closed), "wr-closed"),
             state(
                 "sold-out",
-                StatusMessage { queue_length: Some(1310), retry_after_seconds: Some(30), ..message("SOLD_OUT") },
+                StatusMessage {
+                    queue_length: Some(1310),
+                    retry_after_seconds: Some(30),
+                    ..message(QueueStatus::SoldOut)
+                },
                 "wr-soldout",
             ),
             state(
                 "unavailable",
-                StatusMessage { retry_after_seconds: Some(30), ..message("UNAVAILABLE") },
+                StatusMessage { retry_after_seconds: Some(30), ..message(QueueStatus::Unavailable) },
                 "wr-unavailable",
             ),
         ]
@@ -543,7 +552,7 @@ async fn axe_finds_no_serious_problem_on_the_queue_page_in_any_state_language_or
                 "name": name, "url": "http://waiting-room.test/wr/q?return_to=/a/start%3Fx%3D1",
                 "html": file, "locale": locale,
             }));
-            expected.push((name, lang, s.message.status, s.section));
+            expected.push((name, lang, s.message.status.as_str(), s.section));
         }
     }
     let r = axe(&Value::Array(targets), dir.path()).await;

@@ -15,7 +15,7 @@ const ENTRANTS: usize = 45;
 const LATER: usize = 6;
 
 fn rfc3339(ms: i64) -> String {
-    waiting_room::tokens::rfc3339_ms(ms)
+    waiting_room::clock::rfc3339_ms(ms)
 }
 
 async fn lottery_doc(c: &reqwest::Client, proxy: &Proxy) -> Value {
