@@ -322,7 +322,7 @@ async fn websocket(proxy: &str, path: &str, extra: &str) -> (u16, String, Option
 
 /// A queue whose pre-queue is open for the whole test (its sale opens in an hour).
 fn scheduled_queue() -> String {
-    let now = waiting_room::state::now_ms();
+    let now = waiting_room::clock::now_ms();
     format!(
         "\n[[queues]]\nid = \"drop\"\npaths = [\"/drop\"]\nrelease_per_tick = 1\ntick = \"1h\"\nsession = \"10m\"\n\
          prequeue_from = \"{}\"\nopens_at = \"{}\"\n",

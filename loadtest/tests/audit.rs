@@ -167,7 +167,7 @@ impl Fake {
         let fault = self.fault();
         if fault == Fault::StoreBlips && matches!(path, "/wr/q/join" | "/wr/q/status") {
             self.queue_calls += 1;
-            if self.queue_calls % 3 == 0 {
+            if self.queue_calls.is_multiple_of(3) {
                 let mut r = reply(503, json!({"title": "the queue store is not answering; retry in a few seconds"}));
                 r.headers_mut().insert("retry-after", "1".parse().unwrap());
                 return r;

@@ -405,7 +405,7 @@ impl AdminApp {
                 let doc = json_object(&read_body(session).await?)?;
                 let entry = parse_entry(doc).map_err(invalid)?;
                 let id = entry.config.id.clone();
-                if catalog::has(&self.state, &id).await.map_err(|_| store_down())? {
+                if catalog::has(&self.state, &id).await.map_err(|_| Failure::StoreDown)? {
                     return Err(Reply::error(409, format!("there is already a queue named {id:?}")));
                 }
                 let store = self.state.store().ok_or(Failure::StoreDown)?;

@@ -317,7 +317,7 @@ async fn draw_step(
     if drawn {
         return Ok(None);
     }
-    let now = crate::state::now_ms();
+    let now = crate::clock::now_ms();
     if now < opens_at_ms {
         // Wake at the opening (and now and then before, to see a draw made
         // by an instance whose clock runs ahead).

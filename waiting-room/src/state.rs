@@ -14,10 +14,6 @@ use crate::queues::Queues;
 use crate::sockets::Hub;
 use crate::store::QueueStore;
 
-/// The clock, for the queue store's backends (`store/`), which still reach it
-/// here (so do `admission`, tests); everything else reads [`crate::clock`].
-pub use crate::clock::now_ms;
-
 /// Tokens the gate caches at most.
 const TOKEN_CACHE: usize = 200_000;
 

@@ -21,7 +21,7 @@ use super::{
     Draw, JoinChecks, LotteryRecord, Params, Placed, QueueStore, Release, Report, SharedSettings, Standing, Stats,
     StoreError, TickLog,
 };
-use crate::state::now_ms;
+use crate::clock::now_ms;
 
 /// Failed calls in a row that open the breaker.
 pub const FAILURES: u32 = 3;

@@ -295,7 +295,7 @@ impl RedisStore {
             Proof::Missing => ("missing", "-", 0),
             // Remembered by the store's clock: until a minute past the expiry the issuing instance set.
             Proof::Solved { seed, expires_at_ms } => {
-                ("solved", seed.as_str(), (expires_at_ms + SPENT_GRACE_MS - crate::state::now_ms()).max(1))
+                ("solved", seed.as_str(), (expires_at_ms + SPENT_GRACE_MS - crate::clock::now_ms()).max(1))
             }
         };
         let (ticket_epoch, ticket_seq) = match checks.ticket {

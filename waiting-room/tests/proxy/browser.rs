@@ -308,7 +308,7 @@ async fn a_browser_whose_queue_store_restarts_empty_gets_its_place_back_and_land
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_before_a_scheduled_sale_counts_down_joins_the_pre_queue_and_gets_its_drawn_place() {
     let upstream = Upstream::start().await;
-    let now = waiting_room::state::now_ms();
+    let now = waiting_room::clock::now_ms();
     // Chromium takes a few seconds to start: the pre-queue opens after that,
     // the sale a few seconds later.
     let q = format!(
@@ -381,7 +381,7 @@ mod states {
     }
 
     pub fn all() -> Vec<State> {
-        let now = waiting_room::state::now_ms();
+        let now = waiting_room::clock::now_ms();
         let at = |ms: i64| Some(rfc3339_ms(now + ms));
         let state = |name, message, section| State { name, message, refused: None, section };
         let challenge = ChallengeBody {

@@ -37,7 +37,7 @@ fn verify_lottery(args: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_draw_the_pre_queue_once_in_the_published_order_then_fifo() {
     let shared = Shared::new("lottery").await;
-    let now = waiting_room::state::now_ms();
+    let now = waiting_room::clock::now_ms();
     // The pre-queue is open from the start; the sale opens once every
     // instance is up and the entrants have joined.
     let opens_at = now + 8_000;
@@ -93,7 +93,7 @@ async fn three_instances_draw_the_pre_queue_once_in_the_published_order_then_fif
         .await
         .unwrap();
     assert!(page.contains("data-wr-status=\"PREQUEUE\"") && page.contains(&public[1]), "the pre-queue page");
-    let left = opens_at - waiting_room::state::now_ms();
+    let left = opens_at - waiting_room::clock::now_ms();
     assert!(left > 0, "the entrants joined too slowly for this test's opening time ({left} ms late)");
 
     // The draw: the socket hears its place, every instance publishes the same draw.
@@ -103,7 +103,7 @@ async fn three_instances_draw_the_pre_queue_once_in_the_published_order_then_fif
         if m["status"] != "PREQUEUE" {
             break m;
         }
-        assert!(waiting_room::state::now_ms() < opens_at + 5_000, "still in the pre-queue 5 s after the opening: {m}");
+        assert!(waiting_room::clock::now_ms() < opens_at + 5_000, "still in the pre-queue 5 s after the opening: {m}");
     };
     assert_eq!(drawn["status"], "WAITING", "{drawn}");
     let docs: Vec<Value> = eventually("every instance sees the draw", Duration::from_secs(10), || async {
@@ -177,7 +177,7 @@ fn admitted_ms(m: &Value) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_the_opening_a_countdown_and_after_the_close_nobody_new() {
     let upstream = Upstream::start().await;
-    let now = waiting_room::state::now_ms();
+    let now = waiting_room::clock::now_ms();
     let queues = format!(
         "{}prequeue_from = \"{}\"\nopens_at = \"{}\"\n{}closes_at = \"{}\"\n",
         queue("soon", "/soon", 10, "200ms", "10m", 100),

@@ -265,7 +265,7 @@ fn solved(seed: &str, expires_at_ms: i64) -> JoinChecks {
 }
 
 fn now_ms() -> i64 {
-    waiting_room::state::now_ms()
+    waiting_room::clock::now_ms()
 }
 
 pub async fn places_per_client_are_capped_and_free_again_once_they_leave_the_line(store: Arc<dyn QueueStore>) {
@@ -552,7 +552,7 @@ pub async fn reports_merge_into_the_next_tick_and_no_shows_stop_counting_toward_
 }
 
 fn wall_ms() -> i64 {
-    waiting_room::state::now_ms()
+    waiting_room::clock::now_ms()
 }
 
 /// Wait until the wall clock (which the store's is, on this machine) passes `at_ms`.
