@@ -332,12 +332,14 @@ async fn join(
                 rec.hashes += solved.hashes;
                 body = Some(solved.body);
             }
-            code => {
-                if code == 503 {
-                    ctx.metrics.count(Step::Join, "retried_503");
-                }
+            503 => {
+                // The wait is the visitor's: the join's latency keeps
+                // counting from the first attempt.
+                ctx.metrics.count(Step::Join, "retried_503");
                 tokio::time::sleep(retry_after(&a)).await;
+                continue;
             }
+            _ => tokio::time::sleep(retry_after(&a)).await,
         }
         intended = Instant::now();
     };

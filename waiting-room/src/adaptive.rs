@@ -167,9 +167,28 @@ impl Signals {
     }
 }
 
+/// What instances measured of one queue's admitted traffic since the
+/// previous tick, merged in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Window {
+    /// Latency histogram of requests to the upstream (see
+    /// [`bucket`]): count per bucket.
+    pub buckets: Vec<u64>,
+    /// Requests that finished (answered or failed).
+    pub samples: u64,
+    /// Of which failed: 5xx, timeouts, refused connections.
+    pub errors: u64,
+    /// Requests in flight now, all live instances together.
+    pub in_flight: u64,
+    /// Admitted visitors whose first request arrived.
+    pub arrived: u64,
+    /// Admitted visitors found to be no-shows by the tick.
+    pub no_shows: u64,
+}
+
 impl Signals {
     /// The controller's inputs from a tick's merged window.
-    pub fn from_window(w: &crate::store::Window, waiting: u64, released: u64, window_ms: u64) -> Self {
+    pub fn from_window(w: &Window, waiting: u64, released: u64, window_ms: u64) -> Self {
         Signals {
             samples: w.samples,
             p50_ms: quantile(&w.buckets, 0.5),

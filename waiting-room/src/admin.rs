@@ -511,12 +511,14 @@ impl AdminApp {
                 change_reply(control::change(&self.state, &q, &actor, action, edit).await)?;
                 Ok(Reply::json(200, &queue_state(&self.state, &q).await?))
             }
-            ("POST", ["admin", "reload"]) => match control::reload(&self.state, self.config_path.as_deref()).await {
-                Ok(changed) => Ok(Reply::json(200, &serde_json::json!({"changed": changed}))),
-                Err(e) => Err(Reply::problem(
-                    Problem::new(422, format!("config rejected, nothing changed: {e}")).with("key", e.key),
-                )),
-            },
+            ("POST", ["admin", "reload"]) => {
+                match crate::reload::reload(&self.state, self.config_path.as_deref()).await {
+                    Ok(changed) => Ok(Reply::json(200, &serde_json::json!({"changed": changed}))),
+                    Err(e) => Err(Reply::problem(
+                        Problem::new(422, format!("config rejected, nothing changed: {e}")).with("key", e.key),
+                    )),
+                }
+            }
             (_, ["admin", "queues", ..] | ["admin", "reload"] | ["admin", "catalog"]) => {
                 Err(Reply::error(405, "method not allowed on this admin endpoint"))
             }

@@ -81,7 +81,7 @@ impl BackgroundService for AdmissionService {
         };
         crate::catalog::start(&self.state, Arc::new(move |q: &Arc<Queue>| runner.start(q))).await;
         let mut tasks = vec![
-            tokio::spawn(control::watch_sighup(self.state.clone(), self.config_path.clone())),
+            tokio::spawn(crate::reload::watch_sighup(self.state.clone(), self.config_path.clone())),
             tokio::spawn(crate::stock::poll(self.state.clone(), self.stock.clone())),
             tokio::spawn(crate::catalog::watch(self.state.clone())),
         ];

@@ -27,7 +27,7 @@
 //! the new one, never half of it (`Queues::replace`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use shared::config::ConfigError;
@@ -125,57 +125,12 @@ pub fn validate(catalog: &Catalog, stock_configured: bool) -> Result<(), ConfigE
     Ok(())
 }
 
-/// What this instance knows of the catalog.
-pub struct Local {
-    /// The version applied here (0: the config file's queues, none read yet).
-    version: AtomicU64,
-    /// `[stock] url` is set (a queue may then follow the stock).
-    stock_configured: AtomicBool,
-    /// Starts a queue's tasks on this instance (set by the admission
-    /// service once the store is connected).
-    starter: std::sync::OnceLock<Starter>,
-    /// Serializes applying catalogs here.
-    applying: tokio::sync::Mutex<()>,
-    /// Changes made through this instance take turns, so they race only
-    /// with other instances' changes.
-    changing: tokio::sync::Mutex<()>,
-    /// Bumped whenever the set of queue ids changes here (the pub/sub
-    /// listener subscribes to the new queues' channels).
-    ids: tokio::sync::watch::Sender<u64>,
-}
-
-impl Default for Local {
-    fn default() -> Self {
-        Local {
-            version: AtomicU64::new(0),
-            stock_configured: AtomicBool::new(false),
-            starter: std::sync::OnceLock::new(),
-            applying: tokio::sync::Mutex::new(()),
-            changing: tokio::sync::Mutex::new(()),
-            ids: tokio::sync::watch::Sender::new(0),
-        }
-    }
-}
+/// What this instance knows of the catalog (kept with the queues, in
+/// `State`).
+pub use crate::queues::CatalogLocal as Local;
 
 /// Starts a queue's tasks (see `admission::Runner`).
-pub type Starter = Arc<dyn Fn(&Arc<Queue>) + Send + Sync>;
-
-impl Local {
-    /// Note whether `[stock] url` is set.
-    pub fn set_stock_configured(&self, yes: bool) {
-        self.stock_configured.store(yes, Ordering::Relaxed);
-    }
-
-    /// The version applied here.
-    pub fn version(&self) -> u64 {
-        self.version.load(Ordering::Acquire)
-    }
-
-    /// Hear when the set of queues changes.
-    pub fn watch_ids(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.ids.subscribe()
-    }
-}
+pub use crate::queues::Starter;
 
 /// The store is connected: save this instance's queues as the catalog if
 /// the store has none, else run the stored one; then start every queue's

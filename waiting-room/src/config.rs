@@ -204,7 +204,22 @@ impl Default for LimitsConfig {
     }
 }
 
-pub use crate::limits::Rate;
+/// A rate with a burst: `rate` tokens per second, at most `burst` saved.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Tokens added per second; 0 turns the limit off.
+    pub rate: f64,
+    /// Tokens a fresh client starts with and may save up.
+    pub burst: f64,
+}
+
+impl Rate {
+    /// Is this limit on?
+    pub fn enabled(&self) -> bool {
+        self.rate > 0.0
+    }
+}
 
 impl LimitsConfig {
     fn validate(&self) -> Result<(), ConfigError> {

@@ -18,7 +18,6 @@
 
 use std::time::Instant;
 
-use parking_lot::Mutex;
 use shared::visitor::VisitorId;
 
 use crate::clock::now_ms;
@@ -31,35 +30,7 @@ use crate::store::Standing;
 /// The modes a queue can be in.
 pub const MODES: [&str; 3] = ["normal", "closed", "open"];
 
-/// The per-instance allowance of an open queue while its store is down.
-#[derive(Debug)]
-pub struct OpenDoor {
-    /// Tokens left and when they were counted.
-    bucket: Mutex<(f64, Instant)>,
-}
-
-impl Default for OpenDoor {
-    fn default() -> Self {
-        OpenDoor { bucket: Mutex::new((f64::NAN, Instant::now())) }
-    }
-}
-
-impl OpenDoor {
-    /// Take one admission at `rate` per second with a burst of `burst`.
-    fn take(&self, rate: f64, burst: f64, now: Instant) -> bool {
-        let mut b = self.bucket.lock();
-        // A fresh door starts full.
-        let tokens = if b.0.is_nan() { burst } else { b.0 };
-        let refilled = (tokens + now.saturating_duration_since(b.1).as_secs_f64() * rate).min(burst);
-        if refilled >= 1.0 {
-            *b = (refilled - 1.0, now);
-            true
-        } else {
-            *b = (refilled, now);
-            false
-        }
-    }
-}
+pub use crate::queues::OpenDoor;
 
 /// Is the store known to be down (or not reached yet)?
 pub fn store_down(state: &State) -> bool {

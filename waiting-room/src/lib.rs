@@ -9,7 +9,8 @@
 //! - [`admission`]: the background service running one ticker per queue.
 //! - [`adaptive`]: the controller that sets N from the upstream's health.
 //! - [`signals`]: what this instance measures of admitted traffic for it (both lanes).
-//! - [`control`]: live settings shared across instances; SIGHUP reload.
+//! - [`control`]: live settings shared across instances.
+//! - [`reload`]: re-reading the config file (SIGHUP, `POST /admin/reload`).
 //! - [`catalog`]: which queues run, created, redefined and deleted at runtime
 //!   through the store.
 //! - [`admin`]: the operator API on its own listener.
@@ -80,6 +81,7 @@ pub mod problem;
 pub mod proxy;
 pub mod push;
 pub mod queues;
+pub mod reload;
 pub mod routes;
 pub mod sched;
 pub mod schedule;

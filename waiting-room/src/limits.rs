@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::client::ClientKey;
-use crate::metrics::METRICS;
 
 /// The per-client budgets of one proxy process, built from `[limits]`.
 pub struct Limits {
@@ -70,22 +69,7 @@ fn shard_of(key: &ClientKey) -> usize {
     (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % SHARDS
 }
 
-/// A rate with a burst: `rate` tokens per second, at most `burst` saved.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rate {
-    /// Tokens added per second; 0 turns the limit off.
-    pub rate: f64,
-    /// Tokens a fresh client starts with and may save up.
-    pub burst: f64,
-}
-
-impl Rate {
-    /// Is this limit on?
-    pub fn enabled(&self) -> bool {
-        self.rate > 0.0
-    }
-}
+pub use crate::config::Rate;
 
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
@@ -277,97 +261,9 @@ pub fn open_files_limit() -> u64 {
     }
 }
 
-/// Why the proxy refused a client (the `reason` label of
-/// `waiting_room_refused_total`). A fixed set, so every series exists from
-/// the start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    /// Over the process-wide connection cap.
-    Connections,
-    /// Over the per-client connection cap.
-    ClientConnections,
-    /// The request head did not arrive in time.
-    HeadTimeout,
-    /// The request head is larger than allowed.
-    HeadTooLarge,
-    /// More header fields than allowed.
-    TooManyHeaders,
-    /// Not a valid HTTP/1.x request head.
-    Malformed,
-    /// A request body did not arrive in time.
-    BodyTimeout,
-    /// A method outside `server.allowed_methods`.
-    Method,
-    /// A path that is not in canonical form.
-    Path,
-    /// An internal endpoint of the upstream (`server.deny_paths`).
-    InternalPath,
-    /// Over the per-client cap on queue WebSockets.
-    ClientWebsockets,
-    /// A WebSocket from an origin not allowed.
-    Origin,
-    /// New visitor ids minted too fast by one client.
-    NewVisitorRate,
-    /// Joins too fast by one client.
-    JoinRate,
-    /// Too many waiting places held by one client.
-    ClientPlaces,
-    /// A join without a valid proof-of-work answer.
-    Challenge,
-    /// A failed or throttled operator bearer token.
-    AdminAuth,
-}
-
-impl Refused {
-    /// Every reason, in label order.
-    pub const ALL: [Refused; 17] = [
-        Refused::Connections,
-        Refused::ClientConnections,
-        Refused::HeadTimeout,
-        Refused::HeadTooLarge,
-        Refused::TooManyHeaders,
-        Refused::Malformed,
-        Refused::BodyTimeout,
-        Refused::Method,
-        Refused::Path,
-        Refused::InternalPath,
-        Refused::ClientWebsockets,
-        Refused::Origin,
-        Refused::NewVisitorRate,
-        Refused::JoinRate,
-        Refused::ClientPlaces,
-        Refused::Challenge,
-        Refused::AdminAuth,
-    ];
-
-    /// The label value.
-    pub fn label(self) -> &'static str {
-        match self {
-            Refused::Connections => "connections",
-            Refused::ClientConnections => "client_connections",
-            Refused::HeadTimeout => "head_timeout",
-            Refused::HeadTooLarge => "head_too_large",
-            Refused::TooManyHeaders => "too_many_headers",
-            Refused::Malformed => "malformed",
-            Refused::BodyTimeout => "body_timeout",
-            Refused::Method => "method",
-            Refused::Path => "path",
-            Refused::InternalPath => "internal_path",
-            Refused::ClientWebsockets => "client_websockets",
-            Refused::Origin => "origin",
-            Refused::NewVisitorRate => "new_visitor_rate",
-            Refused::JoinRate => "join_rate",
-            Refused::ClientPlaces => "client_places",
-            Refused::Challenge => "challenge",
-            Refused::AdminAuth => "admin_auth",
-        }
-    }
-
-    /// Count one refusal.
-    pub fn count(self) {
-        METRICS.refused.with_label_values(&[self.label()]).inc();
-    }
-}
+/// Why the edge refused something: the label of
+/// `waiting_room_refused_total{reason}` (defined with the metric).
+pub use crate::metrics::Refused;
 
 #[cfg(test)]
 mod tests {

@@ -73,7 +73,7 @@ pub struct Metrics {
     /// ended with a purchase (`wr-session: end`)
     pub sessions_ended: IntCounterVec,
     /// `waiting_room_refused_total{reason}`: clients refused by a limit or a
-    /// rule of the edge (see [`crate::limits::Refused`])
+    /// rule of the edge (see [`Refused`])
     pub refused: IntCounterVec,
     /// `waiting_room_store_epochs_total{queue}`: new epochs of a line seen by
     /// this instance (the store lost the line)
@@ -337,6 +337,98 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "waiting_room_refused_total",
         "Clients refused at the edge, by reason (a limit, a malformed or forbidden request).",
         "reason",
-        &crate::limits::Refused::ALL.map(crate::limits::Refused::label),
+        &Refused::ALL.map(Refused::label),
     ),
 });
+
+/// Why the proxy refused a client (the `reason` label of
+/// `waiting_room_refused_total`). A fixed set, so every series exists from
+/// the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Over the process-wide connection cap.
+    Connections,
+    /// Over the per-client connection cap.
+    ClientConnections,
+    /// The request head did not arrive in time.
+    HeadTimeout,
+    /// The request head is larger than allowed.
+    HeadTooLarge,
+    /// More header fields than allowed.
+    TooManyHeaders,
+    /// Not a valid HTTP/1.x request head.
+    Malformed,
+    /// A request body did not arrive in time.
+    BodyTimeout,
+    /// A method outside `server.allowed_methods`.
+    Method,
+    /// A path that is not in canonical form.
+    Path,
+    /// An internal endpoint of the upstream (`server.deny_paths`).
+    InternalPath,
+    /// Over the per-client cap on queue WebSockets.
+    ClientWebsockets,
+    /// A WebSocket from an origin not allowed.
+    Origin,
+    /// New visitor ids minted too fast by one client.
+    NewVisitorRate,
+    /// Joins too fast by one client.
+    JoinRate,
+    /// Too many waiting places held by one client.
+    ClientPlaces,
+    /// A join without a valid proof-of-work answer.
+    Challenge,
+    /// A failed or throttled operator bearer token.
+    AdminAuth,
+}
+
+impl Refused {
+    /// Every reason, in label order.
+    pub const ALL: [Refused; 17] = [
+        Refused::Connections,
+        Refused::ClientConnections,
+        Refused::HeadTimeout,
+        Refused::HeadTooLarge,
+        Refused::TooManyHeaders,
+        Refused::Malformed,
+        Refused::BodyTimeout,
+        Refused::Method,
+        Refused::Path,
+        Refused::InternalPath,
+        Refused::ClientWebsockets,
+        Refused::Origin,
+        Refused::NewVisitorRate,
+        Refused::JoinRate,
+        Refused::ClientPlaces,
+        Refused::Challenge,
+        Refused::AdminAuth,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Connections => "connections",
+            Refused::ClientConnections => "client_connections",
+            Refused::HeadTimeout => "head_timeout",
+            Refused::HeadTooLarge => "head_too_large",
+            Refused::TooManyHeaders => "too_many_headers",
+            Refused::Malformed => "malformed",
+            Refused::BodyTimeout => "body_timeout",
+            Refused::Method => "method",
+            Refused::Path => "path",
+            Refused::InternalPath => "internal_path",
+            Refused::ClientWebsockets => "client_websockets",
+            Refused::Origin => "origin",
+            Refused::NewVisitorRate => "new_visitor_rate",
+            Refused::JoinRate => "join_rate",
+            Refused::ClientPlaces => "client_places",
+            Refused::Challenge => "challenge",
+            Refused::AdminAuth => "admin_auth",
+        }
+    }
+
+    /// Count one refusal.
+    pub fn count(self) {
+        METRICS.refused.with_label_values(&[self.label()]).inc();
+    }
+}

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
+use std::time::Instant;
 
 use shared::config::ConfigError;
 
@@ -60,7 +61,7 @@ pub struct Queue {
     difficulty: AtomicU8,
     /// This instance's allowance while the store is down and the queue is
     /// `on_store_down = "open"` (see `degraded.rs`).
-    pub open_door: crate::degraded::OpenDoor,
+    pub open_door: OpenDoor,
     /// What this instance measured of the queue's admitted traffic since its
     /// last report to the store (see `signals.rs`).
     pub signals: crate::signals::Tally,
@@ -416,5 +417,89 @@ pub fn read_template(c: &QueueConfig) -> Result<Option<String>, String> {
         Some(path) => {
             std::fs::read_to_string(path).map(Some).map_err(|e| format!("cannot read {}: {e}", path.display()))
         }
+    }
+}
+
+/// The per-instance allowance of an open queue while its store is down.
+#[derive(Debug)]
+pub struct OpenDoor {
+    /// Tokens left and when they were counted.
+    bucket: Mutex<(f64, Instant)>,
+}
+
+impl Default for OpenDoor {
+    fn default() -> Self {
+        OpenDoor { bucket: Mutex::new((f64::NAN, Instant::now())) }
+    }
+}
+
+impl OpenDoor {
+    /// Take one admission at `rate` per second with a burst of `burst`.
+    /// (See `degraded.rs`, which decides when the door is open.)
+    pub fn take(&self, rate: f64, burst: f64, now: Instant) -> bool {
+        let mut b = self.bucket.lock();
+        // A fresh door starts full.
+        let tokens = if b.0.is_nan() { burst } else { b.0 };
+        let refilled = (tokens + now.saturating_duration_since(b.1).as_secs_f64() * rate).min(burst);
+        if refilled >= 1.0 {
+            *b = (refilled - 1.0, now);
+            true
+        } else {
+            *b = (refilled, now);
+            false
+        }
+    }
+}
+
+/// What this instance knows of the catalog of queues (`catalog.rs`, which
+/// changes it; it sits here so that `State` does not depend on the catalog).
+pub struct CatalogLocal {
+    /// The version applied here (0: the config file's queues, none read yet).
+    pub(crate) version: AtomicU64,
+    /// `[stock] url` is set (a queue may then follow the stock).
+    pub(crate) stock_configured: AtomicBool,
+    /// Starts a queue's tasks on this instance (set by the admission
+    /// service once the store is connected).
+    pub(crate) starter: std::sync::OnceLock<Starter>,
+    /// Serializes applying catalogs here.
+    pub(crate) applying: tokio::sync::Mutex<()>,
+    /// Changes made through this instance take turns, so they race only
+    /// with other instances' changes.
+    pub(crate) changing: tokio::sync::Mutex<()>,
+    /// Bumped whenever the set of queue ids changes here (the pub/sub
+    /// listener subscribes to the new queues' channels).
+    pub(crate) ids: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for CatalogLocal {
+    fn default() -> Self {
+        CatalogLocal {
+            version: AtomicU64::new(0),
+            stock_configured: AtomicBool::new(false),
+            starter: std::sync::OnceLock::new(),
+            applying: tokio::sync::Mutex::new(()),
+            changing: tokio::sync::Mutex::new(()),
+            ids: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+/// Starts a queue's tasks (see `admission::Runner`).
+pub type Starter = Arc<dyn Fn(&Arc<Queue>) + Send + Sync>;
+
+impl CatalogLocal {
+    /// Note whether `[stock] url` is set.
+    pub fn set_stock_configured(&self, yes: bool) {
+        self.stock_configured.store(yes, Ordering::Relaxed);
+    }
+
+    /// The version applied here.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Hear when the set of queues changes.
+    pub fn watch_ids(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.ids.subscribe()
     }
 }

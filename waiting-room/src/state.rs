@@ -48,7 +48,7 @@ pub struct State {
     /// Graceful shutdown: connections in flight and the draining flag.
     pub drain: Arc<Drain>,
     /// The catalog of queues as applied here (`catalog.rs`).
-    pub catalog: crate::catalog::Local,
+    pub catalog: crate::queues::CatalogLocal,
 }
 
 impl State {

@@ -317,24 +317,9 @@ pub struct Release {
     pub decision: Option<crate::adaptive::Record>,
 }
 
-/// What instances measured of one queue's admitted traffic since the
-/// previous tick, merged in the store.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Window {
-    /// Latency histogram of requests to the upstream (see
-    /// [`crate::adaptive::bucket`]): count per bucket.
-    pub buckets: Vec<u64>,
-    /// Requests that finished (answered or failed).
-    pub samples: u64,
-    /// Of which failed: 5xx, timeouts, refused connections.
-    pub errors: u64,
-    /// Requests in flight now, all live instances together.
-    pub in_flight: u64,
-    /// Admitted visitors whose first request arrived.
-    pub arrived: u64,
-    /// Admitted visitors found to be no-shows by the tick.
-    pub no_shows: u64,
-}
+/// The controller's input, merged in the store (defined with the
+/// controller, which reads it; the store only adds it up).
+pub use crate::adaptive::Window;
 
 /// One instance's measurements since its previous report.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
