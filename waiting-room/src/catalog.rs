@@ -152,6 +152,11 @@ pub async fn start(state: &Arc<State>, starter: Starter) {
 /// answered.
 pub async fn sync(state: &Arc<State>) -> bool {
     let Some(store) = state.store() else { return false };
+    // A store known to be down would only say so again; the queues running
+    // here stay as they are until it answers.
+    if store.known_down() {
+        return false;
+    }
     // Twice: another instance may save a missing catalog between our read
     // and our save; theirs is then read and run.
     for _ in 0..2 {
