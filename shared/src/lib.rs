@@ -13,11 +13,13 @@
 //! - [`path`]: the canonical request path both the gate and the router see.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //! - [`backoff`]: the pauses of every reconnect loop in both services.
+//! - [`clock`]: the wall clock (epoch milliseconds) and its RFC 3339 text.
 //!
 //! The only I/O here is reading and creating files under the key directory and
 //! reading the config file; nothing talks to the network.
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod html;
 pub mod keys;
