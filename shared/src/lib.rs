@@ -9,7 +9,8 @@
 //! - [`config`]: the layered config loader (TOML file, then `PREFIX_SECTION__KEY`
 //!   environment variables) whose errors name the offending key.
 //! - [`log`]: the `[log]` section and the `tracing` subscriber both services install.
-//! - [`html`]: escaping text for the pages both services render.
+//! - [`html`]: escaping text and filling `{{key}}` placeholders for the pages
+//!   both services render.
 //! - [`path`]: the canonical request path both the gate and the router see.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //! - [`backoff`]: the pauses of every reconnect loop in both services.
