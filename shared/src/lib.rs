@@ -39,6 +39,14 @@ pub const VISITOR_HEADER: &str = "x-visitor-id";
 /// Header carrying the request id from the proxy into the booking core's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Whether a client's `x-request-id` is kept as the request's id: 8-64 of
+/// `[A-Za-z0-9-]`. Anything else is replaced by a new id, so a client cannot
+/// put arbitrary text (spaces, quotes, a megabyte) into both services' logs.
+/// The proxy and the booking core both apply this rule.
+pub fn valid_request_id(id: &str) -> bool {
+    (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// Find a cookie by name in a `Cookie` header value.
 ///
 /// Malformed pairs are skipped, never an error: a browser with a broken cookie
@@ -114,6 +122,16 @@ mod tests {
         assert_eq!(cookie_value(h, "wr_entry"), Some("tok.en.x"));
         assert_eq!(cookie_value(h, "b"), Some("2"));
         assert_eq!(cookie_value(h, "missing"), None);
+    }
+
+    #[test]
+    fn request_ids_are_8_to_64_letters_digits_or_dashes() {
+        assert!(valid_request_id("abcd-1234"));
+        assert!(valid_request_id(&"a".repeat(64)));
+        assert!(!valid_request_id("short"));
+        assert!(!valid_request_id(&"a".repeat(65)));
+        assert!(!valid_request_id("has space 1"));
+        assert!(!valid_request_id("under_score"));
     }
 
     #[test]

@@ -105,13 +105,11 @@ fn request_id(session: &Session) -> String {
     request_id_or_new(header_str(session, REQUEST_ID_HEADER))
 }
 
-/// The client's request id when well-formed (8-64 of `[A-Za-z0-9-]`), else a
-/// new random one.
+/// The client's request id when well-formed ([`shared::valid_request_id`]),
+/// else a new random one.
 pub(crate) fn request_id_or_new(given: Option<&str>) -> String {
     match given {
-        Some(id) if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
-            id.to_owned()
-        }
+        Some(id) if shared::valid_request_id(id) => id.to_owned(),
         _ => hex_id(),
     }
 }
