@@ -12,6 +12,7 @@
 //! - [`html`]: escaping text and filling `{{key}}` placeholders for the pages
 //!   both services render.
 //! - [`path`]: the canonical request path both the gate and the router see.
+//! - [`percent`]: percent-encoding links and decoding query values.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //! - [`backoff`]: the pauses of every reconnect loop in both services.
 //! - [`clock`]: the wall clock (epoch milliseconds) and its RFC 3339 text.
@@ -26,6 +27,7 @@ pub mod html;
 pub mod keys;
 pub mod log;
 pub mod path;
+pub mod percent;
 pub mod problem;
 pub mod token;
 pub mod visitor;

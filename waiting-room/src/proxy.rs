@@ -24,7 +24,7 @@ use shared::problem::Problem;
 use crate::api;
 use crate::forward::{Rewrite, SESSION_HEADER, SessionEnd};
 use crate::gate::Refusal;
-use crate::http::{Reply, encode_component, header_str, send};
+use crate::http::{Reply, header_str, send};
 use crate::metrics::METRICS;
 use crate::routes;
 use crate::state::State;
@@ -145,7 +145,7 @@ impl WaitingRoom {
 fn refusal_reply(session: &Session, queue: &str, refusal: &Refusal) -> (Reply, &'static str) {
     let path_and_query = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if wants_html(session) {
-        let location = format!("/wr/{queue}?return_to={}", encode_component(path_and_query));
+        let location = format!("/wr/{queue}?return_to={}", shared::percent::encode_path_and_query(path_and_query));
         return (Reply::redirect(location).no_store(), "redirected");
     }
     let join = crate::standing::join_url(queue);

@@ -14,6 +14,7 @@
 use http::StatusCode;
 use serde::Serialize;
 use shared::html::{escape, fill};
+use shared::percent::encode_component as encode;
 
 use crate::catalogue::EventView;
 use crate::clock::{self, now_ms};
@@ -93,16 +94,6 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
 fn script_json<T: Serialize>(value: &T) -> String {
     let json = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
     json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
-}
-
-/// Percent-encode everything but unreserved characters (RFC 3986).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `Sat 1 Jun 2030, 19:30 UTC`: shown until the script replaces it with local time.
