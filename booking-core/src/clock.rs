@@ -1,27 +1,12 @@
 //! Time as epoch milliseconds: the only unit stored in the database, so
 //! PostgreSQL and SQLite compare timestamps the same way.
 
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
+pub use shared::clock::{now_ms, parse_rfc3339};
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
-    i64::try_from(nanos / 1_000_000).unwrap_or(i64::MAX)
-}
-
-/// Format epoch milliseconds as RFC 3339 (`2026-05-01T19:30:00.250Z`).
+/// Format epoch milliseconds as RFC 3339 (`2026-05-01T19:30:00.250Z`); outside
+/// years 0000–9999, the milliseconds as digits.
 pub fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| ms.to_string())
-}
-
-/// Parse an RFC 3339 timestamp into epoch milliseconds.
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    shared::clock::rfc3339_ms(ms).unwrap_or_else(|| ms.to_string())
 }
 
 /// Serde helpers for timestamps in API bodies: RFC 3339 strings on the wire,

@@ -1,12 +1,12 @@
 //! The `booking-core` binary: parse `--config`, load and validate it (exit 2
 //! naming the bad key), then run [`booking_core::Application`] until Ctrl-C or
-//! SIGTERM.
+//! SIGTERM; `check` only validates. The same shape as `waiting-room`'s.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use booking_core::{Application, Config};
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use shared::config::ProcessEnv;
 
 /// Command line.
@@ -15,8 +15,16 @@ use shared::config::ProcessEnv;
 struct Args {
     /// Config file; without it, `configs/booking-core.toml` if present, else the
     /// embedded defaults. `BC_SECTION__KEY` variables override either.
-    #[arg(long)]
+    #[arg(long, short)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the configuration and exit (0 valid, 2 invalid).
+    Check,
 }
 
 const DEFAULT_CONFIG: &str = "configs/booking-core.toml";
@@ -27,16 +35,20 @@ fn main() -> ExitCode {
     let config = match Config::load(file.as_deref(), &ProcessEnv) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("booking-core: invalid config: {e}");
+            eprintln!("error: invalid configuration: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Check) = args.command {
+        println!("configuration is valid");
+        return ExitCode::SUCCESS;
+    }
     // sqlx logs every statement at info; that would drown the request lines.
     config.log.init(&["sqlx"]);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("booking-core: cannot start the runtime: {e}");
+            eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -44,7 +56,7 @@ fn main() -> ExitCode {
         let app = match Application::build(config).await {
             Ok(app) => app,
             Err(e) => {
-                eprintln!("booking-core: cannot start: {e}");
+                eprintln!("error: cannot start: {e}");
                 return ExitCode::FAILURE;
             }
         };

@@ -82,7 +82,7 @@ async fn spawn_request(state: AppState, origin: Origin, req: hyper::Request<Inco
         .headers()
         .get(shared::REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .filter(|v| shared::valid_request_id(v))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let span =

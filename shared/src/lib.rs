@@ -9,20 +9,25 @@
 //! - [`config`]: the layered config loader (TOML file, then `PREFIX_SECTION__KEY`
 //!   environment variables) whose errors name the offending key.
 //! - [`log`]: the `[log]` section and the `tracing` subscriber both services install.
-//! - [`html`]: escaping text for the pages both services render.
+//! - [`html`]: escaping text and filling `{{key}}` placeholders for the pages
+//!   both services render.
 //! - [`path`]: the canonical request path both the gate and the router see.
+//! - [`percent`]: percent-encoding links and decoding query values.
 //! - [`problem`]: RFC 9457 `application/problem+json` bodies.
 //! - [`backoff`]: the pauses of every reconnect loop in both services.
+//! - [`clock`]: the wall clock (epoch milliseconds) and its RFC 3339 text.
 //!
 //! The only I/O here is reading and creating files under the key directory and
 //! reading the config file; nothing talks to the network.
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 pub mod html;
 pub mod keys;
 pub mod log;
 pub mod path;
+pub mod percent;
 pub mod problem;
 pub mod token;
 pub mod visitor;
@@ -35,6 +40,14 @@ pub const VISITOR_COOKIE: &str = "wr_visitor";
 pub const VISITOR_HEADER: &str = "x-visitor-id";
 /// Header carrying the request id from the proxy into the booking core's logs.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Whether a client's `x-request-id` is kept as the request's id: 8-64 of
+/// `[A-Za-z0-9-]`. Anything else is replaced by a new id, so a client cannot
+/// put arbitrary text (spaces, quotes, a megabyte) into both services' logs.
+/// The proxy and the booking core both apply this rule.
+pub fn valid_request_id(id: &str) -> bool {
+    (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
 
 /// Find a cookie by name in a `Cookie` header value.
 ///
@@ -111,6 +124,16 @@ mod tests {
         assert_eq!(cookie_value(h, "wr_entry"), Some("tok.en.x"));
         assert_eq!(cookie_value(h, "b"), Some("2"));
         assert_eq!(cookie_value(h, "missing"), None);
+    }
+
+    #[test]
+    fn request_ids_are_8_to_64_letters_digits_or_dashes() {
+        assert!(valid_request_id("abcd-1234"));
+        assert!(valid_request_id(&"a".repeat(64)));
+        assert!(!valid_request_id("short"));
+        assert!(!valid_request_id(&"a".repeat(65)));
+        assert!(!valid_request_id("has space 1"));
+        assert!(!valid_request_id("under_score"));
     }
 
     #[test]

@@ -148,68 +148,24 @@ pub fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
     session.req_header().headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Percent-encode a path and query for use as a query parameter value.
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Decode a percent-encoded query value (`+` is a space). Invalid escapes are kept as is.
-pub fn decode_component(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The value of `name` in a query string.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     query?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| decode_component(v))
+        (k == name).then(|| shared::percent::decode_query_value(v))
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::percent::{decode_query_value, encode_path_and_query};
 
     #[test]
     fn components_round_trip_and_bad_escapes_survive() {
         let path = "/api/events/42?x=1&y=a b";
-        assert_eq!(decode_component(&encode_component(path)), path);
-        assert_eq!(decode_component("%zz%4"), "%zz%4");
+        assert_eq!(decode_query_value(&encode_path_and_query(path)), path);
+        assert_eq!(decode_query_value("%zz%4"), "%zz%4");
         assert_eq!(query_param(Some("a=1&return_to=%2Fx%3Fy%3D1"), "return_to").as_deref(), Some("/x?y=1"));
         assert_eq!(query_param(Some("a=1"), "return_to"), None);
     }

@@ -127,6 +127,7 @@ pub fn safe_return_to(raw: Option<&str>) -> String {
 }
 
 pub use shared::html::escape;
+use shared::html::fill;
 
 /// A wait in words, the way a person would say it, in English.
 pub fn human_wait(secs: u64) -> String {
@@ -340,28 +341,6 @@ fn names_lang(template: &str) -> bool {
         None
     });
     found.get()
-}
-
-/// Replace every `{{name}}` for which `value` has an answer, in one pass.
-fn fill(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(template.len() + 8192);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}").and_then(|end| value(after[..end].trim()).map(|v| (end, v))) {
-            Some((end, v)) => {
-                out.push_str(&v);
-                rest = &after[end + 2..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// Render the page in English (see [`render_in`]).

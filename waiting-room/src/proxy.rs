@@ -24,7 +24,7 @@ use shared::problem::Problem;
 use crate::api;
 use crate::forward::{Rewrite, SESSION_HEADER, SessionEnd};
 use crate::gate::Refusal;
-use crate::http::{Reply, encode_component, header_str, send};
+use crate::http::{Reply, header_str, send};
 use crate::metrics::METRICS;
 use crate::routes;
 use crate::state::State;
@@ -105,13 +105,11 @@ fn request_id(session: &Session) -> String {
     request_id_or_new(header_str(session, REQUEST_ID_HEADER))
 }
 
-/// The client's request id when well-formed (8-64 of `[A-Za-z0-9-]`), else a
-/// new random one.
+/// The client's request id when well-formed ([`shared::valid_request_id`]),
+/// else a new random one.
 pub(crate) fn request_id_or_new(given: Option<&str>) -> String {
     match given {
-        Some(id) if (8..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => {
-            id.to_owned()
-        }
+        Some(id) if shared::valid_request_id(id) => id.to_owned(),
         _ => hex_id(),
     }
 }
@@ -147,7 +145,7 @@ impl WaitingRoom {
 fn refusal_reply(session: &Session, queue: &str, refusal: &Refusal) -> (Reply, &'static str) {
     let path_and_query = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     if wants_html(session) {
-        let location = format!("/wr/{queue}?return_to={}", encode_component(path_and_query));
+        let location = format!("/wr/{queue}?return_to={}", shared::percent::encode_path_and_query(path_and_query));
         return (Reply::redirect(location).no_store(), "redirected");
     }
     let join = crate::standing::join_url(queue);

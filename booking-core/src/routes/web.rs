@@ -13,7 +13,8 @@
 
 use http::StatusCode;
 use serde::Serialize;
-use shared::html::escape;
+use shared::html::{escape, fill};
+use shared::percent::encode_component as encode;
 
 use crate::catalogue::EventView;
 use crate::clock::{self, now_ms};
@@ -73,7 +74,7 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
         end_session_on: cx.state.config().end_session_on.iter().map(|e| e.reason()).collect(),
     };
     let rejoin = format!("/wr/{}?return_to={}", encode(&visitor.queue), encode(&cx.path));
-    let page = render(TEMPLATE, |key| match key {
+    let page = fill(TEMPLATE, |key| match key {
         "name" => Some(escape(&event.name)),
         "venue" => Some(escape(&event.venue)),
         "starts_at" => Some(clock::rfc3339(event.starts_at)),
@@ -87,51 +88,12 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     Ok(Reply::raw(StatusCode::OK, "text/html; charset=utf-8", page))
 }
 
-/// Replace every `{{key}}` in one pass, so a value containing `{{…}}` is
-/// never expanded again. Unknown keys are left as they are.
-fn render(template: &str, value: impl Fn(&str) -> Option<String>) -> String {
-    let mut out = String::with_capacity(template.len() + CSS.len() + SCRIPT.len());
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        match after.find("}}") {
-            Some(end) => match value(&after[..end]) {
-                Some(v) => {
-                    out.push_str(&v);
-                    rest = &after[end + 2..];
-                }
-                None => {
-                    out.push_str("{{");
-                    rest = after;
-                }
-            },
-            None => {
-                out.push_str("{{");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
 /// JSON safe inside `<script>`: `<`, `>` and `&` only occur inside JSON
 /// strings, where their `\u` escapes mean the same, and `</script>` can then
 /// never close the element early.
 fn script_json<T: Serialize>(value: &T) -> String {
     let json = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());
     json.replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026")
-}
-
-/// Percent-encode everything but unreserved characters (RFC 3986).
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => char::from(b).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `Sat 1 Jun 2030, 19:30 UTC`: shown until the script replaces it with local time.
@@ -160,7 +122,7 @@ mod tests {
 
     #[test]
     fn templates_are_filled_in_one_pass_and_unknown_keys_stay() {
-        let out = render("a {{x}} b {{y}} c {{nope}} {{", |k| match k {
+        let out = fill("a {{x}} b {{y}} c {{nope}} {{", |k| match k {
             "x" => Some("{{y}}".into()),
             "y" => Some("Y".into()),
             _ => None,
@@ -171,7 +133,7 @@ mod tests {
     #[test]
     fn the_page_template_uses_only_keys_the_handler_fills() {
         let known = ["name", "venue", "starts_at", "starts_at_text", "rejoin", "state", "css", "js"];
-        let out = render(TEMPLATE, |k| known.contains(&k).then(String::new));
+        let out = fill(TEMPLATE, |k| known.contains(&k).then(String::new));
         assert!(!out.contains("{{"), "unfilled placeholder in event.html");
         for key in known {
             assert!(TEMPLATE.contains(&format!("{{{{{key}}}}}")), "{key} unused");
