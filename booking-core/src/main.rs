@@ -15,7 +15,7 @@ use shared::config::ProcessEnv;
 struct Args {
     /// Config file; without it, `configs/booking-core.toml` if present, else the
     /// embedded defaults. `BC_SECTION__KEY` variables override either.
-    #[arg(long, short)]
+    #[arg(long, short, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
