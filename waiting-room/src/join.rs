@@ -208,7 +208,6 @@ impl Prepared {
             client: (max > 0).then(|| state.challenges.client_tag(self.client)),
             max_per_client: max,
             proof: self.proof,
-            fresh: self.set_cookie.is_some(),
             ticket: self.ticket,
         };
         // A closed or sold-out queue takes no new places: those it has are

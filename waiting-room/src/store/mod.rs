@@ -160,10 +160,6 @@ pub struct JoinChecks {
     pub max_per_client: u64,
     /// The proof of work.
     pub proof: Proof,
-    /// The visitor id was minted for this join: it holds no place or session
-    /// yet, so the store need not look for one (Redis skips two lookups; the
-    /// memory store looks anyway, at no cost).
-    pub fresh: bool,
     /// The visitor's verified queue ticket: where they stood in an earlier
     /// epoch of this line.
     pub ticket: Option<Place>,

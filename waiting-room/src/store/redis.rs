@@ -325,7 +325,6 @@ impl RedisStore {
             .arg(checks.max_per_client)
             .arg(proof)
             .arg(remember_ms)
-            .arg(if checks.fresh { "1" } else { "0" })
             .arg(epoch_id(new_epoch()))
             .arg(ticket_epoch)
             .arg(ticket_seq)

@@ -330,3 +330,58 @@ async fn sighup_creates_a_queue_the_file_gained_and_redefines_one_it_changed() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_during_changes_leaves_each_change_whole_or_absent() {
+    let shared = Shared::new("catalog-kill").await;
+    let q = queue("q", "/a", 1, "1s", "10m", 0);
+    let a = Proxy::start(shared.spec(&q)).await;
+    let b = Proxy::start(shared.spec(&q)).await;
+    let c = client();
+    admin_up(&c, &a).await;
+    admin_up(&c, &b).await;
+    // Eight creates through B; B is killed (SIGKILL) while they are in flight.
+    let creates = (0..8).map(|i| {
+        let (c, admin) = (c.clone(), b.admin.clone());
+        tokio::spawn(async move {
+            let body = json!({"id": format!("k{i}"), "paths": [format!("/k{i}")], "release_per_tick": 1, "tick": "1s", "session": "1m"});
+            let r = c.post(format!("{admin}/admin/queues")).bearer_auth(ADMIN_TOKEN).json(&body).send().await;
+            (i, r.map(|r| r.status().as_u16()).ok())
+        })
+    });
+    let creates: Vec<_> = creates.collect();
+    tokio::time::sleep(Duration::from_millis(3)).await;
+    b.signal("KILL");
+    let mut acknowledged = Vec::new();
+    for t in creates {
+        if let (i, Some(201)) = t.await.unwrap() {
+            acknowledged.push(format!("k{i}"));
+        }
+    }
+    // The store's catalog holds every acknowledged create, each whole; A
+    // runs exactly the store's catalog and gates each of its queues' paths.
+    let key = format!("{{{}}}:catalog", shared.prefix);
+    let mut redis = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let stored: String = redis::cmd("HGET").arg(&key).arg("json").query_async(&mut redis).await.unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    let ids: Vec<String> =
+        stored["queues"].as_array().unwrap().iter().map(|e| e["config"]["id"].as_str().unwrap().to_owned()).collect();
+    for id in &acknowledged {
+        assert!(ids.contains(id), "acknowledged {id} is not in the catalog {ids:?}");
+    }
+    eventually("A runs the stored catalog", Duration::from_secs(5), || async {
+        let (_, cat) = admin(&c, &a, reqwest::Method::GET, "/admin/catalog", None).await;
+        let here: Vec<String> =
+            cat["queues"].as_array().unwrap().iter().map(|e| e["config"]["id"].as_str().unwrap().to_owned()).collect();
+        if here == ids { Ok(()) } else { Err(format!("{here:?} vs {ids:?}")) }
+    })
+    .await;
+    for i in 0..8 {
+        let id = format!("k{i}");
+        assert_eq!(gated(&c, &a, &format!("/k{i}/x")).await, ids.contains(&id), "{id}: {ids:?}");
+    }
+    println!("killed mid-change: {} of 8 acknowledged, {} in the catalog", acknowledged.len(), ids.len() - 1);
+    // The survivor takes changes as before.
+    let (status, _) = admin(&c, &a, reqwest::Method::POST, "/admin/queues", Some(drop_queue())).await;
+    assert_eq!(status, 201);
+}

@@ -10,8 +10,7 @@ use waiting_room::config::QueueMode;
 use waiting_room::store::{AdaptiveParams, Draw, JoinChecks, JoinKind, Params, Proof, QueueStore, Report, Standing};
 
 /// No places cap, no challenge.
-const OPEN: JoinChecks =
-    JoinChecks { client: None, max_per_client: 0, proof: Proof::NotRequired, fresh: false, ticket: None };
+const OPEN: JoinChecks = JoinChecks { client: None, max_per_client: 0, proof: Proof::NotRequired, ticket: None };
 
 pub fn params() -> Params {
     Params {
@@ -319,9 +318,8 @@ pub async fn concurrent_joins_of_one_client_never_pass_the_cap(store: Arc<dyn Qu
     let mut tasks = Vec::new();
     for v in ids(300) {
         let store = store.clone();
-        // Ids minted for the join: the store may skip looking them up (same answers).
-        let fresh = JoinChecks { fresh: true, ..counted("a", 7) };
-        tasks.push(tokio::spawn(async move { store.join("q", v, &p, &fresh).await.unwrap().1 }));
+        let checks = counted("a", 7);
+        tasks.push(tokio::spawn(async move { store.join("q", v, &p, &checks).await.unwrap().1 }));
     }
     let mut kinds = Vec::new();
     for t in tasks {
@@ -743,4 +741,24 @@ pub async fn the_catalog_saves_only_over_the_version_read_and_a_purge_forgets_a_
     let fresh = VisitorId::random();
     store.join("gone", fresh, &p, &OPEN).await.unwrap();
     assert_eq!(position(&store, "gone", fresh, &p).await, Some(1), "a new line starts at the front");
+}
+
+pub async fn a_join_sent_again_after_its_answer_was_lost_keeps_the_first_place(store: Arc<dyn QueueStore>) {
+    // The breaker sends a join whose answer timed out once more; the visitor
+    // id may be one minted for that join. The second call must find the place
+    // the first one made, not append the visitor again at the back.
+    let p = params();
+    let visitors = ids(10);
+    for v in &visitors {
+        store.join("q", *v, &p, &OPEN).await.unwrap();
+    }
+    let minted = VisitorId::random();
+    store.join("q", minted, &p, &OPEN).await.unwrap();
+    for v in ids(5) {
+        store.join("q", v, &p, &OPEN).await.unwrap();
+    }
+    let (again, kind) = store.join("q", minted, &p, &OPEN).await.unwrap();
+    assert_eq!(again, Standing::Waiting { position: 11, waiting: 16 }, "{kind:?}");
+    assert_eq!(kind, JoinKind::Existing);
+    assert_eq!(position(&store, "q", visitors[9], &p).await, Some(10));
 }

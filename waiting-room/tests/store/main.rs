@@ -98,4 +98,5 @@ for_each_backend!(
     random_ticks_draw_from_the_whole_line_and_passthrough_lets_everyone_in,
     a_release_cap_limits_each_tick_to_what_is_left_to_sell,
     the_catalog_saves_only_over_the_version_read_and_a_purge_forgets_a_queue,
+    a_join_sent_again_after_its_answer_was_lost_keeps_the_first_place,
 );

@@ -8,13 +8,13 @@
 -- ARGV: 1 visitor, 2 mode ("join" | "status"), 3 free_entry, 4 max_active, 5 session_ms,
 --       6 abandon_after_ms, 7 queue_all ("1" | "0"), 8 client ("" = not counted),
 --       9 max places per client (0 = none), 10 proof ("" = not required | "missing" | "solved"),
---       11 how long to remember a spent proof (ms), 12 fresh ("1": the visitor id was minted for
---       this join and can hold nothing yet, so the lookups of a session and a place are skipped),
---       13 an epoch id for a line that has none, 14 the epoch of the visitor's verified queue ticket
---       ("" = none), 15 that ticket's sequence number, 16 joins before this store time (ms) are
---       lottery entrants (0 = the queue has no lottery), 17 "passthrough": admit at once whoever waits
---       (below max_active)
--- KEYS 6-11 and ARGV 8-17 may be left out (no cap, no proof, no epoch, no lottery, fifo).
+--       11 how long to remember a spent proof (ms), 12 an epoch id for a line that has none,
+--       13 the epoch of the visitor's verified queue ticket ("" = none), 14 that ticket's sequence
+--       number, 15 joins before this store time (ms) are lottery entrants (0 = the queue has no
+--       lottery), 16 "passthrough": admit at once whoever waits (below max_active)
+-- KEYS 6-11 and ARGV 8-16 may be left out (no cap, no proof, no epoch, no lottery, fifo).
+-- A visitor's session and place are always looked up, also for an id minted for this join:
+-- a join whose answer timed out is sent again, and the second call must find the first's place.
 -- Returns {kind, a, b, join_kind, epoch, seq}: kind "READY" (a = admitted ms, b = expires ms),
 --   "WAITING" (a = position, b = waiting), "NOT_IN_QUEUE"; join_kind: existing | joined | free | rejoined |
 --   restored, or a refusal: client_full | challenge | spent; epoch: the line's ("" without KEYS[9]);
@@ -31,7 +31,7 @@ local epoch = ''
 if KEYS[9] then
   epoch = redis.call('GET', KEYS[9])
   if not epoch then
-    epoch = ARGV[13]
+    epoch = ARGV[12]
     redis.call('SET', KEYS[9], epoch)
     redis.call('SET', KEYS[5], t[1] .. string.format('%06d', tonumber(t[2])), 'NX')
   end
@@ -40,7 +40,6 @@ local v = ARGV[1]
 local client = ARGV[8] or ''
 local max_places = tonumber(ARGV[9] or '0')
 local proof = ARGV[10] or ''
-local fresh = ARGV[12] == '1'
 
 -- A waiting visitor left the line: forget which client held the place.
 local function forget_place()
@@ -67,7 +66,7 @@ local function spend()
 end
 
 local function decide()
-  local exp = not fresh and redis.call('ZSCORE', KEYS[3], v)
+  local exp = redis.call('ZSCORE', KEYS[3], v)
   if exp then
     exp = tonumber(exp)
     if exp > now then
@@ -79,7 +78,7 @@ local function decide()
   end
 
   local lost = false
-  local rank = not fresh and redis.call('ZRANK', KEYS[1], v)
+  local rank = redis.call('ZRANK', KEYS[1], v)
   if rank then
     local abandon = tonumber(ARGV[6])
     local seen = tonumber(redis.call('ZSCORE', KEYS[2], v) or '0')
@@ -100,7 +99,7 @@ local function decide()
   end
 
   local waiting = redis.call('ZCARD', KEYS[1])
-  local passthrough = ARGV[17] == 'passthrough'
+  local passthrough = ARGV[16] == 'passthrough'
   if (waiting == 0 and ARGV[7] ~= '1') or passthrough then
     local active = redis.call('ZCOUNT', KEYS[3], '(' .. now, '+inf')
     local free = tonumber(ARGV[3])
@@ -122,11 +121,11 @@ local function decide()
   -- waited. Their place comes back at their old sequence number, ahead of every
   -- fresh arrival of this epoch; once per visitor and lost epoch, so a replayed
   -- ticket (after admission, or a second time) joins at the back like anyone.
-  local ticket_epoch = ARGV[14] or ''
+  local ticket_epoch = ARGV[13] or ''
   if KEYS[10] and ticket_epoch ~= '' and ticket_epoch ~= epoch
       and redis.call('SADD', KEYS[10], v .. ':' .. ticket_epoch) == 1 then
     redis.call('PEXPIRE', KEYS[10], 86400000)
-    redis.call('ZADD', KEYS[1], ARGV[15], v)
+    redis.call('ZADD', KEYS[1], ARGV[14], v)
     redis.call('ZADD', KEYS[2], now, v)
     if client ~= '' and max_places > 0 then
       redis.call('ZADD', KEYS[6], 0, client .. ':' .. v)
@@ -168,7 +167,7 @@ local function decide()
   local seq = redis.call('INCR', KEYS[5])
   redis.call('ZADD', KEYS[1], seq, v)
   redis.call('ZADD', KEYS[2], now, v)
-  if KEYS[11] and now < tonumber(ARGV[16] or '0') then
+  if KEYS[11] and now < tonumber(ARGV[15] or '0') then
     redis.call('SADD', KEYS[11], v)
   end
   if counted then
