@@ -127,7 +127,7 @@ for run in $(seq "$RUNS"); do
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s bench/join.lua "http://127.0.0.1:$NL_PORT/wr/join/join" > "$OUT/joins-nolimits-$run.txt"
   redis-benchmark -u "$REDIS_URL" -q -n 300000 -c "$CONNS" -r 100000000 \
     EVALSHA "$SHA" 10 "$K:line" "$K:seen" "$K:sessions" "$K:admitted" "$K:seq" "$K:places" "$K:place_of" "$K:proof:-" \
-    "$K:epoch" "$K:honoured" __rand_int__ join 0 0 600000 60000 0 "c__rand_int__" 50 "" 0 0 00000000000000e1 "" "" \
+    "$K:epoch" "$K:honoured" __rand_int__ join 0 0 600000 60000 0 "c__rand_int__" 50 "" 0 00000000000000e1 "" "" \
     > "$OUT/redis-eval-$run.txt" 2>&1
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$WR_PORT/api/x" > "$OUT/admitted-$run.txt"
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$NGX_PORT/api/x" > "$OUT/nginx-$run.txt"
