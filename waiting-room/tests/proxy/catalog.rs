@@ -61,6 +61,28 @@ async fn until_gating(what: &str, proxies: &[&Proxy], expect: &[(&str, bool)]) -
     started.elapsed()
 }
 
+/// The queue ids of a catalog document (`GET /admin/catalog`, or the stored JSON).
+fn ids_of(catalog: &Value) -> Vec<String> {
+    catalog["queues"].as_array().unwrap().iter().map(|e| e["config"]["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A minimal queue definition `id` protecting `path`.
+fn small_queue(id: &str, path: &str) -> Value {
+    json!({"id": id, "paths": [path], "release_per_tick": 1, "tick": "1s", "session": "1m"})
+}
+
+/// Two instances on one Redis (fresh prefix `name`), each admin API up.
+async fn two_instances(name: &str) -> (Shared, Proxy, Proxy) {
+    let shared = Shared::new(name).await;
+    let q = queue("q", "/a", 1, "1s", "10m", 0);
+    let a = Proxy::start(shared.spec(&q)).await;
+    let b = Proxy::start(shared.spec(&q)).await;
+    let c = client();
+    admin_up(&c, &a).await;
+    admin_up(&c, &b).await;
+    (shared, a, b)
+}
+
 fn drop_queue() -> Value {
     json!({
         "id": "drop",
@@ -163,9 +185,7 @@ async fn a_queue_created_redefined_and_deleted_on_one_instance_is_applied_by_eve
         let c = client();
         eventually("the same catalog version", Duration::from_secs(5), || async {
             let (_, cat) = admin(&c, p, reqwest::Method::GET, "/admin/catalog", None).await;
-            let ids: Vec<&str> =
-                cat["queues"].as_array().unwrap().iter().map(|e| e["config"]["id"].as_str().unwrap()).collect();
-            if ids == ["q", "drop"] { Ok(cat["version"].clone()) } else { Err(cat.to_string()) }
+            if ids_of(&cat) == ["q", "drop"] { Ok(cat["version"].clone()) } else { Err(cat.to_string()) }
         })
         .await
     }))
@@ -241,17 +261,12 @@ async fn a_definition_is_validated_like_the_config_file_with_the_key_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_changes_through_two_instances_are_all_kept_and_a_duplicate_id_is_created_once() {
-    let shared = Shared::new("catalog-race").await;
-    let q = queue("q", "/a", 1, "1s", "10m", 0);
-    let a = Proxy::start(shared.spec(&q)).await;
-    let b = Proxy::start(shared.spec(&q)).await;
+    let (_shared, a, b) = two_instances("catalog-race").await;
     let c = client();
-    admin_up(&c, &a).await;
-    admin_up(&c, &b).await;
     let creates = (0..16).map(|i| {
         let (c, p) = (c.clone(), if i % 2 == 0 { &a } else { &b });
         async move {
-            let body = json!({"id": format!("q{i}"), "paths": [format!("/p{i}")], "release_per_tick": 1, "tick": "1s", "session": "1m"});
+            let body = small_queue(&format!("q{i}"), &format!("/p{i}"));
             admin(&c, p, reqwest::Method::POST, "/admin/queues", Some(body)).await.0
         }
     });
@@ -269,7 +284,7 @@ async fn concurrent_changes_through_two_instances_are_all_kept_and_a_duplicate_i
     let same = (0..10).map(|i| {
         let (c, p) = (c.clone(), if i % 2 == 0 { &a } else { &b });
         async move {
-            let body = json!({"id": "same", "paths": [format!("/same{i}")], "release_per_tick": 1, "tick": "1s", "session": "1m"});
+            let body = small_queue("same", &format!("/same{i}"));
             admin(&c, p, reqwest::Method::POST, "/admin/queues", Some(body)).await.0
         }
     });
@@ -333,18 +348,13 @@ async fn sighup_creates_a_queue_the_file_gained_and_redefines_one_it_changed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_killed_during_changes_leaves_each_change_whole_or_absent() {
-    let shared = Shared::new("catalog-kill").await;
-    let q = queue("q", "/a", 1, "1s", "10m", 0);
-    let a = Proxy::start(shared.spec(&q)).await;
-    let b = Proxy::start(shared.spec(&q)).await;
+    let (shared, a, b) = two_instances("catalog-kill").await;
     let c = client();
-    admin_up(&c, &a).await;
-    admin_up(&c, &b).await;
     // Eight creates through B; B is killed (SIGKILL) while they are in flight.
     let creates = (0..8).map(|i| {
         let (c, admin) = (c.clone(), b.admin.clone());
         tokio::spawn(async move {
-            let body = json!({"id": format!("k{i}"), "paths": [format!("/k{i}")], "release_per_tick": 1, "tick": "1s", "session": "1m"});
+            let body = small_queue(&format!("k{i}"), &format!("/k{i}"));
             let r = c.post(format!("{admin}/admin/queues")).bearer_auth(ADMIN_TOKEN).json(&body).send().await;
             (i, r.map(|r| r.status().as_u16()).ok())
         })
@@ -364,15 +374,13 @@ async fn an_instance_killed_during_changes_leaves_each_change_whole_or_absent() 
     let mut redis = redis::Client::open(redis_url()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let stored: String = redis::cmd("HGET").arg(&key).arg("json").query_async(&mut redis).await.unwrap();
     let stored: Value = serde_json::from_str(&stored).unwrap();
-    let ids: Vec<String> =
-        stored["queues"].as_array().unwrap().iter().map(|e| e["config"]["id"].as_str().unwrap().to_owned()).collect();
+    let ids = ids_of(&stored);
     for id in &acknowledged {
         assert!(ids.contains(id), "acknowledged {id} is not in the catalog {ids:?}");
     }
     eventually("A runs the stored catalog", Duration::from_secs(5), || async {
         let (_, cat) = admin(&c, &a, reqwest::Method::GET, "/admin/catalog", None).await;
-        let here: Vec<String> =
-            cat["queues"].as_array().unwrap().iter().map(|e| e["config"]["id"].as_str().unwrap().to_owned()).collect();
+        let here = ids_of(&cat);
         if here == ids { Ok(()) } else { Err(format!("{here:?} vs {ids:?}")) }
     })
     .await;
