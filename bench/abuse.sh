@@ -11,10 +11,18 @@
 # Target (issue 13): flood >= 20,000 attempts/s; honest join p99 <= 1 s,
 # zero errors, admitted in join order.
 #
-# Usage: bench/abuse.sh   (env: DURATION=20s HONEST_RATE=25 SLOW=2000 BENCH_NO_BUILD=0)
+# The attacker (wrk and the slow clients) runs at nice 10: on a real sale day
+# the attacker's machines are not ours, but here they share our 2 cores, and
+# at the default priority they take CPU from Redis (the store then misses its
+# 250 ms response timeout and honest joins get 503s). Nice 10 still lets the
+# flood run far above the 20,000/s target (it reports its own rate). The
+# honest visitors' harness runs at the default priority, so its latencies
+# are not inflated by its own scheduling.
+#
+# Usage: bench/abuse.sh   (env: DURATION=20s HONEST_RATE=25 SLOW=2000 ATTACKER_NICE=10 BENCH_NO_BUILD=0)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-DURATION="${DURATION:-20s}"; HONEST_RATE="${HONEST_RATE:-25}"; SLOW="${SLOW:-2000}"
+DURATION="${DURATION:-20s}"; HONEST_RATE="${HONEST_RATE:-25}"; SLOW="${SLOW:-2000}"; ATTACKER_NICE="${ATTACKER_NICE:-10}"
 stack_setup abuse
 SECS="${DURATION%s}"
 db="abuse_bench_$(date +%s)_$RANDOM"; prefix="abusebench$(date +%s)$RANDOM"
@@ -29,10 +37,10 @@ refused() { # refused REASON: the proxy's count so far
 }
 
 echo "== flood and $SLOW slow connections from 127.0.0.1; honest visitors at $HONEST_RATE/s for $DURATION from 127.0.3.1-50"
-python3 bench/slow_clients.py --port "$WR_PORT" --source 127.0.0.1 --count "$SLOW" --duration "$((SECS + 10))" \
+nice -n "$ATTACKER_NICE" python3 bench/slow_clients.py --port "$WR_PORT" --source 127.0.0.1 --count "$SLOW" --duration "$((SECS + 10))" \
   > "$OUT/slow.txt" &
 SLOW_PID=$!
-wrk -t2 -c64 -d"$((SECS + 10))s" -s bench/flood.lua "http://127.0.0.1:$WR_PORT/wr/sale/join" > "$OUT/flood.txt" &
+nice -n "$ATTACKER_NICE" wrk -t2 -c64 -d"$((SECS + 10))s" -s bench/flood.lua "http://127.0.0.1:$WR_PORT/wr/sale/join" > "$OUT/flood.txt" &
 FLOOD_PID=$!
 sleep 3
 status=PASS
@@ -56,7 +64,7 @@ sv() { sed -n "s/^slow_$1=//p" "$OUT/slow.txt"; }
   echo "# abuse benchmark ($(date -u +%Y-%m-%dT%H:%MZ))"
   echo "machine: $(machine)"
   echo "setup: release waiting-room (2 threads, Redis, default [limits]) + booking-core (PostgreSQL, Redis), all on this machine"
-  echo "command: DURATION=$DURATION HONEST_RATE=$HONEST_RATE SLOW=$SLOW bench/abuse.sh"
+  echo "command: DURATION=$DURATION HONEST_RATE=$HONEST_RATE SLOW=$SLOW ATTACKER_NICE=$ATTACKER_NICE bench/abuse.sh"
   printf "flood (127.0.0.1, wrk -c64 new visitor per request)  %8.0f attempts/s   (%s answered with an error status)\n" \
     "$(wrk_rps "$OUT/flood.txt")" "$(wrk_errors "$OUT/flood.txt")"
   for r in new_visitor_rate join_rate client_places client_connections connections head_timeout; do

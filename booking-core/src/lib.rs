@@ -59,25 +59,25 @@
 //! - A claim is answered 201 only after its row is committed.
 //! - Every `/api` route verifies the entry token itself before any database work.
 
-pub mod auth;
+mod auth;
 pub mod catalogue;
 pub mod clock;
 pub mod config;
 pub mod coupons;
 pub mod demo;
-pub mod fanout;
-pub mod holds;
+mod fanout;
+mod holds;
 pub mod http;
-pub mod limits;
-pub mod metrics;
-pub mod problem;
-pub mod redis_breaker;
-pub mod routes;
-pub mod server;
-pub mod startup;
-pub mod state;
+mod limits;
+mod metrics;
+mod problem;
+mod redis_breaker;
+mod routes;
+mod server;
+mod startup;
+mod state;
 pub mod store;
-pub mod tasks;
+mod tasks;
 
 pub use config::Config;
 pub use startup::{Application, RunningApp, ShutdownHandle};

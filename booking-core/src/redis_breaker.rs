@@ -8,9 +8,9 @@
 //!   retried `retries` times before the next call starts over. Every call is
 //!   also bounded by `response_timeout` as a whole, so a call never waits
 //!   longer for a reconnect in progress either.
-//! - **Breaker**: after [`FAILURES_TO_OPEN`] consecutive failures (timeouts,
+//! - **Breaker**: after [`breaker::FAILURES_TO_OPEN`] consecutive failures (timeouts,
 //!   I/O, refused or dropped connections; not script errors) calls fail at
-//!   once for [`OPEN_FOR`]; then one call is let through as a probe: success
+//!   once for [`breaker::OPEN_FOR`]; then one call is let through as a probe: success
 //!   closes the breaker, failure opens it again. A probe whose future is
 //!   dropped before it finished (its request was cancelled) reopens the way
 //!   for the next probe at once, through a drop guard, so the breaker can
@@ -50,7 +50,7 @@ use redis::{ErrorKind, FromRedisValue, RedisError, RedisFuture, RedisResult, Val
 
 use crate::config::{RedisConfig, RedisMode};
 
-pub use self::breaker::{Breaker, FAILURES_TO_OPEN, OPEN_FOR, Permit, is_fail_fast};
+pub use self::breaker::{Breaker, is_fail_fast};
 use self::breaker::{OPEN, is_trouble};
 
 fn timed_out(what: &str, after: Duration) -> RedisError {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::Instrument;
 
-use crate::http::{Ctx, Listener, REPLAYED_HEADER, Reply, body, router};
+use crate::http::{Input, Listener, REPLAYED_HEADER, Success, body, router};
 use crate::problem::{Failure, HandlerPanicked};
 use crate::routes::{self, session};
 use crate::state::AppState;
@@ -111,7 +111,7 @@ async fn handle(state: AppState, origin: Origin, req: hyper::Request<Incoming>) 
                 Err(e) => Err(e.into()),
                 Ok(body) => {
                     let cx =
-                        Ctx { state: state.clone(), headers: parts.headers, body, template, path, peer: origin.peer };
+                        Input { state: state.clone(), headers: parts.headers, body, template, path, peer: origin.peer };
                     routes::dispatch(&cx, route).await
                 }
             };
@@ -126,7 +126,7 @@ async fn handle(state: AppState, origin: Origin, req: hyper::Request<Incoming>) 
     response
 }
 
-fn to_response(result: Result<Reply, Failure>) -> Response<Full<Bytes>> {
+fn to_response(result: Result<Success, Failure>) -> Response<Full<Bytes>> {
     let (status, body, content_type, replayed, session_end, allow, retry_after) = match result {
         Ok(reply) => (reply.status, reply.body, reply.content_type, reply.replayed, reply.session_end, None, None),
         Err(failure) => {

@@ -31,7 +31,7 @@ use crate::catalogue::Catalogue;
 use crate::catalogue::popular::Popular;
 use crate::config::Config;
 use crate::coupons::Coupons;
-use crate::coupons::gate::Gate;
+use crate::coupons::gate::ClaimGate;
 use crate::fanout::{self, Fanout};
 use crate::holds::Holds;
 use crate::http::Listener;
@@ -111,12 +111,12 @@ impl Application {
             None => (
                 Fanout::disabled(),
                 Popular::Local(Default::default()),
-                Gate::local(store.clone(), metrics.clone(), lease_ms),
+                ClaimGate::local(store.clone(), metrics.clone(), lease_ms),
             ),
             Some(link) => (
                 Fanout::redis(link.clone(), format!("{prefix}:seatmap"), origin.clone(), shutdown_rx.clone()),
                 Popular::redis(link.clone(), format!("{prefix}:views")),
-                Gate::redis(link.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
+                ClaimGate::redis(link.clone(), &prefix, store.clone(), metrics.clone(), lease_ms),
             ),
         };
         let catalogue = Catalogue::new(store.clone(), fanout, popular, ttl_ms, metrics.clone());

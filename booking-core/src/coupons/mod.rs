@@ -15,7 +15,7 @@
 //! If the Redis gate cannot answer — Redis refuses, stalls past
 //! `redis.response_timeout`, or its breaker ([`crate::redis_breaker`]) is
 //! open and fails the call at once — the claim goes to the database
-//! unguarded ([`gate::Admission::Unguarded`]) rather than being answered 503.
+//! unguarded ([`gate::GateAnswer::Unguarded`]) rather than being answered 503.
 //! That is safe across any number of booking cores because the gate never
 //! decided a win: a claim is one statement that takes one of the campaign's
 //! `stock` pre-generated code rows (nothing else to take: claims ≤ stock) and
@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use shared::problem::Problem;
 
 use self::batch::Batcher;
-use self::gate::{Admission, Gate};
+use self::gate::{ClaimGate, GateAnswer};
 use crate::clock::{self, now_ms};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
@@ -170,7 +170,7 @@ pub struct Coupons(Arc<Inner>);
 
 struct Inner {
     store: Store,
-    gate: Gate,
+    gate: ClaimGate,
     batcher: Arc<Batcher>,
     /// Campaigns never change once created, so they are cached for good: the
     /// scope and window checks then cost no database work.
@@ -222,7 +222,7 @@ struct CommitBy(i64);
 
 impl Coupons {
     /// Claims through `gate`, whose leases last `lease_ms`.
-    pub fn new(store: Store, gate: Gate, metrics: Metrics, lease_ms: i64) -> Coupons {
+    pub fn new(store: Store, gate: ClaimGate, metrics: Metrics, lease_ms: i64) -> Coupons {
         Coupons(Arc::new(Inner {
             batcher: Arc::new(Batcher::new(store.clone())),
             store,
@@ -236,7 +236,7 @@ impl Coupons {
     }
 
     /// The gate (for the reconciler and operator statistics).
-    pub fn gate(&self) -> &Gate {
+    pub fn gate(&self) -> &ClaimGate {
         &self.0.gate
     }
 
@@ -278,19 +278,19 @@ impl Coupons {
         // database) is settled and the gate asked again, once each.
         let (mut settled, mut reconciled, mut rebuilt) = (false, false, false);
         loop {
-            match inner.gate.admit(campaign, visitor).await {
-                Admission::Admitted { deadline } => {
+            match inner.gate.reserve(campaign, visitor).await {
+                GateAnswer::Reserved { deadline } => {
                     return self.commit(campaign, visitor, Some(CommitBy(deadline - inner.margin_ms))).await;
                 }
-                Admission::Unguarded => return self.commit(campaign, visitor, None).await,
-                Admission::Claimed(recorded) => {
+                GateAnswer::Unguarded => return self.commit(campaign, visitor, None).await,
+                GateAnswer::Claimed(recorded) => {
                     inner.metrics.claim_duplicates.inc();
                     if let Some(existing) = recorded.and_then(|json| serde_json::from_str::<ClaimView>(&json).ok()) {
                         return Err(ClaimError::Duplicate { campaign_id: campaign.id, existing: Some(existing) });
                     }
                     return Err(self.duplicate(campaign.id, visitor).await);
                 }
-                Admission::InFlight { deadline, now } if !settled && deadline <= now => {
+                GateAnswer::InFlight { deadline, now } if !settled && deadline <= now => {
                     // The visitor's own lease outlived its claim: settle it now.
                     settled = true;
                     let claimed = inner.store.claim_of(campaign.id, visitor).await?.is_some();
@@ -299,22 +299,22 @@ impl Coupons {
                         tracing::warn!(error = %e, "could not settle an expired lease");
                     }
                 }
-                Admission::InFlight { deadline, now } => {
+                GateAnswer::InFlight { deadline, now } => {
                     // Its answer goes to the request that started it; this one
                     // says so at once (waiting would only tie up the caller).
                     let retry_after = u64::try_from((deadline - now).clamp(1000, 5000) / 1000).unwrap_or(1);
                     return Err(ClaimError::InFlight { campaign_id: campaign.id, retry_after });
                 }
-                Admission::Busy { earliest, now } if !reconciled && earliest <= now => {
+                GateAnswer::Busy { earliest, now } if !reconciled && earliest <= now => {
                     reconciled = true;
                     if let Err(e) = self.reconcile(campaign).await {
                         tracing::warn!(error = %e, "could not reconcile the claim gate");
                     }
                 }
-                Admission::Busy { .. } if !waiting() => return Err(ClaimError::Busy),
-                Admission::Busy { .. } => tokio::time::sleep(SETTLE_POLL).await,
-                Admission::SoldOut if !rebuilt && self.gate_sold_out_in_error(campaign).await => rebuilt = true,
-                Admission::SoldOut => {
+                GateAnswer::Busy { .. } if !waiting() => return Err(ClaimError::Busy),
+                GateAnswer::Busy { .. } => tokio::time::sleep(SETTLE_POLL).await,
+                GateAnswer::SoldOut if !rebuilt && self.gate_sold_out_in_error(campaign).await => rebuilt = true,
+                GateAnswer::SoldOut => {
                     inner.metrics.sold_out.inc();
                     return Err(ClaimError::SoldOut(campaign.id));
                 }

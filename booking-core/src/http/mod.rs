@@ -1,5 +1,5 @@
 //! What the HTTP layer shares: [`Listener`] (which routes exist where),
-//! [`Reply`] (a handler's answer) and [`Ctx`] (what a handler sees of its
+//! [`Success`] (a handler's answer) and [`Input`] (what a handler sees of its
 //! request), with request matching ([`router`]) and body parsing ([`body`]).
 //! The accept loop that feeds them is [`crate::server`]; the handlers are in
 //! [`crate::routes`].
@@ -32,7 +32,7 @@ pub enum Listener {
 
 /// A successful (or replayed) response.
 #[derive(Debug, Clone)]
-pub struct Reply {
+pub struct Success {
     /// Status code.
     pub status: StatusCode,
     /// Body bytes.
@@ -45,27 +45,27 @@ pub struct Reply {
     pub session_end: Option<SessionEndOn>,
 }
 
-impl Reply {
+impl Success {
     /// A JSON body.
-    pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Success {
         // Serializing our own view structs cannot fail; an empty object is the fallback.
         let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
-        Reply::raw(status, "application/json", body)
+        Success::raw(status, "application/json", body)
     }
 
     /// No body.
-    pub fn empty(status: StatusCode) -> Reply {
-        Reply::raw(status, "application/json", Bytes::new())
+    pub fn empty(status: StatusCode) -> Success {
+        Success::raw(status, "application/json", Bytes::new())
     }
 
     /// A body of another media type.
-    pub fn raw(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
-        Reply { status, body: body.into(), content_type, replayed: false, session_end: None }
+    pub fn raw(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Success {
+        Success { status, body: body.into(), content_type, replayed: false, session_end: None }
     }
 }
 
 /// What a handler sees of its request.
-pub struct Ctx {
+pub struct Input {
     /// Application state.
     pub state: AppState,
     /// Request headers.
@@ -80,7 +80,7 @@ pub struct Ctx {
     pub peer: SocketAddr,
 }
 
-impl Ctx {
+impl Input {
     /// Verify the entry token (no database work).
     pub fn visitor(&self) -> Result<Visitor, crate::auth::AuthError> {
         self.state.auth().authenticate(&self.headers)

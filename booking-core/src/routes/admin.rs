@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::catalogue::{EventView, row_label};
 use crate::clock::{self, now_ms};
 use crate::config::{MAX_SEATS, MAX_STOCK};
-use crate::http::{Ctx, Reply, body};
+use crate::http::{Input, Success, body};
 use crate::limits::RateLimited;
 use crate::problem::{ApiError, Failure};
 use crate::routes::openapi::errors::{BodyRead, ErrorSet, Errors, JsonBody, Server};
@@ -64,7 +64,7 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> AdminError {
     AdminError::Invalid { field, reason: reason.into() }
 }
 
-fn check_admin(cx: &Ctx) -> Result<(), Failure> {
+fn check_admin(cx: &Input) -> Result<(), Failure> {
     let expected = cx.state.config().admin.token.expose();
     if expected.is_empty() {
         return Err(AdminError::Disabled.into());
@@ -104,10 +104,10 @@ fn same_secret(presented: &str, expected: &str) -> bool {
         Errors<BodyRead>,
     )
 )]
-pub async fn metrics(cx: &Ctx) -> Reply {
+pub async fn metrics(cx: &Input) -> Success {
     cx.state.store().sample_pool();
     cx.state.metrics().refresh_stock_left(|| cx.state.store().stock_left(now_ms())).await;
-    Reply::raw(StatusCode::OK, "text/plain; version=0.0.4", cx.state.metrics().render())
+    Success::raw(StatusCode::OK, "text/plain; version=0.0.4", cx.state.metrics().render())
 }
 
 /// Body of `POST /admin/events`.
@@ -142,7 +142,7 @@ struct NewEventRequest {
     ),
     security(("admin_token" = [])),
 )]
-pub async fn create_event(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn create_event(cx: &Input) -> Result<Success, Failure> {
     check_admin(cx)?;
     let r: NewEventRequest = body::json(
         &cx.headers,
@@ -172,7 +172,7 @@ pub async fn create_event(cx: &Ctx) -> Result<Reply, Failure> {
         price_cents: r.price_cents,
     };
     let created = cx.state.store().create_event(&event, now_ms()).await.map_err(AdminError::from)?;
-    Ok(Reply::json(StatusCode::CREATED, &EventView::from(&created)))
+    Ok(Success::json(StatusCode::CREATED, &EventView::from(&created)))
 }
 
 fn check_text(field: &'static str, text: &str) -> Result<(), AdminError> {
@@ -247,7 +247,7 @@ impl From<&CampaignRow> for CampaignView {
     ),
     security(("admin_token" = [])),
 )]
-pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn create_campaign(cx: &Input) -> Result<Success, Failure> {
     check_admin(cx)?;
     let r: NewCampaignRequest = body::json(
         &cx.headers,
@@ -270,7 +270,7 @@ pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
         }
         other => AdminError::Store(other),
     })?;
-    Ok(Reply::json(StatusCode::CREATED, &CampaignView::from(&created)))
+    Ok(Success::json(StatusCode::CREATED, &CampaignView::from(&created)))
 }
 
 /// Counts of events, seats, live holds, bookings, claims and stock left per campaign.
@@ -281,7 +281,7 @@ pub async fn create_campaign(cx: &Ctx) -> Result<Reply, Failure> {
     ),
     security(("admin_token" = [])),
 )]
-pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn stats(cx: &Input) -> Result<Success, Failure> {
     check_admin(cx)?;
     let mut stats = cx.state.store().stats(now_ms()).await.map_err(AdminError::from)?;
     // Read after the database, so every claim counted there is already the
@@ -292,7 +292,7 @@ pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
             Err(e) => tracing::warn!(error = %e, campaign = campaign.id, "cannot read the claim gate"),
         }
     }
-    Ok(Reply::json(StatusCode::OK, &stats))
+    Ok(Success::json(StatusCode::OK, &stats))
 }
 
 /// What is left to sell: free seats per event, codes left per open
@@ -305,10 +305,10 @@ pub async fn stats(cx: &Ctx) -> Result<Reply, Failure> {
     ),
     security(("admin_token" = [])),
 )]
-pub async fn stock(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn stock(cx: &Input) -> Result<Success, Failure> {
     check_admin(cx)?;
     let stock = cx.state.store().stock(now_ms()).await.map_err(AdminError::from)?;
-    Ok(Reply::json(StatusCode::OK, &stock))
+    Ok(Success::json(StatusCode::OK, &stock))
 }
 
 // The admin routes' error sets (see `routes::openapi::errors`): beside the

@@ -3,7 +3,7 @@
 use http::StatusCode;
 
 use crate::catalogue::{CatalogueError, EventView, PopularView, SeatMapView};
-use crate::http::{Ctx, Reply};
+use crate::http::{Input, Success};
 use crate::problem::Failure;
 use crate::routes::openapi::errors::{BodyRead, Errors, NoEvent, PathId, Popularity, Scope, Server, Token};
 
@@ -15,11 +15,11 @@ use crate::routes::openapi::errors::{BodyRead, Errors, NoEvent, PathId, Populari
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn list_events(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn list_events(cx: &Input) -> Result<Success, Failure> {
     cx.visitor()?;
     let events = cx.state.store().list_events().await.map_err(CatalogueError::from)?;
     let views: Vec<EventView> = events.iter().map(EventView::from).collect();
-    Ok(Reply::json(StatusCode::OK, &views))
+    Ok(Success::json(StatusCode::OK, &views))
 }
 
 /// The five events whose seat maps were viewed most.
@@ -30,9 +30,9 @@ pub async fn list_events(cx: &Ctx) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn popular_events(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn popular_events(cx: &Input) -> Result<Success, Failure> {
     cx.visitor()?;
-    Ok(Reply::json(StatusCode::OK, &cx.state.catalogue().popular().await?))
+    Ok(Success::json(StatusCode::OK, &cx.state.catalogue().popular().await?))
 }
 
 /// One event (403 outside the token's queue).
@@ -44,11 +44,11 @@ pub async fn popular_events(cx: &Ctx) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn get_event(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
+pub async fn get_event(cx: &Input, id: i64) -> Result<Success, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, id)?;
     let event = cx.state.catalogue().event(id).await?;
-    Ok(Reply::json(StatusCode::OK, &EventView::from(&event)))
+    Ok(Success::json(StatusCode::OK, &EventView::from(&event)))
 }
 
 /// The live seat map as the caller sees it (their own holds and bookings are `mine`).
@@ -60,8 +60,8 @@ pub async fn get_event(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn get_seats(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
+pub async fn get_seats(cx: &Input, id: i64) -> Result<Success, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, id)?;
-    Ok(Reply::json(StatusCode::OK, &cx.state.catalogue().seat_map(id, &visitor.id).await?))
+    Ok(Success::json(StatusCode::OK, &cx.state.catalogue().seat_map(id, &visitor.id).await?))
 }

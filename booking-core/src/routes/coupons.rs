@@ -5,7 +5,7 @@ use http::StatusCode;
 use crate::clock::now_ms;
 use crate::config::SessionEndOn;
 use crate::coupons::{ClaimError, ClaimView, Coupons};
-use crate::http::{Ctx, Reply, body};
+use crate::http::{Input, Success, body};
 use crate::problem::Failure;
 use crate::routes::openapi::errors::{
     BodyRead, Claim, Errors, Idempotency, JsonBody, Mutating, PathId, Scope, Server, Token,
@@ -37,7 +37,7 @@ use crate::routes::session::{self, Purchased};
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
+pub async fn post_claim(cx: &Input, campaign_id: i64) -> Result<Success, Failure> {
     let visitor = cx.mutating_visitor()?;
     let _: body::EmptyObject = body::optional_json(&cx.headers, &cx.body)?;
     let coupons = cx.state.coupons();
@@ -59,9 +59,9 @@ pub async fn post_claim(cx: &Ctx, campaign_id: i64) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn my_coupons(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn my_coupons(cx: &Input) -> Result<Success, Failure> {
     let visitor = cx.visitor()?;
     let claims = cx.state.store().claims_of(&visitor.id).await.map_err(ClaimError::from)?;
     let views: Vec<ClaimView> = claims.iter().map(ClaimView::from).collect();
-    Ok(Reply::json(StatusCode::OK, &views))
+    Ok(Success::json(StatusCode::OK, &views))
 }

@@ -1,7 +1,7 @@
 //! The operator listener's health checks (unauthenticated): `/livez` (the
 //! process answers; touches nothing) and `/readyz` (PostgreSQL and, if
 //! configured, Redis answer; the checks run concurrently, each bounded, so the
-//! answer comes within [`READY_WITHIN`] whatever they do; 503 while shutting
+//! answer comes within 500 ms whatever they do; 503 while shutting
 //! down), with `/healthz` an alias of `/readyz`.
 
 use std::collections::BTreeMap;
@@ -11,14 +11,12 @@ use http::StatusCode;
 use serde::Serialize;
 use shared::problem::Problem;
 
-use crate::http::{Ctx, Reply};
+use crate::http::{Input, Success};
 use crate::problem::{ApiError, Failure};
 use crate::routes::openapi::errors::{BodyRead, ErrorSet, Errors};
 
-/// The longest a readiness check takes to answer.
-pub const READY_WITHIN: Duration = Duration::from_millis(500);
 /// The bound on each dependency's check (they run concurrently), leaving
-/// room to answer within [`READY_WITHIN`].
+/// room to answer within 500 ms.
 const CHECK_WITHIN: Duration = Duration::from_millis(300);
 
 /// Why the service is not ready. → 503 with `Retry-After`, and the state of
@@ -60,8 +58,8 @@ impl ApiError for NotReady {
         Errors<BodyRead>,
     )
 )]
-pub async fn livez(_cx: &Ctx) -> Result<Reply, Failure> {
-    Ok(Reply::json(StatusCode::OK, &Health { status: "ok", checks: Checks::new() }))
+pub async fn livez(_cx: &Input) -> Result<Success, Failure> {
+    Ok(Success::json(StatusCode::OK, &Health { status: "ok", checks: Checks::new() }))
 }
 
 /// 200 when PostgreSQL (or SQLite) answers: `status` `ok`, or `degraded`
@@ -75,7 +73,7 @@ pub async fn livez(_cx: &Ctx) -> Result<Reply, Failure> {
         Errors<(BodyRead, Readiness)>,
     )
 )]
-pub async fn readyz(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn readyz(cx: &Input) -> Result<Success, Failure> {
     if cx.state.shutting_down() {
         return Err(NotReady::ShuttingDown.into());
     }
@@ -113,7 +111,7 @@ pub async fn readyz(cx: &Ctx) -> Result<Reply, Failure> {
         return Err(NotReady::Dependencies(checks).into());
     }
     let status = if checks.values().all(|state| *state == "ok") { "ok" } else { "degraded" };
-    Ok(Reply::json(StatusCode::OK, &Health { status, checks }))
+    Ok(Success::json(StatusCode::OK, &Health { status, checks }))
 }
 
 /// The same check as `/readyz` (kept for existing probes).
@@ -123,7 +121,7 @@ pub async fn readyz(cx: &Ctx) -> Result<Reply, Failure> {
         Errors<(BodyRead, Readiness)>,
     )
 )]
-pub async fn healthz(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn healthz(cx: &Input) -> Result<Success, Failure> {
     readyz(cx).await
 }
 

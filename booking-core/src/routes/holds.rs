@@ -5,7 +5,7 @@ use serde::Deserialize;
 
 use crate::config::SessionEndOn;
 use crate::holds::{BookingView, HoldError, HoldView, hold_event, no_hold};
-use crate::http::{Ctx, Reply, body};
+use crate::http::{Input, Success, body};
 use crate::problem::Failure;
 use crate::routes::openapi::errors::{
     BodyRead, ConfirmHold, Errors, Idempotency, JsonBody, Mutating, PathId, ReleaseHold, Scope, Server, TakeHold, Token,
@@ -38,13 +38,13 @@ pub struct HoldRequest {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
+pub async fn post_hold(cx: &Input, event_id: i64) -> Result<Success, Failure> {
     let visitor = cx.mutating_visitor()?;
     cx.state.auth().authorize(&visitor, event_id)?;
     let request: HoldRequest = body::json(&cx.headers, &cx.body, r#"{"seat_id": 17}"#)?;
     crate::routes::idempotency::guarded(cx, &visitor, || async {
         let hold = cx.state.holds().hold(event_id, request.seat_id, &visitor.id, visitor.session_ends_at).await?;
-        Ok(Reply::json(StatusCode::CREATED, &hold))
+        Ok(Success::json(StatusCode::CREATED, &hold))
     })
     .await
 }
@@ -70,7 +70,7 @@ pub async fn post_hold(cx: &Ctx, event_id: i64) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
+pub async fn post_confirm(cx: &Input, hold_id: &str) -> Result<Success, Failure> {
     let visitor = cx.mutating_visitor()?;
     let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
     cx.state.auth().authorize(&visitor, event_id)?;
@@ -91,12 +91,12 @@ pub async fn post_confirm(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn delete_hold(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
+pub async fn delete_hold(cx: &Input, hold_id: &str) -> Result<Success, Failure> {
     let visitor = cx.mutating_visitor()?;
     let event_id = hold_event(hold_id).ok_or_else(|| no_hold(hold_id))?;
     cx.state.auth().authorize(&visitor, event_id)?;
     cx.state.holds().release(hold_id, &visitor.id).await?;
-    Ok(Reply::empty(StatusCode::NO_CONTENT))
+    Ok(Success::empty(StatusCode::NO_CONTENT))
 }
 
 /// The caller's bookings.
@@ -107,9 +107,9 @@ pub async fn delete_hold(cx: &Ctx, hold_id: &str) -> Result<Reply, Failure> {
     ),
     security(("entry_token" = []), ("entry_cookie" = [])),
 )]
-pub async fn my_bookings(cx: &Ctx) -> Result<Reply, Failure> {
+pub async fn my_bookings(cx: &Input) -> Result<Success, Failure> {
     let visitor = cx.visitor()?;
     let bookings = cx.state.store().bookings_of(&visitor.id).await.map_err(HoldError::from)?;
     let views: Vec<BookingView> = bookings.iter().map(BookingView::from).collect();
-    Ok(Reply::json(StatusCode::OK, &views))
+    Ok(Success::json(StatusCode::OK, &views))
 }

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Visitor;
 use crate::clock::now_ms;
-use crate::http::{Ctx, Reply};
+use crate::http::{Input, Success};
 use crate::problem::{ApiError, Failure};
 use crate::state::AppState;
 use crate::store::Started;
@@ -65,10 +65,10 @@ impl ApiError for IdempotencyError {
 }
 
 /// Run `work` under the request's `Idempotency-Key`, if it has one.
-pub async fn guarded<F, Fut>(cx: &Ctx, visitor: &Visitor, work: F) -> Result<Reply, Failure>
+pub async fn guarded<F, Fut>(cx: &Input, visitor: &Visitor, work: F) -> Result<Success, Failure>
 where
     F: FnOnce() -> Fut,
-    Fut: Future<Output = Result<Reply, Failure>>,
+    Fut: Future<Output = Result<Success, Failure>>,
 {
     let Some(raw) = cx.headers.get(HEADER) else { return work().await };
     let key = raw
@@ -95,7 +95,7 @@ where
                 .unwrap_or(StatusCode::OK);
             let content_type =
                 if status.is_client_error() { shared::problem::CONTENT_TYPE } else { "application/json" };
-            let mut reply = Reply::raw(status, content_type, Bytes::from(record.body.unwrap_or_default()));
+            let mut reply = Success::raw(status, content_type, Bytes::from(record.body.unwrap_or_default()));
             reply.replayed = true;
             reply.session_end = record.session_end.as_deref().and_then(crate::routes::session::from_reason);
             Ok(reply)

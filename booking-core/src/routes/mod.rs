@@ -16,11 +16,11 @@ pub mod session;
 pub mod web;
 
 use crate::http::router::Route;
-use crate::http::{Ctx, Reply};
+use crate::http::{Input, Success};
 use crate::problem::Failure;
 
 /// Run the handler of `route`.
-pub(crate) async fn dispatch(cx: &Ctx, route: Route) -> Result<Reply, Failure> {
+pub(crate) async fn dispatch(cx: &Input, route: Route) -> Result<Success, Failure> {
     match route {
         Route::Livez => health::livez(cx).await,
         Route::Readyz => health::readyz(cx).await,

@@ -34,7 +34,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use self::errors::{BodyRead, Errors, problem_responses};
-use crate::http::{Ctx, Reply};
+use crate::http::{Input, Success};
 use crate::problem::{Failure, RequestError};
 
 const DESCRIPTION: &str = "\
@@ -161,8 +161,8 @@ fn to_json(doc: utoipa::openapi::OpenApi) -> Bytes {
         Errors<BodyRead>,
     )
 )]
-pub async fn serve(_cx: &Ctx) -> Result<Reply, Failure> {
-    Ok(Reply::raw(StatusCode::OK, "application/json", json()))
+pub async fn serve(_cx: &Input) -> Result<Success, Failure> {
+    Ok(Success::raw(StatusCode::OK, "application/json", json()))
 }
 
 /// This document.
@@ -177,8 +177,8 @@ pub async fn serve(_cx: &Ctx) -> Result<Reply, Failure> {
         Errors<BodyRead>,
     )
 )]
-pub async fn serve_admin(_cx: &Ctx) -> Result<Reply, Failure> {
-    Ok(Reply::raw(StatusCode::OK, "application/json", admin_json()))
+pub async fn serve_admin(_cx: &Input) -> Result<Success, Failure> {
+    Ok(Success::raw(StatusCode::OK, "application/json", admin_json()))
 }
 
 /// Security schemes and the responses every path shares.

@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use crate::auth::Visitor;
 use crate::clock::now_ms;
 use crate::config::SessionEndOn;
-use crate::http::Reply;
+use crate::http::Success;
 use crate::state::AppState;
 
 /// The response header the waiting room acts on.
@@ -85,9 +85,9 @@ pub async fn reply<T: Serialize + ToSchema>(
     on: SessionEndOn,
     status: StatusCode,
     item: T,
-) -> Reply {
+) -> Success {
     let end = ends(state, visitor, on).await;
-    let mut reply = Reply::json(status, &Purchased { item, session_end: end.map(SessionEndOn::reason) });
+    let mut reply = Success::json(status, &Purchased { item, session_end: end.map(SessionEndOn::reason) });
     reply.session_end = end;
     reply
 }

@@ -18,7 +18,7 @@ use shared::percent::encode_component as encode;
 
 use crate::catalogue::EventView;
 use crate::clock::{self, now_ms};
-use crate::http::{Ctx, Reply};
+use crate::http::{Input, Success};
 use crate::problem::{ApiError, Failure};
 use crate::routes::admin::CampaignView;
 use crate::store::StoreError;
@@ -56,7 +56,7 @@ struct PageState {
 }
 
 /// `GET /events/{id}` → 200 HTML; 401/403 like the API; 404 no such event.
-pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
+pub async fn event_page(cx: &Input, id: i64) -> Result<Success, Failure> {
     let visitor = cx.visitor()?;
     cx.state.auth().authorize(&visitor, id)?;
     let event = cx.state.catalogue().event(id).await?;
@@ -85,7 +85,7 @@ pub async fn event_page(cx: &Ctx, id: i64) -> Result<Reply, Failure> {
         "js" => Some(SCRIPT.to_owned()),
         _ => None,
     });
-    Ok(Reply::raw(StatusCode::OK, "text/html; charset=utf-8", page))
+    Ok(Success::raw(StatusCode::OK, "text/html; charset=utf-8", page))
 }
 
 /// JSON safe inside `<script>`: `<`, `>` and `&` only occur inside JSON

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use booking_core::coupons::gate::Admission;
+use booking_core::coupons::gate::GateAnswer;
 
 use futures_util::StreamExt;
 use rand::seq::SliceRandom;
@@ -278,7 +278,7 @@ async fn a_reservation_whose_claim_died_returns_to_stock_when_its_lease_expires(
     let row = coupons.campaign(campaign).await.unwrap();
     // What a process killed between reservation and commit leaves behind: a lease, no claim.
     let dead = uuid::Uuid::new_v4().simple().to_string();
-    assert!(matches!(coupons.gate().admit(&row, &dead).await, Admission::Admitted { .. }));
+    assert!(matches!(coupons.gate().reserve(&row, &dead).await, GateAnswer::Reserved { .. }));
     let (gate, claimed) = app.gate_and_claimed(campaign).await;
     let gate = gate.unwrap();
     assert_eq!((gate["free"].as_i64(), gate["reserved"].as_i64(), claimed), (Some(2), Some(1), 0));
@@ -305,7 +305,7 @@ async fn a_committed_claim_the_gate_never_heard_of_is_counted_when_its_lease_exp
     let row = state.coupons().campaign(campaign).await.unwrap();
     // Killed after the commit, before the gate heard of it: a lease and a claim.
     let visitor = uuid::Uuid::new_v4().simple().to_string();
-    assert!(matches!(state.coupons().gate().admit(&row, &visitor).await, Admission::Admitted { .. }));
+    assert!(matches!(state.coupons().gate().reserve(&row, &visitor).await, GateAnswer::Reserved { .. }));
     let committed = state.store().claim_code(campaign, &visitor, 1, 1, i64::MAX).await.unwrap();
     assert!(matches!(committed, booking_core::store::coupons::ClaimAttempt::Claimed(_)));
 

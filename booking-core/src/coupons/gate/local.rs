@@ -11,7 +11,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use tokio::sync::OnceCell;
 
-use super::{Admission, GateCounts, GateError, Lease, snapshot};
+use super::{GateAnswer, GateCounts, GateError, Lease, snapshot};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::store::{CampaignRow, Store};
@@ -62,34 +62,34 @@ impl LocalGate {
         self.built(campaign).await.map(|_| ())
     }
 
-    pub(super) async fn admit(&self, campaign: &CampaignRow, visitor: &str) -> Admission {
+    pub(super) async fn reserve(&self, campaign: &CampaignRow, visitor: &str) -> GateAnswer {
         let cell = match self.built(campaign).await {
             Ok(cell) => cell,
             Err(e) => {
                 tracing::warn!(error = %e, "could not load the claim gate; claiming unguarded");
-                return Admission::Unguarded;
+                return GateAnswer::Unguarded;
             }
         };
-        let Some(stock) = cell.get() else { return Admission::Unguarded };
+        let Some(stock) = cell.get() else { return GateAnswer::Unguarded };
         let now = now_ms();
         let mut s = stock.lock();
         if let Some(deadline) = s.leases.get(visitor) {
-            return Admission::InFlight { deadline: *deadline, now };
+            return GateAnswer::InFlight { deadline: *deadline, now };
         }
         if let Some(claim) = s.claimed.get(visitor) {
-            return Admission::Claimed(claim.clone());
+            return GateAnswer::Claimed(claim.clone());
         }
         if s.counts.free <= 0 {
             return match s.leases.values().min() {
-                Some(earliest) => Admission::Busy { earliest: *earliest, now },
-                None => Admission::SoldOut,
+                Some(earliest) => GateAnswer::Busy { earliest: *earliest, now },
+                None => GateAnswer::SoldOut,
             };
         }
         let deadline = now.saturating_add(self.lease_ms);
         s.counts.free -= 1;
         s.counts.reserved += 1;
         s.leases.insert(visitor.to_owned(), deadline);
-        Admission::Admitted { deadline }
+        GateAnswer::Reserved { deadline }
     }
 
     fn with_stock<T>(&self, campaign_id: i64, f: impl FnOnce(&mut Stock) -> T) -> Option<T> {

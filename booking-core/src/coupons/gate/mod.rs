@@ -39,9 +39,9 @@ pub use crate::store::admin::GateCounts;
 
 /// The gate's answer to "may this visitor try to claim?".
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Admission {
+pub enum GateAnswer {
     /// Go ahead: one unit is reserved for you until `deadline` (epoch ms, gate clock).
-    Admitted {
+    Reserved {
         /// When the lease ends.
         deadline: i64,
     },
@@ -94,29 +94,29 @@ pub enum GateError {
 }
 
 /// The claim gate.
-pub enum Gate {
+pub enum ClaimGate {
     /// Single instance, no Redis.
     Local(Box<LocalGate>),
     /// Shared by every instance.
     Redis(Box<RedisGate>),
 }
 
-impl Gate {
+impl ClaimGate {
     /// An in-process gate with leases of `lease_ms`.
-    pub fn local(store: Store, metrics: Metrics, lease_ms: i64) -> Gate {
-        Gate::Local(Box::new(LocalGate::new(store, metrics, lease_ms)))
+    pub fn local(store: Store, metrics: Metrics, lease_ms: i64) -> ClaimGate {
+        ClaimGate::Local(Box::new(LocalGate::new(store, metrics, lease_ms)))
     }
 
     /// A Redis gate with keys under `prefix` and leases of `lease_ms`.
-    pub fn redis(link: RedisLink, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> Gate {
-        Gate::Redis(Box::new(RedisGate::new(link, prefix, store, metrics, lease_ms)))
+    pub fn redis(link: RedisLink, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> ClaimGate {
+        ClaimGate::Redis(Box::new(RedisGate::new(link, prefix, store, metrics, lease_ms)))
     }
 
     /// Ask to claim.
-    pub async fn admit(&self, campaign: &CampaignRow, visitor: &str) -> Admission {
+    pub async fn reserve(&self, campaign: &CampaignRow, visitor: &str) -> GateAnswer {
         match self {
-            Gate::Local(g) => g.admit(campaign, visitor).await,
-            Gate::Redis(g) => g.admit(campaign, visitor).await,
+            ClaimGate::Local(g) => g.reserve(campaign, visitor).await,
+            ClaimGate::Redis(g) => g.reserve(campaign, visitor).await,
         }
     }
 
@@ -124,32 +124,32 @@ impl Gate {
     /// the fact is known): settle their lease as issued.
     pub async fn committed(&self, campaign: &CampaignRow, visitor: &str, claim_json: &str) {
         match self {
-            Gate::Local(g) => g.committed(campaign.id, visitor, claim_json),
-            Gate::Redis(g) => g.committed(campaign.id, visitor, claim_json).await,
+            ClaimGate::Local(g) => g.committed(campaign.id, visitor, claim_json),
+            ClaimGate::Redis(g) => g.committed(campaign.id, visitor, claim_json).await,
         }
     }
 
     /// The commit failed and the visitor got nothing: give the unit back.
     pub async fn undo(&self, campaign: &CampaignRow, visitor: &str) {
         match self {
-            Gate::Local(g) => g.undo(campaign.id, visitor),
-            Gate::Redis(g) => g.undo(campaign.id, visitor).await,
+            ClaimGate::Local(g) => g.undo(campaign.id, visitor),
+            ClaimGate::Redis(g) => g.undo(campaign.id, visitor).await,
         }
     }
 
     /// The database has no free code left (committed state).
     pub async fn sold_out(&self, campaign: &CampaignRow, visitor: &str) {
         match self {
-            Gate::Local(g) => g.sold_out(campaign.id, visitor),
-            Gate::Redis(g) => g.sold_out(campaign.id, visitor).await,
+            ClaimGate::Local(g) => g.sold_out(campaign.id, visitor),
+            ClaimGate::Redis(g) => g.sold_out(campaign.id, visitor).await,
         }
     }
 
     /// Up to `limit` leases whose deadline has passed.
     pub async fn expired(&self, campaign_id: i64, limit: usize) -> Result<Vec<Lease>, GateError> {
         match self {
-            Gate::Local(g) => Ok(g.expired(campaign_id, limit)),
-            Gate::Redis(g) => g.expired(campaign_id, limit).await,
+            ClaimGate::Local(g) => Ok(g.expired(campaign_id, limit)),
+            ClaimGate::Redis(g) => g.expired(campaign_id, limit).await,
         }
     }
 
@@ -157,16 +157,16 @@ impl Gate {
     /// false if that lease is no longer there.
     pub async fn settle(&self, campaign_id: i64, lease: &Lease, claimed: bool) -> Result<bool, GateError> {
         match self {
-            Gate::Local(g) => Ok(g.settle(campaign_id, lease, claimed)),
-            Gate::Redis(g) => g.settle(campaign_id, lease, claimed).await,
+            ClaimGate::Local(g) => Ok(g.settle(campaign_id, lease, claimed)),
+            ClaimGate::Redis(g) => g.settle(campaign_id, lease, claimed).await,
         }
     }
 
     /// The counts, if the gate of this campaign exists.
     pub async fn counts(&self, campaign_id: i64) -> Result<Option<GateCounts>, GateError> {
         match self {
-            Gate::Local(g) => Ok(g.counts(campaign_id)),
-            Gate::Redis(g) => g.counts(campaign_id).await,
+            ClaimGate::Local(g) => Ok(g.counts(campaign_id)),
+            ClaimGate::Redis(g) => g.counts(campaign_id).await,
         }
     }
 
@@ -174,8 +174,8 @@ impl Gate {
     /// Redis flushed, a restart of an in-process gate).
     pub async fn ensure(&self, campaign: &CampaignRow) -> Result<(), GateError> {
         match self {
-            Gate::Local(g) => g.ensure(campaign).await,
-            Gate::Redis(g) => g.rebuild(campaign, false).await,
+            ClaimGate::Local(g) => g.ensure(campaign).await,
+            ClaimGate::Redis(g) => g.rebuild(campaign, false).await,
         }
     }
 
@@ -183,8 +183,8 @@ impl Gate {
     /// reconciler's answer to counts that disagree with the database).
     pub async fn rebuild(&self, campaign: &CampaignRow) -> Result<(), GateError> {
         match self {
-            Gate::Local(g) => g.rebuild(campaign).await,
-            Gate::Redis(g) => g.rebuild(campaign, true).await,
+            ClaimGate::Local(g) => g.rebuild(campaign).await,
+            ClaimGate::Redis(g) => g.rebuild(campaign, true).await,
         }
     }
 }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use redis::{Script, Value};
 
-use super::{Admission, GateCounts, GateError, Lease, snapshot};
+use super::{GateAnswer, GateCounts, GateError, Lease, snapshot};
 use crate::metrics::Metrics;
 use crate::redis_breaker::{self, RedisLink};
 use crate::store::{CampaignRow, Store};
@@ -234,7 +234,7 @@ impl RedisGate {
         Ok(self.link.run(|mut conn| async move { invocation.invoke_async(&mut conn).await }).await?)
     }
 
-    pub(super) async fn admit(&self, campaign: &CampaignRow, visitor: &str) -> Admission {
+    pub(super) async fn reserve(&self, campaign: &CampaignRow, visitor: &str) -> GateAnswer {
         // Twice: a missing gate is built once, then asked again.
         for _ in 0..2 {
             let args = [visitor.to_owned(), self.lease_ms.to_string()];
@@ -242,39 +242,39 @@ impl RedisGate {
                 Ok(Value::Array(items)) => items,
                 Ok(other) => {
                     tracing::warn!(answer = ?other, "unexpected claim gate answer");
-                    return Admission::Unguarded;
+                    return GateAnswer::Unguarded;
                 }
                 Err(e) => {
                     if !matches!(&e, GateError::Redis(r) if redis_breaker::is_fail_fast(r)) {
                         tracing::warn!(error = %e, "claim gate unavailable; claiming unguarded");
                     }
                     self.metrics.gate_errors.inc();
-                    return Admission::Unguarded;
+                    return GateAnswer::Unguarded;
                 }
             };
             let (a, b) = (int(answer.get(1)), int(answer.get(2)));
             match (int(answer.first()), a, b) {
-                (Some(1), Some(deadline), _) => return Admission::Admitted { deadline },
-                (Some(2), Some(deadline), Some(now)) => return Admission::InFlight { deadline, now },
+                (Some(1), Some(deadline), _) => return GateAnswer::Reserved { deadline },
+                (Some(2), Some(deadline), Some(now)) => return GateAnswer::InFlight { deadline, now },
                 (Some(3), _, _) => {
-                    return Admission::Claimed(text(answer.get(1)).filter(|m| m != "C"));
+                    return GateAnswer::Claimed(text(answer.get(1)).filter(|m| m != "C"));
                 }
-                (Some(4), Some(earliest), Some(now)) => return Admission::Busy { earliest, now },
-                (Some(0), _, _) => return Admission::SoldOut,
+                (Some(4), Some(earliest), Some(now)) => return GateAnswer::Busy { earliest, now },
+                (Some(0), _, _) => return GateAnswer::SoldOut,
                 (Some(-1), _, _) => {
                     if let Err(e) = self.rebuild(campaign, false).await {
                         tracing::warn!(error = %e, campaign = campaign.id, "claim gate build failed");
                         self.metrics.gate_errors.inc();
-                        return Admission::Unguarded;
+                        return GateAnswer::Unguarded;
                     }
                 }
                 _ => {
                     tracing::warn!(answer = ?answer, "unexpected claim gate answer");
-                    return Admission::Unguarded;
+                    return GateAnswer::Unguarded;
                 }
             }
         }
-        Admission::Unguarded
+        GateAnswer::Unguarded
     }
 
     /// Run a correction; a failure is logged (the reconciler or the next
