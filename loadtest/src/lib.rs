@@ -22,18 +22,18 @@
 //! writes `--out` and exits 1 when the audit fails. Tests call [`run()`]
 //! directly with parsed [`cli::Args`].
 
-pub mod arrivals;
+mod arrivals;
 pub mod audit;
-pub mod challenge;
-pub mod cli;
-pub mod metrics;
-pub mod net;
-pub mod progress;
+mod challenge;
+mod cli;
+mod metrics;
+mod net;
+mod progress;
 pub mod record;
-pub mod report;
+mod report;
 pub mod run;
-pub mod services;
-pub mod visitor;
+mod services;
+mod visitor;
 
 pub use cli::Args;
 pub use report::Report;

@@ -45,13 +45,6 @@ impl Problem {
         }
     }
 
-    /// Set a specific problem type URI and title.
-    pub fn typed(mut self, kind: impl Into<String>, title: impl Into<String>) -> Self {
-        self.kind = kind.into();
-        self.title = title.into();
-        self
-    }
-
     /// Add an extension member.
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.extra.insert(key.to_owned(), value.into());

@@ -36,7 +36,7 @@ use crate::config::QueueConfig;
 use crate::control::{self, ChangeError};
 use crate::http::Reply;
 use crate::limits::{Refused, retry_after_secs};
-use crate::problem::Failure;
+use crate::problem::{Failure, unknown_queue};
 use crate::queues::Queue;
 use crate::state::State;
 use crate::store::{SharedSettings, TICK_LOG};
@@ -386,7 +386,7 @@ impl AdminApp {
         let path = session.req_header().uri.path().trim_end_matches('/').to_owned();
         let parts: Vec<&str> = path.split('/').skip(1).collect();
         let queue = |id: &str| {
-            self.state.queues.by_id(id).ok_or_else(|| Failure::UnknownQueue { queue: id, known: None }.reply())
+            self.state.queues.by_id(id).ok_or_else(|| unknown_queue(&self.state.queues, id))
         };
         let actor = session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "admin".into());
         match (method.as_str(), parts.as_slice()) {

@@ -33,7 +33,7 @@ use crate::identity;
 use crate::join::{self, Refusal};
 use crate::metrics::METRICS;
 use crate::page;
-use crate::problem::{Failure, MAX_BODY};
+use crate::problem::{Failure, MAX_BODY, unknown_queue};
 use crate::queues::Queue;
 use crate::standing::{StatusMessage, message};
 use crate::state::State;
@@ -99,9 +99,7 @@ async fn prepare(
     q: &str,
 ) -> Result<(Arc<Queue>, Arc<dyn QueueStore>, Vec<u8>), Reply> {
     let Some(queue) = state.queues.by_id(q) else {
-        let all = state.queues.all();
-        let known: Vec<&str> = all.iter().map(|q| q.id()).collect();
-        return Err(Failure::UnknownQueue { queue: q, known: Some(&known) }.reply());
+        return Err(unknown_queue(&state.queues, q));
     };
     let body = match read_body(session).await {
         Ok(body) => body,

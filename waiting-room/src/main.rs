@@ -16,19 +16,27 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Config file (TOML); every key can be overridden by `WR_SECTION__KEY`.
-    #[arg(long, short, global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `--config`, accepted before or after the subcommands that read the
+/// configuration (not a global: `verify-lottery` reads none).
+#[derive(clap::Args, Default)]
+struct ConfigArg {
+    /// Config file (TOML); every key can be overridden by `WR_SECTION__KEY`.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Check the configuration and exit (0 valid, 2 invalid).
-    Check,
+    Check(ConfigArg),
     /// Start signing with a new key; the old public key stays trusted.
-    RotateKey,
+    RotateKey(ConfigArg),
     /// Check a queue's published lottery: that its seed matches the
     /// commitment made before the pre-queue opened, and that the entrants
     /// are in the order the rule gives (see `GET /wr/{queue}/lottery`).
@@ -43,7 +51,11 @@ fn main() -> ExitCode {
     if let Some(Command::VerifyLottery(v)) = &args.command {
         return waiting_room::verify::run(v);
     }
-    let config = match Config::load(args.config.as_deref(), &ProcessEnv) {
+    let path = match &args.command {
+        Some(Command::Check(c) | Command::RotateKey(c)) => c.config.clone().or(args.config.config),
+        _ => args.config.config,
+    };
+    let config = match Config::load(path.as_deref(), &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: invalid configuration: {e}");
@@ -51,12 +63,12 @@ fn main() -> ExitCode {
         }
     };
     match args.command {
-        Some(Command::Check) => {
+        Some(Command::Check(_)) => {
             println!("configuration is valid");
             ExitCode::SUCCESS
         }
         Some(Command::VerifyLottery(_)) => ExitCode::SUCCESS,
-        Some(Command::RotateKey) => match shared::keys::rotate(&config.keys.dir) {
+        Some(Command::RotateKey(_)) => match shared::keys::rotate(&config.keys.dir) {
             Ok(kid) => {
                 println!("now signing with key {kid}; restart the proxies to pick it up");
                 ExitCode::SUCCESS
@@ -68,7 +80,7 @@ fn main() -> ExitCode {
         },
         None => {
             waiting_room::init_logging(&config.log);
-            match waiting_room::app::build(&config, args.config.as_deref()) {
+            match waiting_room::app::build(&config, path.as_deref()) {
                 Ok(server) => {
                     server.run(pingora::server::RunArgs { shutdown_signal: Box::new(waiting_room::drain::Signals) });
                     ExitCode::SUCCESS

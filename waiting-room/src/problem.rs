@@ -12,6 +12,7 @@
 use shared::problem::Problem;
 
 use crate::http::Reply;
+use crate::queues::Queues;
 
 /// Largest request body the queue API accepts (only a join carries one: the
 /// answer to a challenge).
@@ -27,14 +28,14 @@ pub enum Failure<'a> {
     Draining,
     /// 503: the lottery's commitment is not made yet (`Retry-After: 1`).
     NotCommitted,
-    /// 404: no queue named `queue`. The queue API names the `known` ones
-    /// (and carries `queue`); the WebSocket handshake and the admin API,
-    /// with `known: None`, say only the name.
+    /// 404: no queue named `queue`; the same body from the queue API, the
+    /// WebSocket handshake and the admin API (built by [`unknown_queue`]):
+    /// the id asked for (`queue`) and the `known` ones.
     UnknownQueue {
         /// The id asked for.
         queue: &'a str,
-        /// The queues there are, if the answer lists them.
-        known: Option<&'a [&'a str]>,
+        /// The queues there are.
+        known: &'a [&'a str],
     },
     /// 404: a path under `/wr` that is no endpoint.
     UnknownEndpoint,
@@ -62,13 +63,10 @@ impl Failure<'_> {
                 .header("retry-after", "1"),
             Failure::NotCommitted => Reply::error(503, "the lottery's commitment is not made yet; retry in a second")
                 .header("retry-after", "1"),
-            Failure::UnknownQueue { queue, known: Some(known) } => Reply::problem(
+            Failure::UnknownQueue { queue, known } => Reply::problem(
                 Problem::new(404, format!("there is no queue named {queue:?}; known queues: {}", known.join(", ")))
                     .with("queue", queue),
             ),
-            Failure::UnknownQueue { queue, known: None } => {
-                Reply::error(404, format!("there is no queue named {queue:?}"))
-            }
             Failure::UnknownEndpoint => Reply::error(
                 404,
                 "no such waiting-room endpoint; use /wr/{queue}, /wr/{queue}/join, /wr/{queue}/status, /wr/{queue}/ws \
@@ -93,6 +91,13 @@ impl Failure<'_> {
             Failure::BadHandshake => Reply::error(400, "missing or invalid Sec-WebSocket-Key header"),
         }
     }
+}
+
+/// The 404 for a queue id `queues` does not hold, naming the ones it does.
+pub fn unknown_queue(queues: &Queues, queue: &str) -> Reply {
+    let all = queues.all();
+    let known: Vec<&str> = all.iter().map(|q| q.id()).collect();
+    Failure::UnknownQueue { queue, known: &known }.reply()
 }
 
 impl From<Failure<'_>> for Reply {
@@ -164,7 +169,7 @@ pub mod doc {
         /// 404: the queue is not configured.
         UnknownQueue,
         "There is no such queue (`queue` names it):\n",
-        [("unknown_queue", Failure::UnknownQueue { queue: "nope", known: Some(&["sale"]) }.reply())]
+        [("unknown_queue", Failure::UnknownQueue { queue: "nope", known: &["sale"] }.reply())]
     );
 
     problem_response!(
@@ -264,8 +269,7 @@ mod tests {
         }
         let known = ["a", "b"];
         for f in [
-            Failure::UnknownQueue { queue: "x", known: Some(&known) },
-            Failure::UnknownQueue { queue: "x", known: None },
+            Failure::UnknownQueue { queue: "x", known: &known },
             Failure::UnknownEndpoint,
             Failure::MethodNotAllowed("GET"),
             Failure::BodyTooLarge,

@@ -278,7 +278,8 @@ impl ProxyHttp for WaitingRoom {
         let mut peer = Box::new(peer(addr));
         // One pool partition per worker thread: a pooled upstream connection
         // is then put back and taken again on the same thread, so its idle
-        // watcher never has to wake another thread (that was ~15% of CPU).
+        // watcher never has to wake another thread (a cross-thread wakeup per
+        // pooled connection showed up as a large share of the proxy's CPU).
         peer.group_key = worker_index();
         Ok(peer)
     }

@@ -85,8 +85,7 @@ pub async fn handle(state: &State, session: &mut Session, route: Route<'_>) -> R
         Route::Status(q) => api::status(state, session, q).await,
         Route::Lottery(q) => api::lottery(state, session, q).await,
         // The proxy hands WebSocket requests to `socket`; anything else is not an upgrade.
-        Route::Socket(_) => Reply::error(426, "this endpoint is a WebSocket: send GET with Upgrade: websocket")
-            .header("upgrade", "websocket"),
+        Route::Socket(_) => Failure::NotAnUpgrade.reply(),
         Route::Unknown => Failure::UnknownEndpoint.reply(),
     }
 }

@@ -7,10 +7,10 @@
 //! they share a CPU, handles one response, and sleeps again. The host then
 //! switches tasks once per response instead of once per batch, and the
 //! workers sit idle waiting for an upstream that is not running. Both states
-//! are stable, so runs of the same load come out either fast or ~20% slower.
-//! Measured on a 2-core host shared by load generator, proxy and upstream:
-//! the upstream was preempted 0.3 times per request in slow runs against
-//! <0.01 in fast ones; under `SCHED_BATCH` no run was slow (ARCHITECTURE.md).
+//! are stable, so runs of the same load come out either fast or slow (the
+//! upstream preempted far more often per request in the slow ones); under
+//! `SCHED_BATCH` no run was slow. The measurements are in BENCHMARKS.md,
+//! the reasoning in ARCHITECTURE.md.
 //! Nothing changes on an idle host: a waking worker there takes an idle CPU.
 
 use std::io;
@@ -35,9 +35,10 @@ pub fn batch_current_thread() -> io::Result<()> {
     set_thread_priority_and_policy(thread_native_id(), priority, BATCH).map_err(|e| io::Error::other(format!("{e:?}")))
 }
 
-/// Field numbers in `/proc/<pid>/task/<tid>/stat` (proc(5)); `POLICY` is
-/// the scheduling policy number (`SCHED_OTHER` = 0, `SCHED_BATCH` = 3).
+/// Field number of the nice value in `/proc/<pid>/task/<tid>/stat` (proc(5)).
 pub const NICE: usize = 19;
+/// Field number of the scheduling policy there (`SCHED_OTHER` = 0,
+/// `SCHED_BATCH` = 3).
 pub const POLICY: usize = 41;
 
 /// Numeric field `field` of a thread's `stat` text.

@@ -35,7 +35,7 @@ use crate::http::{Reply, header_str};
 use crate::join::Refusal;
 use crate::limits::{HeldGuard, Refused};
 use crate::metrics::METRICS;
-use crate::problem::Failure;
+use crate::problem::{Failure, unknown_queue};
 use crate::sockets::{Registration, Slot};
 use crate::standing::{QueueStatus, StatusMessage};
 use crate::store::Standing;
@@ -232,7 +232,7 @@ pub fn spawn(stream: Stream, held: Held, slot: Slot, initial: StatusMessage, pin
 pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, queue_id: &str) -> Result<(), Reply> {
     let accept = check_upgrade(session)?;
     let Some(queue) = state.queues.by_id(queue_id) else {
-        return Err(Failure::UnknownQueue { queue: queue_id, known: None }.reply());
+        return Err(unknown_queue(&state.queues, queue_id));
     };
     if !state.policy.origin(header_str(session, "origin"), header_str(session, "host")) {
         Refused::Origin.count();
@@ -274,7 +274,7 @@ pub async fn handle(state: &Arc<crate::state::State>, session: &mut Session, que
     };
     // Register before joining: a tick between the two still reaches this socket.
     let Some((registration, slot)) = state.hub.register(queue.id(), prepared.visitor) else {
-        return Err(Failure::UnknownQueue { queue: queue_id, known: None }.reply());
+        return Err(unknown_queue(&state.queues, queue_id));
     };
     let joined = match prepared.join(state, &queue, store.as_ref()).await {
         Ok(joined) => joined,
