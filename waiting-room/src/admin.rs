@@ -26,13 +26,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use serde::{Deserialize, Serialize};
-use shared::config::{Secret, constant_time_eq, parse_duration};
+use serde::Serialize;
+use shared::config::{Secret, constant_time_eq};
 use shared::problem::Problem;
 
-use crate::catalog::{self, Catalog, Entry};
+use crate::catalog::{self, Catalog};
 use crate::client::ClientKey;
-use crate::config::QueueConfig;
 use crate::control::{self, ChangeError};
 use crate::http::Reply;
 use crate::limits::{Refused, retry_after_secs};
@@ -44,6 +43,12 @@ use shared::config::ConfigError;
 
 /// Largest admin request body (a queue with its page template inline).
 const MAX_BODY: usize = catalog::MAX_TEMPLATE + 16 * 1024;
+
+mod bodies;
+#[cfg(test)]
+mod tests;
+
+use bodies::{Patch, SETTINGS_KEYS, parse_entry, redefined};
 
 /// The admin HTTP app.
 pub struct AdminApp {
@@ -125,107 +130,6 @@ impl Controller {
     }
 }
 
-/// The keys of a PATCH that are live settings ([`Patch`]); every other key
-/// belongs to the queue's definition (the catalog).
-const SETTINGS_KEYS: [&str; 17] = [
-    "free_entry",
-    "release_per_tick",
-    "tick",
-    "session",
-    "max_active",
-    "abandon_after",
-    "paused",
-    "queue_all",
-    "admission",
-    "min_per_tick",
-    "max_per_tick",
-    "target_p99",
-    "target_error_rate",
-    "arrival_grace",
-    "pin_per_tick",
-    "mode",
-    "message",
-];
-
-/// A settings change: every field optional.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Patch {
-    free_entry: Option<u64>,
-    release_per_tick: Option<u64>,
-    tick: Option<String>,
-    session: Option<String>,
-    max_active: Option<u64>,
-    abandon_after: Option<String>,
-    paused: Option<bool>,
-    queue_all: Option<bool>,
-    admission: Option<crate::config::AdmissionMode>,
-    min_per_tick: Option<u64>,
-    max_per_tick: Option<u64>,
-    target_p99: Option<String>,
-    target_error_rate: Option<f64>,
-    arrival_grace: Option<String>,
-    pin_per_tick: Option<u64>,
-    mode: Option<crate::config::QueueMode>,
-    /// The operator's message; "" removes it.
-    message: Option<String>,
-}
-
-impl Patch {
-    fn apply(&self, s: &mut SharedSettings) -> Result<(), Reply> {
-        let duration = |key: &str, v: &Option<String>, into: &mut std::time::Duration| -> Result<(), Reply> {
-            if let Some(text) = v {
-                *into = parse_duration(text).map_err(|m| Reply::error(422, format!("{key}: {m}")))?;
-            }
-            Ok(())
-        };
-        let a = &mut s.admission;
-        if let Some(v) = self.free_entry {
-            a.free_entry = v;
-        }
-        if let Some(v) = self.release_per_tick {
-            a.release_per_tick = v;
-        }
-        if let Some(v) = self.max_active {
-            a.max_active = v;
-        }
-        duration("tick", &self.tick, &mut a.tick)?;
-        duration("session", &self.session, &mut a.session)?;
-        duration("abandon_after", &self.abandon_after, &mut a.abandon_after)?;
-        duration("target_p99", &self.target_p99, &mut a.target_p99)?;
-        duration("arrival_grace", &self.arrival_grace, &mut a.arrival_grace)?;
-        if let Some(v) = self.admission {
-            a.mode = v;
-        }
-        if let Some(v) = self.min_per_tick {
-            a.min_per_tick = v;
-        }
-        if let Some(v) = self.max_per_tick {
-            a.max_per_tick = v;
-        }
-        if let Some(v) = self.target_error_rate {
-            a.target_error_rate = v;
-        }
-        if let Some(v) = self.pin_per_tick {
-            a.pin_per_tick = v;
-        }
-        if let Some(v) = self.mode {
-            a.queue_mode = v;
-        }
-        if let Some(m) = &self.message {
-            crate::config::validate_message(m).map_err(|e| Reply::error(422, format!("message: {e}")))?;
-            s.message = (!m.trim().is_empty()).then(|| m.clone());
-        }
-        if let Some(v) = self.paused {
-            s.paused = v;
-        }
-        if let Some(v) = self.queue_all {
-            s.queue_all = v;
-        }
-        Ok(())
-    }
-}
-
 async fn queue_state(state: &State, queue: &Queue) -> Result<QueueState, Reply> {
     let store = state.store().ok_or(Failure::StoreDown)?;
     let stats = store.stats(queue.id()).await.map_err(|_| Failure::StoreDown)?;
@@ -293,59 +197,6 @@ fn change_reply<T>(r: Result<T, ChangeError>) -> Result<T, Reply> {
         Err(ChangeError::Conflict(m)) => Err(Reply::error(409, m)),
         Err(ChangeError::Store(_)) => Err(Failure::StoreDown.reply()),
     }
-}
-
-/// A queue's definition from a JSON object of `[[queues]]` keys (plus
-/// `template`, the page template inline), as the config file would parse
-/// it; an error names the key.
-fn parse_entry(mut doc: serde_json::Map<String, serde_json::Value>) -> Result<Entry, ConfigError> {
-    let template = match doc.remove("template") {
-        None | Some(serde_json::Value::Null) => None,
-        Some(serde_json::Value::String(t)) => Some(t),
-        Some(_) => return Err(ConfigError::new("template", "expected the page template as a string of HTML")),
-    };
-    let config: QueueConfig = serde_json::from_value(serde_json::Value::Object(doc.clone())).map_err(|e| {
-        let text = e.to_string();
-        // serde names a missing or unknown key between backticks; a value
-        // of the wrong shape is found by trying each key on its own.
-        let named = text.split('`').nth(1).filter(|k| doc.contains_key(*k) || text.starts_with("missing field"));
-        let key = named.map(str::to_owned).or_else(|| culprit(&doc)).unwrap_or_else(|| "queue".into());
-        ConfigError::new(key, text)
-    })?;
-    Ok(Entry { config, template })
-}
-
-/// The key of `doc` whose value alone fails to parse over a minimal queue.
-fn culprit(doc: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    let base = serde_json::json!({"id": "q", "paths": ["/q"], "release_per_tick": 1, "tick": "1s", "session": "1m"});
-    doc.iter()
-        .find(|(k, v)| {
-            let mut one = base.clone();
-            one[k.as_str()] = (*v).clone();
-            serde_json::from_value::<QueueConfig>(one).is_err()
-        })
-        .map(|(k, _)| k.clone())
-}
-
-/// `doc`'s keys laid over `entry`'s definition (a key set to `null` removes
-/// an optional one). The id never changes.
-fn redefined(entry: &Entry, doc: &serde_json::Map<String, serde_json::Value>) -> Result<Entry, ConfigError> {
-    let mut whole = match serde_json::to_value(&entry.config) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => return Err(ConfigError::new("queue", "the stored definition cannot be read")),
-    };
-    if let Some(id) = doc.get("id")
-        && id.as_str() != Some(entry.config.id.as_str())
-    {
-        return Err(ConfigError::new("id", "a queue's id never changes; create a new queue and delete this one"));
-    }
-    whole.insert("template".into(), entry.template.clone().map_or(serde_json::Value::Null, Into::into));
-    for (k, v) in doc {
-        whole.insert(k.clone(), v.clone());
-    }
-    // Optional keys sent as null: as if absent (the defaults apply).
-    whole.retain(|_, v| !v.is_null());
-    parse_entry(whole)
 }
 
 impl AdminApp {
@@ -540,104 +391,5 @@ impl ServeHttp for AdminApp {
             *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
             r
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use serde_json::{Value, json};
-
-    fn base() -> serde_json::Map<String, Value> {
-        let v = json!({"id": "drop", "paths": ["/drop"], "release_per_tick": 5, "tick": "2s", "session": "10m",
-                       "opens_at": "2030-01-01T10:00:00Z", "template": "<p>{{queue_name}}</p>"});
-        v.as_object().cloned().unwrap_or_default()
-    }
-
-    #[test]
-    fn an_entry_parses_as_the_config_file_would_and_errors_name_the_key() {
-        let entry = parse_entry(base()).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(entry.config.tick, std::time::Duration::from_secs(2));
-        assert_eq!(entry.template.as_deref(), Some("<p>{{queue_name}}</p>"));
-        let with = |k: &str, v: Value| {
-            let mut m = base();
-            m.insert(k.into(), v);
-            parse_entry(m).err().map(|e| e.key)
-        };
-        assert_eq!(with("tick", json!(5)), Some("tick".into()));
-        assert_eq!(with("closes_at", json!("soon")), Some("closes_at".into()));
-        assert_eq!(with("shade", json!(1)), Some("shade".into()));
-        assert_eq!(with("template", json!(1)), Some("template".into()));
-        let mut m = base();
-        m.remove("session");
-        assert_eq!(parse_entry(m).err().map(|e| e.key), Some("session".into()));
-    }
-
-    #[test]
-    fn a_redefinition_keeps_what_it_does_not_name_and_null_removes_a_key() {
-        let entry = parse_entry(base()).unwrap_or_else(|e| panic!("{e}"));
-        let doc = json!({"paths": ["/drop", "/more"], "opens_at": null});
-        let next =
-            redefined(&entry, doc.as_object().unwrap_or(&serde_json::Map::new())).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(next.config.paths, ["/drop", "/more"]);
-        assert_eq!(next.config.opens_at, None);
-        assert_eq!((next.config.release_per_tick, next.config.session), (5, std::time::Duration::from_secs(600)));
-        assert_eq!(next.template, entry.template, "a template not named is kept");
-        let renamed = json!({"id": "other"});
-        assert_eq!(
-            redefined(&entry, renamed.as_object().unwrap_or(&serde_json::Map::new())).err().map(|e| e.key),
-            Some("id".into())
-        );
-    }
-
-    fn value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::from),
-            any::<i64>().prop_map(Value::from),
-            any::<f64>().prop_map(Value::from),
-            ".{0,20}".prop_map(Value::from),
-            prop_oneof![Just("1s"), Just("/x"), Just("2030-01-01T00:00:00Z"), Just("pow"), Just("fifo")]
-                .prop_map(Value::from),
-        ];
-        leaf.prop_recursive(2, 8, 4, |inner| prop::collection::vec(inner, 0..4).prop_map(Value::from))
-    }
-
-    const KEYS: [&str; 12] = [
-        "id",
-        "name",
-        "paths",
-        "release_per_tick",
-        "tick",
-        "session",
-        "opens_at",
-        "closes_at",
-        "template",
-        "challenge",
-        "mode",
-        "unknown",
-    ];
-
-    proptest! {
-        /// Whatever an operator sends, parsing answers a definition or an
-        /// error naming a key they sent or one that is missing; never a panic.
-        #[test]
-        fn any_object_parses_or_names_a_key(pairs in prop::collection::vec((prop::sample::select(&KEYS[..]), value()), 0..10)) {
-            let doc: serde_json::Map<String, Value> = pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            match parse_entry(doc.clone()) {
-                Ok(e) => {
-                    for required in ["id", "paths", "release_per_tick", "tick", "session"] {
-                        prop_assert!(doc.contains_key(required), "parsed without {required}: {e:?}");
-                    }
-                }
-                Err(e) => prop_assert!(
-                    doc.contains_key(&e.key) || ["id", "paths", "release_per_tick", "tick", "session", "queue"].contains(&e.key.as_str()),
-                    "{} not among {:?}", e.key, doc.keys().collect::<Vec<_>>()
-                ),
-            }
-            let entry = parse_entry(base()).unwrap_or_else(|e| panic!("{e}"));
-            let _ = redefined(&entry, &doc);
-        }
     }
 }
