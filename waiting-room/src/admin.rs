@@ -236,9 +236,7 @@ impl AdminApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().trim_end_matches('/').to_owned();
         let parts: Vec<&str> = path.split('/').skip(1).collect();
-        let queue = |id: &str| {
-            self.state.queues.by_id(id).ok_or_else(|| unknown_queue(&self.state.queues, id))
-        };
+        let queue = |id: &str| self.state.queues.by_id(id).ok_or_else(|| unknown_queue(&self.state.queues, id));
         let actor = session.client_addr().map(|a| a.to_string()).unwrap_or_else(|| "admin".into());
         match (method.as_str(), parts.as_slice()) {
             ("GET", ["admin", "queues"]) => {

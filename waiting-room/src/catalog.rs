@@ -125,10 +125,6 @@ pub fn validate(catalog: &Catalog, stock_configured: bool) -> Result<(), ConfigE
     Ok(())
 }
 
-/// What this instance knows of the catalog (kept with the queues, in
-/// `State`).
-pub use crate::queues::CatalogLocal as Local;
-
 /// Starts a queue's tasks (see `admission::Runner`).
 pub use crate::queues::Starter;
 

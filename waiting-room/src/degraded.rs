@@ -30,8 +30,6 @@ use crate::store::Standing;
 /// The modes a queue can be in.
 pub const MODES: [&str; 3] = ["normal", "closed", "open"];
 
-pub use crate::queues::OpenDoor;
-
 /// Is the store known to be down (or not reached yet)?
 pub fn store_down(state: &State) -> bool {
     state.store().is_none_or(|s| s.known_down())
@@ -82,6 +80,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::queues::OpenDoor;
 
     #[test]
     fn the_door_lets_a_burst_through_then_the_rate() {

@@ -216,6 +216,7 @@ impl Gate {
     }
 
     /// Tokens cached now.
+    #[cfg(test)]
     pub fn cached(&self) -> usize {
         self.cache.len()
     }

@@ -64,8 +64,6 @@ impl Joined {
 pub enum Refusal {
     /// Over a per-client budget or cap: 429 with `Retry-After`.
     Limited {
-        /// The refusal counted.
-        reason: Refused,
         /// The config key of the limit.
         limit: &'static str,
         /// What happened and what to do.
@@ -144,7 +142,7 @@ pub fn places_detail(max: u64, retry_after: u64) -> String {
 fn over_rate(reason: Refused, limit: &'static str, what: &str, rate: Rate, wait: std::time::Duration) -> Refusal {
     reason.count();
     let retry_after = retry_after_secs(wait);
-    Refusal::Limited { reason, limit, detail: rate_detail(what, rate, retry_after), retry_after }
+    Refusal::Limited { limit, detail: rate_detail(what, rate, retry_after), retry_after }
 }
 
 /// Steps 1-3 of the module docs: budgets, the answer, the visitor id.
@@ -196,7 +194,7 @@ pub fn prepare(state: &State, session: &Session, queue: &Queue, answer: Option<&
         }
     };
     // Only a visitor who brings their cookie can bring their ticket.
-    let ticket = existing.and_then(|v| state.tickets.from_request(session, queue.id(), v));
+    let ticket = existing.and_then(|v| state.tickets.place_in_request(session, queue.id(), v));
     Ok(Prepared { visitor, set_cookie, client, proof, why, ticket })
 }
 
@@ -246,7 +244,6 @@ impl Prepared {
                 // (next tick) or leaves the line.
                 let retry_after = queue.admission().tick.as_secs().clamp(1, 60);
                 Err(Refusal::Limited {
-                    reason: Refused::ClientPlaces,
                     limit: "max_waiting_per_client",
                     detail: places_detail(max, retry_after),
                     retry_after,

@@ -127,13 +127,9 @@ impl Buckets {
     }
 
     /// Clients remembered now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
-    }
-
-    /// Nobody remembered.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -175,6 +171,7 @@ impl Held {
     }
 
     /// Places `key` holds now.
+    #[cfg(test)]
     pub fn count(&self, key: ClientKey) -> usize {
         self.shards[shard_of(&key)].lock().get(&key).copied().unwrap_or(0)
     }
@@ -232,13 +229,9 @@ impl Descriptors {
     }
 
     /// In use now.
+    #[cfg(test)]
     pub fn current(&self) -> usize {
         self.now.load(Ordering::Acquire)
-    }
-
-    /// The budget.
-    pub fn max(&self) -> usize {
-        self.max
     }
 }
 

@@ -3,7 +3,6 @@
 //! the [`operation`] each route is documented as.
 
 use pingora::prelude::Session;
-use utoipa::openapi::path::HttpMethod;
 
 use crate::api;
 use crate::http::Reply;
@@ -90,9 +89,13 @@ pub async fn handle(state: &State, session: &mut Session, route: Route<'_>) -> R
     }
 }
 
-/// The documented (method, path template) of a route; `None` for [`Route::Unknown`].
-pub fn operation(route: &Route<'_>) -> Option<(Vec<HttpMethod>, String)> {
-    fn of<P: utoipa::Path>() -> Option<(Vec<HttpMethod>, String)> {
+/// The documented (method, path template) of a route; `None` for
+/// [`Route::Unknown`]. An exhaustive match, so a new route does not compile
+/// (in the test build, which CI and clippy's `--all-targets` compile) until
+/// it is documented.
+#[cfg(test)]
+fn operation(route: &Route<'_>) -> Option<(Vec<utoipa::openapi::path::HttpMethod>, String)> {
+    fn of<P: utoipa::Path>() -> Option<(Vec<utoipa::openapi::path::HttpMethod>, String)> {
         Some((P::methods(), P::path()))
     }
     match route {

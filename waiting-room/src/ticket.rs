@@ -91,7 +91,7 @@ impl Tickets {
 
     /// The place of the first ticket cookie of `queue` in the request that
     /// verifies for `visitor`.
-    pub fn from_request(&self, session: &Session, queue: &str, visitor: VisitorId) -> Option<Place> {
+    pub fn place_in_request(&self, session: &Session, queue: &str, visitor: VisitorId) -> Option<Place> {
         let name = cookie_name(queue);
         crate::http::cookie_values(session, &name).find_map(|t| self.verify(queue, visitor, t))
     }

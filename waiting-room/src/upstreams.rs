@@ -56,11 +56,6 @@ impl Upstreams {
     pub fn all(&self) -> &[SocketAddr] {
         &self.all
     }
-
-    /// Is `addr` healthy by the last check?
-    pub fn healthy(&self, addr: SocketAddr) -> bool {
-        self.lb.backends().get_backend().iter().any(|b| inet(b) == Some(addr) && self.lb.backends().ready(b))
-    }
 }
 
 fn inet(b: &Backend) -> Option<SocketAddr> {

@@ -70,7 +70,12 @@ pub enum RedisTopology<'a> {
     /// A cluster, by its seed nodes.
     Cluster(&'a [String]),
     /// A primary found through sentinels.
-    Sentinel { master_name: &'a str, nodes: &'a [String] },
+    Sentinel {
+        /// The primary's name the sentinels know it by.
+        master_name: &'a str,
+        /// The sentinels' addresses.
+        nodes: &'a [String],
+    },
 }
 
 impl StoreConfig {

@@ -17,14 +17,17 @@ use waiting_room::store::QueueStore;
 use waiting_room::store::memory::MemoryStore;
 use waiting_room::store::redis::RedisStore;
 
+/// The Redis the tests use (`REDIS_URL`, else the local default).
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// A fresh in-memory store.
 pub async fn memory() -> Arc<dyn QueueStore> {
     Arc::new(MemoryStore::new())
 }
 
+/// A Redis store under a fresh key prefix.
 pub async fn redis() -> Arc<dyn QueueStore> {
     let prefix = format!("test-{:016x}", rand::random::<u64>());
     Arc::new(RedisStore::connect(&redis_url(), &prefix).await.expect("Redis must be running at REDIS_URL"))
