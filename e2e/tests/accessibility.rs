@@ -3,7 +3,7 @@
 //! lands on the page and is checked there, then after claiming a coupon,
 //! holding a seat and confirming it (which ends the session), in the light
 //! and the dark colour scheme. The queue page's states are checked in
-//! `waiting-room/tests/proxy/browser.rs`; both use
+//! `waiting-room/tests/proxy/browser/a11y.rs`; both use
 //! `waiting-room/tests/browser/a11y.js`.
 //!
 //! Fails (never skips) when Chromium, `playwright-core` or `axe-core` is

@@ -3,7 +3,7 @@
 //! the real `waiting-room` process with its limits at their defaults.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../proxy/helpers.rs"]
+#[path = "../proxy/helpers/mod.rs"]
 #[allow(dead_code)]
 mod helpers;
 mod joiners;
