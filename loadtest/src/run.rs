@@ -27,7 +27,7 @@ use crate::progress::Progress;
 use crate::record::VisitorRecord;
 use crate::report::{AdmittedPhase, Arrivals, Report, Visitors};
 use crate::services;
-use crate::visitor::{self, Ctx, Plan};
+use crate::visitor::{self, Plan, Shared};
 
 /// The event and campaign to use: given, or created with `--create-sale`.
 async fn sale(args: &Args) -> Result<(i64, i64)> {
@@ -145,7 +145,7 @@ pub async fn run(args: Args) -> Result<Report> {
     let planned = schedule.len();
     let protected = args.protected_path.clone().unwrap_or_else(|| format!("/api/events/{event}/seats"));
     let metrics = Arc::new(Metrics::default());
-    let ctx = Arc::new(Ctx {
+    let ctx = Arc::new(Shared {
         net,
         metrics: metrics.clone(),
         start: Instant::now(),

@@ -215,7 +215,7 @@ pub struct Record {
     /// Why ([`Reason::label`]).
     pub reason: String,
     /// The controller's state after the decision.
-    pub state: State,
+    pub state: ControllerState,
     /// The signals it judged.
     pub signals: Signals,
 }
@@ -253,10 +253,10 @@ impl Bounds {
 pub fn next(prev: Option<&Record>, a: &crate::config::Admission, tick: u64, signals: Signals) -> Record {
     let bounds = Bounds::of(a);
     if a.mode == crate::config::AdmissionMode::Fixed {
-        let state = State::settled(a.release_per_tick as f64);
+        let state = ControllerState::settled(a.release_per_tick as f64);
         return Record { tick, n: a.release_per_tick, reason: "fixed".into(), state, signals };
     }
-    let mut state = prev.map_or_else(|| State::start(&bounds), |p| p.state);
+    let mut state = prev.map_or_else(|| ControllerState::start(&bounds), |p| p.state);
     let pinned = (a.pin_per_tick > 0).then_some(a.pin_per_tick);
     let d = state.decide(&signals, &bounds, pinned);
     Record { tick, n: d.n, reason: d.reason.label().into(), state, signals }
@@ -303,7 +303,7 @@ pub struct Decision {
 /// The controller's state, carried from tick to tick (in the store, so
 /// every instance continues from the same one).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct State {
+pub struct ControllerState {
     /// Current N, unrounded.
     pub n: f64,
     /// An overload has been seen: slow start is over.
@@ -331,10 +331,10 @@ fn long_ago() -> u32 {
     u32::MAX
 }
 
-impl State {
+impl ControllerState {
     /// The state a queue starts in: N at its minimum, slow start ahead.
     pub fn start(b: &Bounds) -> Self {
-        State {
+        ControllerState {
             n: b.min_per_tick.max(1) as f64,
             overloaded_once: false,
             overload_score: 0.0,
@@ -347,7 +347,7 @@ impl State {
 
     /// A state at `n`, past slow start (the operator's N, a pin).
     pub fn settled(n: f64) -> Self {
-        State {
+        ControllerState {
             n,
             overloaded_once: true,
             overload_score: 0.0,

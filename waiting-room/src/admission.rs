@@ -115,7 +115,7 @@ impl Runner {
         if self.release_ticks {
             q.hold_task(rt.spawn(ticker(state.clone(), q.clone(), store.clone())).abort_handle());
         }
-        q.hold_task(rt.spawn(push::keep_alive(state.clone(), q.clone())).abort_handle());
+        q.hold_task(rt.spawn(push::mark_seen(state.clone(), q.clone())).abort_handle());
         if q.def().schedule.has_lottery() {
             q.hold_task(rt.spawn(lottery(state.clone(), q.clone(), store.clone())).abort_handle());
         }

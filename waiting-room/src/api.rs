@@ -28,13 +28,13 @@ use shared::visitor::VisitorId;
 
 use crate::challenge::{Answer, ChallengeBody};
 use crate::clock::now_ms;
-use crate::http::{Reply, header_str, is_get, query_param, set_cookie};
 use crate::identity;
 use crate::join::{self, Refusal};
 use crate::metrics::METRICS;
 use crate::page;
 use crate::problem::{Failure, MAX_BODY, unknown_queue};
 use crate::queues::Queue;
+use crate::reply::{Reply, header_str, is_get, query_param, set_cookie};
 use crate::standing::{StatusMessage, message};
 use crate::state::State;
 use crate::store::{JoinKind, QueueStore, Standing};

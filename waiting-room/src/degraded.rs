@@ -71,7 +71,7 @@ pub fn let_in(state: &State, queue: &Queue) -> Option<Standing> {
 pub fn token_for(state: &State, queue: &Queue, visitor: VisitorId, standing: Standing) -> Option<(String, String)> {
     let issued = crate::tokens::for_standing(&state.keys.signer, queue.id(), visitor, standing, now_ms())?;
     let cookie =
-        crate::http::set_cookie(shared::ENTRY_COOKIE, &issued.token, Some(issued.max_age), state.cookie_secure);
+        crate::reply::set_cookie(shared::ENTRY_COOKIE, &issued.token, Some(issued.max_age), state.cookie_secure);
     Some((issued.token, cookie))
 }
 

@@ -85,7 +85,7 @@ struct Revoked {
 }
 
 /// Token verification with a cache.
-pub struct Gate {
+pub struct EntryGate {
     verifier: TokenVerifier,
     cache: DashMap<Arc<str>, Verified>,
     /// Cached tokens by expiry, soonest first. A `parking_lot::Mutex`:
@@ -99,10 +99,10 @@ pub struct Gate {
     revocations: std::sync::atomic::AtomicU64,
 }
 
-impl Gate {
+impl EntryGate {
     /// A gate trusting `verifier`'s keys, caching up to `capacity` tokens.
     pub fn new(verifier: TokenVerifier, capacity: usize) -> Self {
-        Gate {
+        EntryGate {
             verifier,
             cache: DashMap::new(),
             expiries: Mutex::new(BinaryHeap::new()),
@@ -240,7 +240,7 @@ mod tests {
     fn cached_tokens_keep_their_queue_and_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::open_or_create(dir.path()).unwrap();
-        let gate = Gate::new(keys.verifier.clone(), 2);
+        let gate = EntryGate::new(keys.verifier.clone(), 2);
         let claims =
             EntryClaims { sub: "ab".repeat(16), aud: "q".into(), iat: now(), exp: now() + 30, jti: "1".into() };
         let t = keys.signer.sign(&claims).unwrap();
@@ -259,7 +259,7 @@ mod tests {
     fn a_revoked_admission_is_refused_and_a_later_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::open_or_create(dir.path()).unwrap();
-        let gate = Gate::new(keys.verifier.clone(), 100);
+        let gate = EntryGate::new(keys.verifier.clone(), 100);
         let token = |iat: i64| {
             let c = EntryClaims { sub: "cd".repeat(16), aud: "q".into(), iat, exp: now() + 60, jti: iat.to_string() };
             keys.signer.sign(&c).unwrap()
@@ -284,7 +284,7 @@ mod tests {
     fn expired_tokens_leave_the_cache_in_expiry_order_without_being_asked_for() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::open_or_create(dir.path()).unwrap();
-        let gate = Gate::new(keys.verifier.clone(), 1000);
+        let gate = EntryGate::new(keys.verifier.clone(), 1000);
         let sign = |i: i64, ttl: i64| {
             let c = EntryClaims {
                 sub: format!("{i:032x}"),
@@ -311,7 +311,7 @@ mod tests {
     fn the_cache_stays_within_its_capacity() {
         let dir = tempfile::tempdir().unwrap();
         let keys = KeyDir::open_or_create(dir.path()).unwrap();
-        let gate = Gate::new(keys.verifier.clone(), 3);
+        let gate = EntryGate::new(keys.verifier.clone(), 3);
         for i in 0..10 {
             let c = EntryClaims {
                 sub: format!("{i:032x}"),

@@ -8,11 +8,11 @@ use pingora::prelude::Session;
 use shared::VISITOR_COOKIE;
 use shared::visitor::{CookieSigner, VisitorId};
 
-use crate::http::set_cookie;
+use crate::reply::set_cookie;
 
 /// The visitor id from the request's cookie, if it verifies.
 pub fn existing(session: &Session, cookies: &CookieSigner) -> Option<VisitorId> {
-    crate::http::cookie_values(session, VISITOR_COOKIE).find_map(|v| cookies.verify(v))
+    crate::reply::cookie_values(session, VISITOR_COOKIE).find_map(|v| cookies.verify(v))
 }
 
 /// A fresh visitor id and the `Set-Cookie` value carrying it. Only

@@ -20,13 +20,13 @@ use shared::problem::Problem;
 use utoipa::OpenApi;
 
 use crate::api;
-use crate::http::{Reply, is_get};
 use crate::join::{ChallengeRequired, OverLimit};
 use crate::problem::Failure;
 use crate::problem::doc::{
     BadBody, BadHandshake, BadJoinBody, Draining, HeadTooLarge, MethodNotAllowed, NoEndpoint, NotAnUpgrade, NotReady,
     StoreDown, UnknownQueue,
 };
+use crate::reply::{Reply, is_get};
 
 const DESCRIPTION: &str = "\
 The waiting room's own API: join a queue, watch your place (WebSocket, or polling), and receive the \

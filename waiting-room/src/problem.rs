@@ -11,8 +11,8 @@
 
 use shared::problem::Problem;
 
-use crate::http::Reply;
 use crate::queues::Queues;
+use crate::reply::Reply;
 
 /// Largest request body the queue API accepts (only a join carries one: the
 /// answer to a challenge).
@@ -117,7 +117,7 @@ pub mod doc {
 
     use super::Failure;
     use crate::config::LimitsConfig;
-    use crate::http::Reply;
+    use crate::reply::Reply;
 
     /// A problem response with the bodies of `replies` as examples, and their
     /// headers (`Allow`, `Retry-After`, `Upgrade`) as response headers.

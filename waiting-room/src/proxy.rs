@@ -24,15 +24,15 @@ use shared::problem::Problem;
 use crate::api;
 use crate::forward::{Rewrite, SESSION_HEADER, SessionEnd};
 use crate::gate::Refusal;
-use crate::http::{Reply, header_str, send};
 use crate::metrics::METRICS;
+use crate::reply::{Reply, header_str, send};
 use crate::routes;
 use crate::state::State;
 use crate::upstreams::Upstreams;
 
 /// Per-request state.
 #[derive(Default)]
-pub struct Ctx {
+pub struct ProxyCtx {
     request_id: String,
     /// What happened, for the access log.
     outcome: &'static str,
@@ -58,7 +58,7 @@ pub struct Ctx {
     signalled: Option<(Arc<crate::queues::Queue>, Instant)>,
 }
 
-impl Ctx {
+impl ProxyCtx {
     /// The admitted request's answer head came (`failed`: a 5xx), or it
     /// failed without one: counted once.
     fn signal_done(&mut self, failed: bool) {
@@ -165,13 +165,13 @@ fn refusal_reply(session: &Session, queue: &str, refusal: &Refusal) -> (Reply, &
 
 #[async_trait]
 impl ProxyHttp for WaitingRoom {
-    type CTX = Ctx;
+    type CTX = ProxyCtx;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::default()
+    fn new_ctx(&self) -> ProxyCtx {
+        ProxyCtx::default()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut ProxyCtx) -> pingora::Result<bool> {
         ctx.request_id = request_id(session);
         // The lane has already refused every head that breaks an edge rule
         // (`lane::head`); the path is made canonical here again because the
@@ -271,7 +271,7 @@ impl ProxyHttp for WaitingRoom {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> pingora::Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut ProxyCtx) -> pingora::Result<Box<HttpPeer>> {
         let Some(addr) = self.upstreams.pick(&ctx.tried) else {
             return Err(pingora::Error::explain(ErrorType::ConnectNoRoute, "no healthy upstream instance").into_up());
         };
@@ -288,7 +288,7 @@ impl ProxyHttp for WaitingRoom {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         let peer = session
             .client_addr()
@@ -345,7 +345,7 @@ impl ProxyHttp for WaitingRoom {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         ctx.answered = true;
         ctx.signal_done(upstream_response.status.as_u16() >= 500);
@@ -369,7 +369,7 @@ impl ProxyHttp for WaitingRoom {
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut ProxyCtx,
         mut e: Box<pingora::Error>,
     ) -> Box<pingora::Error> {
         if let Some(addr) = pingora::upstreams::peer::Peer::address(peer).as_inet() {
@@ -391,7 +391,7 @@ impl ProxyHttp for WaitingRoom {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<pingora::Error>,
-        ctx: &mut Ctx,
+        ctx: &mut ProxyCtx,
         client_reused: bool,
     ) -> Box<pingora::Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
@@ -411,7 +411,7 @@ impl ProxyHttp for WaitingRoom {
 
     /// An upstream that cannot be reached gets the same 502 problem as in the
     /// fast lane (Pingora's default is an empty body).
-    async fn fail_to_proxy(&self, session: &mut Session, e: &pingora::Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &pingora::Error, ctx: &mut ProxyCtx) -> FailToProxy {
         let code = match (e.etype(), e.esource()) {
             (ErrorType::HTTPStatus(code), _) => *code,
             (_, ErrorSource::Upstream) => 502,
@@ -435,11 +435,11 @@ impl ProxyHttp for WaitingRoom {
 
     /// A client that breaks its connection or sends a bad body is logged by
     /// [`Self::logging`] at WARN; Pingora's own ERROR line is for our faults.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &pingora::Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &ProxyCtx, error: &pingora::Error) -> bool {
         *error.esource() == ErrorSource::Downstream
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&pingora::Error>, ctx: &mut ProxyCtx) {
         // Went upstream and no head came back: refused, timed out, broken.
         ctx.signal_done(true);
         let status = session.response_written().map_or(ctx.status, |r| r.status.as_u16());

@@ -148,7 +148,7 @@ async fn refresh(state: &State, queue: &Queue, conns: &QueueConns, tick_ms: i64)
 /// Keep connected waiting visitors from being taken for abandoned: every
 /// instance marks the visitors whose sockets it holds as seen, a third of the
 /// abandonment window apart.
-pub async fn keep_alive(state: Arc<State>, queue: Arc<Queue>) {
+pub async fn mark_seen(state: Arc<State>, queue: Arc<Queue>) {
     loop {
         let window = queue.admission().abandon_after;
         let every = if window.is_zero() {

@@ -5,9 +5,9 @@
 use pingora::prelude::Session;
 
 use crate::api;
-use crate::http::Reply;
 use crate::openapi;
 use crate::problem::Failure;
+use crate::reply::Reply;
 use crate::state::State;
 
 /// A route under `/wr`.

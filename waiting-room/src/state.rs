@@ -8,7 +8,7 @@ use shared::keys::KeyDir;
 use crate::client::TrustedProxies;
 use crate::drain::Drain;
 use crate::edge::Policy;
-use crate::gate::Gate;
+use crate::gate::EntryGate;
 use crate::limits::Limits;
 use crate::queues::Queues;
 use crate::sockets::Hub;
@@ -32,7 +32,7 @@ pub struct State {
     /// Queue tickets (from the cookie secret).
     pub tickets: crate::ticket::Tickets,
     /// Token verification with cache.
-    pub gate: Gate,
+    pub gate: EntryGate,
     /// Mark cookies `Secure`.
     pub cookie_secure: bool,
     /// WebSocket connections of this instance.
@@ -54,7 +54,7 @@ pub struct State {
 impl State {
     /// State for these queues and keys.
     pub fn new(queues: Queues, keys: KeyDir, cookie_secure: bool) -> Self {
-        let gate = Gate::new(keys.verifier.clone(), TOKEN_CACHE);
+        let gate = EntryGate::new(keys.verifier.clone(), TOKEN_CACHE);
         let hub = Hub::new(queues.all().iter().map(|q| q.id()));
         let ws_ping_interval = std::time::Duration::from_secs(15);
         let challenges = crate::challenge::Keys::new(&keys.cookies);

@@ -93,7 +93,7 @@ impl Tickets {
     /// verifies for `visitor`.
     pub fn place_in_request(&self, session: &Session, queue: &str, visitor: VisitorId) -> Option<Place> {
         let name = cookie_name(queue);
-        crate::http::cookie_values(session, &name).find_map(|t| self.verify(queue, visitor, t))
+        crate::reply::cookie_values(session, &name).find_map(|t| self.verify(queue, visitor, t))
     }
 }
 

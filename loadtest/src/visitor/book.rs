@@ -7,14 +7,14 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde_json::json;
 
-use super::{Ctx, Failed, Plan, call, epoch_ms};
+use super::{Failed, Plan, Shared, call, epoch_ms};
 use crate::metrics::Step;
 use crate::record::{ClaimObs, HoldObs, VisitorRecord};
 
 /// Seat map, hold, claim (and maybe a second claim), confirm: the booking
 /// last, because a confirmed booking ends the visitor's session.
 pub(super) async fn book(
-    ctx: &Ctx,
+    ctx: &Shared,
     plan: &Plan,
     rec: &mut VisitorRecord,
     rng: &mut StdRng,

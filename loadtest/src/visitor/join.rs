@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{Ctx, Failed, Plan, call};
+use super::{Failed, Plan, Shared, call};
 use crate::metrics::Step;
 use crate::net::Answer;
 use crate::record::{JoinObs, VisitorRecord};
@@ -22,7 +22,7 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// a 429 waited out, as a browser does; so is a 503 (the queue's store did
 /// not answer in time: the page tries again), counted as `retried_503`.
 pub(super) async fn join(
-    ctx: &Ctx,
+    ctx: &Shared,
     plan: &Plan,
     rec: &mut VisitorRecord,
     intended: Instant,

@@ -44,7 +44,7 @@ use join::join;
 use wait::{Waited, wait_on_socket, wait_polling};
 
 /// What every visitor shares.
-pub struct Ctx {
+pub struct Shared {
     /// The flags.
     pub args: Args,
     /// Sockets.
@@ -61,7 +61,7 @@ pub struct Ctx {
     pub protected: String,
 }
 
-impl Ctx {
+impl Shared {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.args.proxy_base())
     }
@@ -150,7 +150,7 @@ type Failed = String;
 
 /// Run visitor `plan.index`, which should arrive at `intended`, until it is
 /// done or `stop` turns true; returns what it saw.
-pub async fn visit(ctx: Arc<Ctx>, plan: Plan, intended: Instant, mut stop: watch::Receiver<bool>) -> VisitorRecord {
+pub async fn visit(ctx: Arc<Shared>, plan: Plan, intended: Instant, mut stop: watch::Receiver<bool>) -> VisitorRecord {
     let mut rec = VisitorRecord::new(plan.index, plan.mode, plan.abandon_after.is_some());
     Live::inc(&ctx.metrics.live.arrivals);
     let result = tokio::select! {
@@ -170,7 +170,7 @@ pub async fn visit(ctx: Arc<Ctx>, plan: Plan, intended: Instant, mut stop: watch
 
 /// Send `request` for `step`; `ok` lists the statuses that are normal outcomes.
 async fn call(
-    ctx: &Ctx,
+    ctx: &Shared,
     step: Step,
     request: reqwest::RequestBuilder,
     intended: Instant,
@@ -198,7 +198,7 @@ async fn call(
 }
 
 /// The whole flow; `Ok` with the fate, `Err` with the error kind that ended it.
-async fn flow(ctx: &Ctx, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord) -> Result<Fate, Failed> {
+async fn flow(ctx: &Shared, plan: &Plan, arrival: Instant, rec: &mut VisitorRecord) -> Result<Fate, Failed> {
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let client = ctx.net.client(plan.index);
     tokio::time::sleep_until(arrival.into()).await;

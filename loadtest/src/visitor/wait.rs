@@ -7,7 +7,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::join::{join, retry_after};
-use super::{Ctx, Failed, Plan, call};
+use super::{Failed, Plan, Shared, call};
 use crate::metrics::{Live, Step};
 use crate::record::VisitorRecord;
 
@@ -35,7 +35,7 @@ async fn until(at: Option<Instant>) {
 
 /// Wait on `/wr/{q}/ws` until READY.
 pub(super) async fn wait_on_socket(
-    ctx: &Ctx,
+    ctx: &Shared,
     plan: &Plan,
     rec: &mut VisitorRecord,
     cookie: &str,
@@ -111,7 +111,7 @@ pub(super) async fn wait_on_socket(
 
 /// Poll `/wr/{q}/status` until READY, honouring `retry_after_seconds`.
 pub(super) async fn wait_polling(
-    ctx: &Ctx,
+    ctx: &Shared,
     plan: &Plan,
     rec: &mut VisitorRecord,
     cookie: &str,

@@ -24,7 +24,7 @@ fn upstream(n: u64, capacity: f64, show: f64) -> Signals {
 
 /// Run `ticks` decisions against the simulated upstream; the Ns chosen.
 fn run(capacity: f64, show: f64, ticks: usize) -> Vec<Decision> {
-    let mut st = State::start(&BOUNDS);
+    let mut st = ControllerState::start(&BOUNDS);
     let mut n = BOUNDS.min_per_tick;
     (0..ticks)
         .map(|_| {
@@ -58,7 +58,7 @@ fn slow_start_then_a_sawtooth_under_the_capacity() {
 
 #[test]
 fn an_overloaded_upstream_is_relieved_within_a_few_ticks() {
-    let mut st = State::settled(3000.0);
+    let mut st = ControllerState::settled(3000.0);
     let mut n = 3000;
     let mut ticks = 0;
     while upstream(n, 1000.0, 1.0).p99_ms > BOUNDS.target_p99_ms {
@@ -71,7 +71,7 @@ fn an_overloaded_upstream_is_relieved_within_a_few_ticks() {
 
 #[test]
 fn it_recovers_when_the_capacity_comes_back() {
-    let mut st = State::start(&BOUNDS);
+    let mut st = ControllerState::start(&BOUNDS);
     let mut n = BOUNDS.min_per_tick;
     for tick in 0..300 {
         // The upstream loses 80% of its capacity for a while.
@@ -96,12 +96,12 @@ fn no_shows_are_replaced() {
 
 #[test]
 fn bounds_pins_and_idle_queues_are_respected() {
-    let mut st = State::start(&BOUNDS);
+    let mut st = ControllerState::start(&BOUNDS);
     let idle = Signals { samples: 1000, p99_ms: 10.0, waiting: 0, released: 0, ..Signals::default() };
     assert_eq!(st.decide(&idle, &BOUNDS, None), Decision { n: 10, reason: Reason::Hold });
     let pinned = st.decide(&idle, &BOUNDS, Some(1_000_000));
     assert_eq!(pinned, Decision { n: 5000, reason: Reason::Pinned });
-    let mut st = State::settled(12.0);
+    let mut st = ControllerState::settled(12.0);
     let burning =
         Signals { samples: 1000, p99_ms: 5000.0, error_rate: 0.5, waiting: 10, released: 12, ..Signals::default() };
     assert_eq!(st.decide(&burning, &BOUNDS, None), Decision { n: 10, reason: Reason::Overload });
@@ -109,7 +109,7 @@ fn bounds_pins_and_idle_queues_are_respected() {
     let quiet = Signals { samples: 3, p99_ms: 9000.0, waiting: 10, released: 12, ..Signals::default() };
     assert_eq!(st.decide(&quiet, &BOUNDS, None).reason, Reason::Hold);
     // ... but few fast ones, none failed, are headroom (N = 1 on a short tick).
-    let mut st = State::start(&Bounds { min_per_tick: 1, ..BOUNDS });
+    let mut st = ControllerState::start(&Bounds { min_per_tick: 1, ..BOUNDS });
     let few = Signals { samples: 3, p99_ms: 30.0, waiting: 1000, released: 1, ..Signals::default() };
     assert_eq!(st.decide(&few, &BOUNDS, None), Decision { n: 10, reason: Reason::Headroom });
 }
@@ -162,7 +162,7 @@ fn decisions_continue_from_the_saved_state_and_fixed_mode_hands_over_its_n() {
 /// `lag` ticks of 250 ms (arrives, then goes through the sale): a window
 /// shows a change of N only gradually. Starts at `n` with the upstream
 /// already loaded by it.
-fn run_lagged(mut st: State, n: u64, capacity: f64, lag: usize, ticks: usize) -> (Vec<Decision>, Vec<f64>) {
+fn run_lagged(mut st: ControllerState, n: u64, capacity: f64, lag: usize, ticks: usize) -> (Vec<Decision>, Vec<f64>) {
     let mut admitted = vec![n; lag];
     let mut n = n;
     let mut loads = Vec::new();
@@ -187,7 +187,7 @@ fn an_overload_is_cut_once_while_it_drains() {
     // the load down over the next ticks as the earlier visitors finish;
     // cutting again on each of those ticks (for visitors admitted before
     // the first cut) would go down to 0.19 of the capacity.
-    let (trace, loads) = run_lagged(State::settled(3000.0), 3000, 1000.0, 4, 40);
+    let (trace, loads) = run_lagged(ControllerState::settled(3000.0), 3000, 1000.0, 4, 40);
     let lowest = trace.iter().map(|d| d.n).min().unwrap_or(0);
     assert!(lowest >= 700, "cut to {lowest}: {:?}", trace.iter().map(|d| d.n).collect::<Vec<_>>());
     assert!(trace.iter().any(|d| d.reason == Reason::Draining), "never held while draining");
@@ -195,7 +195,7 @@ fn an_overload_is_cut_once_while_it_drains() {
     // p99 rises evenly with its load (50 ms idle, 200 ms at capacity),
     // so half the target (150 ms) is two thirds of its capacity; never
     // over it on average.
-    let (trace, loads2) = run_lagged(State::start(&BOUNDS), BOUNDS.min_per_tick, 1000.0, 4, 400);
+    let (trace, loads2) = run_lagged(ControllerState::start(&BOUNDS), BOUNDS.min_per_tick, 1000.0, 4, 400);
     let steady = &loads2[150..];
     let mean = steady.iter().sum::<f64>() / steady.len() as f64;
     assert!((0.65..=1.0).contains(&mean), "mean load {mean}");
@@ -208,7 +208,7 @@ fn slow_start_waits_for_the_load_to_follow_each_doubling() {
     // Dead time: a tick's window shows the load of N three ticks ago.
     // Doubling every tick would reach 2^3 = 8x the N the upstream last
     // showed before the first overload is seen.
-    let mut st = State::start(&BOUNDS);
+    let mut st = ControllerState::start(&BOUNDS);
     let mut ns = vec![BOUNDS.min_per_tick; 3];
     for _ in 0..40 {
         let shown = ns[ns.len() - 3];
@@ -225,7 +225,7 @@ fn slow_start_waits_for_the_load_to_follow_each_doubling() {
 
 #[test]
 fn requests_piling_up_in_flight_are_an_overload_before_their_latency_shows() {
-    let mut st = State::settled(100.0);
+    let mut st = ControllerState::settled(100.0);
     // 400 requests finished in a 250 ms window (1600/s), all fast; 800 in
     // flight: a newcomer waits ~500 ms behind them.
     let piling = Signals {

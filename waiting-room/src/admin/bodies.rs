@@ -7,7 +7,7 @@ use shared::config::{ConfigError, parse_duration};
 
 use crate::catalog::Entry;
 use crate::config::QueueConfig;
-use crate::http::Reply;
+use crate::reply::Reply;
 use crate::store::SharedSettings;
 
 /// The keys of a PATCH that are live settings ([`Patch`]); every other key

@@ -25,9 +25,9 @@ use super::{FastLane, MAX_BODY, Request, parse_length, push_header};
 use crate::clock::now_ms;
 use crate::edge::MethodRefusal;
 use crate::forward::Rewrite;
-use crate::http::Reply;
 use crate::limits::Refused;
 use crate::proxy::request_id_or_new;
+use crate::reply::Reply;
 
 /// Header fields parsed on the stack; more take a heap array of
 /// `limits.max_headers`.

@@ -78,10 +78,10 @@ pub use self::listener::LaneService;
 use self::local::{FLUSH, flush_local, forget_expired_local};
 use self::response::Framing;
 use self::upstream::Exchange;
-use crate::http::Reply;
 use crate::limits::Descriptors;
 use crate::metrics::METRICS;
 use crate::proxy::WaitingRoom;
+use crate::reply::Reply;
 use crate::state::State;
 use crate::upstreams::Upstreams;
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use shared::visitor::VisitorId;
-use waiting_room::adaptive::{Record, Signals, State, bucket};
+use waiting_room::adaptive::{ControllerState, Record, Signals, bucket};
 use waiting_room::store::{AdaptiveParams, JoinChecks, Params, Proof, QueueStore, Report};
 
 use super::{OPEN, ids, params, tick};
@@ -30,7 +30,13 @@ pub async fn every_tick_reports_the_places_added_in_the_interval_before_it(store
 }
 
 fn decision(tick: u64, n: u64) -> Record {
-    Record { tick, n, reason: "headroom".into(), state: State::settled(n as f64), signals: Signals::default() }
+    Record {
+        tick,
+        n,
+        reason: "headroom".into(),
+        state: ControllerState::settled(n as f64),
+        signals: Signals::default(),
+    }
 }
 
 pub async fn adaptive_ticks_release_the_decided_n_and_the_log_shows_every_tick(store: Arc<dyn QueueStore>) {
