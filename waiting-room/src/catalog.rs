@@ -84,7 +84,7 @@ pub struct Catalog {
 
 impl Catalog {
     fn parse(json: &str) -> Result<Self, StoreError> {
-        serde_json::from_str(json).map_err(|e| StoreError(format!("the stored catalog of queues is unreadable: {e}")))
+        serde_json::from_str(json).map_err(StoreError::json("the stored catalog of queues is unreadable"))
     }
 }
 
@@ -200,7 +200,7 @@ pub async fn sync(state: &Arc<State>) -> bool {
 /// has a queue `id`: asked before anything is done for a new queue, since
 /// another instance may have created it a moment ago.
 pub async fn has(state: &State, id: &str) -> Result<bool, StoreError> {
-    let store = state.store().ok_or_else(|| StoreError("the queue store is not connected yet".into()))?;
+    let store = state.store().ok_or(StoreError::NOT_CONNECTED)?;
     Ok(match store.load_catalog().await? {
         Some((_, json)) => Catalog::parse(&json)?.queues.iter().any(|e| e.config.id == id),
         None => state.queues.by_id(id).is_some(),
@@ -290,7 +290,7 @@ pub async fn change(
     action: &'static str,
     edit: impl Fn(&mut Catalog) -> Result<(), ChangeError>,
 ) -> Result<u64, ChangeError> {
-    let store = state.store().ok_or_else(|| StoreError("the queue store is not connected yet".into()))?;
+    let store = state.store().ok_or(StoreError::NOT_CONNECTED)?;
     let _turn = state.catalog.changing.lock().await;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
@@ -303,7 +303,7 @@ pub async fn change(
         };
         edit(&mut catalog)?;
         validate(&catalog, state.catalog.stock_configured.load(Ordering::Relaxed)).map_err(ChangeError::Invalid)?;
-        let json = serde_json::to_string(&catalog).map_err(|e| StoreError(e.to_string()))?;
+        let json = serde_json::to_string(&catalog).map_err(StoreError::json("cannot encode the catalog"))?;
         if let Some(version) = store.save_catalog(expected, &json).await? {
             METRICS.admin_changes.with_label_values(&[queue, action]).inc();
             tracing::info!(queue, actor, action, version, "catalog of queues changed");

@@ -47,7 +47,7 @@ pub async fn change(
     let mut next = before.clone();
     edit(&mut next);
     next.admission.validate("settings").map_err(ChangeError::Invalid)?;
-    let store = state.store().ok_or_else(|| StoreError("the queue store is not connected yet".into()))?;
+    let store = state.store().ok_or(StoreError::NOT_CONNECTED)?;
     let saved = store.save_settings(queue.id(), &next).await?;
     queue.apply(&saved);
     METRICS.admin_changes.with_label_values(&[queue.id(), action]).inc();

@@ -58,7 +58,7 @@ impl Breaker {
         let open_until = self.open_until_ms.load(Ordering::Acquire);
         let probe = open_until != 0;
         if probe && (now_ms() < open_until || self.probing.swap(true, Ordering::AcqRel)) {
-            return Err(StoreError("the queue store is not answering (circuit open)".into()));
+            return Err(StoreError::NotCalled("the queue store is not answering (circuit open)"));
         }
         // A probe whose caller goes away (a client that hangs up mid-join)
         // must not leave the breaker waiting for it forever.
@@ -228,6 +228,18 @@ mod tests {
 
     use super::*;
 
+    /// What Redis gives for a refused connection.
+    fn refused() -> StoreError {
+        StoreError::Redis(std::io::Error::from(std::io::ErrorKind::ConnectionRefused).into())
+    }
+
+    /// What Redis gives for a call with no answer within its response timeout.
+    fn timed_out() -> StoreError {
+        let e = StoreError::Redis(std::io::Error::from(std::io::ErrorKind::TimedOut).into());
+        assert!(e.is_timeout());
+        e
+    }
+
     /// A store whose pings fail while `down`, counting the calls it gets.
     #[derive(Default)]
     struct Flaky {
@@ -238,7 +250,7 @@ mod tests {
     impl Flaky {
         fn ping(&self) -> Result<(), StoreError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
-            if self.down.load(Ordering::SeqCst) { Err(StoreError("down".into())) } else { Ok(()) }
+            if self.down.load(Ordering::SeqCst) { Err(refused()) } else { Ok(()) }
         }
     }
 
@@ -275,7 +287,7 @@ mod tests {
     async fn a_probe_whose_caller_went_away_does_not_keep_the_breaker_open() {
         let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
         for _ in 0..FAILURES {
-            let _ = breaker.call(async { Err::<(), _>(StoreError("down".into())) }).await;
+            let _ = breaker.call(async { Err::<(), _>(refused()) }).await;
         }
         tokio::time::sleep(COOLDOWN + Duration::from_millis(50)).await;
         // The probe hangs, and its caller gives up on it.
@@ -290,7 +302,7 @@ mod tests {
     async fn writes_too_few_replicas_hold_fail_without_opening_the_breaker() {
         let breaker = Breaker::new(Arc::new(crate::store::memory::MemoryStore::new()));
         for _ in 0..FAILURES * 2 {
-            let e = breaker.call(async { Err::<(), _>(StoreError::unreplicated("0 of 1")) }).await.unwrap_err();
+            let e = breaker.call(async { Err::<(), _>(StoreError::Unreplicated("0 of 1".into())) }).await.unwrap_err();
             assert!(e.is_unreplicated());
         }
         assert!(!breaker.is_open(), "the store answered every call");
@@ -304,7 +316,7 @@ mod tests {
         // A slow answer: the second try gets through, nothing counts as failed.
         let slow_once = || async {
             let n = tries.fetch_add(1, Ordering::SeqCst);
-            if n == 0 { Err(StoreError(crate::store::TIMED_OUT.to_string())) } else { Ok(n) }
+            if n == 0 { Err(timed_out()) } else { Ok(n) }
         };
         assert_eq!(breaker.call_idempotent(slow_once).await.unwrap(), 1);
         assert_eq!(breaker.failures.load(Ordering::SeqCst), 0);
@@ -313,7 +325,7 @@ mod tests {
         tries.store(0, Ordering::SeqCst);
         let frozen = || async {
             tries.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(StoreError(crate::store::TIMED_OUT.into()))
+            Err::<(), _>(timed_out())
         };
         for _ in 0..FAILURES {
             assert!(breaker.call_idempotent(frozen).await.is_err());
@@ -325,7 +337,7 @@ mod tests {
         tries.store(0, Ordering::SeqCst);
         let refused = || async {
             tries.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(StoreError("connection refused".into()))
+            Err::<(), _>(refused())
         };
         assert!(breaker.call_idempotent(refused).await.is_err());
         assert_eq!(tries.load(Ordering::SeqCst), 1);

@@ -426,35 +426,49 @@ pub enum Draw {
 /// What a join answers: the standing and what the join did.
 pub type JoinAnswer = Result<(Standing, JoinKind), StoreError>;
 
-/// The store failed (Redis unreachable, script error). Never a client's fault.
+/// The store failed (Redis unreachable, script error). Never a client's
+/// fault. Each kind keeps what caused it as its `source`.
 #[derive(Debug, thiserror::Error)]
-#[error("queue store unavailable: {0}")]
-pub struct StoreError(pub String);
-
-/// How a [`StoreError`] about replication starts: the store answered, but
-/// fewer replicas than `store.wait_replicas` acknowledged the write in time.
-pub const UNREPLICATED: &str = "too few replicas acknowledged the write";
-
-/// How a [`StoreError`] of a call that got no answer in time starts (the
-/// Redis client's own words).
-pub const TIMED_OUT: &str = "timed out";
+pub enum StoreError {
+    /// Redis refused, dropped, failed or did not answer the call.
+    #[error("queue store unavailable: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// The store answered, but fewer replicas than `store.wait_replicas`
+    /// acknowledged the write in time (the detail says how many).
+    #[error("queue store unavailable: too few replicas acknowledged the write: {0}")]
+    Unreplicated(String),
+    /// Stored JSON could not be read, or a value could not be written as JSON.
+    #[error("queue store unavailable: {what}: {source}")]
+    Json {
+        /// What was being read or written.
+        what: &'static str,
+        /// The decoder's or encoder's error.
+        source: serde_json::Error,
+    },
+    /// No call was made: the breaker is open, or the store is not connected yet.
+    #[error("queue store unavailable: {0}")]
+    NotCalled(&'static str),
+}
 
 impl StoreError {
     /// No answer within `store.response_timeout`: under load usually a slow
     /// answer, not a dead store.
     pub fn is_timeout(&self) -> bool {
-        self.0.starts_with(TIMED_OUT)
-    }
-
-    /// A write too few replicas acknowledged (see [`UNREPLICATED`]).
-    pub fn unreplicated(detail: &str) -> Self {
-        StoreError(format!("{UNREPLICATED}: {detail}"))
+        matches!(self, StoreError::Redis(e) if e.is_timeout())
     }
 
     /// Did the store answer, with too few replicas behind the write? Not a
     /// sign that the store is down: reads go on.
     pub fn is_unreplicated(&self) -> bool {
-        self.0.starts_with(UNREPLICATED)
+        matches!(self, StoreError::Unreplicated(_))
+    }
+
+    /// The store is not connected yet (the background service connects it).
+    pub const NOT_CONNECTED: StoreError = StoreError::NotCalled("the queue store is not connected yet");
+
+    /// A JSON error while reading or writing `what`.
+    pub fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> StoreError {
+        move |source| StoreError::Json { what, source }
     }
 }
 

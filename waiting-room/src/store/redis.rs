@@ -163,10 +163,7 @@ fn scripts() -> &'static Scripts {
 const BATCH: usize = 2000;
 
 fn err(e: redis::RedisError) -> StoreError {
-    if e.is_timeout() && !e.to_string().starts_with(super::TIMED_OUT) {
-        return StoreError(format!("{}: {e}", super::TIMED_OUT));
-    }
-    StoreError(e.to_string())
+    StoreError::Redis(e)
 }
 
 /// Every key of one queue (spent challenge seeds aside, which expire): what
@@ -272,7 +269,7 @@ impl RedisStore {
         let enough = if acked >= i64::from(replicas) {
             Ok(())
         } else {
-            Err(StoreError::unreplicated(&format!("{acked} of {replicas} within {timeout:?}")))
+            Err(StoreError::Unreplicated(format!("{acked} of {replicas} within {timeout:?}")))
         };
         Ok((value, enough))
     }

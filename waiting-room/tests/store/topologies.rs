@@ -51,7 +51,7 @@ async fn a_write_too_few_replicas_hold_is_a_store_failure_and_reads_still_answer
     let p = params();
     let v = VisitorId::random();
     let err = store.join_placed("q", v, &p, &JoinChecks::default()).await.unwrap_err();
-    assert!(err.is_unreplicated() && err.0.contains("0 of 1"), "{err}");
+    assert!(err.is_unreplicated() && err.to_string().contains("0 of 1"), "{err}");
     // The read path never waits.
     assert!(store.status("q", v, &p).await.is_ok());
 }

@@ -151,7 +151,7 @@ impl QueueStore for RedisStore {
             .map_err(err)?;
         let Some(json) = json else { return Ok(None) };
         let mut settings: SharedSettings =
-            serde_json::from_str(&json).map_err(|e| StoreError(format!("stored settings are unreadable: {e}")))?;
+            serde_json::from_str(&json).map_err(StoreError::json("stored settings are unreadable"))?;
         settings.version = version.unwrap_or(0);
         Ok(Some(settings))
     }
@@ -190,7 +190,7 @@ impl QueueStore for RedisStore {
 
     async fn save_settings(&self, queue: &str, settings: &SharedSettings) -> Result<SharedSettings, StoreError> {
         let k = self.keys(queue);
-        let json = serde_json::to_string(settings).map_err(|e| StoreError(e.to_string()))?;
+        let json = serde_json::to_string(settings).map_err(StoreError::json("cannot encode settings"))?;
         let mut call = self.scripts.save_settings.prepare_invoke();
         call.key(k.key("settings")).arg(json).arg(k.key("events")).arg(epoch_id(new_epoch()));
         let (version, acknowledged): (u64, _) = self.acknowledged(&call).await?;
@@ -249,7 +249,7 @@ impl QueueStore for RedisStore {
 
     async fn save_decision(&self, queue: &str, record: &crate::adaptive::Record) -> Result<bool, StoreError> {
         let k = self.keys(queue);
-        let json = serde_json::to_string(record).map_err(|e| StoreError(format!("cannot encode a decision: {e}")))?;
+        let json = serde_json::to_string(record).map_err(StoreError::json("cannot encode a decision"))?;
         let mut call = self.scripts.save_decision.prepare_invoke();
         call.key(k.key("controller")).key(k.key("epoch")).arg(record.tick).arg(record.n).arg(&record.reason).arg(json);
         let mut conn = self.conn.clone();
