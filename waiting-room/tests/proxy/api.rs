@@ -34,6 +34,19 @@ async fn bad_requests_get_problem_details_and_never_a_5xx() {
     let c = client();
     let body = problem(c.post(proxy.url("/wr/nope/join")).send().await.unwrap(), 404).await;
     assert!(body["detail"].as_str().unwrap().contains("known queues: q"));
+    // The WebSocket handshake and the admin API say the same of an unknown queue.
+    let handshake = c
+        .get(proxy.url("/wr/nope/ws"))
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(handshake, 404).await, body, "the WebSocket's 404");
+    let admin = c.get(format!("{}/admin/queues/nope", proxy.admin)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(problem(admin, 404).await, body, "the admin API's 404");
     let r = c.get(proxy.url("/wr/q/join")).send().await.unwrap();
     assert_eq!(r.headers()["allow"], "POST");
     problem(r, 405).await;
