@@ -25,6 +25,7 @@
 //! instance without Redis; the process clock). Both are (re)built from one
 //! database read of the campaign's claimants.
 
+mod coalesce;
 pub mod local;
 pub mod redis;
 

@@ -7,7 +7,9 @@
 //! skewed clocks agree). `reserved` is the sorted set's size. Each step is one
 //! Lua script, so duplicate check, stock check, reservation and lease cannot
 //! interleave (the retailer's SADD + INCR did, and over-issued), and each
-//! keeps `#free + reserved + #issued == #total`.
+//! keeps `#free + reserved + #issued == #total`. Admissions and commits run
+//! many visitors' steps per script call when claims arrive together
+//! ([`super::coalesce`]); each visitor's step is the same as alone.
 //!
 //! If the hash is missing — first use, Redis flushed or restarted — it is
 //! built from the database into a staging key and renamed into place only if
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use redis::{Script, Value};
 
+use super::coalesce::Coalescer;
 use super::{GateAnswer, GateCounts, GateError, Lease, snapshot};
 use crate::metrics::Metrics;
 use crate::redis_breaker::{self, RedisLink};
@@ -31,46 +34,71 @@ const NOW: &str = "local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-/// → {-1} gate missing (build it), {1, deadline} admitted, {2, deadline, now}
-/// the visitor's lease, {3, mark} claimed (`C` or JSON), {4, earliest, now}
-/// nothing free but leases run, {0} sold out.
+/// ARGV[1] the lease (ms), then one visitor per argument, each asked in
+/// turn; → one answer per visitor: {-1} gate missing (build it), {1,
+/// deadline} admitted, {2, deadline, now} the visitor's lease, {3, mark}
+/// claimed (`C` or JSON), {4, earliest, now} nothing free but leases run,
+/// {0} sold out.
 const ADMIT: &str = "
-if redis.call('HEXISTS', KEYS[1], '#total') == 0 then return {-1} end
-local mark = redis.call('HGET', KEYS[1], ARGV[1])
-if mark == 'L' then
-  return {2, tonumber(redis.call('ZSCORE', KEYS[2], ARGV[1]) or '0'), now}
-elseif mark then
-  return {3, mark}
+local out = {}
+if redis.call('HEXISTS', KEYS[1], '#total') == 0 then
+  for i = 2, #ARGV do out[i - 1] = {-1} end
+  return out
 end
-if tonumber(redis.call('HGET', KEYS[1], '#free')) <= 0 then
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  if first[2] then return {4, tonumber(first[2]), now} end
-  return {0}
+local lease = tonumber(ARGV[1])
+local free = tonumber(redis.call('HGET', KEYS[1], '#free'))
+local earliest = nil
+for i = 2, #ARGV do
+  local visitor = ARGV[i]
+  local mark = redis.call('HGET', KEYS[1], visitor)
+  if mark == 'L' then
+    out[i - 1] = {2, tonumber(redis.call('ZSCORE', KEYS[2], visitor) or '0'), now}
+  elseif mark then
+    out[i - 1] = {3, mark}
+  elseif free <= 0 then
+    if earliest == nil then
+      local first = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      earliest = first[2] and tonumber(first[2]) or false
+    end
+    if earliest then out[i - 1] = {4, earliest, now} else out[i - 1] = {0} end
+  else
+    free = free - 1
+    local deadline = now + lease
+    redis.call('HINCRBY', KEYS[1], '#free', -1)
+    redis.call('HSET', KEYS[1], visitor, 'L')
+    redis.call('ZADD', KEYS[2], deadline, visitor)
+    earliest = nil
+    out[i - 1] = {1, deadline}
+  end
 end
-local deadline = now + tonumber(ARGV[2])
-redis.call('HINCRBY', KEYS[1], '#free', -1)
-redis.call('HSET', KEYS[1], ARGV[1], 'L')
-redis.call('ZADD', KEYS[2], deadline, ARGV[1])
 local ttl = redis.call('PTTL', KEYS[1])
 if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
-return {1, deadline}
+return out
 ";
 
-/// The visitor holds a committed code; ARGV[2] is its JSON, or `C`. A lease
-/// becomes issued; no mark at all means the gate was built after this claim
-/// was admitted from a read without it, so the unit it counted free is taken.
+/// Per pair of arguments (visitor, JSON of the claim or `C`): the visitor
+/// holds that committed code. A lease becomes issued; no mark at all means
+/// the gate was built after this claim was admitted from a read without it,
+/// so the unit it counted free is taken. → 1 per pair (0 each: no gate).
 const COMMITTED: &str = "
-if redis.call('HEXISTS', KEYS[1], '#total') == 0 then return 0 end
-local mark = redis.call('HGET', KEYS[1], ARGV[1])
-if mark == 'L' then
-  redis.call('ZREM', KEYS[2], ARGV[1])
-  redis.call('HINCRBY', KEYS[1], '#issued', 1)
-elseif not mark then
-  redis.call('HINCRBY', KEYS[1], '#free', -1)
-  redis.call('HINCRBY', KEYS[1], '#issued', 1)
+local out = {}
+local exists = redis.call('HEXISTS', KEYS[1], '#total') == 1
+for i = 1, #ARGV - 1, 2 do
+  if exists then
+    local visitor = ARGV[i]
+    local mark = redis.call('HGET', KEYS[1], visitor)
+    if mark == 'L' then
+      redis.call('ZREM', KEYS[2], visitor)
+      redis.call('HINCRBY', KEYS[1], '#issued', 1)
+    elseif not mark then
+      redis.call('HINCRBY', KEYS[1], '#free', -1)
+      redis.call('HINCRBY', KEYS[1], '#issued', 1)
+    end
+    if not mark or mark == 'L' or mark == 'C' then redis.call('HSET', KEYS[1], visitor, ARGV[i + 1]) end
+  end
+  out[#out + 1] = exists and 1 or 0
 end
-if not mark or mark == 'L' or mark == 'C' then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
-return 1
+return out
 ";
 
 /// The commit failed and the visitor got nothing: the lease's unit is free again.
@@ -156,8 +184,6 @@ const CLAIMANTS_PER_PIPELINE: usize = 5000;
 const KEEP_AFTER_CLOSE_MS: i64 = 24 * 3600 * 1000;
 
 struct Scripts {
-    admit: Script,
-    committed: Script,
     undo: Script,
     sold_out: Script,
     expired: Script,
@@ -174,8 +200,10 @@ pub struct RedisGate {
     prefix: String,
     store: Store,
     metrics: Metrics,
-    lease_ms: i64,
     scripts: Scripts,
+    /// Admissions and commits, many visitors per call (see [`Coalescer`]).
+    admits: Coalescer,
+    commits: Coalescer,
     /// One build at a time per campaign in this process, so a flushed Redis
     /// under load costs one database read per instance, not one per request.
     building: DashMap<i64, Arc<tokio::sync::Mutex<()>>>,
@@ -200,14 +228,13 @@ impl RedisGate {
     pub(super) fn new(link: RedisLink, prefix: &str, store: Store, metrics: Metrics, lease_ms: i64) -> Self {
         let with_now = |body: &str| Script::new(&format!("{NOW}{body}"));
         RedisGate {
+            admits: Coalescer::new(link.clone(), with_now(ADMIT), vec![lease_ms.to_string()]),
+            commits: Coalescer::new(link.clone(), Script::new(COMMITTED), Vec::new()),
             link,
             prefix: prefix.to_owned(),
             store,
             metrics,
-            lease_ms,
             scripts: Scripts {
-                admit: with_now(ADMIT),
-                committed: Script::new(COMMITTED),
                 undo: Script::new(UNDO),
                 sold_out: Script::new(SOLD_OUT),
                 expired: with_now(EXPIRED),
@@ -221,6 +248,11 @@ impl RedisGate {
 
     fn keys(&self, campaign_id: i64) -> (String, String) {
         gate_keys(&self.prefix, campaign_id)
+    }
+
+    fn key_list(&self, campaign_id: i64) -> Vec<String> {
+        let (hash, leases) = self.keys(campaign_id);
+        vec![hash, leases]
     }
 
     async fn call(&self, script: &Script, campaign_id: i64, args: &[String]) -> Result<Value, GateError> {
@@ -237,8 +269,8 @@ impl RedisGate {
     pub(super) async fn reserve(&self, campaign: &CampaignRow, visitor: &str) -> GateAnswer {
         // Twice: a missing gate is built once, then asked again.
         for _ in 0..2 {
-            let args = [visitor.to_owned(), self.lease_ms.to_string()];
-            let answer = match self.call(&self.scripts.admit, campaign.id, &args).await {
+            let answer = self.admits.call(campaign.id, || self.key_list(campaign.id), vec![visitor.to_owned()]).await;
+            let answer = match answer.map_err(GateError::from) {
                 Ok(Value::Array(items)) => items,
                 Ok(other) => {
                     tracing::warn!(answer = ?other, "unexpected claim gate answer");
@@ -289,7 +321,13 @@ impl RedisGate {
     }
 
     pub(super) async fn committed(&self, campaign_id: i64, visitor: &str, claim_json: &str) {
-        self.correct(&self.scripts.committed, campaign_id, &[visitor.to_owned(), claim_json.to_owned()]).await;
+        let args = vec![visitor.to_owned(), claim_json.to_owned()];
+        if let Err(e) = self.commits.call(campaign_id, || self.key_list(campaign_id), args).await {
+            if !redis_breaker::is_fail_fast(&e) {
+                tracing::warn!(error = %e, "claim gate correction failed");
+            }
+            self.metrics.gate_errors.inc();
+        }
     }
 
     pub(super) async fn undo(&self, campaign_id: i64, visitor: &str) {
@@ -422,5 +460,98 @@ mod tests {
             }
         }
         assert_ne!(hash_tag(&gate_keys("bc", 1).0), hash_tag(&gate_keys("bc", 2).0));
+    }
+}
+
+/// The batched scripts on a real Redis (127.0.0.1:6379, a key prefix of its
+/// own): one call answers each visitor as single calls in that order would.
+#[cfg(test)]
+mod batched {
+    #![allow(clippy::unwrap_used)]
+
+    use redis::{Script, Value};
+
+    use super::{ADMIT, COMMITTED, NOW, gate_keys, int, text};
+
+    async fn conn() -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open("redis://127.0.0.1:6379").unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+
+    fn items(v: Value) -> Vec<Vec<Value>> {
+        let Value::Array(items) = v else { panic!("not an array: {v:?}") };
+        items.into_iter().map(|i| if let Value::Array(a) = i { a } else { panic!("not an array: {i:?}") }).collect()
+    }
+
+    async fn counts(c: &mut redis::aio::MultiplexedConnection, hash: &str, leases: &str) -> (i64, i64, i64, i64) {
+        let (total, free, issued): (i64, i64, i64) =
+            redis::cmd("HMGET").arg(hash).arg("#total").arg("#free").arg("#issued").query_async(c).await.unwrap();
+        let reserved: i64 = redis::cmd("ZCARD").arg(leases).query_async(c).await.unwrap();
+        (total, free, issued, reserved)
+    }
+
+    #[tokio::test]
+    async fn one_call_answers_each_visitor_as_single_calls_in_turn_would() {
+        let mut c = conn().await;
+        let prefix = format!("bcgate{}", uuid::Uuid::new_v4().simple());
+        let (hash, leases) = gate_keys(&prefix, 1);
+        let admit = Script::new(&format!("{NOW}{ADMIT}"));
+        let ask = |visitors: &[&str]| {
+            let mut inv = admit.key(&hash);
+            inv.key(&leases).arg(30_000);
+            for v in visitors {
+                inv.arg(*v);
+            }
+            inv
+        };
+
+        // No gate yet: every visitor of the call is told to build it.
+        let answer = items(ask(&["a", "b"]).invoke_async(&mut c).await.unwrap());
+        assert_eq!(answer.iter().map(|a| int(a.first())).collect::<Vec<_>>(), [Some(-1), Some(-1)]);
+
+        // Stock 2, one visitor already holding a code.
+        let _: () = redis::cmd("HSET")
+            .arg(&hash)
+            .arg("#total")
+            .arg(3)
+            .arg("#free")
+            .arg(2)
+            .arg("#issued")
+            .arg(1)
+            .arg("old")
+            .arg("{\"code\":\"X\"}")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("PEXPIRE").arg(&hash).arg(60_000).query_async(&mut c).await.unwrap();
+        // a is admitted, asks again in the same call (its lease runs), old
+        // holds a code, b takes the last unit, c finds only leases left.
+        let answer = items(ask(&["a", "a", "old", "b", "c"]).invoke_async(&mut c).await.unwrap());
+        let kinds: Vec<_> = answer.iter().map(|a| int(a.first())).collect();
+        assert_eq!(kinds, [Some(1), Some(2), Some(3), Some(1), Some(4)], "{answer:?}");
+        let deadline_a = int(answer[0].get(1)).unwrap();
+        assert_eq!(int(answer[1].get(1)), Some(deadline_a), "a's second ask names its lease");
+        assert_eq!(text(answer[2].get(1)).as_deref(), Some("{\"code\":\"X\"}"));
+        assert_eq!(int(answer[4].get(1)), Some(deadline_a), "the earliest lease is a's");
+        assert_eq!(counts(&mut c, &hash, &leases).await, (3, 0, 1, 2));
+        let ttl: i64 = redis::cmd("PTTL").arg(&leases).query_async(&mut c).await.unwrap();
+        assert!(ttl > 0, "the leases expire with the gate");
+
+        // Both commit in one call: their leases become issued.
+        let committed = Script::new(COMMITTED);
+        let mut inv = committed.key(&hash);
+        inv.key(&leases).arg("a").arg("{\"code\":\"A\"}").arg("b").arg("C");
+        let answer: Value = inv.invoke_async(&mut c).await.unwrap();
+        assert_eq!(answer, Value::Array(vec![Value::Int(1), Value::Int(1)]));
+        assert_eq!(counts(&mut c, &hash, &leases).await, (3, 0, 3, 0));
+
+        // Nothing free, nothing reserved: sold out, and a committed visitor
+        // is answered with their claim.
+        let answer = items(ask(&["c", "a"]).invoke_async(&mut c).await.unwrap());
+        assert_eq!(int(answer[0].first()), Some(0));
+        assert_eq!(int(answer[1].first()), Some(3));
+        assert_eq!(text(answer[1].get(1)).as_deref(), Some("{\"code\":\"A\"}"));
+
+        let _: () = redis::cmd("DEL").arg(&hash).arg(&leases).query_async(&mut c).await.unwrap();
     }
 }
