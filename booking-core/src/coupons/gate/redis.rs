@@ -48,6 +48,7 @@ end
 local lease = tonumber(ARGV[1])
 local free = tonumber(redis.call('HGET', KEYS[1], '#free'))
 local earliest = nil
+local reserved = false
 for i = 2, #ARGV do
   local visitor = ARGV[i]
   local mark = redis.call('HGET', KEYS[1], visitor)
@@ -68,11 +69,14 @@ for i = 2, #ARGV do
     redis.call('HSET', KEYS[1], visitor, 'L')
     redis.call('ZADD', KEYS[2], deadline, visitor)
     earliest = nil
+    reserved = true
     out[i - 1] = {1, deadline}
   end
 end
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+if reserved then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+end
 return out
 ";
 
@@ -313,20 +317,21 @@ impl RedisGate {
     /// build corrects the count).
     async fn correct(&self, script: &Script, campaign_id: i64, args: &[String]) {
         if let Err(e) = self.call(script, campaign_id, args).await {
-            if !matches!(&e, GateError::Redis(r) if redis_breaker::is_fail_fast(r)) {
-                tracing::warn!(error = %e, "claim gate correction failed");
-            }
-            self.metrics.gate_errors.inc();
+            self.correction_failed(&e);
         }
+    }
+
+    fn correction_failed(&self, e: &GateError) {
+        if !matches!(e, GateError::Redis(r) if redis_breaker::is_fail_fast(r)) {
+            tracing::warn!(error = %e, "claim gate correction failed");
+        }
+        self.metrics.gate_errors.inc();
     }
 
     pub(super) async fn committed(&self, campaign_id: i64, visitor: &str, claim_json: &str) {
         let args = vec![visitor.to_owned(), claim_json.to_owned()];
         if let Err(e) = self.commits.call(campaign_id, || self.key_list(campaign_id), args).await {
-            if !redis_breaker::is_fail_fast(&e) {
-                tracing::warn!(error = %e, "claim gate correction failed");
-            }
-            self.metrics.gate_errors.inc();
+            self.correction_failed(&e.into());
         }
     }
 
@@ -509,7 +514,7 @@ mod batched {
         let answer = items(ask(&["a", "b"]).invoke_async(&mut c).await.unwrap());
         assert_eq!(answer.iter().map(|a| int(a.first())).collect::<Vec<_>>(), [Some(-1), Some(-1)]);
 
-        // Stock 2, one visitor already holding a code.
+        // Stock 3: one code held by "old", two free.
         let _: () = redis::cmd("HSET")
             .arg(&hash)
             .arg("#total")
