@@ -167,8 +167,11 @@ impl Proxy {
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // Healthy, and the metrics listener (a service of its own,
+            // which may start a moment later) answering: tests read it first.
             if let Ok(r) = client.get(format!("{}/wr/healthz", self.base)).send().await
                 && r.status() == 200
+                && client.get(&self.metrics).send().await.is_ok()
             {
                 return;
             }
