@@ -5,7 +5,9 @@
 //! under the same workload and
 //! concurrency, each followed by an over-issue audit (ours also by a check of
 //! the gate's books); then holds/s on distinct seats through the same call as
-//! the API (per-visitor limit and session bound included). Prints numbers;
+//! the API (per-visitor limit and session bound included, group-committed),
+//! next to the same holds one transaction each (`take_hold` alone, the path
+//! every hold took before the group commit). Prints numbers;
 //! asserts nothing about time.
 //!
 //! `bench/booking/run.sh` runs it; `--help` lists the knobs.
@@ -20,6 +22,7 @@ use booking_core::config::QueueConfig;
 use booking_core::coupons::ClaimError;
 use booking_core::store::catalogue::NewEvent;
 use booking_core::store::coupons::NewCampaign;
+use booking_core::store::holds::NewHold;
 use booking_core::{Application, Config};
 use clap::Parser;
 use rand::SeedableRng;
@@ -147,6 +150,7 @@ async fn main() {
     config.redis.prefix = prefix.clone();
     config.keys.public_dir = keys.path().join("public");
     config.holds.sweep_interval = Duration::from_secs(3600);
+    let config_max_per_visitor = config.holds.max_per_visitor;
     config.queues = vec![QueueConfig { id: "main".into(), events: vec![], all_events: true }];
     let app = Application::build(config).await.unwrap();
     let state = app.state().clone();
@@ -154,7 +158,7 @@ async fn main() {
 
     let per_row = 100;
     let rows = (args.seats + per_row - 1) / per_row;
-    let event = NewEvent {
+    let new_event = NewEvent {
         name: "Bench".into(),
         venue: "Hall".into(),
         starts_at: now + 86_400_000,
@@ -162,7 +166,7 @@ async fn main() {
         seats_per_row: per_row,
         price_cents: 100,
     };
-    let event = state.store().create_event(&event, now).await.unwrap();
+    let event = state.store().create_event(&new_event, now).await.unwrap();
     let new_campaign = |name: &str| NewCampaign {
         event_id: event.id,
         name: name.into(),
@@ -293,9 +297,22 @@ async fn main() {
     );
     println!("ratio: {:.1}× the baseline's claims/s", ours_rate / naive_rate);
 
-    // Holds: one per seat, every seat distinct.
-    let seats: Arc<Vec<i64>> =
-        Arc::new(sqlx::query_scalar("SELECT id FROM seats ORDER BY id").fetch_all(&pool).await.unwrap());
+    // Holds: one per seat, every seat distinct; then the same on a second
+    // event through the single path (`take_hold`, a transaction each: what
+    // every hold did before the holds' group commit), as the baseline.
+    let seats_of = |event_id: i64| {
+        let pool = pool.clone();
+        async move {
+            let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM seats WHERE event_id = $1 ORDER BY id")
+                .bind(event_id)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+            Arc::new(ids)
+        }
+    };
+    let single_event = state.store().create_event(&new_event, now).await.unwrap();
+    let (seats, single_seats) = (seats_of(event.id).await, seats_of(single_event.id).await);
     let held = Arc::new(Outcome::default());
     let elapsed_holds = {
         let (state, seats, held, visitors) = (state.clone(), seats.clone(), held.clone(), visitors.clone());
@@ -313,15 +330,48 @@ async fn main() {
         })
         .await
     };
+    let single = Arc::new(Outcome::default());
+    let elapsed_single = {
+        let (state, seats, single, visitors) = (state.clone(), single_seats.clone(), single.clone(), visitors.clone());
+        let (event_id, max_per_visitor) = (single_event.id, config_max_per_visitor);
+        drive(seats.len(), args.concurrency, move |i| {
+            let (state, seats, single, visitors) = (state.clone(), seats.clone(), single.clone(), visitors.clone());
+            async move {
+                let now = booking_core::clock::now_ms();
+                let hold_id = format!("{event_id}-{}", uuid::Uuid::new_v4().simple());
+                let attempt = NewHold {
+                    event_id,
+                    seat_id: seats[i],
+                    hold_id: &hold_id,
+                    visitor_id: &visitors[i % visitors.len()],
+                    now,
+                    expires_at: now + 600_000,
+                    max_per_visitor,
+                };
+                let slot = match state.store().try_hold(&attempt).await {
+                    Ok(Some(_)) => &single.granted,
+                    _ => &single.other,
+                };
+                slot.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+        .await
+    };
+    let (holds_rate, single_rate) = (rate(seats.len(), elapsed_holds), rate(single_seats.len(), elapsed_single));
     println!();
-    println!(
-        "holds on distinct seats: {:>9.0} holds/s   in {:>6.2}s  [{} seats: granted {}, refused {}]",
-        rate(seats.len(), elapsed_holds),
-        elapsed_holds.as_secs_f64(),
-        seats.len(),
-        held.granted.load(Ordering::Relaxed),
-        held.other.load(Ordering::Relaxed)
-    );
+    for (what, n, elapsed, outcome) in [
+        ("holds on distinct seats:", holds_rate, elapsed_holds, &held),
+        ("  one transaction each:", single_rate, elapsed_single, &single),
+    ] {
+        println!(
+            "{what} {n:>9.0} holds/s   in {:>6.2}s  [{} seats: granted {}, refused {}]",
+            elapsed.as_secs_f64(),
+            seats.len(),
+            outcome.granted.load(Ordering::Relaxed),
+            outcome.other.load(Ordering::Relaxed)
+        );
+    }
+    println!("holds ratio: {:.1}× one transaction each", holds_rate / single_rate);
 
     pool.close().await;
     app.shutdown_handle().shutdown();

@@ -66,6 +66,7 @@ pub mod config;
 pub mod coupons;
 pub mod demo;
 mod fanout;
+mod group;
 mod holds;
 pub mod http;
 mod limits;

@@ -13,12 +13,11 @@
 //! whose deadline the database's clock has passed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use dashmap::DashMap;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
+use crate::group::Groups;
 use crate::store::{CampaignRow, ClaimRow, Store};
 
 /// Most claims one statement takes.
@@ -34,60 +33,45 @@ struct Job {
 pub struct Batcher {
     store: Store,
     enabled: bool,
-    queues: DashMap<i64, mpsc::UnboundedSender<Job>>,
+    /// One statement at a time per campaign: its codes are taken from a
+    /// random start in slot order, so two at once would fight over rows.
+    groups: Groups<i64, Job>,
 }
 
 impl Batcher {
     /// Batching on PostgreSQL, pass-through elsewhere.
     pub fn new(store: Store) -> Batcher {
         let enabled = store.is_postgres();
-        Batcher { store, enabled, queues: DashMap::new() }
+        Batcher { store, enabled, groups: Groups::new(MAX_BATCH, 1) }
     }
 
     /// Claim through a batch. `None`: not served by a batch; claim alone.
-    pub async fn claim(self: &Arc<Self>, campaign: &CampaignRow, visitor: &str, commit_by: i64) -> Option<ClaimRow> {
+    pub async fn claim(&self, campaign: &CampaignRow, visitor: &str, commit_by: i64) -> Option<ClaimRow> {
         if !self.enabled {
             return None;
         }
         let (reply, answer) = oneshot::channel();
         let job = Job { visitor: visitor.to_owned(), commit_by, reply };
-        let sent = self.queues.entry(campaign.id).or_insert_with(|| self.spawn(campaign.clone())).send(job);
-        if sent.is_err() {
-            // The campaign's task is gone (it panicked): start over next time.
-            self.queues.remove(&campaign.id);
-            return None;
-        }
+        let (store, campaign_id, stock) = (self.store.clone(), campaign.id, campaign.stock);
+        self.groups.submit(&campaign.id, job, move || move |jobs| run(store.clone(), campaign_id, stock, jobs)).ok()?;
         answer.await.ok().flatten()
     }
+}
 
-    fn spawn(self: &Arc<Self>, campaign: CampaignRow) -> mpsc::UnboundedSender<Job> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                let mut jobs = vec![first];
-                while jobs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let visitors: Vec<String> = jobs.iter().map(|j| j.visitor.clone()).collect();
-                let deadlines: Vec<i64> = jobs.iter().map(|j| j.commit_by).collect();
-                let start = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=campaign.stock.max(1));
-                let mut claimed: HashMap<String, ClaimRow> =
-                    match store.claim_codes_batch(campaign.id, &visitors, &deadlines, now_ms(), start).await {
-                        Ok(rows) => rows.into_iter().collect(),
-                        Err(e) => {
-                            tracing::debug!(error = %e, size = jobs.len(), "claim batch failed; claiming one by one");
-                            HashMap::new()
-                        }
-                    };
-                for job in jobs {
-                    let _ = job.reply.send(claimed.remove(&job.visitor));
-                }
+/// One statement for `jobs`; each hears its claim, or `None` to claim alone.
+async fn run(store: Store, campaign_id: i64, stock: i64, jobs: Vec<Job>) {
+    let visitors: Vec<String> = jobs.iter().map(|j| j.visitor.clone()).collect();
+    let deadlines: Vec<i64> = jobs.iter().map(|j| j.commit_by).collect();
+    let start = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=stock.max(1));
+    let mut claimed: HashMap<String, ClaimRow> =
+        match store.claim_codes_batch(campaign_id, &visitors, &deadlines, now_ms(), start).await {
+            Ok(rows) => rows.into_iter().collect(),
+            Err(e) => {
+                tracing::debug!(error = %e, size = jobs.len(), "claim batch failed; claiming one by one");
+                HashMap::new()
             }
-        });
-        tx
+        };
+    for job in jobs {
+        let _ = job.reply.send(claimed.remove(&job.visitor));
     }
 }

@@ -16,6 +16,9 @@
 //! most `holds.max_per_visitor` live holds and bookings per event, enforced by
 //! the hold statement itself.
 
+mod batch;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -197,13 +200,15 @@ pub struct Holds {
     metrics: Metrics,
     length_ms: i64,
     max_per_visitor: i64,
+    batcher: Arc<batch::HoldBatches>,
 }
 
 impl Holds {
     /// Holds as `config` says (period, per-visitor limit).
     pub fn new(store: Store, catalogue: Catalogue, metrics: Metrics, config: &HoldsConfig) -> Holds {
         let length_ms = i64::try_from(config.length.as_millis()).unwrap_or(i64::MAX);
-        Holds { store, catalogue, metrics, length_ms, max_per_visitor: config.max_per_visitor }
+        let batcher = Arc::new(batch::HoldBatches::new(store.clone()));
+        Holds { store, catalogue, metrics, length_ms, max_per_visitor: config.max_per_visitor, batcher }
     }
 
     /// Hold `seat_id` of `event_id` for `visitor_id` until the hold period
@@ -234,7 +239,11 @@ impl Holds {
                 expires_at,
                 max_per_visitor: self.max_per_visitor,
             };
-            if let Some(hold) = self.store.try_hold(&attempt).await? {
+            let granted = match self.batcher.hold(&attempt).await {
+                Some(granted) => granted.then(|| HoldRow::granted(&attempt)),
+                None => self.store.try_hold(&attempt).await?,
+            };
+            if let Some(hold) = granted {
                 self.metrics.holds.inc();
                 self.catalogue.seats_changed(event_id).await;
                 return Ok(HoldView::new(&hold, expires_at < full_period));

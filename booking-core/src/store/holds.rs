@@ -33,6 +33,20 @@ pub struct HoldRow {
     pub state: String,
 }
 
+impl HoldRow {
+    /// The record a granted attempt inserted: exactly the attempt.
+    pub fn granted(h: &NewHold<'_>) -> HoldRow {
+        HoldRow {
+            id: h.hold_id.to_owned(),
+            seat_id: h.seat_id,
+            event_id: h.event_id,
+            visitor_id: h.visitor_id.to_owned(),
+            expires_at: h.expires_at,
+            state: "ACTIVE".to_owned(),
+        }
+    }
+}
+
 /// A confirmed booking.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct BookingRow {
@@ -88,6 +102,27 @@ pub struct NewHold<'a> {
 
 const PG_HOLD: &str = "SELECT take_hold($1, $2, $3, $4, $5, $6, $7)";
 
+const PG_HOLDS: &str = "SELECT take_holds($1, $2, $3, $4, $5, $6, $7)";
+
+/// Attempts on one event, side by side (the holds' group commit).
+#[derive(Debug, Default)]
+pub struct HoldBatch {
+    /// The event in the requests' paths.
+    pub event_id: i64,
+    /// Seat asked for, per attempt.
+    pub seats: Vec<i64>,
+    /// Id for the new hold, per attempt.
+    pub hold_ids: Vec<String>,
+    /// Who asks, per attempt.
+    pub visitors: Vec<String>,
+    /// When each new hold ends.
+    pub expires_at: Vec<i64>,
+    /// Now, epoch ms: holds ending at or before this are expired.
+    pub now: i64,
+    /// Most live holds plus bookings a visitor may have on the event.
+    pub max_per_visitor: i64,
+}
+
 const SQLITE_HOLD_SEAT: &str = "UPDATE seats SET status = 'HELD', hold_id = $3, held_by = $4, hold_expires_at = $6 \
      WHERE id = $2 AND event_id = $1 \
        AND (status = 'AVAILABLE' OR (status = 'HELD' AND hold_expires_at <= $5)) \
@@ -120,15 +155,7 @@ impl Store {
                         .bind(h.max_per_visitor)
                         .fetch_one(pool)
                         .await?;
-                    // The record it inserted is exactly the attempt.
-                    Ok(held.then(|| HoldRow {
-                        id: h.hold_id.to_owned(),
-                        seat_id: h.seat_id,
-                        event_id: h.event_id,
-                        visitor_id: h.visitor_id.to_owned(),
-                        expires_at: h.expires_at,
-                        state: "ACTIVE".to_owned(),
-                    }))
+                    Ok(held.then(|| HoldRow::granted(h)))
                 }
                 Backend::Sqlite { writer, .. } => {
                     let mut tx = writer.begin().await?;
@@ -158,6 +185,28 @@ impl Store {
                     Ok(Some(row))
                 }
             }
+        })
+        .await
+    }
+
+    /// Many holds on one event in one transaction and one commit (the
+    /// `take_holds` function; PostgreSQL only): whether each attempt was
+    /// granted, in order. Each is decided as [`Store::try_hold`] decides it.
+    pub async fn try_holds(&self, batch: &HoldBatch) -> Result<Vec<bool>, StoreError> {
+        let Backend::Postgres(pool) = &self.backend else {
+            return Err(StoreError::Other(sqlx::Error::Protocol("hold batches need PostgreSQL".into())));
+        };
+        self.timed("hold_batch", async {
+            sqlx::query_scalar(PG_HOLDS)
+                .bind(batch.event_id)
+                .bind(&batch.seats)
+                .bind(&batch.hold_ids)
+                .bind(&batch.visitors)
+                .bind(batch.now)
+                .bind(&batch.expires_at)
+                .bind(batch.max_per_visitor)
+                .fetch_one(pool)
+                .await
         })
         .await
     }
@@ -305,8 +354,18 @@ impl Store {
     /// Turn every expired hold back into an available seat; returns the events
     /// whose seat maps changed (one entry per freed seat).
     pub async fn sweep_expired(&self, now: i64) -> Result<Vec<i64>, StoreError> {
-        let free =
-            format!("UPDATE seats SET {FREE_SEAT} WHERE status = 'HELD' AND hold_expires_at <= $1 RETURNING event_id");
+        // On PostgreSQL the sweep skips seats another transaction has locked
+        // (a hold batch retaking an expired seat, a confirm): it frees them on
+        // its next round if they are still expired, and never waits in a lock
+        // order of its own that a batch, locking seats by id, could cross.
+        let free = if self.is_postgres() {
+            format!(
+                "UPDATE seats SET {FREE_SEAT} WHERE id IN (SELECT id FROM seats \
+                 WHERE status = 'HELD' AND hold_expires_at <= $1 FOR UPDATE SKIP LOCKED) RETURNING event_id"
+            )
+        } else {
+            format!("UPDATE seats SET {FREE_SEAT} WHERE status = 'HELD' AND hold_expires_at <= $1 RETURNING event_id")
+        };
         let events: Vec<i64> =
             on_writer!(self, "sweep", |pool| sqlx::query_scalar(&free).bind(now).fetch_all(pool).await)?;
         on_writer!(self, "sweep", |pool| {

@@ -19,6 +19,7 @@ on_both_backends!(
     fifty_concurrent_holds_by_one_visitor_on_fifty_seats_grant_exactly_the_cap,
     the_cap_counts_bookings_and_frees_up_with_releases_and_expiries,
     a_hold_ends_with_the_session_and_frees_its_seat_at_once,
+    a_storm_of_crossing_holds_keeps_one_holder_per_seat_and_the_cap_and_never_deadlocks,
 );
 
 async fn a_thousand_concurrent_holds_on_one_seat_grant_exactly_one(backend: Backend) {
@@ -264,4 +265,69 @@ async fn a_hold_ends_with_the_session_and_frees_its_seat_at_once(backend: Backen
     let r = app.hold(event, seats[0], &short).await;
     r.assert_problem(StatusCode::UNAUTHORIZED);
     assert_eq!(r.json["reason"], "expired");
+}
+
+/// The holds' group commit under a storm: 200 visitors each try 6 of 40
+/// seats at once (1,200 holds whose seats and visitors cross between
+/// batches). Every seat ends with at most one holder, every 201 is the
+/// database's holder, nobody passes the cap, every refusal is a 409; on
+/// PostgreSQL the holds went through shared batches and no batch failed
+/// (a deadlock between batches would have sent its holds down the single
+/// path, `op="hold"`).
+async fn a_storm_of_crossing_holds_keeps_one_holder_per_seat_and_the_cap_and_never_deadlocks(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let cap = app.config.holds.max_per_visitor;
+    let (event, seats) = app.create_event(4, 10).await;
+    let visitors: Vec<(String, String)> = (0..200).map(|_| app.visitor()).collect();
+    let attempts: Vec<(usize, i64)> = (0..visitors.len())
+        .flat_map(|v| (0..6).map(move |k| (v, (v * 7 + k * 13) % 40)))
+        .map(|(v, s)| (v, seats[s]))
+        .collect();
+
+    let responses = join_all(attempts.iter().map(|(v, seat)| app.hold(event, *seat, &visitors[*v].1))).await;
+
+    let mut granted: Vec<(String, i64)> = Vec::new();
+    for (r, (v, seat)) in responses.iter().zip(&attempts) {
+        if r.status == StatusCode::CREATED {
+            assert_eq!(r.json["seat_id"].as_i64(), Some(*seat), "{}", r.text);
+            granted.push((visitors[*v].0.clone(), *seat));
+        } else {
+            r.assert_problem(StatusCode::CONFLICT);
+        }
+    }
+    granted.sort();
+    let mut seats_granted: Vec<i64> = granted.iter().map(|g| g.1).collect();
+    seats_granted.sort_unstable();
+    seats_granted.dedup();
+    assert_eq!(seats_granted.len(), granted.len(), "no seat was granted twice");
+    assert_eq!(granted.len(), 40, "every seat found a holder: the storm asked for each of them");
+    let mut held =
+        app.query_pairs(&format!("SELECT held_by, id FROM seats WHERE event_id = {event} AND status = 'HELD'")).await;
+    held.sort();
+    assert_eq!(held, granted, "the database's holders are exactly the 201s");
+    let per_visitor = app
+        .query_pairs(&format!(
+            "SELECT held_by, count(*) FROM seats WHERE event_id = {event} AND status = 'HELD' GROUP BY held_by"
+        ))
+        .await;
+    assert!(per_visitor.iter().all(|(_, n)| *n <= cap), "a visitor passed the cap: {per_visitor:?}");
+
+    if backend == Backend::Postgres {
+        let page = app.metrics().await;
+        let calls = |op: &str| {
+            page.lines()
+                .filter(|l| l.starts_with("booking_core_db_query_duration_seconds_count{"))
+                .filter(|l| l.contains(&format!("op=\"{op}\"")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        let batches = calls("hold_batch");
+        assert!(batches > 0.0, "holds went through batches");
+        assert!(
+            batches < attempts.len() as f64 / 2.0,
+            "batches were shared: {batches} calls for {} holds",
+            attempts.len()
+        );
+        assert_eq!(calls("hold"), 0.0, "no batch failed back to single holds");
+    }
 }

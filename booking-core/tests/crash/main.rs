@@ -7,9 +7,11 @@
 //! "claimed" holds exactly that code; visitors without a code can still claim
 //! until the stock is gone; nothing is over-issued. `redis_down`: Redis
 //! frozen or gone; `redis_ha`: the booking core on a Redis Cluster and on
-//! Sentinel, the primary killed mid-sale.
+//! Sentinel, the primary killed mid-sale; `holds`: a storm of group-committed
+//! holds broken by SIGKILL and SIGTERM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod holds;
 mod redis_down;
 mod redis_ha;
 mod servers;

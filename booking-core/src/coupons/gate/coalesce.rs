@@ -18,10 +18,10 @@
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
 use redis::{RedisError, Script, Value};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::group::Groups;
 use crate::redis_breaker::RedisLink;
 
 /// Most visitors one call carries; bounds the script's run (Redis runs
@@ -44,7 +44,7 @@ pub struct Coalescer {
     script: Script,
     /// Arguments every call carries before the visitors' (e.g. the lease).
     head: Vec<String>,
-    queues: DashMap<i64, mpsc::UnboundedSender<Job>>,
+    groups: Groups<i64, Job>,
 }
 
 impl Coalescer {
@@ -52,7 +52,7 @@ impl Coalescer {
     /// each job's arguments in turn), which answers one array with an item
     /// per job, in order.
     pub fn new(link: RedisLink, script: Script, head: Vec<String>) -> Coalescer {
-        Coalescer { link, script, head, queues: DashMap::new() }
+        Coalescer { link, script, head, groups: Groups::new(MAX_BATCH, IN_FLIGHT) }
     }
 
     /// Run one job (`args`, a fixed number per job for a given script) on
@@ -67,44 +67,24 @@ impl Coalescer {
     ) -> Result<Value, RedisError> {
         let (reply, answer) = oneshot::channel();
         let job = Job { args, reply };
-        let sent = match self.queues.get(&campaign_id) {
-            Some(queue) => queue.send(job),
-            None => self.queues.entry(campaign_id).or_insert_with(|| self.spawn(keys())).send(job),
+        let batch = || {
+            let call = Arc::new(Batch {
+                link: self.link.clone(),
+                script: self.script.clone(),
+                head: self.head.clone(),
+                keys: keys(),
+            });
+            move |jobs| {
+                let call = call.clone();
+                async move { call.run(jobs).await }
+            }
         };
-        if sent.is_err() {
-            // The campaign's task is gone (its runtime ended): start over next
-            // time; this claim goes unguarded (the database decides alone).
-            self.queues.remove(&campaign_id);
+        if self.groups.submit(&campaign_id, job, batch).is_err() {
+            // No task could take it (the runtime is ending): this claim goes
+            // unguarded (the database decides alone).
             return Ok(Value::Nil);
         }
         answer.await.unwrap_or(Ok(Value::Nil))
-    }
-
-    fn spawn(&self, keys: Vec<String>) -> mpsc::UnboundedSender<Job> {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let call =
-            Arc::new(Batch { link: self.link.clone(), script: self.script.clone(), head: self.head.clone(), keys });
-        let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-        tokio::spawn(async move {
-            while let Some(first) = rx.recv().await {
-                // Jobs queue while every slot is out, so the next call takes them all.
-                let Ok(slot) = slots.clone().acquire_owned().await else { break };
-                let mut jobs = Vec::with_capacity(MAX_BATCH);
-                jobs.push(first);
-                while jobs.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
-                    }
-                }
-                let call = call.clone();
-                tokio::spawn(async move {
-                    call.run(jobs).await;
-                    drop(slot);
-                });
-            }
-        });
-        tx
     }
 }
 

@@ -1,0 +1,101 @@
+//! Group commit for holds on PostgreSQL.
+//!
+//! A hold is one short function call, but on its own it is also one
+//! transaction and one WAL flush, and under a sale's burst the flushes and
+//! round trips, not the seat checks, set the pace. So attempts on one event
+//! queue here ([`crate::group`]) and go to the database together: one
+//! `take_holds` call per batch decides each attempt exactly as `take_hold`
+//! would, in one transaction and one commit. Several batches of an event
+//! run at once ([`IN_FLIGHT`]), on as many connections, so more than one
+//! backend works; the function takes its locks in one global order (the
+//! visitors' advisory locks by key, then the seats by id), so they never
+//! deadlock.
+//!
+//! Each attempt is answered only after its batch has committed, so a 201 is
+//! as durable as before. A batch that fails as a whole (a lost connection,
+//! a statement timeout, a deadlock PostgreSQL broke anyway) answers `None`
+//! to each attempt, which then runs alone through `take_hold`, where the
+//! exact outcome (held, taken, limit, error) is decided. A kill -9 mid-batch
+//! rolls the batch back: none of its attempts was answered.
+
+use tokio::sync::oneshot;
+
+use crate::clock::now_ms;
+use crate::group::Groups;
+use crate::store::Store;
+use crate::store::holds::{HoldBatch, NewHold};
+
+/// Most attempts one call takes. Each is still a few statements inside the
+/// function, so the batch holds its seats' locks a few milliseconds at most.
+pub const MAX_BATCH: usize = 64;
+
+/// Batches of one event out at once. Distinct seats never wait for each
+/// other, so each batch keeps a backend busy; two cores are filled by a few.
+const IN_FLIGHT: usize = 4;
+
+struct Job {
+    seat_id: i64,
+    hold_id: String,
+    visitor: String,
+    expires_at: i64,
+    reply: oneshot::Sender<Option<bool>>,
+}
+
+/// Per-event hold queues; off on SQLite (one writer: nothing to group).
+pub struct HoldBatches {
+    store: Store,
+    enabled: bool,
+    groups: Groups<i64, Job>,
+}
+
+impl HoldBatches {
+    /// Batching on PostgreSQL, pass-through elsewhere.
+    pub fn new(store: Store) -> HoldBatches {
+        let enabled = store.is_postgres();
+        HoldBatches { store, enabled, groups: Groups::new(MAX_BATCH, IN_FLIGHT) }
+    }
+
+    /// Try `attempt` in a batch: whether it was granted, or `None` when no
+    /// batch decided it (the caller tries it alone).
+    pub async fn hold(&self, attempt: &NewHold<'_>) -> Option<bool> {
+        if !self.enabled {
+            return None;
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            seat_id: attempt.seat_id,
+            hold_id: attempt.hold_id.to_owned(),
+            visitor: attempt.visitor_id.to_owned(),
+            expires_at: attempt.expires_at,
+            reply,
+        };
+        let (store, event_id, max) = (self.store.clone(), attempt.event_id, attempt.max_per_visitor);
+        self.groups.submit(&event_id, job, move || move |jobs| run(store.clone(), event_id, max, jobs)).ok()?;
+        answer.await.ok().flatten()
+    }
+}
+
+/// One `take_holds` call for `jobs`; each hears its answer.
+async fn run(store: Store, event_id: i64, max_per_visitor: i64, jobs: Vec<Job>) {
+    let mut batch = HoldBatch { event_id, now: now_ms(), max_per_visitor, ..HoldBatch::default() };
+    for job in &jobs {
+        batch.seats.push(job.seat_id);
+        batch.hold_ids.push(job.hold_id.clone());
+        batch.visitors.push(job.visitor.clone());
+        batch.expires_at.push(job.expires_at);
+    }
+    let granted = match store.try_holds(&batch).await {
+        Ok(granted) if granted.len() == jobs.len() => granted.into_iter().map(Some).collect(),
+        Ok(granted) => {
+            tracing::warn!(asked = jobs.len(), answered = granted.len(), "hold batch answered the wrong count");
+            vec![None; jobs.len()]
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, size = jobs.len(), "hold batch failed; holding one by one");
+            vec![None; jobs.len()]
+        }
+    };
+    for (job, granted) in jobs.into_iter().zip(granted) {
+        let _ = job.reply.send(granted);
+    }
+}
