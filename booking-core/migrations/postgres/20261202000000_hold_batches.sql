@@ -1,6 +1,7 @@
 -- Many holds on one event in one transaction: the holds' group commit (see
 -- holds/batch.rs). Each attempt runs take_hold's steps in turn; the answer
--- says which were granted, in the attempts' order. Within the transaction
+-- says which were granted, in the attempts' order (an attempt that would end
+-- at or before p_now, its session over, is refused). Within the transaction
 -- every statement sees the holds made before it, so a visitor's second
 -- attempt in a batch counts the first against the limit.
 --
@@ -22,6 +23,8 @@ BEGIN
         PERFORM pg_advisory_xact_lock((p_event % 2147483647)::int, k);
     END LOOP;
     FOR i IN SELECT t.n::int FROM unnest(p_seats) WITH ORDINALITY AS t(seat, n) ORDER BY t.seat, t.n LOOP
+        -- A session that has already ended holds nothing.
+        CONTINUE WHEN p_expires[i] <= p_now;
         WITH taken AS (
             UPDATE seats SET status = 'HELD', hold_id = p_holds[i], held_by = p_visitors[i],
                              hold_expires_at = p_expires[i]

@@ -20,7 +20,6 @@
 
 use tokio::sync::oneshot;
 
-use crate::clock::now_ms;
 use crate::group::Groups;
 use crate::store::Store;
 use crate::store::holds::{HoldBatch, NewHold};
@@ -37,27 +36,32 @@ struct Job {
     seat_id: i64,
     hold_id: String,
     visitor: String,
-    expires_at: i64,
-    reply: oneshot::Sender<Option<bool>>,
+    session_ends_at: i64,
+    reply: oneshot::Sender<Option<Option<i64>>>,
 }
 
 /// Per-event hold queues; off on SQLite (one writer: nothing to group).
 pub struct HoldBatches {
     store: Store,
     enabled: bool,
+    length_ms: i64,
     groups: Groups<i64, Job>,
 }
 
 impl HoldBatches {
-    /// Batching on PostgreSQL, pass-through elsewhere.
-    pub fn new(store: Store) -> HoldBatches {
+    /// Batching on PostgreSQL, pass-through elsewhere; holds last
+    /// `length_ms` unless the session ends first.
+    pub fn new(store: Store, length_ms: i64) -> HoldBatches {
         let enabled = store.is_postgres();
-        HoldBatches { store, enabled, groups: Groups::new(MAX_BATCH, IN_FLIGHT) }
+        HoldBatches { store, enabled, length_ms, groups: Groups::new(MAX_BATCH, IN_FLIGHT) }
     }
 
-    /// Try `attempt` in a batch: whether it was granted, or `None` when no
-    /// batch decided it (the caller tries it alone).
-    pub async fn hold(&self, attempt: &NewHold<'_>) -> Option<bool> {
+    /// Try `attempt` (its `now` and `expires_at` are not used: the batch
+    /// reads the clock when its statement runs) for a visitor whose session
+    /// ends at `session_ends_at`: `Some(Some(end))` held until `end`,
+    /// `Some(None)` refused, `None` when no batch decided it (the caller
+    /// tries it alone).
+    pub async fn hold(&self, attempt: &NewHold<'_>, session_ends_at: i64) -> Option<Option<i64>> {
         if !self.enabled {
             return None;
         }
@@ -66,25 +70,28 @@ impl HoldBatches {
             seat_id: attempt.seat_id,
             hold_id: attempt.hold_id.to_owned(),
             visitor: attempt.visitor_id.to_owned(),
-            expires_at: attempt.expires_at,
+            session_ends_at,
             reply,
         };
         let (store, event_id, max) = (self.store.clone(), attempt.event_id, attempt.max_per_visitor);
-        self.groups.submit(&event_id, job, move || move |jobs| run(store.clone(), event_id, max, jobs)).ok()?;
+        let length_ms = self.length_ms;
+        self.groups
+            .submit(&event_id, job, move || move |jobs| run(store.clone(), event_id, length_ms, max, jobs))
+            .ok()?;
         answer.await.ok().flatten()
     }
 }
 
 /// One `take_holds` call for `jobs`; each hears its answer.
-async fn run(store: Store, event_id: i64, max_per_visitor: i64, jobs: Vec<Job>) {
-    let mut batch = HoldBatch { event_id, now: now_ms(), max_per_visitor, ..HoldBatch::default() };
+async fn run(store: Store, event_id: i64, length_ms: i64, max_per_visitor: i64, jobs: Vec<Job>) {
+    let mut batch = HoldBatch { event_id, length_ms, max_per_visitor, ..HoldBatch::default() };
     for job in &jobs {
         batch.seats.push(job.seat_id);
         batch.hold_ids.push(job.hold_id.clone());
         batch.visitors.push(job.visitor.clone());
-        batch.expires_at.push(job.expires_at);
+        batch.session_ends.push(job.session_ends_at);
     }
-    let granted = match store.try_holds(&batch).await {
+    let answers = match store.try_holds(&batch).await {
         Ok(granted) if granted.len() == jobs.len() => granted.into_iter().map(Some).collect(),
         Ok(granted) => {
             tracing::warn!(asked = jobs.len(), answered = granted.len(), "hold batch answered the wrong count");
@@ -95,7 +102,7 @@ async fn run(store: Store, event_id: i64, max_per_visitor: i64, jobs: Vec<Job>) 
             vec![None; jobs.len()]
         }
     };
-    for (job, granted) in jobs.into_iter().zip(granted) {
-        let _ = job.reply.send(granted);
+    for (job, answer) in jobs.into_iter().zip(answers) {
+        let _ = job.reply.send(answer);
     }
 }

@@ -207,7 +207,7 @@ impl Holds {
     /// Holds as `config` says (period, per-visitor limit).
     pub fn new(store: Store, catalogue: Catalogue, metrics: Metrics, config: &HoldsConfig) -> Holds {
         let length_ms = i64::try_from(config.length.as_millis()).unwrap_or(i64::MAX);
-        let batcher = Arc::new(batch::HoldBatches::new(store.clone()));
+        let batcher = Arc::new(batch::HoldBatches::new(store.clone(), length_ms));
         Holds { store, catalogue, metrics, length_ms, max_per_visitor: config.max_per_visitor, batcher }
     }
 
@@ -239,14 +239,15 @@ impl Holds {
                 expires_at,
                 max_per_visitor: self.max_per_visitor,
             };
-            let granted = match self.batcher.hold(&attempt).await {
-                Some(granted) => granted.then(|| HoldRow::granted(&attempt)),
+            let granted = match self.batcher.hold(&attempt, session_ends_at).await {
+                // The batch read the clock when it ran: its end is the hold's.
+                Some(until) => until.map(|expires_at| HoldRow::granted(&NewHold { expires_at, ..attempt.clone() })),
                 None => self.store.try_hold(&attempt).await?,
             };
             if let Some(hold) = granted {
                 self.metrics.holds.inc();
                 self.catalogue.seats_changed(event_id).await;
-                return Ok(HoldView::new(&hold, expires_at < full_period));
+                return Ok(HoldView::new(&hold, hold.expires_at == session_ends_at));
             }
             // Lost: say why. These reads explain the refusal; they decide nothing.
             self.metrics.hold_conflicts.inc();

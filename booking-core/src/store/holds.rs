@@ -14,6 +14,7 @@
 //! and runs it and the insert in one transaction.
 
 use super::{Backend, Store, StoreError, on_reader, on_writer};
+use crate::clock::now_ms;
 
 /// A hold record.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -115,10 +116,10 @@ pub struct HoldBatch {
     pub hold_ids: Vec<String>,
     /// Who asks, per attempt.
     pub visitors: Vec<String>,
-    /// When each new hold ends.
-    pub expires_at: Vec<i64>,
-    /// Now, epoch ms: holds ending at or before this are expired.
-    pub now: i64,
+    /// When each asker's session ends, epoch ms: no hold outlives it.
+    pub session_ends: Vec<i64>,
+    /// The hold period, ms.
+    pub length_ms: i64,
     /// Most live holds plus bookings a visitor may have on the event.
     pub max_per_visitor: i64,
 }
@@ -190,23 +191,33 @@ impl Store {
     }
 
     /// Many holds on one event in one transaction and one commit (the
-    /// `take_holds` function; PostgreSQL only): whether each attempt was
-    /// granted, in order. Each is decided as [`Store::try_hold`] decides it.
-    pub async fn try_holds(&self, batch: &HoldBatch) -> Result<Vec<bool>, StoreError> {
+    /// `take_holds` function; PostgreSQL only): per attempt, the granted
+    /// hold's end, or `None` (refused; each is decided as
+    /// [`Store::try_hold`] decides it). "Now" is read once the connection is
+    /// in hand, so every hold of the batch starts when its statement runs
+    /// and ends a hold period later (or with its session), however long
+    /// the batch waited for a connection; an attempt whose session has
+    /// ended by then is refused.
+    pub async fn try_holds(&self, batch: &HoldBatch) -> Result<Vec<Option<i64>>, StoreError> {
         let Backend::Postgres(pool) = &self.backend else {
             return Err(StoreError::Other(sqlx::Error::Protocol("hold batches need PostgreSQL".into())));
         };
         self.timed("hold_batch", async {
-            sqlx::query_scalar(PG_HOLDS)
+            let mut conn = pool.acquire().await?;
+            let now = now_ms();
+            let full = now.saturating_add(batch.length_ms);
+            let expires: Vec<i64> = batch.session_ends.iter().map(|end| full.min(*end)).collect();
+            let granted: Vec<bool> = sqlx::query_scalar(PG_HOLDS)
                 .bind(batch.event_id)
                 .bind(&batch.seats)
                 .bind(&batch.hold_ids)
                 .bind(&batch.visitors)
-                .bind(batch.now)
-                .bind(&batch.expires_at)
+                .bind(now)
+                .bind(&expires)
                 .bind(batch.max_per_visitor)
-                .fetch_one(pool)
-                .await
+                .fetch_one(&mut *conn)
+                .await?;
+            Ok(granted.into_iter().zip(expires).map(|(held, until)| held.then_some(until)).collect())
         })
         .await
     }

@@ -20,6 +20,7 @@ on_both_backends!(
     the_cap_counts_bookings_and_frees_up_with_releases_and_expiries,
     a_hold_ends_with_the_session_and_frees_its_seat_at_once,
     a_storm_of_crossing_holds_keeps_one_holder_per_seat_and_the_cap_and_never_deadlocks,
+    a_hold_that_queued_for_the_database_still_lasts_its_full_period,
 );
 
 async fn a_thousand_concurrent_holds_on_one_seat_grant_exactly_one(backend: Backend) {
@@ -330,4 +331,32 @@ async fn a_storm_of_crossing_holds_keeps_one_holder_per_seat_and_the_cap_and_nev
         );
         assert_eq!(calls("hold"), 0.0, "no batch failed back to single holds");
     }
+}
+
+/// 1,500 holds at once through a pool of one connection, with holds of
+/// 300 ms: most wait in line for the database far longer than a hold lasts.
+/// Every hold must still start when it is taken and last its full period
+/// (a hold whose end was fixed before the wait would be born expired, and
+/// the next taker's hold would seem to overlap it).
+async fn a_hold_that_queued_for_the_database_still_lasts_its_full_period(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.holds.length = Duration::from_millis(300);
+        c.database.max_connections = 1;
+    })
+    .await;
+    let (event, seats) = app.create_event(15, 100).await;
+    let visitors: Vec<(String, String)> = (0..seats.len()).map(|_| app.visitor()).collect();
+
+    let responses = join_all(seats.iter().zip(&visitors).map(|(seat, (_, token))| app.hold(event, *seat, token))).await;
+
+    let granted = responses.iter().filter(|r| r.status == StatusCode::CREATED).count();
+    assert_eq!(granted, seats.len(), "every seat was free for its one taker");
+    let spans = app
+        .query_pairs(&format!(
+            "SELECT id, expires_at - created_at FROM holds WHERE event_id = {event} ORDER BY expires_at - created_at"
+        ))
+        .await;
+    assert_eq!(spans.len(), seats.len());
+    let short: Vec<&(String, i64)> = spans.iter().filter(|(_, span)| *span != 300).collect();
+    assert!(short.is_empty(), "{} holds did not last 300 ms from their start, e.g. {:?}", short.len(), short.first());
 }
