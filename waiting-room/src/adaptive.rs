@@ -27,11 +27,12 @@
 //!   of its target ("slow start", so a sale that opens at `min_per_tick`
 //!   reaches a large capacity in a few seconds), then by 10% per second (at
 //!   least one visitor per second, a tick's share of it each tick), and by
-//!   1% per second once N is within 20% of the N of the last overload (and
+//!   3% per second once N is within 20% of the N of the last overload (and
 //!   until 50% past it): the capacity found there is probed slowly instead
 //!   of being run into every few seconds. A doubling waits until the load
 //!   has followed the previous one (requests per window up by half of the
-//!   last step), so slow start overshoots by the delay's worth of one step,
+//!   last step; at most two round trips, as that mark is one window's
+//!   count), so slow start overshoots by the delay's worth of one step,
 //!   not of one step per tick of delay.
 //! - Anything in between holds N. Fewer than [`MIN_SAMPLES`] requests in
 //!   the window never count as an overload (one slow request is not one),
@@ -65,7 +66,7 @@ const SLOW_START_UNTIL: f64 = 0.3;
 /// half the capacity again (measured: BENCHMARKS.md "Adaptive admission").
 const GROW: f64 = 0.10;
 const GROW_LEAST: f64 = 1.0;
-const PROBE: f64 = 0.01;
+const PROBE: f64 = 0.03;
 const PROBE_LEAST: f64 = 0.1;
 /// Headroom: the p99 (and the queue in flight) under this share of the
 /// target. Why half: a window holds a few dozen requests, so its p99 is
@@ -315,6 +316,9 @@ pub struct ControllerState {
     /// Requests in the window of the last slow-start doubling.
     #[serde(default)]
     pub grown_at_samples: u64,
+    /// Decisions slow start has waited for the load to follow its last doubling.
+    #[serde(default)]
+    pub slow_waits: u32,
     /// N when the last overload began (0: none since N last grew past it):
     /// growth slows down near it.
     #[serde(default)]
@@ -339,6 +343,7 @@ impl ControllerState {
             overloaded_once: false,
             overload_score: 0.0,
             grown_at_samples: 0,
+            slow_waits: 0,
             ceiling: 0.0,
             since_cut: long_ago(),
             cut_score: 0.0,
@@ -352,6 +357,7 @@ impl ControllerState {
             overloaded_once: true,
             overload_score: 0.0,
             grown_at_samples: 0,
+            slow_waits: 0,
             ceiling: 0.0,
             since_cut: long_ago(),
             cut_score: 0.0,
@@ -424,11 +430,17 @@ impl ControllerState {
                     self.ceiling = 0.0;
                 }
                 Reason::Headroom
-            } else if s.samples as f64 >= (1.0 + (slow_step - 1.0) / 2.0) * self.grown_at_samples as f64 {
+            } else if s.samples as f64 >= (1.0 + (slow_step - 1.0) / 2.0) * self.grown_at_samples as f64
+                || self.slow_waits >= 2 * round_trip
+            {
+                // (Or the load has not followed for two round trips: the
+                // mark came from one busy window, not from the step.)
                 self.n *= slow_step;
                 self.grown_at_samples = s.samples;
+                self.slow_waits = 0;
                 Reason::Headroom
             } else {
+                self.slow_waits = self.slow_waits.saturating_add(1);
                 Reason::Hold
             }
         };

@@ -243,3 +243,27 @@ fn requests_piling_up_in_flight_are_an_overload_before_their_latency_shows() {
     let flowing = Signals { in_flight: 20, ..piling };
     assert_eq!(st.decide(&flowing, &BOUNDS, None).reason, Reason::Headroom);
 }
+
+#[test]
+fn one_busy_window_does_not_stall_slow_start() {
+    // Slow start at N = 7 on a 250 ms tick; one window happened to carry 25
+    // requests, the next ones carry the usual 12-15 at the same N: the
+    // doubling's "load followed" mark (25 × 1.1) is out of reach, so slow
+    // start must stop waiting for it within two round trips (8 ticks).
+    let mut st = ControllerState::start(&Bounds { min_per_tick: 7, ..BOUNDS });
+    let window = |samples: u64| Signals {
+        samples,
+        p99_ms: 60.0,
+        waiting: 1000,
+        released: 20,
+        window_ms: 250,
+        ..Signals::default()
+    };
+    assert_eq!(st.decide(&window(25), &BOUNDS, None).reason, Reason::Headroom);
+    let n = st.n;
+    let grew_within = (1..=12).find(|_| {
+        st.decide(&window(13), &BOUNDS, None);
+        st.n > n
+    });
+    assert!(grew_within.is_some_and(|t| t <= 9), "slow start stalled: grew after {grew_within:?} ticks");
+}
