@@ -13,8 +13,8 @@
 //!
 //! Each attempt is answered only after its batch has committed, so a 201 is
 //! as durable as before. A batch that fails as a whole (a lost connection,
-//! a statement timeout, a deadlock PostgreSQL broke anyway) answers `None`
-//! to each attempt, which then runs alone through `take_hold`, where the
+//! a statement timeout, a deadlock PostgreSQL broke anyway) answers
+//! [`Batched::Undecided`] to each attempt, which then runs alone through `take_hold`, where the
 //! exact outcome (held, taken, limit, error) is decided. A kill -9 mid-batch
 //! rolls the batch back: none of its attempts was answered.
 
@@ -37,7 +37,18 @@ struct Job {
     hold_id: String,
     visitor: String,
     session_ends_at: i64,
-    reply: oneshot::Sender<Option<Option<i64>>>,
+    reply: oneshot::Sender<Batched>,
+}
+
+/// What a batch said of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batched {
+    /// Held until this time (epoch ms; the batch read the clock when it ran).
+    Held(i64),
+    /// Refused: taken, over the limit, not a seat of the event, session over.
+    Refused,
+    /// No batch decided it (off, or the batch failed): try it alone.
+    Undecided,
 }
 
 /// Per-event hold queues; off on SQLite (one writer: nothing to group).
@@ -58,12 +69,10 @@ impl HoldBatches {
 
     /// Try `attempt` (its `now` and `expires_at` are not used: the batch
     /// reads the clock when its statement runs) for a visitor whose session
-    /// ends at `session_ends_at`: `Some(Some(end))` held until `end`,
-    /// `Some(None)` refused, `None` when no batch decided it (the caller
-    /// tries it alone).
-    pub async fn hold(&self, attempt: &NewHold<'_>, session_ends_at: i64) -> Option<Option<i64>> {
+    /// ends at `session_ends_at`.
+    pub async fn hold(&self, attempt: &NewHold<'_>, session_ends_at: i64) -> Batched {
         if !self.enabled {
-            return None;
+            return Batched::Undecided;
         }
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -75,10 +84,12 @@ impl HoldBatches {
         };
         let (store, event_id, max) = (self.store.clone(), attempt.event_id, attempt.max_per_visitor);
         let length_ms = self.length_ms;
-        self.groups
-            .submit(&event_id, job, move || move |jobs| run(store.clone(), event_id, length_ms, max, jobs))
-            .ok()?;
-        answer.await.ok().flatten()
+        let submitted =
+            self.groups.submit(&event_id, job, move || move |jobs| run(store.clone(), event_id, length_ms, max, jobs));
+        if submitted.is_err() {
+            return Batched::Undecided;
+        }
+        answer.await.unwrap_or(Batched::Undecided)
     }
 }
 
@@ -92,14 +103,16 @@ async fn run(store: Store, event_id: i64, length_ms: i64, max_per_visitor: i64, 
         batch.session_ends.push(job.session_ends_at);
     }
     let answers = match store.try_holds(&batch).await {
-        Ok(granted) if granted.len() == jobs.len() => granted.into_iter().map(Some).collect(),
+        Ok(granted) if granted.len() == jobs.len() => {
+            granted.into_iter().map(|until| until.map_or(Batched::Refused, Batched::Held)).collect()
+        }
         Ok(granted) => {
             tracing::warn!(asked = jobs.len(), answered = granted.len(), "hold batch answered the wrong count");
-            vec![None; jobs.len()]
+            vec![Batched::Undecided; jobs.len()]
         }
         Err(e) => {
             tracing::debug!(error = %e, size = jobs.len(), "hold batch failed; holding one by one");
-            vec![None; jobs.len()]
+            vec![Batched::Undecided; jobs.len()]
         }
     };
     for (job, answer) in jobs.into_iter().zip(answers) {

@@ -27,6 +27,7 @@ use shared::problem::Problem;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::batch::Batched;
 use crate::catalogue::Catalogue;
 use crate::clock::{self, now_ms};
 use crate::config::HoldsConfig;
@@ -241,8 +242,9 @@ impl Holds {
             };
             let granted = match self.batcher.hold(&attempt, session_ends_at).await {
                 // The batch read the clock when it ran: its end is the hold's.
-                Some(until) => until.map(|expires_at| HoldRow::granted(&NewHold { expires_at, ..attempt.clone() })),
-                None => self.store.try_hold(&attempt).await?,
+                Batched::Held(expires_at) => Some(HoldRow::granted(&NewHold { expires_at, ..attempt.clone() })),
+                Batched::Refused => None,
+                Batched::Undecided => self.store.try_hold(&attempt).await?,
             };
             if let Some(hold) = granted {
                 self.metrics.holds.inc();
