@@ -135,11 +135,11 @@ async fn adaptive_admission_grows_until_the_booking_core_slows_then_cuts() {
     // It grew from the minimum while the booking core kept up ...
     assert!(log.iter().any(|t| t.3 == "headroom" && t.1 >= 6), "never grew to 3x the minimum; {context}");
     // ... and cut N the moment the booking core's p99 crossed the target:
-    // each overload decision left N at most 70% of the one before it.
+    // each overload decision left N at most 80% of the one before it.
     let cuts: Vec<(u64, u64)> = log.windows(2).filter(|w| w[1].3 == "overload").map(|w| (w[0].1, w[1].1)).collect();
     assert!(!cuts.is_empty(), "the booking core on one connection was never seen overloaded; {context}");
     for (before, after) in &cuts {
-        assert!(*after <= (*before * 7).div_ceil(10).max(2), "{before} -> {after}; {context}");
+        assert!(*after <= (*before * 8).div_ceil(10).max(2), "{before} -> {after}; {context}");
     }
     // Every visitor arrived once (ten requests each, either lane), none is a no-show.
     let arrivals = metric(&stack, &arrivals_series).await;

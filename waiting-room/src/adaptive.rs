@@ -12,9 +12,14 @@
 //!   over `target_error_rate`, or the requests in flight amounting to more
 //!   than `target_p99` of the upstream's work at the window's rate (Little's
 //!   law: a queue building up shows there at once, in the latency of
-//!   finished requests only when they finish) — cuts N multiplicatively: × 0.7, or × 0.5 when
-//!   a signal is more than twice its target. Cutting by a fraction of N
-//!   empties an overloaded upstream's queue in a few ticks whatever N was.
+//!   finished requests only when they finish) — cuts N multiplicatively:
+//!   × 0.8, or × 0.5 when a signal is more than twice its target. Cutting by
+//!   a fraction of N empties an overloaded upstream's queue in a few ticks
+//!   whatever N was; 0.8 rather than TCP Reno's 0.5 or CUBIC's 0.7 because
+//!   an overload here is seen within about a round trip of its cause and
+//!   is cut again if it lasts, so the cut only has to undo the last
+//!   round trip's growth, and every point cut below the capacity is
+//!   throughput lost until the probe climbs back.
 //!   Once per round trip (about a second), as TCP halves once per RTT:
 //!   for a second after a cut N is held (`draining`) unless the overload
 //!   score (the largest of p99/target, errors/target, queue/target) doubled
@@ -23,17 +28,25 @@
 //!   overload twice. An overload that outlasts the round trip is cut again.
 //! - **Headroom** — p99 under half its target, errors under target, N
 //!   actually used (the line had at least N waiting) — grows N: doubling
-//!   per second until the first overload ever seen or the p99 reaching 30%
-//!   of its target ("slow start", so a sale that opens at `min_per_tick`
-//!   reaches a large capacity in a few seconds), then by 10% per second (at
-//!   least one visitor per second, a tick's share of it each tick), and by
-//!   3% per second once N is within 20% of the N of the last overload (and
-//!   until 50% past it): the capacity found there is probed slowly instead
-//!   of being run into every few seconds. A doubling waits until the load
-//!   has followed the previous one (requests per window up by half of the
-//!   last step; at most two round trips, as that mark is one window's
-//!   count), so slow start overshoots by the delay's worth of one step,
-//!   not of one step per tick of delay.
+//!   per second ("slow start", so a sale that opens at `min_per_tick`
+//!   reaches a large capacity in a few seconds) until the first overload
+//!   or the first window with enough requests to judge by
+//!   ([`MIN_SAMPLES`]) in the dead band (p99 or queue at half the target or
+//!   more: near the capacity); then by 10% per second (at least one visitor
+//!   per second, a tick's share of it each tick), and by 3% per second once
+//!   N is within 10% of the N of the last overload (and until 50% past
+//!   it): the capacity found there is probed slowly instead of being run
+//!   into every few seconds. Slow start does not end on a window of a few
+//!   requests whose slowest one is slow: at a small N that is the
+//!   upstream's latency at rest, not its load (a booking core whose p99 is
+//!   66–114 ms at any small N ended slow start at a third of its capacity
+//!   and took 10 s of additive steps to reach it). A doubling waits until
+//!   the load has followed the previous one (requests per window up by
+//!   half of the last step; at most two round trips, as that mark is one
+//!   window's count), so slow start overshoots by the delay's worth of one
+//!   step, not of one step per tick of delay; the step then makes up for
+//!   the ticks it waited (up to a second's doubling), so a quiet window
+//!   delays slow start without slowing it.
 //! - Anything in between holds N. Fewer than [`MIN_SAMPLES`] requests in
 //!   the window never count as an overload (one slow request is not one),
 //!   but may show headroom when every one of them was fast and none failed:
@@ -41,9 +54,10 @@
 //!
 //! Why it is stable: each round trip, N moves toward the capacity C at which
 //! the upstream's p99 crosses its target. Below C it grows by at most 10% per
-//! second, slowing to 1% near the last overload; above C it shrinks by at
-//! least 30% per round trip, so the multiplicative decrease outweighs the
-//! additive increase and N settles into a sawtooth under C whose overshoots
+//! second, slowing to 3% near the last overload; above C it shrinks by at
+//! least 20% per round trip, so the multiplicative decrease outweighs the
+//! additive increase (which adds at most ~10% in the round trip it takes an
+//! overload to show) and N settles into a sawtooth under C whose overshoots
 //! are rare (the slow probe) and last about one round trip (the p99 and the
 //! queue of the requests it adds show it). The dead band between 50% and
 //! 100% of the target keeps N still once it is near C. N never leaves
@@ -52,10 +66,6 @@
 //!
 //! No-shows (admitted visitors who never reach the upstream) load nothing,
 //! so they leave headroom and N grows to replace them.
-
-/// Slow start ends once the p99 (or the queue in flight) reaches this share
-/// of the target: latency rises long before the target is crossed.
-const SLOW_START_UNTIL: f64 = 0.3;
 
 /// Growth per second past slow start, as a share of N and at least this
 /// many visitors per tick-second; then near the N of the last overload.
@@ -77,7 +87,7 @@ const PROBE_LEAST: f64 = 0.1;
 /// Between half the target and the target N holds (the dead band).
 const HEADROOM: f64 = 0.5;
 /// The probe starts at this share of the N of the last overload.
-const NEAR_CEILING: f64 = 0.8;
+const NEAR_CEILING: f64 = 0.9;
 /// The probe lasts until N is this far past the last overload's N.
 const CEILING_PASSED: f64 = 1.5;
 
@@ -307,15 +317,18 @@ pub struct Decision {
 pub struct ControllerState {
     /// Current N, unrounded.
     pub n: f64,
-    /// An overload has been seen: slow start is over.
+    /// Slow start is over: an overload, or a judged window in the dead
+    /// band, was seen. (Named when only an overload ended it; the name is
+    /// kept so that decisions saved by older instances still load.)
     pub overloaded_once: bool,
     /// The overload score (max of p99/target and errors/target) of the last
     /// window if it was overloaded, else 0.
     #[serde(default)]
     pub overload_score: f64,
-    /// Requests in the window of the last slow-start doubling.
-    #[serde(default)]
-    pub grown_at_samples: u64,
+    /// Requests a window must carry before slow start's next step: the
+    /// load has followed the last one.
+    #[serde(default, alias = "grown_at_samples")]
+    pub follow_mark: u64,
     /// Decisions slow start has waited for the load to follow its last doubling.
     #[serde(default)]
     pub slow_waits: u32,
@@ -342,7 +355,7 @@ impl ControllerState {
             n: b.min_per_tick.max(1) as f64,
             overloaded_once: false,
             overload_score: 0.0,
-            grown_at_samples: 0,
+            follow_mark: 0,
             slow_waits: 0,
             ceiling: 0.0,
             since_cut: long_ago(),
@@ -356,7 +369,7 @@ impl ControllerState {
             n,
             overloaded_once: true,
             overload_score: 0.0,
-            grown_at_samples: 0,
+            follow_mark: 0,
             slow_waits: 0,
             ceiling: 0.0,
             since_cut: long_ago(),
@@ -379,12 +392,7 @@ impl ControllerState {
         let error_ratio = s.error_rate / b.target_error_rate.max(1e-6);
         let queue_ratio = s.queue_ms() / b.target_p99_ms.max(1.0);
         let score = if judged { p99_ratio.max(error_ratio).max(queue_ratio) } else { 0.0 };
-        // Slow start doubles per second, a tick's share of it each tick (at
-        // least one visitor more): what a tick shows lags by about a second
-        // whatever the tick. A step waits until the load rose by half of
-        // the previous one.
         let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
-        let slow_step = 2f64.powf(tick_s.min(1.0)).max(1.0 + 1.0 / self.n.max(1.0));
         // The controller's round trip: about a second, whatever the tick.
         let round_trip = (1.0 / tick_s).ceil().max(1.0) as u32;
         let reason = if score > 1.0 {
@@ -402,7 +410,7 @@ impl ControllerState {
                 }
                 self.cut_score = score;
                 self.since_cut = 0;
-                self.n *= if score > 2.0 { 0.5 } else { 0.7 };
+                self.n *= if score > 2.0 { 0.5 } else { 0.8 };
                 Reason::Overload
             }
         } else {
@@ -414,12 +422,18 @@ impl ControllerState {
                 && s.waiting > 0
                 && s.released as f64 >= (self.n.floor() * 0.9).max(1.0);
             if !headroom {
+                // A window with enough requests to judge by in the dead
+                // band: the upstream is near its capacity, so slow start is
+                // over. Only such a window ends it: the p99 of a few
+                // requests is their slowest one, at any load.
+                if judged && p99_ratio.max(queue_ratio) >= HEADROOM {
+                    self.overloaded_once = true;
+                }
                 Reason::Hold
-            } else if self.overloaded_once || p99_ratio.max(queue_ratio) >= SLOW_START_UNTIL {
-                // Past slow start, or nearing the target: additive steps,
-                // per second (a tick's share of them), and small ones near
-                // the N of the last overload, where the capacity was found.
-                self.overloaded_once = true;
+            } else if self.overloaded_once {
+                // Past slow start: additive steps, per second (a tick's
+                // share of them), and small ones near the N of the last
+                // overload, where the capacity was found.
                 let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
                 let near = self.ceiling > 0.0 && self.n >= NEAR_CEILING * self.ceiling;
                 let (share, least) = if near { (PROBE, PROBE_LEAST) } else { (GROW, GROW_LEAST) };
@@ -430,13 +444,20 @@ impl ControllerState {
                     self.ceiling = 0.0;
                 }
                 Reason::Headroom
-            } else if s.samples as f64 >= (1.0 + (slow_step - 1.0) / 2.0) * self.grown_at_samples as f64
-                || self.slow_waits >= 2 * round_trip
-            {
-                // (Or the load has not followed for two round trips: the
-                // mark came from one busy window, not from the step.)
-                self.n *= slow_step;
-                self.grown_at_samples = s.samples;
+            } else if s.samples >= self.follow_mark || self.slow_waits >= 2 * round_trip {
+                // Slow start: N doubles per second, but a step waits until
+                // the load has followed the previous one (the window's
+                // requests up by half of that step: what a tick shows lags
+                // the N that caused it), or two round trips at most (the
+                // mark came from one window, and one busy window must not
+                // stall it). A step then makes up for the ticks it waited
+                // (up to a second's doubling), so a window that happens to
+                // be quiet delays growth but does not slow it; at least one
+                // visitor more.
+                let waited_s = (f64::from(self.slow_waits) + 1.0) * tick_s;
+                let step = 2f64.powf(waited_s.min(1.0)).max(1.0 + 1.0 / self.n.max(1.0));
+                self.n *= step;
+                self.follow_mark = (s.samples as f64 * (1.0 + (step - 1.0) / 2.0)).ceil() as u64;
                 self.slow_waits = 0;
                 Reason::Headroom
             } else {

@@ -186,7 +186,7 @@ fn an_overload_is_cut_once_while_it_drains() {
     // Three times the capacity admitted for a while: the first cut takes
     // the load down over the next ticks as the earlier visitors finish;
     // cutting again on each of those ticks (for visitors admitted before
-    // the first cut) would go down to 0.19 of the capacity.
+    // the first cut) would go far below the capacity.
     let (trace, loads) = run_lagged(ControllerState::settled(3000.0), 3000, 1000.0, 4, 40);
     let lowest = trace.iter().map(|d| d.n).min().unwrap_or(0);
     assert!(lowest >= 700, "cut to {lowest}: {:?}", trace.iter().map(|d| d.n).collect::<Vec<_>>());
@@ -238,7 +238,7 @@ fn requests_piling_up_in_flight_are_an_overload_before_their_latency_shows() {
         ..Signals::default()
     };
     assert!((piling.queue_ms() - 500.0).abs() < 1e-9);
-    assert_eq!(st.decide(&piling, &BOUNDS, None), Decision { n: 70, reason: Reason::Overload });
+    assert_eq!(st.decide(&piling, &BOUNDS, None), Decision { n: 80, reason: Reason::Overload });
     // A few in flight at the same rate is no queue: headroom.
     let flowing = Signals { in_flight: 20, ..piling };
     assert_eq!(st.decide(&flowing, &BOUNDS, None).reason, Reason::Headroom);
@@ -266,4 +266,49 @@ fn one_busy_window_does_not_stall_slow_start() {
         st.n > n
     });
     assert!(grew_within.is_some_and(|t| t <= 9), "slow start stalled: grew after {grew_within:?} ticks");
+}
+
+/// A window of slow start on a 250 ms tick: `samples` requests, the
+/// slowest at `p99_ms`, N fully used and a line waiting.
+fn slow_window(samples: u64, p99_ms: f64, released: u64) -> Signals {
+    Signals { samples, p99_ms, waiting: 1000, released, window_ms: 250, ..Signals::default() }
+}
+
+#[test]
+fn slow_start_ends_in_the_dead_band_not_on_a_few_slow_requests() {
+    // At a small N a window carries a dozen requests, and its p99 is the
+    // slowest of them: 120 ms (40% of the target) says nothing about the
+    // load. Slow start goes on doubling (×2 per second, ×2^0.25 a tick).
+    let mut st = ControllerState::start(&BOUNDS);
+    let before = st.n;
+    assert_eq!(st.decide(&slow_window(12, 120.0, 10), &BOUNDS, None).reason, Reason::Headroom);
+    assert!(st.n >= before * 1.18, "slow start ended on an unjudged window: {before} -> {}", st.n);
+    assert!(!st.overloaded_once);
+    // A window with enough requests to judge by in the dead band (p99 at
+    // 55% of the target): near the capacity, slow start is over, and the
+    // next headroom grows N by additive steps (10% a second, 2.5% a tick).
+    let n = st.n.floor() as u64;
+    assert_eq!(st.decide(&slow_window(40, 165.0, n), &BOUNDS, None).reason, Reason::Hold);
+    assert!(st.overloaded_once);
+    let before = st.n;
+    assert_eq!(st.decide(&slow_window(60, 60.0, n), &BOUNDS, None).reason, Reason::Headroom);
+    assert!(st.n <= before * 1.05, "still doubling past the dead band: {before} -> {}", st.n);
+}
+
+#[test]
+fn a_slow_start_step_makes_up_for_the_ticks_it_waited() {
+    // One step (×2^0.25), then three quiet windows while the load follows
+    // (30 requests, under the step's mark of 33): N holds. When the load
+    // shows, the step is the doubling of the whole second waited (×2),
+    // not one tick's: a quiet window delays slow start, it does not slow it.
+    let mut st = ControllerState::start(&BOUNDS);
+    assert_eq!(st.decide(&slow_window(30, 60.0, 10), &BOUNDS, None).reason, Reason::Headroom);
+    let stepped = st.n;
+    let n = stepped.floor() as u64;
+    for _ in 0..3 {
+        assert_eq!(st.decide(&slow_window(30, 60.0, n), &BOUNDS, None).reason, Reason::Hold);
+        assert!((st.n - stepped).abs() < 1e-9);
+    }
+    assert_eq!(st.decide(&slow_window(40, 60.0, n), &BOUNDS, None).reason, Reason::Headroom);
+    assert!((st.n / stepped - 2.0).abs() < 1e-9, "{stepped} -> {}", st.n);
 }
