@@ -45,8 +45,9 @@
 //!   half of the last step; at most two round trips, as that mark is one
 //!   window's count), so slow start overshoots by the delay's worth of one
 //!   step, not of one step per tick of delay; the step then makes up for
-//!   the ticks it waited (up to a second's doubling), so a quiet window
-//!   delays slow start without slowing it.
+//!   the ticks it waited, up to half a second's doubling (×√2: the most
+//!   one step overshoots by), so a quiet window delays slow start without
+//!   slowing it much.
 //! - Anything in between holds N. Fewer than [`MIN_SAMPLES`] requests in
 //!   the window never count as an overload (one slow request is not one),
 //!   but may show headroom when every one of them was fast and none failed:
@@ -450,12 +451,17 @@ impl ControllerState {
                 // requests up by half of that step: what a tick shows lags
                 // the N that caused it), or two round trips at most (the
                 // mark came from one window, and one busy window must not
-                // stall it). A step then makes up for the ticks it waited
-                // (up to a second's doubling), so a window that happens to
-                // be quiet delays growth but does not slow it; at least one
-                // visitor more.
+                // stall it). A step then makes up for the ticks it waited,
+                // up to half a second's doubling (×√2; one tick's when ticks
+                // are longer, which is the rate itself): a window that
+                // happens to be quiet delays growth without slowing it much,
+                // and one step, what slow start overshoots by before the
+                // dead band shows, stays small (a whole second's ×2 took a
+                // 4-connection core from 20 to 40 where 34 was its
+                // capacity); at least one visitor more.
                 let waited_s = (f64::from(self.slow_waits) + 1.0) * tick_s;
-                let step = 2f64.powf(waited_s.min(1.0)).max(1.0 + 1.0 / self.n.max(1.0));
+                let most_s = tick_s.clamp(0.5, 1.0);
+                let step = 2f64.powf(waited_s.min(most_s)).max(1.0 + 1.0 / self.n.max(1.0));
                 self.n *= step;
                 self.follow_mark = (s.samples as f64 * (1.0 + (step - 1.0) / 2.0)).ceil() as u64;
                 self.slow_waits = 0;
