@@ -177,7 +177,7 @@ impl Signals {
         }
         // Nothing finished in a whole window with requests in flight: the
         // upstream stalled. Counted as if one had finished (the least it can
-        // mean), never as an empty queue.
+        // mean), never as an empty queue, so such a window is no headroom.
         self.in_flight as f64 * self.window_ms as f64 / self.samples.max(1) as f64
     }
 }
@@ -395,14 +395,15 @@ impl ControllerState {
         let p99_ratio = s.p99_ms / b.target_p99_ms.max(1.0);
         let error_ratio = s.error_rate / b.target_error_rate.max(1e-6);
         let queue_ratio = s.queue_ms() / b.target_p99_ms.max(1.0);
-        // The queue is judged by the requests seen, finished or not: an
-        // upstream that stalls finishes few but has many in flight.
-        let queue_judged = s.samples + s.in_flight >= MIN_SAMPLES;
-        let score = match (judged, queue_judged) {
-            (true, _) => p99_ratio.max(error_ratio).max(queue_ratio),
-            (false, true) => queue_ratio,
-            (false, false) => 0.0,
-        };
+        // A window in which nothing finished while requests were in flight
+        // (a stalled upstream) is judged by nothing: its queue (in flight ×
+        // window, from `queue_ms`) keeps it from being headroom, so N holds,
+        // but it is no overload to size a cut by. A stall the load caused
+        // shows as an overload in the windows after, when its requests
+        // finish slowly; one it did not cause (the bench saw stalls of a
+        // second and more) would otherwise cut N to a quarter and cost the
+        // climb back.
+        let score = if judged { p99_ratio.max(error_ratio).max(queue_ratio) } else { 0.0 };
         let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
         // The controller's round trip: about a second, whatever the tick.
         let round_trip = (1.0 / tick_s).ceil().max(1.0) as u32;

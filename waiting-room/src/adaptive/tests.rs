@@ -316,23 +316,19 @@ fn a_slow_start_step_makes_up_for_the_ticks_it_waited() {
 }
 
 #[test]
-fn a_stalled_upstream_is_an_overload_not_headroom() {
+fn a_stalled_upstream_is_no_headroom() {
     // A window in which nothing finished while 38 requests were in flight
     // (seen in the bench: the booking core stalled for a window at N = 18).
-    // No latency was measured, but that is no headroom: it is the largest
-    // queue there is, and N is cut.
-    let mut st = ControllerState::settled(18.0);
+    // No latency was measured, but that is no headroom: N holds. (Nor is it
+    // an overload to cut by: the slow requests it leaves show in the windows
+    // after, if the load caused it.)
+    let mut st = ControllerState::settled(40.0);
     let stalled =
         Signals { samples: 0, in_flight: 38, waiting: 1000, released: 40, window_ms: 250, ..Signals::default() };
     assert!(stalled.queue_ms() >= 38.0 * 250.0);
-    let d = st.decide(&stalled, &BOUNDS, None);
-    assert_eq!(d.reason, Reason::Overload, "{d:?}");
-    assert!(st.n <= 40.0 * 0.5 + 1e-9, "{}", st.n);
-    // Two in flight and none finished is too few requests to judge a
-    // stall by, and no headroom either: N holds.
-    let mut st = ControllerState::settled(40.0);
-    let quiet = Signals { samples: 0, in_flight: 2, ..stalled };
-    assert_eq!(st.decide(&quiet, &BOUNDS, None), Decision { n: 40, reason: Reason::Hold });
-    // Idle (nothing in flight, nothing finished): no queue.
-    assert_eq!(Signals { in_flight: 0, ..stalled }.queue_ms(), 0.0);
+    assert_eq!(st.decide(&stalled, &BOUNDS, None), Decision { n: 40, reason: Reason::Hold });
+    // Idle (nothing in flight, nothing finished): no queue, and headroom.
+    let idle = Signals { in_flight: 0, ..stalled };
+    assert_eq!(idle.queue_ms(), 0.0);
+    assert_eq!(st.decide(&idle, &BOUNDS, None).reason, Reason::Headroom);
 }
