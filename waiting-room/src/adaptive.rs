@@ -446,7 +446,6 @@ impl ControllerState {
                 // Past slow start: additive steps, per second (a tick's
                 // share of them), and small ones near the N of the last
                 // overload, where the capacity was found.
-                let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
                 let near = self.ceiling > 0.0 && self.n >= NEAR_CEILING * self.ceiling;
                 let (share, least) = if near { (PROBE, PROBE_LEAST) } else { (GROW, GROW_LEAST) };
                 self.n += (self.n * share).max(least) * tick_s;
