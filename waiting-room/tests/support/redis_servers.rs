@@ -23,7 +23,15 @@ pub struct Process {
 impl Process {
     /// `program` with `args`, once it accepts connections on `port`.
     pub fn start(program: &str, args: &[String], port: u16, dir: &Path) -> Process {
-        let log = std::fs::File::create(dir.join(format!("{program}-{port}.log"))).unwrap();
+        Process::try_start(program, args, port, dir).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Process::start`], or why not when the process exited before it
+    /// accepted (its port taken between [`port`] and its bind, for one):
+    /// the caller may try again on another port.
+    pub fn try_start(program: &str, args: &[String], port: u16, dir: &Path) -> Result<Process, String> {
+        let log_path = dir.join(format!("{program}-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(program)
             .args(args)
             .current_dir(dir)
@@ -31,22 +39,52 @@ impl Process {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("{program} must be installed: {e}"));
-        let p = Process { child, port };
-        until(&format!("{program} on port {port} accepts connections"), Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(())
+        let mut p = Process { child, port };
+        let exited = until(&format!("{program} on port {port} accepts connections"), Duration::from_secs(10), || {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Some(Some(status));
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(None)
         });
-        p
+        match exited {
+            None => Ok(p),
+            Some(status) => {
+                let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let last = said.lines().rev().take(3).collect::<Vec<_>>().join(" / ");
+                Err(format!("{program} on port {port} exited ({status}) before accepting: {last}"))
+            }
+        }
+    }
+
+    /// A `redis-server` started by `start(port)` on a fresh port from
+    /// `pick`, tried again on another one (up to five times) when it exits
+    /// before accepting: another test may bind a port between `pick`
+    /// finding it free and the server binding it.
+    pub fn on_free_port(pick: fn() -> u16, mut start: impl FnMut(u16) -> Result<Process, String>) -> Process {
+        let mut why = Vec::new();
+        for _ in 0..5 {
+            match start(pick()) {
+                Ok(p) => return p,
+                Err(e) => why.push(e),
+            }
+        }
+        panic!("no redis-server started in five tries: {}", why.join("; "))
     }
 
     /// `redis-server` on `port` with extra `args`.
     pub fn server(port: u16, dir: &Path, args: &[&str]) -> Process {
+        Process::try_server(port, dir, args).unwrap_or_else(|why| panic!("{why}"))
+    }
+
+    /// [`Process::server`], or why it exited before accepting.
+    pub fn try_server(port: u16, dir: &Path, args: &[&str]) -> Result<Process, String> {
         let mut all: Vec<String> =
             ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect();
         all.extend(args.iter().map(|s| (*s).to_owned()));
-        Process::start("redis-server", &all, port, dir)
+        Process::try_start("redis-server", &all, port, dir)
     }
 
     /// `redis://127.0.0.1:<port>`.
@@ -108,20 +146,27 @@ impl Cluster {
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<Process> = (0..3)
             .map(|_| {
-                let p = port();
-                let conf = dir.path().join(format!("nodes-{p}.conf"));
-                Process::server(
-                    p,
-                    dir.path(),
-                    &[
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        conf.to_str().unwrap(),
-                        "--cluster-node-timeout",
-                        "2000",
-                    ],
-                )
+                Process::on_free_port(port, |p| {
+                    let conf = dir.path().join(format!("nodes-{p}.conf"));
+                    // The bus port is named: its default, 10,000 above the
+                    // client port, does not exist above 55,535 (a fifth of
+                    // Linux's ephemeral range), and redis-server exits there.
+                    let bus = port().to_string();
+                    Process::try_server(
+                        p,
+                        dir.path(),
+                        &[
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            conf.to_str().unwrap(),
+                            "--cluster-node-timeout",
+                            "2000",
+                            "--cluster-port",
+                            &bus,
+                        ],
+                    )
+                })
             })
             .collect();
         let addrs: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
@@ -170,34 +215,36 @@ impl Sentinel {
     /// (`down-after-milliseconds 1000`, `failover-timeout 5000`) that knows them all.
     pub fn start(replicas: usize) -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
-        let primary = Process::server(port(), dir.path(), &[]);
+        let primary = Process::on_free_port(port, |p| Process::try_server(p, dir.path(), &[]));
         let replicaof = format!("127.0.0.1 {}", primary.port);
-        let replicas: Vec<Process> =
-            (0..replicas).map(|_| Process::server(port(), dir.path(), &["--replicaof", &replicaof])).collect();
+        let replicas: Vec<Process> = (0..replicas)
+            .map(|_| Process::on_free_port(port, |p| Process::try_server(p, dir.path(), &["--replicaof", &replicaof])))
+            .collect();
         for r in &replicas {
             until("the replica is in sync", Duration::from_secs(10), || {
                 r.cli(&["INFO", "replication"]).filter(|i| i.contains("master_link_status:up")).map(|_| ())
             });
         }
-        let sentinel_port = port();
         let conf = dir.path().join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
-                 sentinel monitor {MASTER_NAME} 127.0.0.1 {} 1\n\
-                 sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-                 sentinel failover-timeout {MASTER_NAME} 5000\n\
-                 sentinel parallel-syncs {MASTER_NAME} 1\n",
-                dir.path().display(),
-                primary.port
-            ),
-        )
-        .unwrap();
-        // `redis-server --sentinel` is what Debian's `redis-sentinel` links
-        // to; it needs no second package.
-        let args = [conf.to_str().unwrap().to_owned(), "--sentinel".to_owned()];
-        let sentinel = Process::start("redis-server", &args, sentinel_port, dir.path());
+        let sentinel = Process::on_free_port(port, |sentinel_port| {
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {sentinel_port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {MASTER_NAME} 127.0.0.1 {} 1\n\
+                     sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                     sentinel failover-timeout {MASTER_NAME} 5000\n\
+                     sentinel parallel-syncs {MASTER_NAME} 1\n",
+                    dir.path().display(),
+                    primary.port
+                ),
+            )
+            .unwrap();
+            // `redis-server --sentinel` is what Debian's `redis-sentinel` links
+            // to; it needs no second package.
+            let args = [conf.to_str().unwrap().to_owned(), "--sentinel".to_owned()];
+            Process::try_start("redis-server", &args, sentinel_port, dir.path())
+        });
         let s = Sentinel { primary, replicas, sentinel, _dir: dir };
         // The sentinel learns the replicas from the primary's INFO.
         let want = s.replicas.len();
