@@ -235,6 +235,16 @@ verdict() { awk -v r="$1" -v t="$RATIO_TARGET" 'BEGIN { print (r != "nan" && r >
   if awk -v n="$over" -v t="$(secs "$TICK")" -v r="$RATE" 'BEGIN { exit !(n / t > r) }'; then
     echo "note: (a) could admit $over per $TICK but visitors arrive at only $RATE/s: raise RATE for a full ${OVER}x overload"
   fi
+  # (d) can complete no more flows than there are visitors who come: with
+  # NO_SHOW of them never coming, RATE x DURATION x (1 - NO_SHOW). When that
+  # is not well above what (b) completed, (d) measures the arrivals, not the
+  # controller (a pool of 4 at RATE=150 or 250 did: every visitor admitted).
+  shows=$(awk -v r="$RATE" -v d="$(secs "$DURATION")" -v x="$NO_SHOW" 'BEGIN { printf "%d", r * d * (1 - x) }')
+  done_b=$(kv completed "$OUT/sweep-$best/report.txt"); done_b=${done_b:-0}
+  if [ "$ADAPTIVE" = 1 ] && awk -v s="$shows" -v b="$done_b" 'BEGIN { exit !(s < 1.25 * b) }'; then
+    need=$(awk -v b="$done_b" -v d="$(secs "$DURATION")" -v x="$NO_SHOW" 'BEGIN { printf "%d", 1.25 * b / (d * (1 - x)) + 1 }')
+    echo "note: (d) is bounded by arrivals: only $shows visitors come (RATE x DURATION x (1 - NO_SHOW)) against $done_b flows (b) completed; raise RATE to $need/s or more"
+  fi
   if [ "$ADAPTIVE" != 1 ]; then
     echo "adaptive runs: not run (ADAPTIVE=0)"
   elif [ "$ran_c" != 1 ]; then
