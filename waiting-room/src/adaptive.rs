@@ -41,9 +41,9 @@
 //!   upstream's latency at rest, not its load (a booking core whose p99 is
 //!   66–114 ms at any small N ended slow start at a third of its capacity
 //!   and took 10 s of additive steps to reach it). A doubling waits until
-//!   the load has followed the previous one (a window's requests up by
-//!   half of the last step over their smoothed level; at most two round
-//!   trips, as windows are noisy), so slow start overshoots by the delay's worth of one
+//!   the load has followed the previous one (requests per window up by
+//!   half of the last step; at most two round trips, as that mark is one
+//!   window's count), so slow start overshoots by the delay's worth of one
 //!   step, not of one step per tick of delay; the step then makes up for
 //!   the ticks it waited, up to half a second's doubling (×√2: the most
 //!   one step overshoots by), so a quiet window delays slow start without
@@ -336,10 +336,6 @@ pub struct ControllerState {
     /// Decisions slow start has waited for the load to follow its last doubling.
     #[serde(default)]
     pub slow_waits: u32,
-    /// Requests per window, smoothed (each window weighs half): what the
-    /// follow mark is set from, rather than the one window that stepped.
-    #[serde(default)]
-    pub load_level: f64,
     /// N when the last overload began (0: none since N last grew past it):
     /// growth slows down near it.
     #[serde(default)]
@@ -365,7 +361,6 @@ impl ControllerState {
             overload_score: 0.0,
             follow_mark: 0,
             slow_waits: 0,
-            load_level: 0.0,
             ceiling: 0.0,
             since_cut: long_ago(),
             cut_score: 0.0,
@@ -380,7 +375,6 @@ impl ControllerState {
             overload_score: 0.0,
             follow_mark: 0,
             slow_waits: 0,
-            load_level: 0.0,
             ceiling: 0.0,
             since_cut: long_ago(),
             cut_score: 0.0,
@@ -413,8 +407,6 @@ impl ControllerState {
         let tick_s = if s.window_ms == 0 { 1.0 } else { s.window_ms as f64 / 1000.0 };
         // The controller's round trip: about a second, whatever the tick.
         let round_trip = (1.0 / tick_s).ceil().max(1.0) as u32;
-        self.load_level =
-            if self.load_level > 0.0 { (self.load_level + s.samples as f64) / 2.0 } else { s.samples as f64 };
         let reason = if score > 1.0 {
             self.overloaded_once = true;
             let entering = self.overload_score == 0.0;
@@ -465,17 +457,11 @@ impl ControllerState {
                 Reason::Headroom
             } else if s.samples >= self.follow_mark || self.slow_waits >= 2 * round_trip {
                 // Slow start: N doubles per second, but a step waits until
-                // the load has followed the previous one (a window's
-                // requests up by half of that step over their smoothed
-                // level: what a tick shows lags the N that caused it), or
-                // two round trips at most (one busy window must not stall
-                // it). The mark is set from the smoothed level, not from
-                // the window that stepped: that window stepped because it
-                // was high, and few visitors a tick (no-shows among them)
-                // make windows at one N swing by half; from it, the mark
-                // sat above every window that followed and each step waited
-                // the whole two round trips (slow start took 7 s to reach
-                // 16 with 30% no-shows). A step then makes up for the ticks it waited,
+                // the load has followed the previous one (the window's
+                // requests up by half of that step: what a tick shows lags
+                // the N that caused it), or two round trips at most (the
+                // mark came from one window, and one busy window must not
+                // stall it). A step then makes up for the ticks it waited,
                 // up to half a second's doubling (×√2; one tick's when ticks
                 // are longer, which is the rate itself): a window that
                 // happens to be quiet delays growth without slowing it much,
@@ -487,7 +473,7 @@ impl ControllerState {
                 let most_s = tick_s.clamp(0.5, 1.0);
                 let step = 2f64.powf(waited_s.min(most_s)).max(1.0 + 1.0 / self.n.max(1.0));
                 self.n *= step;
-                self.follow_mark = (self.load_level * (1.0 + (step - 1.0) / 2.0)).ceil() as u64;
+                self.follow_mark = (s.samples as f64 * (1.0 + (step - 1.0) / 2.0)).ceil() as u64;
                 self.slow_waits = 0;
                 Reason::Headroom
             } else {
