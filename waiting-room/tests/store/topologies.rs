@@ -10,7 +10,7 @@ use waiting_room::store::redis::RedisStore;
 use waiting_room::store::{JoinChecks, QueueStore, Standing};
 
 use crate::behaviour::params;
-use crate::servers::{Cluster, Process, port, until};
+use crate::servers::{Cluster, Process, until};
 
 fn single(url: String, wait_replicas: u32) -> StoreConfig {
     StoreConfig {
@@ -45,7 +45,7 @@ async fn queues_spread_over_the_cluster_nodes_and_each_runs_on_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_too_few_replicas_hold_is_a_store_failure_and_reads_still_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let lonely = Process::server(port(), dir.path(), &[]);
+    let lonely = Process::server(dir.path(), &[]);
     let config = StoreConfig { response_timeout: Duration::from_millis(400), ..single(lonely.url(), 1) };
     let store = RedisStore::open(&config).await.unwrap();
     let p = params();
@@ -59,8 +59,8 @@ async fn a_write_too_few_replicas_hold_is_a_store_failure_and_reads_still_answer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_a_replica_holds_is_answered_and_wait_costs_little() {
     let dir = tempfile::tempdir().unwrap();
-    let primary = Process::server(port(), dir.path(), &[]);
-    let replica = Process::server(port(), dir.path(), &["--replicaof", &format!("127.0.0.1 {}", primary.port)]);
+    let primary = Process::server(dir.path(), &[]);
+    let replica = Process::server(dir.path(), &["--replicaof", &format!("127.0.0.1 {}", primary.port)]);
     until("the replica is in sync", Duration::from_secs(10), || {
         replica.cli(&["INFO", "replication"]).filter(|i| i.contains("master_link_status:up")).map(|_| ())
     });

@@ -21,14 +21,10 @@ pub struct Process {
 }
 
 impl Process {
-    /// `program` with `args`, once it accepts connections on `port`.
-    pub fn start(program: &str, args: &[String], port: u16, dir: &Path) -> Process {
-        Process::try_start(program, args, port, dir).unwrap_or_else(|why| panic!("{why}"))
-    }
-
-    /// [`Process::start`], or why not when the process exited before it
-    /// accepted (its port taken between [`port`] and its bind, for one):
-    /// the caller may try again on another port.
+    /// `program` with `args`, once it accepts connections on `port`; or why
+    /// not when it exited before it accepted (its port taken between
+    /// [`port`] and its bind, for one): the caller may try again on another
+    /// port ([`Process::on_free_port`]).
     pub fn try_start(program: &str, args: &[String], port: u16, dir: &Path) -> Result<Process, String> {
         let log_path = dir.join(format!("{program}-{port}.log"));
         let log = std::fs::File::create(&log_path).unwrap();
@@ -71,9 +67,9 @@ impl Process {
         panic!("no redis-server started in five tries: {}", why.join("; "))
     }
 
-    /// `redis-server` on `port` with extra `args`.
-    pub fn server(port: u16, dir: &Path, args: &[&str]) -> Process {
-        Process::try_server(port, dir, args).unwrap_or_else(|why| panic!("{why}"))
+    /// `redis-server` with extra `args` on a free port ([`Process::on_free_port`]).
+    pub fn server(dir: &Path, args: &[&str]) -> Process {
+        Process::on_free_port(port, |p| Process::try_server(p, dir, args))
     }
 
     /// [`Process::server`], or why it exited before accepting.
@@ -215,11 +211,10 @@ impl Sentinel {
     /// (`down-after-milliseconds 1000`, `failover-timeout 5000`) that knows them all.
     pub fn start(replicas: usize) -> Sentinel {
         let dir = tempfile::tempdir().unwrap();
-        let primary = Process::on_free_port(port, |p| Process::try_server(p, dir.path(), &[]));
+        let primary = Process::server(dir.path(), &[]);
         let replicaof = format!("127.0.0.1 {}", primary.port);
-        let replicas: Vec<Process> = (0..replicas)
-            .map(|_| Process::on_free_port(port, |p| Process::try_server(p, dir.path(), &["--replicaof", &replicaof])))
-            .collect();
+        let replicas: Vec<Process> =
+            (0..replicas).map(|_| Process::server(dir.path(), &["--replicaof", &replicaof])).collect();
         for r in &replicas {
             until("the replica is in sync", Duration::from_secs(10), || {
                 r.cli(&["INFO", "replication"]).filter(|i| i.contains("master_link_status:up")).map(|_| ())
